@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// The entry point behind `npm start`, `npm test`, `npm run bench`, …: on a fresh clone with only
+// Node and npm it installs the pinned pnpm into .tools/, installs the workspace from the frozen
+// lockfile, then runs the task. Nothing global is assumed or changed.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { delimiter, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+const pnpmVersion = pkg.packageManager.replace(/^pnpm@/, '');
+const toolsDir = join(root, '.tools');
+const toolsBin = join(toolsDir, 'node_modules', '.bin');
+const binDir = join(root, 'node_modules', '.bin');
+
+const env = { ...process.env, PATH: [binDir, toolsBin, process.env.PATH].join(delimiter) };
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env, ...opts });
+  if (r.error) throw r.error;
+  return r.status ?? 1;
+}
+
+function must(cmd, args, opts) {
+  const status = run(cmd, args, opts);
+  if (status !== 0) process.exit(status);
+}
+
+function installedPnpmVersion() {
+  const manifest = join(toolsDir, 'node_modules', 'pnpm', 'package.json');
+  return existsSync(manifest) ? JSON.parse(readFileSync(manifest, 'utf8')).version : undefined;
+}
+
+function ensurePnpm() {
+  if (installedPnpmVersion() === pnpmVersion) return;
+  console.error(`bootstrap: installing pnpm ${pnpmVersion} into .tools/`);
+  must('npm', [
+    'install',
+    '--prefix',
+    toolsDir,
+    '--no-audit',
+    '--no-fund',
+    '--loglevel=error',
+    `pnpm@${pnpmVersion}`,
+  ]);
+}
+
+function ensureWorkspace() {
+  const quiet = ['--reporter=silent'];
+  must('pnpm', ['install', '--frozen-lockfile', '--prefer-offline', ...quiet]);
+}
+
+const tasks = {
+  start: () => must('pnpm', ['run', '--silent', 'main']),
+  test: (args) => {
+    must('node', ['scripts/check-layers.mjs']);
+    must('vitest', ['run', ...args]);
+  },
+  typecheck: () => must('turbo', ['run', 'typecheck', '--output-logs=errors-only']),
+  lint: () => must('biome', ['ci', '.']),
+  bench: (args) => must('tsx', ['scripts/bench.ts', ...args]),
+};
+
+const [task, ...args] = process.argv.slice(2);
+if (!task || !(task in tasks)) {
+  console.error(`usage: node scripts/bootstrap.mjs <${Object.keys(tasks).join('|')}> [args…]`);
+  process.exit(2);
+}
+ensurePnpm();
+ensureWorkspace();
+tasks[task](args);
