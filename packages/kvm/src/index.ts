@@ -1,2 +1,68 @@
-import { placeholder as a } from '@kvmtest/coco';
-export const placeholder = a + 1;
+export type { CapName } from './caps.js';
+export { CAP, DEVICE_ATTR, KVM_HC, KVM_LIMITS, MAP_GPA_RANGE, MEM_FLAG, MEMORY_ATTRIBUTE } from './caps.js';
+export type {
+  HostPtr,
+  SevCommand,
+  SevDbgData,
+  SevGuestStatusData,
+  SevInitData,
+  SevLaunchMeasureData,
+  SevLaunchSecretData,
+  SevLaunchStartData,
+  SevLaunchUpdateData,
+  SnpLaunchFinishData,
+  SnpLaunchStartData,
+  SnpLaunchUpdateData,
+  TdxCapabilitiesData,
+  TdxCommand,
+  TdxInitMemRegionData,
+  TdxInitVmData,
+} from './commands.js';
+export {
+  hostPtr,
+  SEV_CMD,
+  SEV_GUEST_STATE,
+  SEV_RET,
+  SNP_PAGE_TYPE,
+  TDX_CMD,
+  TDX_MEASURE_MEMORY_REGION,
+} from './commands.js';
+export type { Errno } from './errno.js';
+export { ERRNO, errnoName, isErrno, isKvmError, KvmError, tryKvm } from './errno.js';
+export type {
+  Exit,
+  ExitReason,
+  HltExit,
+  HypercallExit,
+  InternalErrorExit,
+  IntrExit,
+  IoExit,
+  MemoryFaultExit,
+  MmioExit,
+  ShutdownExit,
+  SystemEventExit,
+  SystemEventType,
+} from './exit.js';
+export { describeExit, EXIT_REASON, exitReasonNumber, INTERNAL_ERROR, SYSTEM_EVENT } from './exit.js';
+export type {
+  ExceptionFrame,
+  ExceptionHandler,
+  ExceptionResume,
+  Guest,
+  GuestProgram,
+  IoSize,
+  TdcallRegs,
+} from './guest.js';
+export { GuestException, PF_ERROR, VECTOR, vectorName } from './guest.js';
+export type {
+  Backend,
+  EncRegion,
+  Kvm,
+  MemoryAttributes,
+  RunOptions,
+  UserMemoryRegion,
+  Vcpu,
+  Vm,
+} from './kvm.js';
+export type { CpuidEntry, Regs, Sregs } from './regs.js';
+export { CPUID_FLAG_SIGNIFICANT_INDEX, CR, findCpuid, REG_NAMES, zeroRegs } from './regs.js';

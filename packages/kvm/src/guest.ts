@@ -1,0 +1,146 @@
+// The guest's side of one vCPU: what guest programs and guest runtimes are written against.
+// A backend implements it for the vCPU it runs; memory accesses go through the guest's own page
+// tables, instructions that trap do so with the architecture's exceptions.
+
+import type { CpuidEntry, Regs } from './regs.js';
+
+/** x86 exception vectors the framework names. */
+export const VECTOR = {
+  DE: 0,
+  DB: 1,
+  BP: 3,
+  UD: 6,
+  DF: 8,
+  GP: 13,
+  PF: 14,
+  MC: 18,
+  VE: 20,
+  CP: 21,
+  VC: 29,
+} as const;
+
+/** Mnemonic of a vector (`#PF`), or its number. */
+export function vectorName(vector: number): string {
+  const hit = Object.entries(VECTOR).find(([, v]) => v === vector);
+  return hit ? `#${hit[0]}` : `vector ${vector}`;
+}
+
+/** #PF error-code bits (P, W/R, U/S, RSVD, I/D). */
+export const PF_ERROR = {
+  PRESENT: 1,
+  WRITE: 2,
+  USER: 4,
+  RSVD: 8,
+  FETCH: 16,
+} as const;
+
+/** What the CPU pushes for an exception, plus a readable account of the faulting operation. */
+export interface ExceptionFrame {
+  readonly vector: number;
+  readonly errorCode: number | undefined;
+  /** Faulting linear address for #PF (CR2). */
+  readonly cr2?: bigint;
+  /** The operation that faulted, e.g. `readU64(0xdead000)`. */
+  readonly operation: string;
+  /** Why it faulted, e.g. `PTE not present at level 1`. */
+  readonly detail: string;
+}
+
+/**
+ * How an exception handler resumes the guest: `retry` re-executes the faulting operation (the
+ * handler fixed its cause), `skip` abandons it (a read then yields 0, as with the selftests'
+ * exception fix-up).
+ */
+export type ExceptionResume = 'retry' | 'skip';
+
+/**
+ * The guest's exception entry (its IDT, reduced to one dispatcher). It runs synchronously inside the
+ * faulting operation; throwing from it, or having none, makes the operation throw GuestException.
+ */
+export type ExceptionHandler = (frame: ExceptionFrame) => ExceptionResume;
+
+/** An architectural exception no handler resolved; thrown out of the faulting guest operation. */
+export class GuestException extends Error {
+  override readonly name = 'GuestException';
+  readonly frame: ExceptionFrame;
+  constructor(frame: ExceptionFrame) {
+    const ec = frame.errorCode === undefined ? '' : ` error code 0x${frame.errorCode.toString(16)}`;
+    const cr2 = frame.cr2 === undefined ? '' : ` at 0x${frame.cr2.toString(16)}`;
+    super(`${vectorName(frame.vector)}${ec}${cr2} in ${frame.operation}: ${frame.detail}`);
+    this.frame = frame;
+  }
+}
+
+/** Registers a TDCALL passes and returns (RAX = leaf, RCX = exposed-register bitmap, R10–R15 arguments). */
+export interface TdcallRegs {
+  rax?: bigint;
+  rcx?: bigint;
+  rdx?: bigint;
+  r8?: bigint;
+  r9?: bigint;
+  r10?: bigint;
+  r11?: bigint;
+  r12?: bigint;
+  r13?: bigint;
+  r14?: bigint;
+  r15?: bigint;
+}
+
+/** Port-I/O access widths. */
+export type IoSize = 1 | 2 | 4;
+
+/**
+ * One vCPU as its guest sees it. Addresses are guest-virtual (through the page tables in CR3)
+ * unless named `gpa`. Memory accessors and bit operations are synchronous; anything that may exit
+ * to the host returns a promise the guest awaits.
+ */
+export interface Guest {
+  readonly vcpuId: number;
+  /** The live general-purpose register file (the guest's own registers). */
+  readonly regs: Regs;
+
+  readU8(gva: bigint): number;
+  readU16(gva: bigint): number;
+  readU32(gva: bigint): number;
+  readU64(gva: bigint): bigint;
+  writeU8(gva: bigint, v: number): void;
+  writeU16(gva: bigint, v: number): void;
+  writeU32(gva: bigint, v: number): void;
+  writeU64(gva: bigint, v: bigint): void;
+  readBytes(gva: bigint, length: number): Uint8Array;
+  writeBytes(gva: bigint, data: Uint8Array): void;
+  /** Atomic bit test-and-set (LOCK BTS) on the bit array at `gva`; returns the old bit. */
+  testAndSetBit(gva: bigint, bit: number): boolean;
+  /** Atomic bit clear (LOCK BTR). */
+  clearBit(gva: bigint, bit: number): void;
+
+  /** GVA of a global in this VM's copy of the guest image. */
+  global(name: string): bigint;
+
+  cpuid(leaf: number, subleaf?: number): CpuidEntry;
+  rdmsr(msr: number): bigint;
+  wrmsr(msr: number, value: bigint): void;
+
+  out(port: number, size: IoSize, value: number): Promise<void>;
+  in(port: number, size: IoSize): Promise<number>;
+  /** A write to guest-physical MMIO (no memslot behind `gpa`). */
+  mmioWrite(gpa: bigint, size: number, value: bigint): Promise<void>;
+  mmioRead(gpa: bigint, size: number): Promise<bigint>;
+  /** VMMCALL/VMCALL: RAX = nr, RBX, RCX, RDX, RSI = args; returns RAX. */
+  hypercall(nr: bigint, args?: readonly bigint[]): Promise<bigint>;
+  /** SEV-ES/SNP: exit through the GHCB whose GPA is in MSR 0xC0010130. */
+  vmgexit(): Promise<void>;
+  /** TDX: TDCALL with RAX = leaf; returns the registers the TDX module/VMM gave back. */
+  tdcall(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs>;
+  /** SNP: PVALIDATE the 4 KiB page at `gva` (validate or rescind); returns the instruction's status code. */
+  pvalidate(gva: bigint, validate: boolean): number;
+  hlt(): Promise<void>;
+  /** Raises an invalid-opcode exception (UD2). */
+  ud2(): never;
+
+  /** Installs (or removes) the guest's exception entry — LIDT, in effect. */
+  setExceptionHandler(handler: ExceptionHandler | undefined): void;
+}
+
+/** A guest program: the code a vCPU runs. It ends by returning (the vCPU then halts) or by exiting for good. */
+export type GuestProgram = (g: Guest) => Promise<void>;

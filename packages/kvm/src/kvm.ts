@@ -1,0 +1,137 @@
+// The hypervisor contract: what every backend implements and every upper layer uses.
+// Each method stands for one ioctl (named in its comment) and fails the way that ioctl fails,
+// with a KvmError carrying the errno.
+
+import type { VmType } from '@kvmtest/coco';
+import type { HostPtr, SevCommand, TdxCommand } from './commands.js';
+import type { Exit } from './exit.js';
+import type { GuestProgram } from './guest.js';
+import type { CpuidEntry, Regs, Sregs } from './regs.js';
+
+/** Which implementation answers: the embedded simulator or the kernel's /dev/kvm. */
+export type Backend = 'sim' | 'linux';
+
+/** `struct kvm_userspace_memory_region2` (KVM_SET_USER_MEMORY_REGION2). `memorySize` 0 deletes the slot. */
+export interface UserMemoryRegion {
+  /** Slot id; bits 16–31 select the address space (x86: 0 normal, 1 SMM). */
+  slot: number;
+  /** MEM_FLAG bits. */
+  flags: number;
+  guestPhysAddr: bigint;
+  memorySize: bigint;
+  /** The VMM memory behind the slot (`userspace_addr`): exactly `memorySize` bytes, or undefined to delete. */
+  userspace: Uint8Array | undefined;
+  /** guest_memfd file descriptor when `flags` has GUEST_MEMFD. */
+  guestMemfd?: number;
+  guestMemfdOffset?: bigint;
+}
+
+/** `struct kvm_memory_attributes` (KVM_SET_MEMORY_ATTRIBUTES). */
+export interface MemoryAttributes {
+  address: bigint;
+  size: bigint;
+  attributes: bigint;
+  flags?: bigint;
+}
+
+/** `struct kvm_enc_region` (KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION). */
+export interface EncRegion {
+  addr: HostPtr;
+  size: bigint;
+}
+
+/** Options of one KVM_RUN. */
+export interface RunOptions {
+  /** `kvm_run.immediate_exit`: complete pending I/O and return at once with an `intr` exit. */
+  immediateExit?: boolean;
+}
+
+/** The system scope: an open /dev/kvm and the process's descriptor table. */
+export interface Kvm {
+  readonly backend: Backend;
+  /** KVM_CHECK_EXTENSION on /dev/kvm. KVM_CAP_VM_TYPES answers a bitmask of VM type numbers. */
+  checkExtension(cap: number): number;
+  /** KVM_GET_SUPPORTED_CPUID. */
+  getSupportedCpuid(): CpuidEntry[];
+  /** KVM_GET_DEVICE_ATTR on /dev/kvm (e.g. KVM_X86_GRP_SEV / KVM_X86_SEV_VMSA_FEATURES). */
+  getDeviceAttr(group: number, attr: number): bigint;
+  /** KVM_CREATE_VM with a VM type (name or kernel number). */
+  createVm(type?: VmType | number): Vm;
+  /** open("/dev/sev"): the descriptor SEV launch commands name in `sevFd`. ENOENT when the host has no SEV. */
+  openSevDevice(): number;
+  /** close(fd) for a descriptor this process opened (VM, vCPU, guest_memfd, /dev/sev). EBADF if not open. */
+  closeFd(fd: number): void;
+  /** True while `fd` is open in this process. */
+  isFdOpen(fd: number): boolean;
+}
+
+/** A VM (the VM file descriptor). */
+export interface Vm extends Disposable {
+  readonly kvm: Kvm;
+  readonly fd: number;
+  readonly type: VmType;
+  /** vCPUs created on this VM, in creation order. */
+  readonly vcpus: readonly Vcpu[];
+  /** KVM_CHECK_EXTENSION on the VM fd. */
+  checkExtension(cap: number): number;
+  /** KVM_SET_USER_MEMORY_REGION2. */
+  setUserMemoryRegion(region: UserMemoryRegion): void;
+  /** KVM_CREATE_GUEST_MEMFD: returns the new descriptor. */
+  createGuestMemfd(size: bigint, flags?: bigint): number;
+  /** KVM_SET_MEMORY_ATTRIBUTES. */
+  setMemoryAttributes(attrs: MemoryAttributes): void;
+  /** KVM_GET_MEMORY_ATTRIBUTES is not an ioctl; this reads the attribute xarray the way debugfs would. */
+  getMemoryAttributes(gpa: bigint): bigint;
+  /** KVM_CREATE_VCPU. */
+  createVcpu(id: number): Vcpu;
+  /** KVM_ENABLE_CAP on the VM; a Vm in `args` stands for its descriptor. */
+  enableCap(cap: number, args?: readonly (number | bigint | Vm)[], flags?: number): void;
+  /** KVM_MEMORY_ENCRYPT_OP on the VM fd; `undefined` is a NULL argument. Writes `error`/`hwError` back. */
+  memEncryptOp(cmd: SevCommand | TdxCommand | undefined): void;
+  /** KVM_MEMORY_ENCRYPT_REG_REGION. */
+  memEncryptRegRegion(region: EncRegion): void;
+  /** KVM_MEMORY_ENCRYPT_UNREG_REGION. */
+  memEncryptUnregRegion(region: EncRegion): void;
+  /**
+   * Records the symbol table of the guest image loaded into this VM (what an ELF loader knows), so
+   * `Guest.global(name)` resolves in this VM's copy. Not an ioctl: guest-image metadata.
+   */
+  setGuestSymbols(symbols: ReadonlyMap<string, bigint>): void;
+  /** close() of the VM fd and its vCPUs' fds; every later call fails with EBADF. */
+  close(): void;
+  readonly closed: boolean;
+}
+
+/** A vCPU (the vCPU file descriptor and its `kvm_run`). */
+export interface Vcpu {
+  readonly vm: Vm;
+  readonly id: number;
+  readonly fd: number;
+  /** KVM_RUN: resolves with the next exit; rejects with KvmError (EIO for a dead VM, EINVAL when not runnable…). */
+  run(opts?: RunOptions): Promise<Exit>;
+  /** The last exit (the mmapped `kvm_run`), until the next run. */
+  readonly exit: Exit | undefined;
+  /** KVM_GET_REGS (EINVAL once the register state is protected). */
+  getRegs(): Regs;
+  /** KVM_SET_REGS (EINVAL once the register state is protected). */
+  setRegs(regs: Regs): void;
+  /** KVM_GET_SREGS. */
+  getSregs(): Sregs;
+  /** KVM_SET_SREGS. */
+  setSregs(sregs: Sregs): void;
+  /** KVM_SET_CPUID2. */
+  setCpuid(entries: readonly CpuidEntry[]): void;
+  /** KVM_GET_CPUID2. */
+  getCpuid(): CpuidEntry[];
+  /** KVM_GET_MSRS for one MSR. */
+  getMsr(index: number): bigint;
+  /** KVM_SET_MSRS for one MSR. */
+  setMsr(index: number, value: bigint): void;
+  /** KVM_MEMORY_ENCRYPT_OP on the vCPU fd (TDX INIT_VCPU, INIT_MEM_REGION, GET_CPUID). */
+  memEncryptOp(cmd: TdxCommand | undefined): void;
+  /**
+   * The guest code this vCPU runs, the simulator's stand-in for loading code and setting RIP
+   * (`vcpu_arch_set_entry_point`). Set before the first run.
+   */
+  setEntry(program: GuestProgram): void;
+}
