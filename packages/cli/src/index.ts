@@ -1,0 +1,15 @@
+export type { BackendName, Command, ReporterName } from './internal/args.js';
+export { parseCommand, USAGE, UsageError } from './internal/args.js';
+export type { CliIo } from './internal/main.js';
+export { EXIT_USAGE, runCli } from './internal/main.js';
+export type { CaseResult, CaseStatus } from './internal/protocol.js';
+export { junitReporter, xmlEscape } from './internal/reporters/junit.js';
+export { prettyReporter } from './internal/reporters/pretty.js';
+export type { Reporter, Sink } from './internal/reporters/reporter.js';
+export { tapReporter } from './internal/reporters/tap.js';
+export type { CaseSelection, RunListener, SchedulerOptions } from './internal/scheduler.js';
+export { runSuite, runSuites } from './internal/scheduler.js';
+export type { CaseContext, SuiteCase, SuiteModuleShape, SuiteRef } from './internal/suite.js';
+export { discoverSuites, findWorkspaceRoot, suiteFromModule } from './internal/suite.js';
+export type { Summary } from './internal/summary.js';
+export { exitCodeFor, KSFT_EXIT, summarize, summaryLine } from './internal/summary.js';

@@ -1,0 +1,95 @@
+// The suite process: loads one suite module, runs the requested cases in order and reports each
+// over IPC. Started by the scheduler with: <module path> <case index>… ; the parent enforces timeouts.
+import { pathToFileURL } from 'node:url';
+import type { ChildMessage, ChildRequest } from './protocol.js';
+import { suiteFromModule } from './suite.js';
+
+function send(msg: ChildMessage): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) {
+      process.stdout.write(`${JSON.stringify(msg)}\n`);
+      resolve();
+      return;
+    }
+    process.send(msg, undefined, {}, () => resolve());
+  });
+}
+
+/** True for the skip signal of testkit's `testRequire` (and anything shaped like it). */
+function isSkip(e: unknown): boolean {
+  return e instanceof Error && (e.name === 'KsftSkip' || (e as { skip?: unknown }).skip === true);
+}
+
+function describeError(e: unknown): string {
+  if (e instanceof Error)
+    return e.stack && !e.stack.startsWith(e.message) ? `${e.message}\n${e.stack}` : (e.stack ?? e.message);
+  return String(e);
+}
+
+async function main(): Promise<void> {
+  const [entry, requestJson] = process.argv.slice(2);
+  if (!entry || !requestJson) throw new Error('suite process: usage: child <module> <request JSON>');
+  const request = JSON.parse(requestJson) as ChildRequest;
+  const suite = suiteFromModule(await import(pathToFileURL(entry).href), entry);
+  const names = suite.cases.map((c) => c.name);
+  const filter = request.filter === undefined ? undefined : new RegExp(request.filter);
+  const indices =
+    request.indices ??
+    names.flatMap((name, i) =>
+      (request.names?.length && !request.names.includes(name)) ||
+      (filter && !filter.test(`${request.suiteRef}:${name}`))
+        ? []
+        : [i],
+    );
+  await send({ type: 'suite', name: suite.name, cases: names, selected: indices });
+
+  let current = -1;
+  // Everything the suite prints belongs to the running case.
+  const capture = (chunk: unknown): boolean => {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString('utf8');
+    if (current >= 0) void send({ type: 'case-log', index: current, text });
+    return true;
+  };
+  process.stdout.write = capture as typeof process.stdout.write;
+  process.stderr.write = capture as typeof process.stderr.write;
+
+  for (const index of indices) {
+    const c = suite.cases[index];
+    if (!c) throw new Error(`suite ${suite.name} has no case ${index}`);
+    current = index;
+    await send({ type: 'case-start', index });
+    const t0 = performance.now();
+    let lastProgress = 0;
+    const ctx = {
+      log: (message: string) => void send({ type: 'case-log', index, text: `${message}\n` }),
+      progress: (done: number, total: number) => {
+        const now = performance.now();
+        if (now - lastProgress < 100 && done < total) return;
+        lastProgress = now;
+        void send({ type: 'case-progress', index, done, total });
+      },
+    };
+    try {
+      await c.run(ctx);
+      await send({ type: 'case-end', index, status: 'pass', durationMs: performance.now() - t0 });
+    } catch (e) {
+      const skip = isSkip(e);
+      await send({
+        type: 'case-end',
+        index,
+        status: skip ? 'skip' : 'fail',
+        durationMs: performance.now() - t0,
+        message: skip ? (e as Error).message : describeError(e),
+      });
+    }
+    current = -1;
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  async (e) => {
+    await send({ type: 'fatal', message: describeError(e) });
+    process.exit(3);
+  },
+);
