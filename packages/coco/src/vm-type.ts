@@ -135,7 +135,8 @@ export const VM_SHAPE_DEFAULT: VmShape = Object.freeze({ type: 'default', mode: 
 export function vmShape(shape: Partial<VmShape> = {}): VmShape {
   const type = shape.type ?? 'default';
   const mode = shape.mode ?? '4-level';
-  if (!isVmType(type)) throw new TypeError(`unknown VM type ${JSON.stringify(type)} (known: ${VM_TYPES.join(', ')})`);
+  if (!isVmType(type))
+    throw new TypeError(`unknown VM type ${JSON.stringify(type)} (known: ${VM_TYPES.join(', ')})`);
   if (!Object.hasOwn(GUEST_MODE_PARAMS, mode))
     throw new TypeError(`unknown guest mode ${JSON.stringify(mode)} (known: 4-level, 5-level)`);
   return Object.freeze({ type, mode });
