@@ -1,0 +1,252 @@
+// The guest half: written only against the Guest interface. It finds the pool and the transport
+// only through its own image globals (g.global + g.readU64), never through host state.
+
+import {
+  encodeGhcbMsr,
+  encodeIoioExitInfo,
+  encodeTdxIoRequest,
+  GHCB_DEFAULT_USAGE,
+  GHCB_EXIT_RESULT,
+  GHCB_FIELD,
+  GHCB_LAYOUT,
+  GHCB_MSR_INFO_MASK,
+  GHCB_MSR_CODE,
+  GHCB_PROTOCOL_VERSION,
+  ghcbValidBit,
+  SEV_MSR,
+  SVM_EXIT,
+  TDCALL_LEAF,
+  TDVMCALL_STATUS,
+  tdvmcallStatusName,
+} from '@kvmtest/coco';
+import type { Guest } from '@kvmtest/kvm';
+import {
+  UCALL,
+  UCALL_BUFFER_LEN,
+  UCALL_FAILED_GPA,
+  UCALL_FLAG,
+  UCALL_GLOBAL,
+  UCALL_MAX_ARGS,
+  UCALL_OVERFLOW_ASSERT,
+  UCALL_PIO_PORT,
+  UCALL_POOL_SLOT_ALIGN,
+  UCALL_SLOT_LAYOUT,
+  UCALL_TRANSPORT_CODE,
+} from './constants.js';
+import { hex, UcallError } from './errors.js';
+import { formatGuestString } from './format.js';
+import { type AssertWhere, checkArg, checkCmd, encodeSlot, utf8 } from './slot.js';
+
+const PAGE = 4096n;
+const GHCB_MSR = SEV_MSR.MSR_AMD64_SEV_ES_GHCB;
+// sw_exit_info_1 of `out dx, eax` in 64-bit mode, as Linux's #VC handler builds it (vc_ioio_exitinfo).
+const IOIO_OUT_32 = encodeIoioExitInfo({
+  direction: 'out',
+  size: 4,
+  port: UCALL_PIO_PORT,
+  string: false,
+  rep: false,
+  addressSize: 64,
+});
+// Valid bitmap of an IOIO OUT request: rax, sw_exit_code, sw_exit_info_1, sw_exit_info_2 (spec §12.5 step 5).
+const IOIO_VALID = (() => {
+  const b = new Uint8Array(GHCB_LAYOUT.VALID_BITMAP_SIZE);
+  for (const f of ['rax', 'swExitCode', 'swExitInfo1', 'swExitInfo2'] as const) {
+    const bit = ghcbValidBit(f);
+    b[bit >> 3]! |= 1 << (bit & 7);
+  }
+  return b;
+})();
+// R10–R15 exposed to the VMM (TDVMCALL RCX bitmap).
+const TDVMCALL_EXPOSE_R10_R15 = 0xfc00n;
+
+function u64(g: Guest, name: string): bigint {
+  return g.readU64(g.global(name));
+}
+
+/** This vCPU's GHCB page (ghcb transport) as its guest finds it through the ucall globals, or undefined. */
+export function guestGhcb(g: Guest): { gva: bigint; gpa: bigint } | undefined {
+  const count = u64(g, UCALL_GLOBAL.ghcbCount);
+  if (BigInt(g.vcpuId) >= count) return undefined;
+  const off = BigInt(g.vcpuId) * PAGE;
+  return { gva: u64(g, UCALL_GLOBAL.ghcbGva) + off, gpa: u64(g, UCALL_GLOBAL.ghcbGpa) + off };
+}
+
+// SNP: a GHCB GPA must be registered before use (spec §12.3 REG_GPA_REQ, §12.5 step 4). Once per vCPU.
+async function registerGhcb(g: Guest, gpa: bigint): Promise<void> {
+  const bits = g.global(UCALL_GLOBAL.ghcbRegistered);
+  const byte = bits + BigInt(g.vcpuId >> 3);
+  const mask = 1 << (g.vcpuId & 7);
+  if ((g.readU8(byte) & mask) !== 0) return;
+  const gfn = gpa >> 12n;
+  g.wrmsr(GHCB_MSR, encodeGhcbMsr({ kind: 'reg-gpa-req', gfn }));
+  await g.vmgexit();
+  const resp = g.rdmsr(GHCB_MSR);
+  if ((resp & GHCB_MSR_INFO_MASK) !== BigInt(GHCB_MSR_CODE.REG_GPA_RESP) || resp >> 12n !== gfn)
+    throw new UcallError(
+      'GHCB_ERROR',
+      `vCPU ${g.vcpuId}: registering GHCB GPA ${hex(gpa)} got GHCB MSR ${hex(resp)}, not REG_GPA_RESP for GFN ${hex(gfn)}`,
+      { vcpuId: g.vcpuId, gpa, response: resp },
+    );
+  g.writeU8(byte, g.readU8(byte) | mask);
+}
+
+// The port request of an SEV-ES/SNP guest: IOIO through the GHCB, then VMGEXIT (spec §12.6).
+async function sendGhcb(g: Guest, value: bigint): Promise<void> {
+  const page = guestGhcb(g);
+  if (page === undefined)
+    throw new UcallError(
+      'NO_GHCB',
+      `vCPU ${g.vcpuId} has no GHCB page for ucall (only vCPUs 0–${u64(g, UCALL_GLOBAL.ghcbCount) - 1n} do: pass nrVcpus to ucallInit)`,
+      { vcpuId: g.vcpuId },
+    );
+  const { gva, gpa } = page;
+  if ((u64(g, UCALL_GLOBAL.flags) & UCALL_FLAG.REGISTER_GHCB) !== 0n) await registerGhcb(g, gpa);
+  g.writeBytes(gva + BigInt(GHCB_LAYOUT.VALID_BITMAP_OFFSET), IOIO_VALID);
+  g.writeU64(gva + BigInt(GHCB_FIELD.rax.offset), value);
+  g.writeU64(gva + BigInt(GHCB_FIELD.swExitCode.offset), BigInt(SVM_EXIT.IOIO));
+  g.writeU64(gva + BigInt(GHCB_FIELD.swExitInfo1.offset), IOIO_OUT_32);
+  g.writeU64(gva + BigInt(GHCB_FIELD.swExitInfo2.offset), 0n);
+  g.writeU16(gva + BigInt(GHCB_LAYOUT.PROTOCOL_VERSION_OFFSET), GHCB_PROTOCOL_VERSION.MAX);
+  g.writeU32(gva + BigInt(GHCB_LAYOUT.USAGE_OFFSET), GHCB_DEFAULT_USAGE);
+  g.wrmsr(GHCB_MSR, gpa);
+  await g.vmgexit();
+  const info1 = g.readU64(gva + BigInt(GHCB_FIELD.swExitInfo1.offset));
+  if ((info1 & 0xffff_ffffn) !== BigInt(GHCB_EXIT_RESULT.OK)) {
+    const info2 = g.readU64(gva + BigInt(GHCB_FIELD.swExitInfo2.offset));
+    throw new UcallError(
+      'GHCB_ERROR',
+      `vCPU ${g.vcpuId}: the hypervisor answered the ucall GHCB IOIO request with sw_exit_info_1 ${hex(info1)}, sw_exit_info_2 ${hex(info2)}`,
+      { vcpuId: g.vcpuId, info1, info2 },
+    );
+  }
+}
+
+// A TD's port request: TDG.VP.VMCALL<Instruction.IO> (spec §13.3).
+async function sendTdvmcall(g: Guest, value: bigint): Promise<void> {
+  const req = encodeTdxIoRequest({ port: UCALL_PIO_PORT, size: 4, write: true, value });
+  const r = await g.tdcall(BigInt(TDCALL_LEAF.VP_VMCALL), { rcx: TDVMCALL_EXPOSE_R10_R15, ...req });
+  const status = r.r10 ?? TDVMCALL_STATUS.SUCCESS;
+  if (status !== TDVMCALL_STATUS.SUCCESS)
+    throw new UcallError(
+      'TDVMCALL_FAILED',
+      `vCPU ${g.vcpuId}: TDG.VP.VMCALL<Instruction.IO> for the ucall returned R10 ${hex(status)} (${tdvmcallStatusName(status) ?? 'unknown status'})`,
+      { vcpuId: g.vcpuId, r10: status },
+    );
+}
+
+// Hands `value` (a slot GPA, 0 or the failure value) to the host by this VM's transport.
+async function send(g: Guest, value: bigint): Promise<void> {
+  const transport = Number(u64(g, UCALL_GLOBAL.transport));
+  switch (transport) {
+    case UCALL_TRANSPORT_CODE.pio:
+      return g.out(UCALL_PIO_PORT, 4, Number(value));
+    case UCALL_TRANSPORT_CODE.ghcb:
+      return sendGhcb(g, value);
+    case UCALL_TRANSPORT_CODE.tdvmcall:
+      return sendTdvmcall(g, value);
+    case UCALL_TRANSPORT_CODE.mmio:
+      return g.mmioWrite(u64(g, UCALL_GLOBAL.mmioGpa), 8, value);
+    default:
+      throw new UcallError(
+        'BAD_TRANSPORT',
+        `vCPU ${g.vcpuId}: ucall_transport global holds ${transport}, not a transport code`,
+        {
+          vcpuId: g.vcpuId,
+          transport,
+        },
+      );
+  }
+}
+
+// Takes a free slot (atomic test-and-set, starting at this vCPU's own slot), writes `bytes` into it,
+// sends its GPA, and frees it once the host resumed the guest.
+async function sendSlot(g: Guest, bytes: Uint8Array): Promise<void> {
+  const pool = u64(g, UCALL_GLOBAL.pool);
+  const n = pool === 0n ? 0 : Number(u64(g, UCALL_GLOBAL.nrSlots));
+  let bit = -1;
+  for (let i = 0, start = n > 0 ? g.vcpuId % n : 0; i < n; i++) {
+    const b = (start + i) % n;
+    if (!g.testAndSetBit(pool, b)) {
+      bit = b;
+      break;
+    }
+  }
+  if (bit < 0) {
+    // GUEST_ASSERT cannot work without a slot: tell the host with the failure value, then stop.
+    await send(g, UCALL_FAILED_GPA);
+    throw new UcallError(
+      'NO_FREE_SLOT',
+      pool === 0n
+        ? `vCPU ${g.vcpuId}: no ucall pool (ucall_pool global is 0)`
+        : `vCPU ${g.vcpuId}: all ${n} ucall slots are in use`,
+      { vcpuId: g.vcpuId, slots: n },
+    );
+  }
+  const first = Math.ceil((Math.ceil(n / 64) * 8) / UCALL_POOL_SLOT_ALIGN) * UCALL_POOL_SLOT_ALIGN;
+  const slot = pool + BigInt(first + bit * UCALL_SLOT_LAYOUT.size);
+  try {
+    g.writeBytes(slot, bytes);
+    await send(g, g.readU64(slot + BigInt(UCALL_SLOT_LAYOUT.gpa)));
+  } finally {
+    g.clearBit(pool, bit);
+  }
+}
+
+// cmd, args and an empty buffer, built in place for the hot path. sendSlot copies it into the slot
+// before its first await, so one buffer serves every vCPU.
+const plain = new Uint8Array(UCALL_SLOT_LAYOUT.buffer + 1);
+const plainView = new DataView(plain.buffer);
+
+/** Sends `cmd` with up to 7 args (GUEST_SYNC*, GUEST_DONE): fills a slot and exits to the host with its GPA. */
+export async function ucall(g: Guest, cmd: number, ...args: bigint[]): Promise<void> {
+  if (args.length > UCALL_MAX_ARGS)
+    throw new RangeError(`a ucall carries at most ${UCALL_MAX_ARGS} args, got ${args.length}`);
+  plainView.setBigUint64(UCALL_SLOT_LAYOUT.cmd, checkCmd(cmd), true);
+  for (let i = 0; i < UCALL_MAX_ARGS; i++)
+    plainView.setBigUint64(
+      UCALL_SLOT_LAYOUT.args + 8 * i,
+      i < args.length ? checkArg(args[i]!, i) : 0n,
+      true,
+    );
+  return sendSlot(g, plain);
+}
+
+/**
+ * Sends `cmd` with a printf-formatted message in the buffer (GUEST_PRINTF, GUEST_FAIL-style ABORT).
+ * A message longer than 1023 UTF-8 bytes (the buffer with its NUL) is sent as ABORT instead, with
+ * UCALL_OVERFLOW_ASSERT's expression and file — as selftests' guest_vsnprintf asserts (guest_print_test).
+ */
+export async function ucallFmt(g: Guest, cmd: number, fmt: string, ...values: unknown[]): Promise<void> {
+  const message = formatGuestString(fmt, values);
+  const size = utf8(message).length;
+  if (size + 1 > UCALL_BUFFER_LEN)
+    return sendSlot(
+      g,
+      encodeSlot({
+        cmd: UCALL.ABORT,
+        message: `formatted message of ${size} bytes does not fit the ${UCALL_BUFFER_LEN}-byte ucall buffer with its NUL: ${message}`,
+        where: UCALL_OVERFLOW_ASSERT,
+      }),
+    );
+  return sendSlot(g, encodeSlot({ cmd, message }));
+}
+
+/**
+ * Sends `cmd` (normally ABORT) for a failed guest assertion (ucall_assert): the formatted message,
+ * file, line and expression, laid out as UCALL_ASSERT_ARGS says; the message is cut first to fit.
+ */
+export async function ucallAssert(
+  g: Guest,
+  cmd: number,
+  where: AssertWhere,
+  fmt: string,
+  ...values: unknown[]
+): Promise<void> {
+  return sendSlot(g, encodeSlot({ cmd, message: formatGuestString(fmt, values), where }));
+}
+
+/** A bare ucall exit with GPA 0 and no slot (GUEST_UCALL_NONE); the host decodes it as UCALL.NONE. */
+export async function ucallNone(g: Guest): Promise<void> {
+  return send(g, 0n);
+}
