@@ -1,0 +1,1047 @@
+// The guest CPU: the `Guest` a vCPU's program runs against. Every memory access translates its GVA
+// through the guest's own page tables (CR3, CR4.LA57) with guest-memory's `walk` over this CPU's
+// physical view, then asks the arch how the GPA is served (shared / private / encrypted / fault).
+// A small TLB keeps recent translations; it is flushed at every KVM_RUN entry, whenever the VM's
+// memslots or attributes change, and when the guest writes a page it walked as a page table.
+//
+// Synchronous accessors cannot suspend the program, so an access that needs the host (an MMIO
+// read or write, a memory-fault exit) cannot be resumed from them:
+//   * an MMIO access through a sync accessor (no memslot behind the GPA, or a write to a READONLY
+//     slot) ends the program with internal-error (GUEST_CRASH) telling the guest to use
+//     `mmioRead` / `mmioWrite`, which exit and resume;
+//   * a memory-fault from a sync accessor is returned as the `memory-fault` exit, and the program is
+//     unwound: later runs report internal-error saying it cannot resume. The async `mmio*`
+//     operations retry after a memory-fault exit instead.
+//   * a budget running out inside a sync operation unwinds the same way (`intr`, budgetExhausted,
+//     then internal-error on later runs); inside an async operation the run ends with `intr` and
+//     the next run continues where it stopped.
+
+import {
+  CR,
+  type CpuidEntry,
+  type ExceptionFrame,
+  type ExceptionHandler,
+  type Exit,
+  findCpuid,
+  type Guest,
+  GuestException,
+  type HypercallExit,
+  INTERNAL_ERROR,
+  type IoSize,
+  KVM_HC,
+  MEM_FLAG,
+  type Regs,
+  type TdcallRegs,
+  VECTOR,
+} from '@kvmtest/kvm';
+import { walk, type PagingParams } from '@kvmtest/guest-memory';
+import type { AccessDecision, ArchCpu, ArchException, InterceptEvent, PageCipher } from './arch/ops.js';
+import type { Memslot } from './memory.js';
+import type { SimVcpu } from './vcpu.js';
+
+const U64 = (1n << 64n) - 1n;
+const TWO53 = 2 ** 53;
+const SHARED: AccessDecision = Object.freeze({ kind: 'shared' });
+const TLB_CAPACITY = 256;
+/** KVM_ENOSYS / KVM_EINVAL / KVM_EOPNOTSUPP (include/uapi/linux/kvm_para.h), returned negated in RAX. */
+const KVM_ENOSYS = 1000n;
+const KVM_EINVAL = 22n;
+const KVM_EOPNOTSUPP = 95n;
+
+/**
+ * Unwinds a guest program that can no longer run (budget spent in a sync operation, a sync
+ * memory-fault, a stuck or destroyed vCPU). Every later guest operation throws it again.
+ */
+export class GuestUnwind extends Error {
+  override readonly name = 'GuestUnwind';
+}
+
+/** Signals from an exception handler that the faulting operation is abandoned / re-executed. */
+class SkipSignal {}
+class RetrySignal {}
+const SKIP = new SkipSignal();
+const RETRY = new RetrySignal();
+
+interface TlbEntry {
+  vpn: number;
+  /** Plain memory: a view over the backing (undefined when a cipher is in the way). */
+  view: DataView | undefined;
+  bytes: Uint8Array;
+  /** Byte offset of the 4 KiB page inside `bytes`. */
+  base: number;
+  writeOk: boolean;
+  gpaPage: bigint;
+  ptPage: boolean;
+  cipher: PageCipher | undefined;
+}
+
+/** How one GPA page is served, after the arch's classification. */
+type PageAccess =
+  | {
+      kind: 'ram';
+      bytes: Uint8Array;
+      base: number;
+      cipher: PageCipher | undefined;
+      readonlySlot: boolean;
+    }
+  | { kind: 'mmio'; readonlySlot: boolean }
+  | { kind: 'fault'; exit: Exit }
+  | { kind: 'exception'; e: ArchException };
+
+const views = new WeakMap<ArrayBufferLike, DataView>();
+function viewOf(bytes: Uint8Array): DataView {
+  // One DataView per ArrayBuffer; offsets below add the Uint8Array's byteOffset.
+  let v = views.get(bytes.buffer);
+  if (v === undefined) {
+    v = new DataView(bytes.buffer);
+    views.set(bytes.buffer, v);
+  }
+  return v;
+}
+
+const hex = (v: bigint | number) => `0x${v.toString(16)}`;
+
+/** The Guest of one simulated vCPU. */
+export class SimGuest implements Guest, ArchCpu {
+  /** Guest operations executed in the current run. */
+  ops = 0;
+  budget: number;
+  private handler: ExceptionHandler | undefined;
+  private readonly tlb = new Map<number, TlbEntry>();
+  /** Page offset of the GVA the last `entry` call split (saves a second bigint operation). */
+  private off = 0;
+  private last: TlbEntry | undefined;
+  private gen = -1;
+  private readonly ptPages = new Set<bigint>();
+  private walked: bigint[] = [];
+  private poisoned: GuestUnwind | undefined;
+  private readonly params4: PagingParams;
+  private readonly params5: PagingParams;
+  private readonly reader = { readU64: (gpa: bigint) => this.readPte(gpa) };
+
+  private readonly vm: SimVcpu['vm'];
+
+  constructor(readonly vcpu: SimVcpu) {
+    this.vm = vcpu.vm;
+    this.budget = vcpu.vm.kvm.config.runBudget;
+    const physBits = vcpu.vm.kvm.config.maxPhysAddr;
+    const tag = vcpu.vm.ops.tagBit?.(vcpu.vm);
+    this.params4 = tag === undefined ? { levels: 4, physBits } : { levels: 4, physBits, tagBit: tag };
+    this.params5 = tag === undefined ? { levels: 5, physBits } : { levels: 5, physBits, tagBit: tag };
+  }
+
+  get vcpuId(): number {
+    return this.vcpu.id;
+  }
+
+  get regs(): Regs {
+    return this.vcpu.regs;
+  }
+
+  // ---- run bookkeeping ----------------------------------------------------------------------
+
+  enterRun(): void {
+    // VM entry keeps the guest's TLB, as hardware with tagged TLBs (ASID/VPID) does: translations
+    // are dropped by a CR3/CR4/EFER write (KVM_SET_SREGS or the guest's own), by memslot or
+    // attribute changes (memGeneration) and by guest writes to pages it walked as page tables.
+    // Like the real thing, a host that rewrites a live PTE behind the guest's back must reload CR3.
+    this.ops = 0;
+  }
+
+  flush(): void {
+    if (this.last !== undefined || this.tlb.size > 0) {
+      this.tlb.clear();
+      this.last = undefined;
+      this.ptPages.clear();
+    }
+    this.gen = this.vm.memGeneration;
+  }
+
+  poison(u: GuestUnwind): void {
+    this.poisoned = u;
+  }
+
+  /** The error a guest operation throws when its vCPU is not in a run. */
+  outsideRun(): GuestUnwind {
+    return this.poisoned ?? new GuestUnwind(`vCPU ${this.vcpu.id}'s guest acted outside KVM_RUN`);
+  }
+
+  /** Splits `gva` into its page number (returned) and page offset (`this.off`), checking it is a u64. */
+  private split(gva: bigint, op: string): number {
+    if (typeof gva !== 'bigint') throw new TypeError(`${op}: gva must be a bigint, got ${typeof gva}`);
+    const n = Number(gva);
+    if (n >= 0 && n < TWO53) {
+      const vpn = Math.floor(n / 4096);
+      this.off = n - vpn * 4096;
+      return vpn;
+    }
+    if (gva < 0n || gva > U64) throw new RangeError(`${op}: gva ${gva} is not a u64`);
+    this.off = Number(gva & 0xfffn);
+    return Number(gva >> 12n);
+  }
+
+  /** Counts one guest operation; a sync operation past the budget unwinds the program. */
+  private tick(op: string): void {
+    if (++this.ops > this.budget || this.vcpu.state !== 'running') this.tickSlow(op);
+  }
+
+  private tickSlow(op: string): void {
+    if (this.vcpu.state !== 'running') throw this.outsideRun();
+    this.unwind({ reason: 'intr', budgetExhausted: true }, budgetDetail(this, op));
+  }
+
+  /**
+   * Counts one async guest operation: true when the budget is spent, and the caller must first
+   * `await this.budgetPause()` (the run ends with `intr`; the next run continues).
+   */
+  private tickAsync(): boolean {
+    if (this.vcpu.state !== 'running') throw this.outsideRun();
+    return ++this.ops > this.budget;
+  }
+
+  private budgetPause(): Promise<unknown> {
+    return this.vcpu.exitToHost({ reason: 'intr', budgetExhausted: true });
+  }
+
+  /** Ends the program now with `exit`; later runs say why it cannot resume. */
+  private unwind(exit: Exit, why: string): never {
+    const u = new GuestUnwind(why);
+    this.poisoned = u;
+    this.vcpu.end(exit, {
+      reason: 'internal-error',
+      suberror: INTERNAL_ERROR.GUEST_CRASH,
+      detail: `the guest program of vCPU ${this.vcpu.id} cannot resume: ${why}`,
+    });
+    throw u;
+  }
+
+  /** Ends the program with an internal-error naming a guest mistake. */
+  private crash(detail: string): never {
+    const exit: Exit = { reason: 'internal-error', suberror: INTERNAL_ERROR.GUEST_CRASH, detail };
+    const u = new GuestUnwind(detail);
+    this.poisoned = u;
+    this.vcpu.end(exit, exit);
+    throw u;
+  }
+
+  // ---- exceptions ---------------------------------------------------------------------------
+
+  setExceptionHandler(handler: ExceptionHandler | undefined): void {
+    if (handler !== undefined && typeof handler !== 'function')
+      throw new TypeError('setExceptionHandler: handler must be a function or undefined');
+    this.handler = handler;
+  }
+
+  /** Delivers an exception to the guest's handler; throws GuestException when none resolves it. */
+  private deliver(frame: ExceptionFrame): 'retry' | 'skip' {
+    if (frame.vector === VECTOR.PF && frame.cr2 !== undefined) this.vcpu.sregs.cr2 = frame.cr2;
+    const h = this.handler;
+    if (h === undefined) throw new GuestException(frame);
+    let r: unknown;
+    try {
+      r = h(frame);
+    } catch (e) {
+      if (e instanceof GuestUnwind) throw e;
+      throw new GuestException({
+        ...frame,
+        detail: `${frame.detail}; the exception handler threw ${e instanceof Error ? e.message : String(e)}`,
+      });
+    }
+    if (r !== 'retry' && r !== 'skip')
+      throw new GuestException({ ...frame, detail: `${frame.detail}; the handler returned ${String(r)}` });
+    return r;
+  }
+
+  raise(e: ArchException): never {
+    const a = this.deliver({ vector: e.vector, errorCode: e.errorCode, operation: 'arch', detail: e.detail });
+    throw a === 'skip' ? SKIP : RETRY;
+  }
+
+  /** Runs an async operation with the arch's exceptions resolved by the handler (retry / skip). */
+  private async guarded<T>(skipValue: T, fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (e === SKIP) return skipValue;
+        if (e === RETRY) {
+          this.tick('retry');
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /** Asks the arch whether a protected guest traps on `event` (#VC / #VE); delivers it if so. */
+  private intercepted(event: InterceptEvent, operation: string): 'skip' | 'retry' | undefined {
+    const f = this.vcpu.vm.ops.intercept;
+    if (f === undefined) return undefined;
+    const e = f.call(this.vcpu.vm.ops, this, event);
+    if (e === undefined) return undefined;
+    return this.deliver({ vector: e.vector, errorCode: e.errorCode, operation, detail: e.detail });
+  }
+
+  // ---- physical access ----------------------------------------------------------------------
+
+  /** Classifies the page holding `gpa` (the arch decides; the core resolves the backing). */
+  private page(gpa: bigint, write: boolean, tagged: boolean, implicit: boolean): PageAccess {
+    const vm = this.vcpu.vm;
+    const slot = vm.memslotAt(gpa);
+    const ops = vm.ops;
+    const d =
+      ops.classifyAccess === undefined
+        ? SHARED
+        : ops.classifyAccess(vm, {
+            gpa,
+            tagged,
+            write,
+            implicit,
+            slot,
+            attributes: vm.attributes.empty ? 0n : vm.memoryAttributes(gpa),
+          });
+    const gpaPage = gpa & ~0xfffn;
+    switch (d.kind) {
+      case 'shared':
+      case 'encrypted': {
+        if (slot === undefined) return { kind: 'mmio', readonlySlot: false };
+        const ro = (slot.flags & MEM_FLAG.READONLY) !== 0;
+        if (write && ro) return { kind: 'mmio', readonlySlot: true };
+        // A slot without host memory (userspace_addr 0): the host side of the fault fails (-EFAULT).
+        if (slot.userspace.length === 0)
+          return {
+            kind: 'fault',
+            exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: false },
+          };
+        return {
+          kind: 'ram',
+          bytes: slot.userspace,
+          base: Number(gpaPage - slot.gpa),
+          cipher: d.kind === 'encrypted' ? d.cipher : undefined,
+          readonlySlot: ro,
+        };
+      }
+      case 'private':
+        return this.privatePage(slot, gpaPage);
+      case 'memory-fault':
+        return {
+          kind: 'fault',
+          exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: d.private },
+        };
+      case 'exception':
+        return { kind: 'exception', e: d };
+    }
+  }
+
+  /** kvm_mmu_faultin_pfn_private: no slot, a slot without guest_memfd, or a released gmem -> memory fault. */
+  private privatePage(slot: Memslot | undefined, gpaPage: bigint): PageAccess {
+    const g = slot?.gmem;
+    if (slot === undefined || g === undefined)
+      return { kind: 'fault', exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: true } };
+    const index = Number((gpaPage - slot.gpa + slot.gmemOffset) >> 12n);
+    return { kind: 'ram', bytes: g.page(index, true)!, base: 0, cipher: undefined, readonlySlot: false };
+  }
+
+  /** Page-table reads of the walker (implicit supervisor reads). */
+  private readPte(gpa: bigint): bigint {
+    this.walked.push(gpa & ~0xfffn);
+    const p = this.page(gpa, false, false, true);
+    if (p.kind === 'ram') {
+      const off = Number(gpa & 0xfffn);
+      if (p.cipher === undefined)
+        return viewOf(p.bytes).getBigUint64(p.bytes.byteOffset + p.base + off, true);
+      const out = new Uint8Array(8);
+      p.cipher.decrypt(p.bytes, p.base, off, out, 8);
+      return new DataView(out.buffer).getBigUint64(0, true);
+    }
+    if (p.kind === 'fault')
+      this.unwind(p.exit, `a page-table read at GPA ${hex(gpa)} needed a memory-fault exit`);
+    if (p.kind === 'mmio')
+      this.crash(`the page walk read a page-table entry at GPA ${hex(gpa)}, which no memslot backs`);
+    return this.crash(`the page walk read GPA ${hex(gpa)}: ${p.kind === 'exception' ? p.e.detail : ''}`);
+  }
+
+  // ---- translation --------------------------------------------------------------------------
+
+  /** The TLB entry for `gva`, filling it on a miss; undefined when the handler skipped the access. */
+  private entry(gva: bigint, write: boolean, op: string): TlbEntry | undefined {
+    const vpn = this.split(gva, op);
+    if (this.gen !== this.vm.memGeneration) this.flush();
+    let e = this.last;
+    if (e === undefined || e.vpn !== vpn) {
+      e = this.tlb.get(vpn);
+      if (e === undefined) return this.fill(gva, vpn, write, op);
+      this.last = e;
+    }
+    if (write && !e.writeOk) return this.fill(gva, vpn, true, op);
+    return e;
+  }
+
+  private fill(gva: bigint, vpn: number, write: boolean, op: string): TlbEntry | undefined {
+    for (;;) {
+      const r = this.translate(gva, vpn, write, op);
+      if (!('vector' in r)) return r;
+      if (this.deliver(r) === 'skip') return undefined;
+      this.tick(op);
+    }
+  }
+
+  private translate(gva: bigint, vpn: number, write: boolean, op: string): TlbEntry | ExceptionFrame {
+    const s = this.vcpu.sregs;
+    const operation = `${op}(${hex(gva)})`;
+    let gpa: bigint;
+    let writable = true;
+    let tagged = false;
+    this.walked = [];
+    if ((s.cr0 & CR.CR0_PG) === 0n) {
+      // Paging off: linear = physical.
+      gpa = gva;
+    } else {
+      if ((s.cr4 & CR.CR4_PAE) === 0n || (s.efer & CR.EFER_LMA) === 0n)
+        this.crash(
+          `${operation}: only 64-bit (4- and 5-level) paging is modelled; CR4.PAE and EFER.LMA must be set`,
+        );
+      const params = (s.cr4 & CR.CR4_LA57) !== 0n ? this.params5 : this.params4;
+      const tagMask = params.tagBit === undefined ? 0n : 1n << BigInt(params.tagBit);
+      const root = s.cr3 & ~0xfffn & ~tagMask & ((1n << BigInt(params.physBits ?? 52)) - 1n);
+      const w = walk(this.reader, root, gva, params, write ? { write: true } : undefined);
+      if (!w.ok) {
+        const f = w.fault;
+        if (f.reason === 'non-canonical')
+          return { vector: VECTOR.GP, errorCode: 0, operation, detail: `GVA ${hex(gva)} is not canonical` };
+        return {
+          vector: VECTOR.PF,
+          errorCode: f.errorCode,
+          cr2: gva,
+          operation,
+          detail: `${f.reason === 'protection' ? 'write to a read-only page' : f.reason === 'reserved-bit' ? 'reserved bit set in the entry' : 'entry not present'} at level ${f.level}`,
+        };
+      }
+      gpa = w.gpa;
+      writable = w.writable;
+      tagged = w.tagged;
+    }
+    const p = this.page(gpa, write, tagged, false);
+    switch (p.kind) {
+      case 'mmio':
+        return this.crash(
+          p.readonlySlot
+            ? `${operation} wrote GPA ${hex(gpa)} in a READONLY memslot: that is an MMIO write, which a synchronous accessor cannot perform; use g.mmioWrite`
+            : `${operation} reached GPA ${hex(gpa)}, which no memslot backs: that is MMIO, which a synchronous accessor cannot perform; use g.mmioRead / g.mmioWrite`,
+        );
+      case 'fault':
+        return this.unwind(
+          p.exit,
+          `${operation} needed a ${describeFault(p.exit)} exit, which a synchronous accessor cannot resume from`,
+        );
+      case 'exception':
+        return { vector: p.e.vector, errorCode: p.e.errorCode, operation, detail: p.e.detail };
+      case 'ram':
+        break;
+    }
+    const gpaPage = gpa & ~0xfffn;
+    for (const pt of this.walked) {
+      if (this.ptPages.has(pt)) continue;
+      this.ptPages.add(pt);
+      for (const e of this.tlb.values()) if (e.gpaPage === pt) e.ptPage = true;
+    }
+    if (this.tlb.size >= TLB_CAPACITY) this.tlb.clear();
+    const e: TlbEntry = {
+      vpn,
+      view: p.cipher === undefined ? viewOf(p.bytes) : undefined,
+      bytes: p.bytes,
+      base: p.bytes.byteOffset + p.base,
+      writeOk: writable && !p.readonlySlot,
+      gpaPage,
+      ptPage: this.ptPages.has(gpaPage),
+      cipher: p.cipher,
+    };
+    this.tlb.set(vpn, e);
+    this.last = e;
+    return e;
+  }
+
+  // ---- memory accessors ---------------------------------------------------------------------
+
+  readU64(gva: bigint): bigint {
+    this.tick('readU64');
+    const e = this.entry(gva, false, 'readU64');
+    if (e === undefined) return 0n;
+    const off = this.off;
+    if (off <= 4088 && e.view !== undefined) return e.view.getBigUint64(e.base + off, true);
+    return le(this.readSlow(gva, 8, 'readU64'));
+  }
+
+  readU32(gva: bigint): number {
+    this.tick('readU32');
+    const e = this.entry(gva, false, 'readU32');
+    if (e === undefined) return 0;
+    const off = this.off;
+    if (off <= 4092 && e.view !== undefined) return e.view.getUint32(e.base + off, true);
+    return Number(le(this.readSlow(gva, 4, 'readU32')));
+  }
+
+  readU16(gva: bigint): number {
+    this.tick('readU16');
+    const e = this.entry(gva, false, 'readU16');
+    if (e === undefined) return 0;
+    const off = this.off;
+    if (off <= 4094 && e.view !== undefined) return e.view.getUint16(e.base + off, true);
+    return Number(le(this.readSlow(gva, 2, 'readU16')));
+  }
+
+  readU8(gva: bigint): number {
+    this.tick('readU8');
+    const e = this.entry(gva, false, 'readU8');
+    if (e === undefined) return 0;
+    if (e.view !== undefined) return e.view.getUint8(e.base + this.off);
+    return this.readSlow(gva, 1, 'readU8')[0]!;
+  }
+
+  writeU64(gva: bigint, v: bigint): void {
+    if (typeof v !== 'bigint') throw new TypeError(`writeU64: value must be a bigint, got ${typeof v}`);
+    this.tick('writeU64');
+    const e = this.entry(gva, true, 'writeU64');
+    if (e === undefined) return;
+    const off = this.off;
+    if (off <= 4088 && e.view !== undefined) {
+      e.view.setBigUint64(e.base + off, BigInt.asUintN(64, v), true);
+      if (e.ptPage) this.flush();
+      return;
+    }
+    this.writeSlow(gva, leBytes(BigInt.asUintN(64, v), 8), 'writeU64');
+  }
+
+  writeU32(gva: bigint, v: number): void {
+    this.writeNum('writeU32', gva, v, 4);
+  }
+
+  writeU16(gva: bigint, v: number): void {
+    this.writeNum('writeU16', gva, v, 2);
+  }
+
+  writeU8(gva: bigint, v: number): void {
+    this.writeNum('writeU8', gva, v, 1);
+  }
+
+  private writeNum(op: string, gva: bigint, v: number, size: 1 | 2 | 4): void {
+    if (typeof v !== 'number' || !Number.isInteger(v))
+      throw new TypeError(`${op}: value must be an integer, got ${String(v)}`);
+    this.tick(op);
+    const e = this.entry(gva, true, op);
+    if (e === undefined) return;
+    const off = this.off;
+    if (off <= 4096 - size && e.view !== undefined) {
+      const at = e.base + off;
+      if (size === 4) e.view.setUint32(at, v >>> 0, true);
+      else if (size === 2) e.view.setUint16(at, v & 0xffff, true);
+      else e.view.setUint8(at, v & 0xff);
+      if (e.ptPage) this.flush();
+      return;
+    }
+    this.writeSlow(gva, leBytes(BigInt(v >>> 0) & ((1n << BigInt(size * 8)) - 1n), size), op);
+  }
+
+  readBytes(gva: bigint, length: number): Uint8Array {
+    if (typeof length !== 'number' || !Number.isInteger(length) || length < 0)
+      throw new TypeError(`readBytes: length must be a non-negative integer, got ${String(length)}`);
+    this.tick('readBytes');
+    return this.readSlow(gva, length, 'readBytes');
+  }
+
+  writeBytes(gva: bigint, data: Uint8Array): void {
+    if (!(data instanceof Uint8Array)) throw new TypeError('writeBytes: data must be a Uint8Array');
+    this.tick('writeBytes');
+    this.writeSlow(gva, data, 'writeBytes');
+  }
+
+  /** Page-by-page read (page crossings, ciphers); a skipped page reads as zeros. */
+  private readSlow(gva: bigint, length: number, op: string): Uint8Array {
+    if (typeof gva !== 'bigint') throw new TypeError(`${op}: gva must be a bigint, got ${typeof gva}`);
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const at = BigInt.asUintN(64, gva + BigInt(done));
+      const off = Number(at & 0xfffn);
+      const n = Math.min(length - done, 4096 - off);
+      const e = this.entry(at, false, op);
+      if (e !== undefined) {
+        if (e.cipher !== undefined) {
+          const part = new Uint8Array(n);
+          e.cipher.decrypt(e.bytes, e.base - e.bytes.byteOffset, off, part, n);
+          out.set(part, done);
+        } else
+          out.set(
+            e.bytes.subarray(e.base - e.bytes.byteOffset + off, e.base - e.bytes.byteOffset + off + n),
+            done,
+          );
+      }
+      done += n;
+    }
+    return out;
+  }
+
+  private writeSlow(gva: bigint, data: Uint8Array, op: string): void {
+    if (typeof gva !== 'bigint') throw new TypeError(`${op}: gva must be a bigint, got ${typeof gva}`);
+    let done = 0;
+    let flush = false;
+    while (done < data.length) {
+      const at = BigInt.asUintN(64, gva + BigInt(done));
+      const off = Number(at & 0xfffn);
+      const n = Math.min(data.length - done, 4096 - off);
+      const e = this.entry(at, true, op);
+      if (e !== undefined) {
+        const part = data.subarray(done, done + n);
+        const start = e.base - e.bytes.byteOffset;
+        if (e.cipher !== undefined) e.cipher.encrypt(e.bytes, start, off, part);
+        else e.bytes.set(part, start + off);
+        if (e.ptPage) flush = true;
+      }
+      done += n;
+    }
+    if (flush) this.flush();
+  }
+
+  testAndSetBit(gva: bigint, bit: number): boolean {
+    return this.bitOp('testAndSetBit', gva, bit, true);
+  }
+
+  clearBit(gva: bigint, bit: number): void {
+    this.bitOp('clearBit', gva, bit, false);
+  }
+
+  /** LOCK BTS / BTR on the u64 word holding `bit` of the bit array at `gva` (a locked write). */
+  private bitOp(op: string, gva: bigint, bit: number, set: boolean): boolean {
+    if (typeof bit !== 'number' || !Number.isInteger(bit) || bit < 0)
+      throw new TypeError(`${op}: bit must be a non-negative integer, got ${String(bit)}`);
+    if (typeof gva !== 'bigint') throw new TypeError(`${op}: gva must be a bigint, got ${typeof gva}`);
+    this.tick(op);
+    const word = BigInt.asUintN(64, gva + BigInt(Math.floor(bit / 64)) * 8n);
+    const mask = 1n << BigInt(bit % 64);
+    const e = this.entry(word, true, op);
+    if (e === undefined) return false;
+    const off = this.off;
+    let old: bigint;
+    if (off <= 4088 && e.view !== undefined) {
+      old = e.view.getBigUint64(e.base + off, true);
+      e.view.setBigUint64(e.base + off, set ? old | mask : old & ~mask, true);
+      if (e.ptPage) this.flush();
+    } else {
+      old = le(this.readSlow(word, 8, op));
+      this.writeSlow(word, leBytes(set ? old | mask : old & ~mask, 8), op);
+    }
+    return (old & mask) !== 0n;
+  }
+
+  global(name: string): bigint {
+    if (typeof name !== 'string') throw new TypeError('global: name must be a string');
+    const v = this.vcpu.vm.symbols.get(name);
+    if (v === undefined)
+      throw new Error(
+        `global ${JSON.stringify(name)} is not in this VM's symbol table (${this.vcpu.vm.symbols.size} symbols; the host sets them with vm.setGuestSymbols)`,
+      );
+    return v;
+  }
+
+  // ---- CPUID and MSRs -----------------------------------------------------------------------
+
+  cpuid(leaf: number, subleaf = 0): CpuidEntry {
+    if (typeof leaf !== 'number' || !Number.isInteger(leaf))
+      throw new TypeError('cpuid: leaf must be an integer');
+    if (typeof subleaf !== 'number' || !Number.isInteger(subleaf))
+      throw new TypeError('cpuid: subleaf must be an integer');
+    for (;;) {
+      this.tick('cpuid');
+      const a = this.intercepted({ kind: 'cpuid', leaf, subleaf }, `cpuid(${hex(leaf)})`);
+      if (a === 'retry') continue;
+      if (a === 'skip')
+        return { function: leaf >>> 0, index: subleaf >>> 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 };
+      const e = findCpuid(this.vcpu.cpuid, leaf >>> 0, subleaf >>> 0);
+      // A leaf missing from the table reads as zeros (kvm_cpuid with no entry).
+      return e === undefined
+        ? { function: leaf >>> 0, index: subleaf >>> 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 }
+        : { ...e };
+    }
+  }
+
+  rdmsr(msr: number): bigint {
+    if (typeof msr !== 'number' || !Number.isInteger(msr))
+      throw new TypeError('rdmsr: msr must be an integer');
+    for (;;) {
+      this.tick('rdmsr');
+      const op = `rdmsr(${hex(msr)})`;
+      const a = this.intercepted({ kind: 'rdmsr', msr }, op);
+      if (a === 'retry') continue;
+      if (a === 'skip') return 0n;
+      const v = this.vcpu.vm.ops.readMsr?.(this.vcpu, msr) ?? this.vcpu.msr(msr);
+      if (v !== undefined) return v;
+      if (
+        this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: 'MSR not implemented' }) ===
+        'skip'
+      )
+        return 0n;
+    }
+  }
+
+  wrmsr(msr: number, value: bigint): void {
+    if (typeof msr !== 'number' || !Number.isInteger(msr))
+      throw new TypeError('wrmsr: msr must be an integer');
+    if (typeof value !== 'bigint') throw new TypeError('wrmsr: value must be a bigint');
+    for (;;) {
+      this.tick('wrmsr');
+      const op = `wrmsr(${hex(msr)}, ${hex(value)})`;
+      const a = this.intercepted({ kind: 'wrmsr', msr }, op);
+      if (a === 'retry') continue;
+      if (a === 'skip') return;
+      const v = BigInt.asUintN(64, value);
+      if (this.vcpu.vm.ops.writeMsr?.(this.vcpu, msr, v)) return;
+      if (this.vcpu.writeMsr(msr, v)) return;
+      const why = this.vcpu.msr(msr) === undefined ? 'MSR not implemented' : 'value not valid for this MSR';
+      if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: why }) === 'skip') return;
+    }
+  }
+
+  msr(index: number): bigint | undefined {
+    return this.vcpu.msr(index);
+  }
+
+  setMsr(index: number, value: bigint): void {
+    this.vcpu.writeMsr(index, value);
+  }
+
+  // ---- exits --------------------------------------------------------------------------------
+
+  private readonly pio = new Map<number, Uint8Array>();
+
+  /**
+   * The data area of a port-I/O exit. Like the kvm_run PIO page it is reused: an exit's `data` is
+   * valid until the next run, as the contract's `vcpu.exit` is.
+   */
+  private pioData(size: number): Uint8Array {
+    let d = this.pio.get(size);
+    if (d === undefined) {
+      d = new Uint8Array(size);
+      this.pio.set(size, d);
+    }
+    return d;
+  }
+
+  exitToHost<E extends Exit>(exit: E): Promise<E> {
+    return this.vcpu.exitToHost(exit, (e) => e) as Promise<E>;
+  }
+
+  async out(port: number, size: IoSize, value: number): Promise<void> {
+    checkPort('out', port, size);
+    if (typeof value !== 'number' || !Number.isInteger(value))
+      throw new TypeError('out: value must be an integer');
+    for (;;) {
+      if (this.tickAsync()) await this.budgetPause();
+      const a = this.intercepted({ kind: 'io', port, size, in: false }, `out(${hex(port)})`);
+      if (a === 'retry') continue;
+      if (a === 'skip') return;
+      const data = this.pioData(size);
+      let v = value >>> 0;
+      for (let i = 0; i < size; i++, v >>>= 8) data[i] = v & 0xff;
+      await this.vcpu.exitToHost({ reason: 'io', direction: 'out', port, size, count: 1, data });
+      return;
+    }
+  }
+
+  async in(port: number, size: IoSize): Promise<number> {
+    checkPort('in', port, size);
+    for (;;) {
+      if (this.tickAsync()) await this.budgetPause();
+      const a = this.intercepted({ kind: 'io', port, size, in: true }, `in(${hex(port)})`);
+      if (a === 'retry') continue;
+      if (a === 'skip') return 0;
+      const data = this.pioData(size).fill(0);
+      const exit = { reason: 'io', direction: 'in', port, size, count: 1, data } as const;
+      return (await this.vcpu.exitToHost(exit, (e) => {
+        const d = (e as { data?: unknown }).data;
+        return d instanceof Uint8Array ? Number(le(d.subarray(0, size))) : 0;
+      })) as number;
+    }
+  }
+
+  async mmioWrite(gpa: bigint, size: number, value: bigint): Promise<void> {
+    checkMmio('mmioWrite', gpa, size);
+    if (typeof value !== 'bigint') throw new TypeError('mmioWrite: value must be a bigint');
+    const data = leBytes(BigInt.asUintN(size * 8, value), size);
+    await this.mmio('mmioWrite', gpa, size, data);
+  }
+
+  async mmioRead(gpa: bigint, size: number): Promise<bigint> {
+    checkMmio('mmioRead', gpa, size);
+    return le(await this.mmio('mmioRead', gpa, size, undefined));
+  }
+
+  /** A guest-physical access that may exit: MMIO when nothing backs it, memory-fault (then retried). */
+  private async mmio(
+    op: string,
+    gpa: bigint,
+    size: number,
+    data: Uint8Array | undefined,
+  ): Promise<Uint8Array> {
+    const write = data !== undefined;
+    const operation = `${op}(${hex(gpa)})`;
+    for (;;) {
+      if (this.tickAsync()) await this.budgetPause();
+      const a = this.intercepted({ kind: 'mmio', gpa, size, write }, operation);
+      if (a === 'retry') continue;
+      if (a === 'skip') return new Uint8Array(size);
+      const p = this.page(gpa, write, false, false);
+      if (p.kind === 'fault') {
+        await this.vcpu.exitToHost(p.exit);
+        continue;
+      }
+      if (p.kind === 'exception') {
+        if (this.deliver({ ...p.e, operation }) === 'skip') return new Uint8Array(size);
+        continue;
+      }
+      if (p.kind === 'ram' && (gpa & 0xfffn) + BigInt(size) <= 4096n) {
+        const off = Number(gpa & 0xfffn);
+        const start = p.base + off;
+        if (write) {
+          if (p.cipher !== undefined) p.cipher.encrypt(p.bytes, p.base, off, data);
+          else p.bytes.set(data, start);
+          return data;
+        }
+        const out = new Uint8Array(size);
+        if (p.cipher !== undefined) p.cipher.decrypt(p.bytes, p.base, off, out, size);
+        else out.set(p.bytes.subarray(start, start + size));
+        return out;
+      }
+      const exit = {
+        reason: 'mmio',
+        gpa,
+        isWrite: write,
+        len: size,
+        data: write ? data.slice() : new Uint8Array(size),
+      } as const;
+      return (await this.vcpu.exitToHost(exit, (e) => {
+        const d = (e as { data?: unknown }).data;
+        const out = new Uint8Array(size);
+        if (d instanceof Uint8Array) out.set(d.subarray(0, size));
+        return out;
+      })) as Uint8Array;
+    }
+  }
+
+  async hypercall(nr: bigint, args: readonly bigint[] = []): Promise<bigint> {
+    if (typeof nr !== 'bigint') throw new TypeError('hypercall: nr must be a bigint');
+    if (!Array.isArray(args) || args.length > 4 || args.some((a) => typeof a !== 'bigint'))
+      throw new TypeError('hypercall: args must be up to 4 bigints (RBX, RCX, RDX, RSI)');
+    return this.guarded(0n, async () => {
+      for (;;) {
+        if (this.tickAsync()) await this.budgetPause();
+        const a = this.intercepted({ kind: 'hypercall' }, `hypercall(${nr})`);
+        if (a === 'retry') continue;
+        if (a === 'skip') return 0n;
+        break;
+      }
+      const r = this.vcpu.regs;
+      r.rax = BigInt.asUintN(64, nr);
+      [r.rbx, r.rcx, r.rdx, r.rsi] = [0, 1, 2, 3].map((i) => BigInt.asUintN(64, args[i] ?? 0n)) as [
+        bigint,
+        bigint,
+        bigint,
+        bigint,
+      ];
+      const ops = this.vcpu.vm.ops;
+      if (ops.hypercall !== undefined) {
+        const h = await ops.hypercall(this, r.rax, [r.rbx, r.rcx, r.rdx, r.rsi]);
+        if (h.handled) {
+          r.rax = BigInt.asUintN(64, h.rax);
+          return r.rax;
+        }
+      }
+      r.rax = BigInt.asUintN(64, await this.x86Hypercall(r.rax, r.rbx, r.rcx, r.rdx));
+      return r.rax;
+    });
+  }
+
+  /** x86.c kvm_emulate_hypercall for a 64-bit, CPL0 guest. */
+  private async x86Hypercall(nr: bigint, a0: bigint, a1: bigint, a2: bigint): Promise<bigint> {
+    switch (nr) {
+      case BigInt(KVM_HC.VAPIC_POLL_IRQ):
+      case BigInt(KVM_HC.KICK_CPU):
+      case BigInt(KVM_HC.SCHED_YIELD):
+        return 0n;
+      case BigInt(KVM_HC.SEND_IPI):
+        // kvm_pv_send_ipi with no in-kernel APIC map (no irqchip is modelled).
+        return -KVM_EOPNOTSUPP;
+      case BigInt(KVM_HC.MAP_GPA_RANGE): {
+        if (!this.vcpu.vm.hypercallExitEnabled(KVM_HC.MAP_GPA_RANGE)) return -KVM_ENOSYS;
+        const gfn = a0 >> 12n;
+        if ((a0 & 0xfffn) !== 0n || a1 === 0n || BigInt.asUintN(64, gfn + a1) <= gfn) return -KVM_EINVAL;
+        const exit: HypercallExit = { reason: 'hypercall', nr, args: [a0, a1, a2], ret: 0n, longmode: true };
+        return (await this.vcpu.exitToHost(exit, (e) => {
+          const ret = (e as { ret?: unknown }).ret;
+          return typeof ret === 'bigint' ? ret : 0n;
+        })) as bigint;
+      }
+      default:
+        return -KVM_ENOSYS;
+    }
+  }
+
+  async vmgexit(): Promise<void> {
+    return this.guarded(undefined, async () => {
+      if (this.tickAsync()) await this.budgetPause();
+      const f = this.vcpu.vm.ops.vmgexit;
+      if (f === undefined)
+        this.raise({
+          vector: VECTOR.UD,
+          errorCode: undefined,
+          detail: 'VMGEXIT outside an SEV-ES/SNP guest',
+        });
+      await f.call(this.vcpu.vm.ops, this);
+    });
+  }
+
+  async tdcall(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
+    if (typeof leaf !== 'bigint') throw new TypeError('tdcall: leaf must be a bigint');
+    if (typeof regs !== 'object' || regs === null) throw new TypeError('tdcall: regs must be an object');
+    return this.guarded<TdcallRegs>({}, async () => {
+      if (this.tickAsync()) await this.budgetPause();
+      const f = this.vcpu.vm.ops.tdcall;
+      if (f === undefined)
+        this.raise({ vector: VECTOR.UD, errorCode: undefined, detail: 'TDCALL outside a TD' });
+      return f.call(this.vcpu.vm.ops, this, leaf, regs);
+    });
+  }
+
+  pvalidate(gva: bigint, validate: boolean): number {
+    if (typeof validate !== 'boolean') throw new TypeError('pvalidate: validate must be a boolean');
+    for (;;) {
+      this.tick('pvalidate');
+      const f = this.vcpu.vm.ops.pvalidate;
+      const op = `pvalidate(${hex(gva)})`;
+      try {
+        if (f === undefined)
+          this.raise({
+            vector: VECTOR.UD,
+            errorCode: undefined,
+            detail: 'PVALIDATE outside an SEV-SNP guest',
+          });
+        const e = this.entry(gva, false, 'pvalidate');
+        if (e === undefined) return 0;
+        return f.call(this.vcpu.vm.ops, this, e.gpaPage | (gva & 0xfffn), validate);
+      } catch (err) {
+        if (err === SKIP) return 0;
+        if (err === RETRY) continue;
+        void op;
+        throw err;
+      }
+    }
+  }
+
+  async hlt(): Promise<void> {
+    for (;;) {
+      if (this.tickAsync()) await this.budgetPause();
+      const a = this.intercepted({ kind: 'hlt' }, 'hlt');
+      if (a === 'retry') continue;
+      if (a === 'skip') return;
+      await this.vcpu.exitToHost({ reason: 'hlt' });
+      return;
+    }
+  }
+
+  ud2(): never {
+    for (;;) {
+      this.tick('ud2');
+      const a = this.deliver({
+        vector: VECTOR.UD,
+        errorCode: undefined,
+        operation: 'ud2',
+        detail: 'UD2 executed',
+      });
+      if (a === 'skip') return undefined as never;
+    }
+  }
+
+  // ---- ArchCpu physical access --------------------------------------------------------------
+
+  readPhys(gpa: bigint, length: number, tagged: boolean): Uint8Array {
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const at = gpa + BigInt(done);
+      const off = Number(at & 0xfffn);
+      const n = Math.min(length - done, 4096 - off);
+      const p = this.page(at, false, tagged, false);
+      if (p.kind !== 'ram') this.physFail(p, at);
+      else if (p.cipher !== undefined) {
+        const part = new Uint8Array(n);
+        p.cipher.decrypt(p.bytes, p.base, off, part, n);
+        out.set(part, done);
+      } else out.set(p.bytes.subarray(p.base + off, p.base + off + n), done);
+      done += n;
+    }
+    return out;
+  }
+
+  writePhys(gpa: bigint, data: Uint8Array, tagged: boolean): void {
+    let done = 0;
+    while (done < data.length) {
+      const at = gpa + BigInt(done);
+      const off = Number(at & 0xfffn);
+      const n = Math.min(data.length - done, 4096 - off);
+      const p = this.page(at, true, tagged, false);
+      if (p.kind !== 'ram') this.physFail(p, at);
+      else if (p.cipher !== undefined) p.cipher.encrypt(p.bytes, p.base, off, data.subarray(done, done + n));
+      else p.bytes.set(data.subarray(done, done + n), p.base + off);
+      done += n;
+    }
+    this.flush();
+  }
+
+  private physFail(p: PageAccess, gpa: bigint): never {
+    if (p.kind === 'fault')
+      this.unwind(p.exit, `a physical access at GPA ${hex(gpa)} needed a memory-fault exit`);
+    if (p.kind === 'exception') this.raise(p.e);
+    return this.crash(`a physical access by the CPU reached GPA ${hex(gpa)}, which no memslot backs`);
+  }
+}
+
+function budgetDetail(g: SimGuest, op: string): string {
+  return (
+    `the run's budget of ${g.budget} guest operations ran out inside the synchronous operation ${op}; a ` +
+    'JavaScript guest cannot be suspended there, so the program was unwound (await an async guest operation ' +
+    'in long loops, or raise SimConfig.runBudget)'
+  );
+}
+
+function describeFault(e: Exit): string {
+  return e.reason === 'memory-fault'
+    ? `memory-fault (${e.private ? 'private' : 'shared'} GPA ${hex(e.gpa)})`
+    : e.reason;
+}
+
+/** Little-endian value of up to 8 bytes. */
+function le(b: Uint8Array): bigint {
+  let v = 0n;
+  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
+  return v;
+}
+
+function leBytes(v: bigint, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = v;
+  for (let i = 0; i < n; i++, x >>= 8n) out[i] = Number(x & 0xffn);
+  return out;
+}
+
+function checkPort(op: string, port: number, size: number): void {
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 0xffff)
+    throw new TypeError(`${op}: port must be an integer in 0..0xffff, got ${String(port)}`);
+  if (size !== 1 && size !== 2 && size !== 4)
+    throw new TypeError(`${op}: size must be 1, 2 or 4, got ${String(size)}`);
+}
+
+function checkMmio(op: string, gpa: bigint, size: number): void {
+  if (typeof gpa !== 'bigint' || gpa < 0n || gpa > U64)
+    throw new TypeError(`${op}: gpa must be a u64 bigint`);
+  if (size !== 1 && size !== 2 && size !== 4 && size !== 8)
+    throw new TypeError(`${op}: size must be 1, 2, 4 or 8, got ${String(size)}`);
+}

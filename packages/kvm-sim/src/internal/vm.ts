@@ -1,0 +1,566 @@
+// VM scope: memslots, guest_memfd, memory attributes, vCPU creation, capabilities, encryption ops.
+
+import { VM_TYPE_NUMBER, type VmType } from '@kvmtest/coco';
+import {
+  CAP,
+  type EncRegion,
+  KvmError,
+  MEM_FLAG,
+  type MemoryAttributes,
+  type SevCommand,
+  type TdxCommand,
+  type UserMemoryRegion,
+  type Vcpu,
+  type Vm,
+} from '@kvmtest/kvm';
+import type { ArchOps, ArchVm, HostPtrTarget } from './arch/ops.js';
+import { checkInt, type SimKvm } from './kvm.js';
+import { AttributeMap, GmemFile, Memslot, PAGE } from './memory.js';
+import { SimVcpu } from './vcpu.js';
+
+const U64 = (1n << 64n) - 1n;
+/** KVM_MEM_MAX_NR_PAGES: (1 << 31) - 1 pages per memslot. */
+const MAX_NR_PAGES = (1n << 31n) - 1n;
+/** MAX_NR_RESERVED_IOAPIC_PINS (x86 KVM_CAP_SPLIT_IRQCHIP). */
+const MAX_RESERVED_IOAPIC_PINS = 48n;
+/** KVM_EXIT_HYPERCALL_VALID_MASK: only KVM_HC_MAP_GPA_RANGE. */
+const EXIT_HYPERCALL_VALID = 1n << 12n;
+
+function u64(name: string, v: unknown, op: string): bigint {
+  if (typeof v !== 'bigint') throw new TypeError(`${op}: ${name} must be a bigint, got ${typeof v}`);
+  if (v < 0n || v > U64) throw new RangeError(`${op}: ${name} 0x${v.toString(16)} does not fit in a u64`);
+  return v;
+}
+
+function u32(name: string, v: unknown, op: string): number {
+  checkInt(name, v, op);
+  if (v < 0 || v > 0xffff_ffff) throw new RangeError(`${op}: ${name} ${v} does not fit in a u32`);
+  return v;
+}
+
+const hex = (v: bigint | number) => `0x${v.toString(16)}`;
+
+/** A simulated VM (the VM file and `struct kvm`). */
+export class SimVm implements Vm, ArchVm {
+  readonly fd: number;
+  readonly typeNumber: number;
+  arch: unknown = undefined;
+  hasPrivateMem = false;
+  hasProtectedState = false;
+  dead = false;
+  /** kvm->created_vcpus. */
+  createdVcpus = 0;
+  readonly vcpuList: SimVcpu[] = [];
+  private readonly vcpuIds = new Set<number>();
+  /** Memslots per address space, by slot id. */
+  private readonly slots: Map<number, Memslot>[];
+  /** Address space 0's memslots sorted by GPA, for lookups. */
+  private sorted: Memslot[] = [];
+  readonly attributes = new AttributeMap();
+  private hypercallExitMask = 0n;
+  /** kvm->arch.max_vcpu_ids (0 = not set, KVM_CAP_MAX_VCPU_ID). */
+  private maxVcpuIds = 0;
+  private splitIrqchip = false;
+  symbols: ReadonlyMap<string, bigint> = new Map();
+  /** References keeping `struct kvm` alive: the VM fd, each vCPU fd, each guest_memfd file. */
+  private refs = 1;
+  vmFdOpen = true;
+  destroyed = false;
+  /** Bumped whenever a change invalidates guest translations or access decisions (vCPUs compare it). */
+  memGeneration = 0;
+
+  constructor(
+    readonly kvm: SimKvm,
+    readonly type: VmType,
+    readonly ops: ArchOps,
+  ) {
+    this.typeNumber = VM_TYPE_NUMBER[type];
+    this.slots = Array.from({ length: kvm.config.addressSpaces }, () => new Map());
+    ops.vmInit(this);
+    this.fd = kvm.allocFd({ kind: 'vm', vm: this });
+  }
+
+  [Symbol.dispose](): void {
+    if (this.vmFdOpen) this.close();
+  }
+
+  get vcpus(): readonly SimVcpu[] {
+    return this.vcpuList;
+  }
+
+  get closed(): boolean {
+    return !this.vmFdOpen;
+  }
+
+  get memslotCount(): number {
+    let n = 0;
+    for (const m of this.slots) n += m.size;
+    return n;
+  }
+
+  // ---- the ioctl gate -----------------------------------------------------------------------
+
+  /** The fd check (EBADF) and the dead-VM gate (spec §2: every VM ioctl, EIO) in that order. */
+  gate(op: string): void {
+    if (!this.vmFdOpen) throw new KvmError('EBADF', op, `VM descriptor ${this.fd} is closed`);
+    if (this.dead) throw new KvmError('EIO', op, 'the VM is dead (kvm->vm_dead), spec §2');
+  }
+
+  markDead(): void {
+    this.dead = true;
+  }
+
+  hypercallExitEnabled(nr: number): boolean {
+    return nr >= 0 && nr < 64 && (this.hypercallExitMask & (1n << BigInt(nr))) !== 0n;
+  }
+
+  flushTlbs(): void {
+    this.memGeneration++;
+  }
+
+  // ---- capabilities -------------------------------------------------------------------------
+
+  checkExtension(cap: number): number {
+    checkInt('cap', cap, 'KVM_CHECK_EXTENSION');
+    this.gate('KVM_CHECK_EXTENSION');
+    return this.kvm.extension(this, cap);
+  }
+
+  enableCap(cap: number, args: readonly (number | bigint | Vm)[] = [], flags = 0): void {
+    const op = 'KVM_ENABLE_CAP';
+    checkInt('cap', cap, op);
+    checkInt('flags', flags, op);
+    if (!Array.isArray(args)) throw new TypeError(`${op}: args must be an array`);
+    if (args.length > 4) throw new RangeError(`${op}: struct kvm_enable_cap has 4 args, got ${args.length}`);
+    const a: bigint[] = [0n, 0n, 0n, 0n];
+    args.forEach((v, i) => {
+      if (typeof v === 'bigint') a[i] = u64(`args[${i}]`, v, op);
+      else if (typeof v === 'number') {
+        checkInt(`args[${i}]`, v, op);
+        a[i] = BigInt.asUintN(64, BigInt(v));
+      } else if (v !== null && typeof v === 'object' && typeof (v as Vm).fd === 'number')
+        a[i] = BigInt((v as Vm).fd);
+      else throw new TypeError(`${op}: args[${i}] must be a number, bigint or Vm`);
+    });
+    this.gate(op);
+    // spec §2 / x86.c kvm_vm_ioctl_enable_cap: flags != 0 -> EINVAL before anything cap-specific.
+    if (flags !== 0) throw new KvmError('EINVAL', op, `flags ${hex(flags)} must be 0`, { cap, flags });
+    if (this.ops.enableCap?.(this, cap, a) === 'handled') return;
+    const arg0 = a[0]!;
+    switch (cap) {
+      case CAP.EXIT_HYPERCALL:
+        if ((arg0 & ~EXIT_HYPERCALL_VALID) !== 0n)
+          throw new KvmError(
+            'EINVAL',
+            op,
+            `KVM_CAP_EXIT_HYPERCALL bitmask ${hex(arg0)} has bits other than 1<<12`,
+          );
+        this.hypercallExitMask = arg0;
+        return;
+      case CAP.VM_COPY_ENC_CONTEXT_FROM: {
+        // spec §2: a NULL vendor op -> EINVAL.
+        const f = this.ops.vmCopyEncContextFrom;
+        if (f === undefined)
+          throw new KvmError(
+            'EINVAL',
+            op,
+            `KVM_CAP_VM_COPY_ENC_CONTEXT_FROM: no vendor op on ${this.ops.name}`,
+          );
+        f.call(this.ops, this, fdArg(arg0));
+        this.flushTlbs();
+        return;
+      }
+      case CAP.VM_MOVE_ENC_CONTEXT_FROM: {
+        const f = this.ops.vmMoveEncContextFrom;
+        if (f === undefined)
+          throw new KvmError(
+            'EINVAL',
+            op,
+            `KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM: no vendor op on ${this.ops.name}`,
+          );
+        f.call(this.ops, this, fdArg(arg0));
+        this.flushTlbs();
+        return;
+      }
+      case CAP.MAX_VCPU_ID: {
+        // x86.c: above KVM_MAX_VCPU_IDS -> EINVAL; once set (or vCPUs exist) only the same value passes.
+        const max = this.kvm.config.maxVcpuId;
+        if (arg0 > BigInt(max))
+          throw new KvmError('EINVAL', op, `KVM_CAP_MAX_VCPU_ID ${arg0} exceeds KVM_MAX_VCPU_IDS ${max}`);
+        const v = Number(arg0);
+        if (this.maxVcpuIds === v) return;
+        if (this.maxVcpuIds === 0 && this.createdVcpus === 0) {
+          this.maxVcpuIds = v;
+          return;
+        }
+        throw new KvmError('EINVAL', op, 'KVM_CAP_MAX_VCPU_ID is already set or vCPUs exist');
+      }
+      case CAP.SPLIT_IRQCHIP:
+        // x86.c: too many reserved pins -> EINVAL; an irqchip already, or vCPUs created -> EEXIST.
+        if (arg0 > MAX_RESERVED_IOAPIC_PINS)
+          throw new KvmError('EINVAL', op, `KVM_CAP_SPLIT_IRQCHIP: ${arg0} reserved pins exceed 48`);
+        if (this.splitIrqchip || this.createdVcpus > 0)
+          throw new KvmError('EEXIST', op, 'KVM_CAP_SPLIT_IRQCHIP: an irqchip exists or vCPUs were created');
+        this.splitIrqchip = true;
+        return;
+      default:
+        throw new KvmError('EINVAL', op, `capability ${cap} cannot be enabled on a VM`, { cap });
+    }
+  }
+
+  get hasSplitIrqchip(): boolean {
+    return this.splitIrqchip;
+  }
+
+  // ---- memslots -----------------------------------------------------------------------------
+
+  setUserMemoryRegion(region: UserMemoryRegion): void {
+    const op = 'KVM_SET_USER_MEMORY_REGION2';
+    if (typeof region !== 'object' || region === null) throw new TypeError(`${op}: region must be an object`);
+    const slotArg = u32('slot', region.slot, op);
+    const flags = u32('flags', region.flags, op);
+    const gpa = u64('guestPhysAddr', region.guestPhysAddr, op);
+    const size = u64('memorySize', region.memorySize, op);
+    const us = region.userspace;
+    if (us !== undefined && !(us instanceof Uint8Array))
+      throw new TypeError(`${op}: userspace must be a Uint8Array or undefined`);
+    if (us !== undefined && BigInt(us.length) !== size && size !== 0n)
+      throw new RangeError(`${op}: userspace has ${us.length} bytes but memorySize is ${size}`);
+    const gmemOffset =
+      region.guestMemfdOffset === undefined ? 0n : u64('guestMemfdOffset', region.guestMemfdOffset, op);
+    const gmemFd = region.guestMemfd === undefined ? undefined : u32('guestMemfd', region.guestMemfd, op);
+    this.gate(op);
+    const cfg = this.kvm.config;
+    const fail = (why: string, details: Record<string, unknown> = {}): never => {
+      throw new KvmError('EINVAL', op, why, { slot: slotArg, ...details });
+    };
+    // kvm_vm_ioctl_set_memory_region: slot id (low 16 bits) beyond the user slots -> EINVAL first.
+    const id = slotArg & 0xffff;
+    const asId = slotArg >>> 16;
+    if (id >= cfg.memslotsPerAddressSpace)
+      fail(`slot id ${id} is not below KVM_USER_MEM_SLOTS ${cfg.memslotsPerAddressSpace}`);
+    // check_memory_region_flags.
+    let valid = MEM_FLAG.LOG_DIRTY_PAGES;
+    if (this.hasPrivateMem) valid |= MEM_FLAG.GUEST_MEMFD;
+    if ((flags & MEM_FLAG.GUEST_MEMFD) !== 0) valid &= ~MEM_FLAG.LOG_DIRTY_PAGES;
+    // READONLY: only without protected state (kvm_arch_has_readonly_mem) and not with guest_memfd.
+    if (!this.hasProtectedState && (flags & MEM_FLAG.GUEST_MEMFD) === 0) valid |= MEM_FLAG.READONLY;
+    if ((flags & ~valid) !== 0)
+      fail(`flags ${hex(flags)} are not valid for a ${this.type} VM (valid: ${hex(valid)})`, { flags });
+    // __kvm_set_memory_region general sanity checks.
+    if ((size & (PAGE - 1n)) !== 0n) fail(`memorySize ${hex(size)} is not a multiple of 4 KiB`);
+    if ((gpa & (PAGE - 1n)) !== 0n) fail(`guestPhysAddr ${hex(gpa)} is not 4 KiB aligned`);
+    if (us !== undefined && us.byteOffset % 4096 !== 0)
+      fail(`userspace_addr is not 4 KiB aligned (byteOffset ${us.byteOffset})`);
+    const hasGmemFlag = (flags & MEM_FLAG.GUEST_MEMFD) !== 0;
+    if (hasGmemFlag && ((gmemOffset & (PAGE - 1n)) !== 0n || gmemOffset + size > U64))
+      fail(`guest_memfd_offset ${hex(gmemOffset)} is unaligned or wraps`);
+    if (asId >= cfg.addressSpaces) fail(`address space ${asId} is not below ${cfg.addressSpaces}`);
+    if (gpa + size > U64) fail('guestPhysAddr + memorySize wraps');
+    if (size / PAGE > MAX_NR_PAGES) fail(`${size / PAGE} pages exceed KVM_MEM_MAX_NR_PAGES`);
+    const table = this.slots[asId]!;
+    const old = table.get(id);
+    if (size === 0n) {
+      // Deleting a slot that does not exist -> EINVAL.
+      if (old === undefined) fail(`slot ${id} of address space ${asId} does not exist`);
+      this.removeSlot(old!);
+      return;
+    }
+    const npages = size / PAGE;
+    let change: 'create' | 'move' | 'flags';
+    if (old === undefined) change = 'create';
+    else {
+      // Private memslots are immutable: they can only be deleted.
+      if (hasGmemFlag) fail('a guest_memfd memslot cannot be modified, only deleted');
+      const sameAddr =
+        us !== undefined && us.buffer === old.userspace.buffer && us.byteOffset === old.userspace.byteOffset;
+      if (!sameAddr) fail('userspace_addr of an existing slot cannot change');
+      if (npages !== old.npages) fail('the size of an existing slot cannot change');
+      if (((flags ^ old.flags) & MEM_FLAG.READONLY) !== 0)
+        fail('READONLY cannot be toggled on an existing slot');
+      if (gpa !== old.gpa) change = 'move';
+      else if (flags !== old.flags) change = 'flags';
+      else return; // nothing to change
+    }
+    if (change !== 'flags') {
+      for (const s of table.values()) {
+        if (s.id === id) continue;
+        if (gpa < s.end && s.gpa < gpa + size)
+          throw new KvmError(
+            'EEXIST',
+            op,
+            `GPA range ${hex(gpa)}-${hex(gpa + size - 1n)} overlaps slot ${s.id}`,
+            {
+              slot: slotArg,
+              other: s.id,
+            },
+          );
+      }
+      // x86 kvm_arch_prepare_memory_region: the last GFN must be within the MMU's reach (MAXPHYADDR).
+      const maxGfn = (1n << BigInt(cfg.maxPhysAddr - 12)) - 1n;
+      if (gpa / PAGE + npages - 1n > maxGfn)
+        fail(`the slot ends beyond MAXPHYADDR ${cfg.maxPhysAddr} (max GFN ${hex(maxGfn)})`);
+      this.ops.prepareMemoryRegion?.(this, gpa, size, flags);
+    }
+    let gmem: GmemFile | undefined;
+    if (hasGmemFlag) gmem = this.gmemForBind(op, gmemFd, gmemOffset, npages);
+    const backing = us ?? new Uint8Array(0);
+    const slot = new Memslot(asId, id, flags, gpa, size, backing, gmem, gmemOffset);
+    if (old !== undefined) this.removeSlot(old);
+    if (gmem !== undefined) gmem.bindings.add(slot);
+    table.set(id, slot);
+    this.resort();
+  }
+
+  /** kvm_gmem_bind checks: EBADF, not a guest_memfd / another VM's -> EINVAL, range -> EINVAL, overlap -> EEXIST. */
+  private gmemForBind(op: string, fd: number | undefined, offset: bigint, npages: bigint): GmemFile {
+    const e = fd === undefined ? undefined : this.kvm.fdEntry(fd);
+    if (e === undefined)
+      throw new KvmError('EBADF', op, `guest_memfd ${String(fd)} is not an open descriptor`);
+    if (e.kind !== 'guest-memfd')
+      throw new KvmError('EINVAL', op, `descriptor ${fd} is a ${e.kind} file, not a guest_memfd`);
+    if (e.vm !== this) throw new KvmError('EINVAL', op, `guest_memfd ${fd} belongs to another VM`);
+    const g = e.gmem;
+    if (offset + npages * PAGE > g.size)
+      throw new KvmError(
+        'EINVAL',
+        op,
+        `offset ${hex(offset)} + size exceeds the guest_memfd size ${hex(g.size)}`,
+      );
+    if (g.overlaps(offset / PAGE, offset / PAGE + npages))
+      throw new KvmError(
+        'EEXIST',
+        op,
+        `guest_memfd ${fd} range ${hex(offset)} is already bound to a memslot`,
+      );
+    return g;
+  }
+
+  private removeSlot(s: Memslot): void {
+    this.slots[s.asId]!.delete(s.id);
+    s.gmem?.bindings.delete(s);
+    s.gmem = undefined;
+    this.resort();
+  }
+
+  private resort(): void {
+    this.sorted = [...this.slots[0]!.values()].sort((a, b) => (a.gpa < b.gpa ? -1 : 1));
+    this.flushTlbs();
+  }
+
+  memslots(asId = 0): readonly Memslot[] {
+    const t = this.slots[asId];
+    return t === undefined ? [] : [...t.values()].sort((a, b) => a.id - b.id);
+  }
+
+  memslotAt(gpa: bigint): Memslot | undefined {
+    const s = this.sorted;
+    let lo = 0;
+    let hi = s.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const m = s[mid]!;
+      if (gpa < m.gpa) hi = mid - 1;
+      else if (gpa >= m.end) lo = mid + 1;
+      else return m;
+    }
+    return undefined;
+  }
+
+  hostPtrTarget(buffer: Uint8Array, offset: number): HostPtrTarget | undefined {
+    const addr = buffer.byteOffset + offset;
+    for (const s of this.sorted) {
+      const u = s.userspace;
+      if (u.buffer === buffer.buffer && addr >= u.byteOffset && addr < u.byteOffset + u.length)
+        return { slot: s, gpa: s.gpa + BigInt(addr - u.byteOffset) };
+    }
+    return undefined;
+  }
+
+  // ---- guest_memfd --------------------------------------------------------------------------
+
+  createGuestMemfd(size: bigint, flags: bigint = 0n): number {
+    const op = 'KVM_CREATE_GUEST_MEMFD';
+    u64('size', size, op);
+    u64('flags', flags, op);
+    this.gate(op);
+    // guest_memfd.c kvm_gmem_create: no flags are supported (6.17); size > 0 and page aligned.
+    if (flags !== 0n) throw new KvmError('EINVAL', op, `flags ${hex(flags)} are not supported`);
+    if (size === 0n || (size & (PAGE - 1n)) !== 0n || size > (1n << 63n) - 1n)
+      throw new KvmError('EINVAL', op, `size ${hex(size)} must be a positive multiple of 4 KiB`);
+    const g = new GmemFile(-1, this, size, flags);
+    const fd = this.kvm.allocFd({ kind: 'guest-memfd', gmem: g, vm: this });
+    (g as { fd: number }).fd = fd;
+    // The file holds a reference on the VM (kvm_get_kvm in __kvm_gmem_create).
+    this.refs++;
+    this.kvm.liveGmem.add(g);
+    return fd;
+  }
+
+  /** Last close of a guest_memfd (kvm_gmem_release): bound slots lose their private backing. */
+  releaseGmem(g: GmemFile): void {
+    g.released = true;
+    for (const s of g.bindings) s.gmem = undefined;
+    g.bindings.clear();
+    g.pages.clear();
+    this.kvm.liveGmem.delete(g);
+    this.flushTlbs();
+    this.put();
+  }
+
+  // ---- memory attributes --------------------------------------------------------------------
+
+  setMemoryAttributes(attrs: MemoryAttributes): void {
+    const op = 'KVM_SET_MEMORY_ATTRIBUTES';
+    if (typeof attrs !== 'object' || attrs === null) throw new TypeError(`${op}: attrs must be an object`);
+    const address = u64('address', attrs.address, op);
+    const size = u64('size', attrs.size, op);
+    const value = u64('attributes', attrs.attributes, op);
+    const flags = attrs.flags === undefined ? 0n : u64('flags', attrs.flags, op);
+    this.gate(op);
+    // kvm_main.c kvm_vm_ioctl_set_mem_attributes, in its order.
+    if (flags !== 0n) throw new KvmError('EINVAL', op, `flags ${hex(flags)} must be 0`);
+    const supported = BigInt(this.kvm.extension(this, CAP.MEMORY_ATTRIBUTES));
+    if ((value & ~supported) !== 0n)
+      throw new KvmError(
+        'EINVAL',
+        op,
+        `attributes ${hex(value)} not supported (supported: ${hex(supported)})`,
+      );
+    if (size === 0n || address + size > U64) throw new KvmError('EINVAL', op, 'size is 0 or the range wraps');
+    if ((address & (PAGE - 1n)) !== 0n || (size & (PAGE - 1n)) !== 0n)
+      throw new KvmError('EINVAL', op, `address ${hex(address)} / size ${hex(size)} are not 4 KiB aligned`);
+    const start = address / PAGE;
+    const end = (address + size) / PAGE;
+    if (this.attributes.uniform(start, end, value)) return;
+    this.attributes.set(start, end, value);
+    this.flushTlbs();
+  }
+
+  getMemoryAttributes(gpa: bigint): bigint {
+    u64('gpa', gpa, 'getMemoryAttributes');
+    return this.attributes.get(gpa / PAGE);
+  }
+
+  memoryAttributes(gpa: bigint): bigint {
+    return this.attributes.get(gpa / PAGE);
+  }
+
+  // ---- vCPUs --------------------------------------------------------------------------------
+
+  createVcpu(id: number): Vcpu {
+    const op = 'KVM_CREATE_VCPU';
+    checkInt('id', id, op);
+    this.gate(op);
+    const cfg = this.kvm.config;
+    // kvm_vm_ioctl_create_vcpu: id >= KVM_MAX_VCPU_IDS -> EINVAL (ids are unsigned: negative is huge).
+    if (id < 0 || id >= cfg.maxVcpuId)
+      throw new KvmError('EINVAL', op, `vCPU id ${id} is not below KVM_MAX_VCPU_IDS ${cfg.maxVcpuId}`, {
+        id,
+      });
+    if (this.createdVcpus >= cfg.maxVcpus)
+      throw new KvmError('EINVAL', op, `the VM already has KVM_MAX_VCPUS ${cfg.maxVcpus} vCPUs`, { id });
+    // x86 kvm_arch_vcpu_precreate: an id beyond KVM_CAP_MAX_VCPU_ID's value -> EINVAL, then the vendor.
+    if (this.maxVcpuIds !== 0 && id >= this.maxVcpuIds)
+      throw new KvmError(
+        'EINVAL',
+        op,
+        `vCPU id ${id} is not below the VM's KVM_CAP_MAX_VCPU_ID ${this.maxVcpuIds}`,
+      );
+    this.ops.vcpuPrecreate?.(this, id);
+    // Duplicate ids are found after creation in the kernel (EEXIST), after the count checks.
+    if (this.vcpuIds.has(id)) throw new KvmError('EEXIST', op, `vCPU id ${id} already exists`, { id });
+    this.createdVcpus++;
+    const v = new SimVcpu(this, id);
+    this.vcpuIds.add(id);
+    this.vcpuList.push(v);
+    this.refs++;
+    this.ops.vcpuCreated?.(v);
+    return v;
+  }
+
+  // ---- encryption ops -----------------------------------------------------------------------
+
+  memEncryptOp(cmd: SevCommand | TdxCommand | undefined): void {
+    const op = 'KVM_MEMORY_ENCRYPT_OP';
+    if (cmd !== undefined && (typeof cmd !== 'object' || cmd === null))
+      throw new TypeError(`${op}: cmd must be a command object or undefined (NULL)`);
+    this.gate(op);
+    const f = this.ops.memEncryptOp;
+    // spec §2: a missing vendor op -> ENOTTY.
+    if (f === undefined)
+      throw new KvmError('ENOTTY', op, `no memory-encryption op for a ${this.type} VM on this host`);
+    f.call(this.ops, this, cmd);
+  }
+
+  memEncryptRegRegion(region: EncRegion): void {
+    this.region('KVM_MEMORY_ENCRYPT_REG_REGION', region, this.ops.memEncryptRegRegion);
+  }
+
+  memEncryptUnregRegion(region: EncRegion): void {
+    this.region('KVM_MEMORY_ENCRYPT_UNREG_REGION', region, this.ops.memEncryptUnregRegion);
+  }
+
+  private region(op: string, region: EncRegion, f: ArchOps['memEncryptRegRegion']): void {
+    if (typeof region !== 'object' || region === null) throw new TypeError(`${op}: region must be an object`);
+    const size = u64('size', region.size, op);
+    const addr = region.addr;
+    if (typeof addr !== 'object' || addr === null || !(addr.buffer instanceof Uint8Array))
+      throw new TypeError(`${op}: region.addr must be a HostPtr`);
+    checkInt('addr.offset', addr.offset, op);
+    this.gate(op);
+    if (f === undefined)
+      throw new KvmError('ENOTTY', op, `no memory-encryption op for a ${this.type} VM on this host`);
+    f.call(this.ops, this, addr.buffer, addr.offset, size);
+  }
+
+  setGuestSymbols(symbols: ReadonlyMap<string, bigint>): void {
+    if (!(symbols instanceof Map)) throw new TypeError('setGuestSymbols: symbols must be a Map');
+    for (const [k, v] of symbols) {
+      if (typeof k !== 'string') throw new TypeError('setGuestSymbols: symbol names must be strings');
+      u64(`symbol ${k}`, v, 'setGuestSymbols');
+    }
+    this.symbols = new Map(symbols);
+  }
+
+  // ---- lifetime -----------------------------------------------------------------------------
+
+  close(): void {
+    if (!this.vmFdOpen) throw new KvmError('EBADF', 'close', `VM descriptor ${this.fd} is already closed`);
+    for (const v of this.vcpuList) if (v.fdOpen) this.kvm.closeFd(v.fd);
+    this.kvm.closeFd(this.fd);
+  }
+
+  /** The VM fd was closed. */
+  releaseVmFd(): void {
+    this.vmFdOpen = false;
+    this.put();
+  }
+
+  /** A vCPU fd was closed (kvm_vcpu_release -> kvm_put_kvm). */
+  vcpuFdReleased(): void {
+    this.put();
+  }
+
+  private put(): void {
+    if (--this.refs > 0) return;
+    // kvm_destroy_vm: vendor destroy, vCPUs freed, memslots freed.
+    this.destroyed = true;
+    for (const v of this.vcpuList) {
+      this.ops.vcpuDestroy?.(v);
+      v.destroy();
+    }
+    this.ops.vmDestroy?.(this);
+    for (const t of this.slots) {
+      for (const s of t.values()) s.gmem?.bindings.delete(s);
+      t.clear();
+    }
+    this.sorted = [];
+    this.kvm.liveVms.delete(this);
+  }
+}
+
+function fdArg(v: bigint): number {
+  // args[0] is an int fd; values beyond int range cannot name a descriptor.
+  return v > 0x7fff_ffffn ? -1 : Number(v);
+}
