@@ -1,0 +1,164 @@
+// sw-protected VMs: private memory in guest_memfd, selected by the PRIVATE attribute
+// (private_mem_kvm_exits_test, private_mem_conversions_test).
+
+import { PageTables, PhysicalMemory } from '@kvmtest/guest-memory';
+import { CAP, CR, type Exit, KVM_HC, MAP_GPA_RANGE, MEM_FLAG, MEMORY_ATTRIBUTE } from '@kvmtest/kvm';
+import { describe, expect, it } from 'vitest';
+import { createSimKvm, simStats } from '../src/index.js';
+
+const P = MEMORY_ATTRIBUTE.PRIVATE;
+const TEST_GPA = 0x1_0000_0000n;
+const TEST_GVA = 0x8000_0000n;
+
+/** A sw-protected VM: slot 0 (plain, page tables) + a test slot at 4 GiB mapped at TEST_GVA. */
+function setup(gmemSlot: boolean, pages = 4) {
+  const kvm = createSimKvm();
+  const vm = kvm.createVm('sw-protected');
+  const mem = new Uint8Array(4 << 20);
+  vm.setUserMemoryRegion({
+    slot: 0,
+    flags: 0,
+    guestPhysAddr: 0n,
+    memorySize: BigInt(mem.length),
+    userspace: mem,
+  });
+  const phys = new PhysicalMemory();
+  phys.addRegion({ slot: 0, gpa: 0n, size: BigInt(mem.length), backing: mem });
+  let next = 0x10_0000n;
+  const pt = new PageTables(phys, { levels: 4, physBits: 52 }, () => {
+    const p = next;
+    next += 4096n;
+    return p;
+  });
+  for (let i = 0n; i < BigInt(pages); i++) pt.map(TEST_GVA + i * 4096n, TEST_GPA + i * 4096n);
+  const shared = new Uint8Array(pages * 4096);
+  const size = BigInt(shared.length);
+  let gmem: number | undefined;
+  if (gmemSlot) {
+    gmem = vm.createGuestMemfd(size);
+    vm.setUserMemoryRegion({
+      slot: 1,
+      flags: MEM_FLAG.GUEST_MEMFD,
+      guestPhysAddr: TEST_GPA,
+      memorySize: size,
+      userspace: shared,
+      guestMemfd: gmem,
+    });
+  } else
+    vm.setUserMemoryRegion({
+      slot: 1,
+      flags: 0,
+      guestPhysAddr: TEST_GPA,
+      memorySize: size,
+      userspace: shared,
+    });
+  const vcpu = (program: Parameters<ReturnType<typeof vm.createVcpu>['setEntry']>[0]) => {
+    const v = vm.createVcpu(vm.vcpus.length);
+    v.setSregs({
+      cr0: CR.CR0_PE | CR.CR0_PG,
+      cr2: 0n,
+      cr3: pt.root,
+      cr4: CR.CR4_PAE,
+      efer: CR.EFER_LME | CR.EFER_LMA,
+    });
+    v.setEntry(program);
+    return v;
+  };
+  return { kvm, vm, shared, gmem, vcpu };
+}
+
+describe('private_mem_kvm_exits_test', () => {
+  it('a private access to a memslot without guest_memfd exits with KVM_EXIT_MEMORY_FAULT, flags PRIVATE', async () => {
+    const { vm, vcpu } = setup(false);
+    vm.setMemoryAttributes({ address: TEST_GPA, size: 4096n, attributes: P });
+    const v = vcpu(async (g) => {
+      for (;;) g.readU64(TEST_GVA);
+    });
+    expect(await v.run()).toEqual({ reason: 'memory-fault', gpa: TEST_GPA, size: 4096n, private: true });
+    const again = await v.run();
+    expect(again.reason).toBe('internal-error');
+  });
+  it('a private access after the memslot was deleted mid-run exits with a private memory fault', async () => {
+    const { vm, vcpu, shared } = setup(true);
+    vm.setMemoryAttributes({ address: TEST_GPA, size: 4096n, attributes: P });
+    const v = vcpu(async (g) => {
+      for (;;) {
+        g.readU64(TEST_GVA);
+        await g.out(0x80, 1, 0);
+      }
+    });
+    expect((await v.run()).reason).toBe('io');
+    vm.setUserMemoryRegion({
+      slot: 1,
+      flags: 0,
+      guestPhysAddr: TEST_GPA,
+      memorySize: 0n,
+      userspace: undefined,
+    });
+    void shared;
+    expect(await v.run()).toEqual({ reason: 'memory-fault', gpa: TEST_GPA, size: 4096n, private: true });
+  });
+  it('mmioRead retries after a memory-fault exit once the host fixed the attribute', async () => {
+    const { vm, vcpu, shared } = setup(false);
+    new DataView(shared.buffer).setBigUint64(0, 0x55n, true);
+    vm.setMemoryAttributes({ address: TEST_GPA, size: 4096n, attributes: P });
+    let got = 0n;
+    const v = vcpu(async (g) => {
+      got = await g.mmioRead(TEST_GPA, 8);
+    });
+    expect(await v.run()).toMatchObject({ reason: 'memory-fault', private: true });
+    vm.setMemoryAttributes({ address: TEST_GPA, size: 4096n, attributes: 0n });
+    expect((await v.run()).reason).toBe('hlt');
+    expect(got).toBe(0x55n);
+  });
+  it('closing the guest_memfd takes the private backing away (kvm_gmem_release): private accesses fault', async () => {
+    const { kvm, vm, vcpu, gmem } = setup(true);
+    vm.setMemoryAttributes({ address: TEST_GPA, size: 4096n, attributes: P });
+    const v = vcpu(async (g) => {
+      g.writeU64(TEST_GVA, 1n);
+      await g.out(0x80, 1, 0);
+      g.readU64(TEST_GVA);
+    });
+    expect((await v.run()).reason).toBe('io');
+    expect(simStats(kvm).gmemBytes).toBe(4096);
+    kvm.closeFd(gmem!);
+    expect(simStats(kvm).gmemFiles).toBe(0);
+    expect(await v.run()).toMatchObject({ reason: 'memory-fault', private: true, gpa: TEST_GPA });
+  });
+});
+
+describe('private_mem_conversions_test', () => {
+  it('private writes stay in guest_memfd, invisible to the host; shared accesses use the host memory', async () => {
+    const { vm, vcpu, shared } = setup(true);
+    vm.enableCap(CAP.EXIT_HYPERCALL, [1 << KVM_HC.MAP_GPA_RANGE]);
+    const dv = new DataView(shared.buffer);
+    dv.setBigUint64(0, 0xaaaan, true);
+    const seen: bigint[] = [];
+    const v = vcpu(async (g) => {
+      seen.push(g.readU64(TEST_GVA)); // shared: host data
+      // Ask the host to make the page private.
+      await g.hypercall(BigInt(KVM_HC.MAP_GPA_RANGE), [TEST_GPA, 1n, MAP_GPA_RANGE.ENCRYPTED]);
+      seen.push(g.readU64(TEST_GVA)); // private: fresh gmem page
+      g.writeU64(TEST_GVA, 0xbbbbn);
+      await g.hypercall(BigInt(KVM_HC.MAP_GPA_RANGE), [TEST_GPA, 1n, MAP_GPA_RANGE.DECRYPTED]);
+      seen.push(g.readU64(TEST_GVA)); // shared again: the host's bytes
+      await g.hypercall(BigInt(KVM_HC.MAP_GPA_RANGE), [TEST_GPA, 1n, MAP_GPA_RANGE.ENCRYPTED]);
+      seen.push(g.readU64(TEST_GVA)); // private again: what the guest wrote
+    });
+    let e: Exit;
+    for (;;) {
+      e = await v.run();
+      if (e.reason !== 'hypercall') break;
+      const [gpa, npages, attrs] = e.args as [bigint, bigint, bigint];
+      vm.setMemoryAttributes({
+        address: gpa,
+        size: npages * 4096n,
+        attributes: (attrs & MAP_GPA_RANGE.ENCRYPTED) !== 0n ? P : 0n,
+      });
+      e.ret = 0n;
+    }
+    expect(e.reason).toBe('hlt');
+    expect(seen).toEqual([0xaaaan, 0n, 0xaaaan, 0xbbbbn]);
+    expect(dv.getBigUint64(0, true)).toBe(0xaaaan);
+  });
+});

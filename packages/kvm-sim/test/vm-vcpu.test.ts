@@ -1,0 +1,208 @@
+import { CAP, CR, SEV_CMD, tryKvm, zeroRegs } from '@kvmtest/kvm';
+import { describe, expect, it } from 'vitest';
+import { createSimKvm, simStats } from '../src/index.js';
+import type { SimVm } from '../src/internal/vm.js';
+
+describe('KVM_CREATE_VCPU (kvm_main.c kvm_vm_ioctl_create_vcpu)', () => {
+  it('rejects an id at or above KVM_MAX_VCPU_IDS, and a negative id, with EINVAL', () => {
+    const vm = createSimKvm().createVm();
+    expect(tryKvm(() => vm.createVcpu(16384))).toBe('EINVAL');
+    expect(tryKvm(() => vm.createVcpu(-1))).toBe('EINVAL');
+    expect(vm.createVcpu(16383).id).toBe(16383);
+  });
+  it('rejects a duplicate id with EEXIST', () => {
+    const vm = createSimKvm().createVm();
+    vm.createVcpu(3);
+    expect(tryKvm(() => vm.createVcpu(3))).toBe('EEXIST');
+  });
+  it('rejects a vCPU beyond KVM_MAX_VCPUS with EINVAL, before the duplicate check', () => {
+    const vm = createSimKvm({ maxVcpus: 2 }).createVm();
+    vm.createVcpu(0);
+    vm.createVcpu(1);
+    expect(tryKvm(() => vm.createVcpu(2))).toBe('EINVAL');
+    expect(tryKvm(() => vm.createVcpu(0))).toBe('EINVAL');
+  });
+  it('creates KVM_CAP_MAX_VCPUS vCPUs (kvm_create_max_vcpus)', () => {
+    const kvm = createSimKvm();
+    const vm = kvm.createVm();
+    const max = kvm.checkExtension(CAP.MAX_VCPUS);
+    for (let i = 0; i < max; i++) vm.createVcpu(kvm.checkExtension(CAP.MAX_VCPU_ID) - max + i);
+    expect(vm.vcpus.length).toBe(max);
+    vm.close();
+    expect(simStats(kvm).openFds).toBe(1);
+  });
+  it('throws TypeError for a non-integer id', () => {
+    expect(() => createSimKvm().createVm().createVcpu(1.5)).toThrow(TypeError);
+  });
+  it('honours KVM_CAP_MAX_VCPU_ID set on the VM (x86 kvm_arch_vcpu_precreate)', () => {
+    const vm = createSimKvm().createVm();
+    vm.enableCap(CAP.MAX_VCPU_ID, [4]);
+    expect(tryKvm(() => vm.createVcpu(4))).toBe('EINVAL');
+    vm.createVcpu(3);
+    expect(tryKvm(() => vm.enableCap(CAP.MAX_VCPU_ID, [8]))).toBe('EINVAL');
+    expect(tryKvm(() => vm.enableCap(CAP.MAX_VCPU_ID, [4]))).toBeUndefined();
+    expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.MAX_VCPU_ID, [16385]))).toBe('EINVAL');
+  });
+});
+
+describe('KVM_ENABLE_CAP (spec §2, x86.c kvm_vm_ioctl_enable_cap)', () => {
+  it('rejects non-zero flags with EINVAL before anything cap-specific', () => {
+    expect(
+      tryKvm(() =>
+        createSimKvm()
+          .createVm()
+          .enableCap(CAP.EXIT_HYPERCALL, [1 << 12], 1),
+      ),
+    ).toBe('EINVAL');
+  });
+  it('accepts EXIT_HYPERCALL with bit 12 only; other bits -> EINVAL', () => {
+    const vm = createSimKvm().createVm();
+    expect(tryKvm(() => vm.enableCap(CAP.EXIT_HYPERCALL, [1 << 12]))).toBeUndefined();
+    expect(tryKvm(() => vm.enableCap(CAP.EXIT_HYPERCALL, [1 << 11]))).toBe('EINVAL');
+    expect(tryKvm(() => vm.enableCap(CAP.EXIT_HYPERCALL, [0]))).toBeUndefined();
+  });
+  it('answers COPY/MOVE_ENC_CONTEXT_FROM with EINVAL when the vendor op is absent (spec §2)', () => {
+    const kvm = createSimKvm({ vendor: 'intel' });
+    const src = kvm.createVm();
+    const dst = kvm.createVm();
+    expect(tryKvm(() => dst.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [src]))).toBe('EINVAL');
+    expect(tryKvm(() => dst.enableCap(CAP.VM_COPY_ENC_CONTEXT_FROM, [src.fd]))).toBe('EINVAL');
+  });
+  it('rejects an unknown capability with EINVAL and malformed args with TypeError', () => {
+    const vm = createSimKvm().createVm();
+    expect(tryKvm(() => vm.enableCap(12345))).toBe('EINVAL');
+    expect(() => vm.enableCap(CAP.EXIT_HYPERCALL, ['x' as never])).toThrow(TypeError);
+    expect(() => vm.enableCap(CAP.EXIT_HYPERCALL, [1, 2, 3, 4, 5])).toThrow(RangeError);
+  });
+  it('enables a split irqchip once, and only before vCPUs exist (EEXIST otherwise)', () => {
+    const vm = createSimKvm().createVm();
+    expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [49]))).toBe('EINVAL');
+    expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [24]))).toBeUndefined();
+    expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [24]))).toBe('EEXIST');
+    const vm2 = createSimKvm().createVm();
+    vm2.createVcpu(0);
+    expect(tryKvm(() => vm2.enableCap(CAP.SPLIT_IRQCHIP, [24]))).toBe('EEXIST');
+  });
+});
+
+describe('KVM_MEMORY_ENCRYPT_OP and REG/UNREG_REGION without a vendor op (spec §2)', () => {
+  it('answers ENOTTY on the VM fd, for a NULL argument too', () => {
+    const vm = createSimKvm().createVm();
+    expect(tryKvm(() => vm.memEncryptOp({ id: SEV_CMD.INIT }))).toBe('ENOTTY');
+    expect(tryKvm(() => vm.memEncryptOp(undefined))).toBe('ENOTTY');
+    const addr = { buffer: new Uint8Array(4096), offset: 0 };
+    expect(tryKvm(() => vm.memEncryptRegRegion({ addr, size: 4096n }))).toBe('ENOTTY');
+    expect(tryKvm(() => vm.memEncryptUnregRegion({ addr, size: 4096n }))).toBe('ENOTTY');
+  });
+  it('answers ENOTTY on an AMD vCPU fd and EINVAL on an Intel non-TD vCPU', () => {
+    const cmd = { id: 2, flags: 0, hwError: 0n };
+    expect(tryKvm(() => createSimKvm().createVm().createVcpu(0).memEncryptOp(cmd))).toBe('ENOTTY');
+    expect(tryKvm(() => createSimKvm({ vendor: 'intel' }).createVm().createVcpu(0).memEncryptOp(cmd))).toBe(
+      'EINVAL',
+    );
+  });
+});
+
+describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () => {
+  it('round-trips registers and sregs', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    const r = { ...zeroRegs(), rax: 1n, rip: 0x1000n };
+    v.setRegs(r);
+    expect(v.getRegs()).toEqual(r);
+    const s = {
+      cr0: CR.CR0_PE | CR.CR0_PG,
+      cr2: 0n,
+      cr3: 0x1000n,
+      cr4: CR.CR4_PAE,
+      efer: CR.EFER_LME | CR.EFER_LMA,
+    };
+    v.setSregs(s);
+    expect(v.getSregs()).toEqual(s);
+  });
+  it('rejects sregs that kvm_is_valid_sregs refuses with EINVAL, changing nothing', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    const before = v.getSregs();
+    const bad = { cr0: CR.CR0_PE | CR.CR0_PG, cr2: 0n, cr3: 0n, cr4: 0n, efer: CR.EFER_LME | CR.EFER_LMA };
+    expect(tryKvm(() => v.setSregs(bad))).toBe('EINVAL');
+    expect(tryKvm(() => v.setSregs({ ...bad, cr4: CR.CR4_PAE, efer: CR.EFER_LME }))).toBe('EINVAL');
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LMA }))).toBe('EINVAL');
+    expect(v.getSregs()).toEqual(before);
+  });
+  it('throws TypeError for a register that is not a bigint', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    expect(() => v.setRegs({ ...zeroRegs(), rax: 1 as never })).toThrow(TypeError);
+  });
+});
+
+describe('CPUID and MSRs', () => {
+  it('starts from the supported CPUID and accepts KVM_SET_CPUID2 before the first run', () => {
+    const kvm = createSimKvm();
+    const v = kvm.createVm().createVcpu(0);
+    expect(v.getCpuid()).toEqual(kvm.getSupportedCpuid());
+    v.setCpuid([{ function: 0, index: 0, flags: 0, eax: 1, ebx: 2, ecx: 3, edx: 4 }]);
+    expect(v.getCpuid()).toHaveLength(1);
+  });
+  it('rejects more than KVM_MAX_CPUID_ENTRIES with E2BIG', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    const e = Array.from({ length: 257 }, (_, i) => ({
+      function: i,
+      index: 0,
+      flags: 0,
+      eax: 0,
+      ebx: 0,
+      ecx: 0,
+      edx: 0,
+    }));
+    expect(tryKvm(() => v.setCpuid(e))).toBe('E2BIG');
+  });
+  it('rejects a different CPUID after KVM_RUN with EINVAL but accepts the same one (cpuid.c kvm_set_cpuid)', async () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    v.setEntry(async () => {});
+    await v.run();
+    expect(tryKvm(() => v.setCpuid(v.getCpuid()))).toBeUndefined();
+    expect(tryKvm(() => v.setCpuid([]))).toBe('EINVAL');
+  });
+  it('reads and writes modelled MSRs; an unknown MSR fails with EINVAL (0 of 1 processed)', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    v.setMsr(0xc0000082, 0xffffffff81000000n);
+    expect(v.getMsr(0xc0000082)).toBe(0xffffffff81000000n);
+    expect(v.getMsr(0x1b) & 0x100n).toBe(0x100n); // BSP
+    expect(tryKvm(() => v.getMsr(0x12345))).toBe('EINVAL');
+    expect(tryKvm(() => v.setMsr(0x12345, 0n))).toBe('EINVAL');
+  });
+});
+
+describe('closed and dead objects', () => {
+  it('fails every VM and vCPU call with EBADF after close', async () => {
+    const vm = createSimKvm().createVm();
+    const v = vm.createVcpu(0);
+    vm.close();
+    expect(vm.closed).toBe(true);
+    expect(tryKvm(() => vm.createVcpu(1))).toBe('EBADF');
+    expect(tryKvm(() => vm.checkExtension(CAP.USER_MEMORY))).toBe('EBADF');
+    expect(tryKvm(() => v.getRegs())).toBe('EBADF');
+    await expect(v.run()).rejects.toMatchObject({ code: 'EBADF' });
+    expect(tryKvm(() => vm.close())).toBe('EBADF');
+  });
+  it('fails a closed vCPU fd with EBADF while its VM works on', () => {
+    const kvm = createSimKvm();
+    const vm = kvm.createVm();
+    const v = vm.createVcpu(0);
+    kvm.closeFd(v.fd);
+    expect(tryKvm(() => v.getSregs())).toBe('EBADF');
+    expect(tryKvm(() => vm.createVcpu(1))).toBeUndefined();
+  });
+  it('spec §2: a dead VM fails every VM and vCPU ioctl with EIO, after the fd check', async () => {
+    const vm = createSimKvm().createVm();
+    const v = vm.createVcpu(0);
+    (vm as SimVm).markDead();
+    expect(tryKvm(() => vm.checkExtension(CAP.USER_MEMORY))).toBe('EIO');
+    expect(tryKvm(() => vm.createVcpu(1))).toBe('EIO');
+    expect(tryKvm(() => vm.enableCap(CAP.EXIT_HYPERCALL, [0]))).toBe('EIO');
+    expect(tryKvm(() => vm.memEncryptOp(undefined))).toBe('EIO');
+    expect(tryKvm(() => v.getRegs())).toBe('EIO');
+    await expect(v.run()).rejects.toMatchObject({ code: 'EIO' });
+    vm.close();
+    expect(tryKvm(() => vm.createVcpu(1))).toBe('EBADF');
+  });
+});
