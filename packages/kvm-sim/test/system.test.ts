@@ -35,8 +35,9 @@ describe('KVM_CHECK_EXTENSION on /dev/kvm (x86.c kvm_vm_ioctl_check_extension, k
 });
 
 describe('KVM_CAP_VM_TYPES and KVM_CREATE_VM (x86.c kvm_arch_init_vm)', () => {
-  it('advertises only the types whose model is available (SEV/SNP/TDX stubs are a host without them)', () => {
-    expect(createSimKvm().checkExtension(CAP.VM_TYPES)).toBe(0b11);
+  it('advertises only the types whose model is available (the SNP stub is a host without it)', () => {
+    expect(createSimKvm().checkExtension(CAP.VM_TYPES)).toBe(0b10_1111);
+    expect(createSimKvm({ vmTypes: ['default', 'sw-protected'] }).checkExtension(CAP.VM_TYPES)).toBe(0b11);
   });
   it('creates a VM by name or by kernel number', () => {
     const kvm = createSimKvm();
@@ -44,7 +45,7 @@ describe('KVM_CAP_VM_TYPES and KVM_CREATE_VM (x86.c kvm_arch_init_vm)', () => {
     expect(kvm.createVm(1).type).toBe('sw-protected');
   });
   it('fails with EINVAL for an unsupported or unknown type number', () => {
-    const kvm = createSimKvm();
+    const kvm = createSimKvm({ vmTypes: ['default', 'sw-protected'] });
     expect(tryKvm(() => kvm.createVm('sev'))).toBe('EINVAL');
     expect(tryKvm(() => kvm.createVm(7))).toBe('EINVAL');
     expect(tryKvm(() => kvm.createVm(40))).toBe('EINVAL');
@@ -86,7 +87,11 @@ describe('KVM_GET_SUPPORTED_CPUID', () => {
 
 describe('KVM_GET_DEVICE_ATTR (spec §1.4 sev_dev_get_attr)', () => {
   it('answers the VMSA features of the SEV group (0 while no SEV-ES is available)', () => {
-    expect(createSimKvm().getDeviceAttr(DEVICE_ATTR.X86_GRP_SEV, DEVICE_ATTR.X86_SEV_VMSA_FEATURES)).toBe(0n);
+    const noEs = createSimKvm({ vmTypes: ['default', 'sev'] });
+    expect(noEs.getDeviceAttr(DEVICE_ATTR.X86_GRP_SEV, DEVICE_ATTR.X86_SEV_VMSA_FEATURES)).toBe(0n);
+    expect(createSimKvm().getDeviceAttr(DEVICE_ATTR.X86_GRP_SEV, DEVICE_ATTR.X86_SEV_VMSA_FEATURES)).toBe(
+      32n,
+    );
   });
   it('fails with ENXIO for an unknown attribute or group, and on an Intel host', () => {
     const kvm = createSimKvm();
@@ -98,7 +103,9 @@ describe('KVM_GET_DEVICE_ATTR (spec §1.4 sev_dev_get_attr)', () => {
 
 describe('the descriptor table', () => {
   it('fails open("/dev/sev") with ENOENT when the host has no SEV', () => {
-    expect(tryKvm(() => createSimKvm().openSevDevice())).toBe('ENOENT');
+    expect(tryKvm(() => createSimKvm({ vmTypes: ['default', 'sw-protected'] }).openSevDevice())).toBe(
+      'ENOENT',
+    );
   });
   it('hands out the lowest free descriptor, from 3, and reuses closed ones', () => {
     const kvm = createSimKvm();

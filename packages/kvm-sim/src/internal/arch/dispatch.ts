@@ -3,7 +3,8 @@
 import type { VmType } from '@kvmtest/coco';
 import type { ResolvedConfig } from '../config.js';
 import type { ArchOps } from './ops.js';
-import { amdSevVendorExtras, sevFamilyOps, snpOps, tdxOps } from './stubs.js';
+import { tdxArchOps } from '../tdx/index.js';
+import { amdSevVendorExtras, sevFamilyOps, snpOps } from './stubs.js';
 import { defaultOps, swProtectedOps } from './x86.js';
 
 /**
@@ -24,7 +25,8 @@ export function selectArchOps(type: VmType, cfg: ResolvedConfig): ArchOps {
     case 'sev-snp':
       return snpOps(cfg);
     case 'tdx':
-      return tdxOps(cfg);
+      // The TDX model (../tdx): vt_x86_ops for KVM_X86_TDX_VM (spec §13).
+      return tdxArchOps(cfg);
   }
 }
 
