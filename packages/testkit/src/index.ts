@@ -1,0 +1,124 @@
+// @kvmtest/testkit — write KVM tests: a test names the VM type; the kit lays out memory, page
+// tables with the type's tag bit, the guest image and the ucall channel, launches confidential
+// VMs before their first run, re-raises guest failures on the host, and runs suites as kselftest
+// TAP. The vitest helpers live in the `@kvmtest/testkit/vitest` entry.
+
+export {
+  addrGva2Gpa,
+  addrGva2Hva,
+  readGuestGlobal,
+  readGuestGlobalBytes,
+  type VmVaddrAllocOptions,
+  vmInstallExceptionHandler,
+  vmReloadImage,
+  vmVaddrAlloc,
+  vmVaddrAllocShared,
+  writeGuestGlobal,
+} from './internal/access.js';
+export { testAssert, testAssertEq, testFail, testRequire } from './internal/asserts.js';
+export { BACKENDS, getKvm, kvmFromEnv, setDefaultKvm } from './internal/backend.js';
+export {
+  type AssertionInfo,
+  assertionBanner,
+  KsftSkip,
+  type SourceLocation,
+  TESTKIT_ERROR,
+  TestAssertionError,
+  TestkitError,
+  type TestkitErrorCode,
+} from './internal/errors.js';
+export { type FormatValue, formatString } from './internal/format.js';
+export {
+  type CaseContext,
+  type CaseResult,
+  type CaseStatus,
+  DEFAULT_CASE_TIMEOUT_MS,
+  defineSuite,
+  KSFT,
+  type KsftExitCode,
+  ksftExitCode,
+  type Reporter,
+  type RunSuiteOptions,
+  runSuite,
+  type Suite,
+  type SuiteCounts,
+  type SuiteResult,
+  type TestCase,
+  tapReporter,
+} from './internal/harness.js';
+export {
+  defineGuest,
+  type GlobalDecl,
+  type GlobalDecls,
+  type GuestCode,
+  RUNTIME_GLOBAL,
+} from './internal/image.js';
+export {
+  assertExitReason,
+  GuestAssertionError,
+  GuestUnhandledError,
+  lastUcall,
+  runUcall,
+  runUcallExpect,
+  vcpuRun,
+} from './internal/run.js';
+export {
+  type GuestExceptionHandler,
+  guestAssert,
+  guestAssertEq,
+  guestAssertNe,
+  guestDone,
+  guestFail,
+  guestPrintf,
+  guestSync,
+} from './internal/runtime.js';
+export {
+  SEV_MEASUREMENT_LEN,
+  type SevLaunchOptions,
+  sevEsInit,
+  sevFdOf,
+  sevGuestStatus,
+  sevInit,
+  sevInit2,
+  sevIoctl,
+  sevLaunchFinish,
+  sevLaunchMeasure,
+  sevLaunchStart,
+  sevLaunchUpdate,
+  sevMigrateFrom,
+  sevMirrorFrom,
+  trySevEsInit,
+  trySevInit,
+  trySevInit2,
+  trySevIoctl,
+  trySevMigrateFrom,
+  trySevMirrorFrom,
+  vmLaunch,
+  vmSevCreateWithOneVcpu,
+  vmSevLaunch,
+} from './internal/sev.js';
+export {
+  BASE_GUEST_PAGES,
+  DEFAULT_GUEST_STACK_VADDR_MIN,
+  DEFAULT_STACK_PAGES,
+  type PagesRequiredOptions,
+  ucallPagesRequired,
+  vmNrPagesRequired,
+} from './internal/sizing.js';
+export {
+  type LaunchStage,
+  MIN_UCALL_SLOTS,
+  type ShapeLike,
+  supportedVmTypes,
+  TestVm,
+  testRequireVmType,
+  tagPolicyFor,
+  type VmBaseOptions,
+  type VmCreateOptions,
+  type VmLike,
+  vmCreate,
+  vmCreateBarebones,
+  vmCreateWithOneVcpu,
+  vmCreateWithVcpus,
+  vmTypeSupported,
+} from './internal/vm.js';

@@ -1,0 +1,292 @@
+// The kselftest harness: a suite is a list of named cases; running it prints TAP 13 (one result
+// line per case, diagnostics as `# ` lines) and yields the KSFT exit code. A failing case does not
+// stop the next; a case that throws KsftSkip is a skip; a case that outlives its timeout is
+// reported `not ok … # TIMEOUT` (it cannot be killed: it keeps running detached, its outcome
+// ignored). Reporters are events, so the CLI can print TAP, a TTY view or JUnit from one run.
+
+import { KsftSkip, TestAssertionError, TestkitError } from './errors.js';
+import { type FormatValue, formatString } from './format.js';
+
+/** kselftest exit codes (tools/testing/selftests/kselftest.h). */
+export const KSFT = {
+  PASS: 0,
+  FAIL: 1,
+  XFAIL: 2,
+  XPASS: 3,
+  SKIP: 4,
+} as const;
+
+/** The exit code of a suite run: 0 all passed, 1 something failed, 4 everything skipped. */
+export type KsftExitCode = (typeof KSFT)['PASS' | 'FAIL' | 'SKIP'];
+
+/** What a running case can do besides asserting: log diagnostics and skip itself. */
+export interface CaseContext {
+  /** The suite's name. */
+  readonly suite: string;
+  /** The case's name. */
+  readonly name: string;
+  /** Prints a diagnostic line (`# …` in TAP), printf-style. */
+  log(fmt: string, ...values: FormatValue[]): void;
+  /** Skips the case here (like testRequire(false, why)). */
+  skip(why: string): never;
+}
+
+/** One test case: a name and a body that passes by returning, fails by throwing, skips with KsftSkip. */
+export interface TestCase {
+  readonly name: string;
+  run(ctx: CaseContext): void | Promise<void>;
+  /** Per-case timeout in milliseconds, overriding the run's. */
+  readonly timeoutMs?: number;
+}
+
+/** A named list of test cases (a kselftest program). */
+export interface Suite {
+  readonly name: string;
+  readonly cases: readonly TestCase[];
+}
+
+/** Outcome of one case. */
+export type CaseStatus = 'pass' | 'fail' | 'skip' | 'timeout';
+
+/** The result of one case as reported. */
+export interface CaseResult {
+  /** 1-based TAP test number. */
+  readonly index: number;
+  readonly name: string;
+  readonly status: CaseStatus;
+  readonly durationMs: number;
+  /** Skip reason, failure message or timeout note. */
+  readonly reason?: string;
+  /** What the case threw (failures and skips). */
+  readonly error?: unknown;
+}
+
+/** Counts per status. */
+export interface SuiteCounts {
+  pass: number;
+  fail: number;
+  skip: number;
+  timeout: number;
+}
+
+/** The result of a suite run. */
+export interface SuiteResult {
+  readonly suite: string;
+  readonly results: readonly CaseResult[];
+  readonly counts: Readonly<SuiteCounts>;
+  readonly exitCode: KsftExitCode;
+}
+
+/** Receives a suite run as events; `tapReporter` is the default. */
+export interface Reporter {
+  onSuiteStart?(suite: Suite, plan: readonly TestCase[]): void;
+  onCaseStart?(index: number, testCase: TestCase): void;
+  onLog?(index: number, line: string): void;
+  onCaseEnd?(result: CaseResult): void;
+  onSuiteEnd?(result: SuiteResult): void;
+}
+
+/** Options of runSuite. */
+export interface RunSuiteOptions {
+  /** Where the run goes; default TAP on stdout. */
+  reporter?: Reporter;
+  /** Which cases run: a substring of the case name, a RegExp, or a predicate. Others are left out of the plan. */
+  filter?: string | RegExp | ((name: string) => boolean);
+  /** Per-case timeout in milliseconds (default 30 000, kselftest_harness's TEST_TIMEOUT_DEFAULT). */
+  timeoutMs?: number;
+}
+
+/** The default per-case timeout in milliseconds (kselftest_harness TEST_TIMEOUT_DEFAULT = 30 s). */
+export const DEFAULT_CASE_TIMEOUT_MS = 30_000;
+
+/** Declares a suite, checking that it has a name and that case names are non-empty and unique. */
+export function defineSuite(suite: Suite): Suite {
+  if (typeof suite !== 'object' || suite === null)
+    throw new TypeError('defineSuite: suite must be an object');
+  if (typeof suite.name !== 'string' || suite.name.trim() === '')
+    throw new TestkitError(
+      'BAD_ARGUMENT',
+      `suite name ${JSON.stringify(suite.name)} must be a non-empty string`,
+    );
+  if (!Array.isArray(suite.cases))
+    throw new TestkitError('BAD_ARGUMENT', `suite ${suite.name}: cases must be an array`);
+  const seen = new Set<string>();
+  for (const [i, c] of suite.cases.entries()) {
+    if (typeof c?.name !== 'string' || c.name.trim() === '')
+      throw new TestkitError('BAD_ARGUMENT', `suite ${suite.name}: case ${i} has no name`);
+    if (/[#\n]/.test(c.name))
+      throw new TestkitError(
+        'BAD_ARGUMENT',
+        `suite ${suite.name}: case name ${JSON.stringify(c.name)} contains '#' or a newline, which TAP cannot carry`,
+      );
+    if (typeof c.run !== 'function')
+      throw new TestkitError(
+        'BAD_ARGUMENT',
+        `suite ${suite.name}: case ${JSON.stringify(c.name)} has no run function`,
+      );
+    if (seen.has(c.name))
+      throw new TestkitError(
+        'BAD_ARGUMENT',
+        `suite ${suite.name}: case name ${JSON.stringify(c.name)} is used twice`,
+      );
+    seen.add(c.name);
+  }
+  return Object.freeze({ name: suite.name, cases: Object.freeze([...suite.cases]) });
+}
+
+/** The case context handed to a case body; `log` goes to `emit`. */
+export function caseContext(suite: string, name: string, emit: (line: string) => void): CaseContext {
+  return {
+    suite,
+    name,
+    log(fmt, ...values) {
+      for (const l of formatString(fmt, ...values).split('\n')) emit(l);
+    },
+    skip(why: string): never {
+      throw new KsftSkip(why);
+    },
+  };
+}
+
+/** The lines that describe a failure: the assertion banner, or the error's stack. */
+export function describeFailure(error: unknown): string[] {
+  if (error instanceof TestAssertionError) return error.message.split('\n');
+  if (error instanceof Error) {
+    const stack = error.stack ?? `${error.name}: ${error.message}`;
+    const lines = stack.split('\n');
+    // Keep the message and the first frames; the rest is the harness's own machinery.
+    const firstFrame = lines.findIndex((l) => /^\s+at /.test(l));
+    return firstFrame < 0 ? lines : lines.slice(0, firstFrame + 6);
+  }
+  return [`thrown value: ${String(error)}`];
+}
+
+/** A reporter printing TAP 13 through `write` (one call per line, without the newline). */
+export function tapReporter(write: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Reporter {
+  return {
+    onSuiteStart(suite, plan) {
+      write('TAP version 13');
+      write(`1..${plan.length}`);
+      write(`# Starting ${plan.length} tests from suite ${suite.name}.`);
+    },
+    onCaseStart(_index, c) {
+      write(`#  RUN           ${c.name} ...`);
+    },
+    onLog(_index, line) {
+      write(`# ${line}`);
+    },
+    onCaseEnd(r) {
+      switch (r.status) {
+        case 'pass':
+          write(`#            OK  ${r.name}`);
+          write(`ok ${r.index} ${r.name}`);
+          break;
+        case 'skip':
+          write(`#      SKIP      ${r.reason ?? ''}`);
+          write(`#            OK  ${r.name}`);
+          write(`ok ${r.index} ${r.name} # SKIP ${oneLine(r.reason ?? '')}`);
+          break;
+        case 'fail':
+          for (const l of describeFailure(r.error)) write(`# ${l}`);
+          write(`#          FAIL  ${r.name}`);
+          write(`not ok ${r.index} ${r.name}`);
+          break;
+        case 'timeout':
+          write(`# ${r.reason ?? 'timeout'}`);
+          write(`#          FAIL  ${r.name}`);
+          write(`not ok ${r.index} ${r.name} # TIMEOUT ${oneLine(r.reason ?? '')}`);
+          break;
+      }
+    },
+    onSuiteEnd(res) {
+      const c = res.counts;
+      const total = res.results.length;
+      write(`# ${c.fail + c.timeout === 0 ? 'PASSED' : 'FAILED'}: ${c.pass} / ${total} tests passed.`);
+      write(`# Totals: pass:${c.pass} fail:${c.fail + c.timeout} xfail:0 xpass:0 skip:${c.skip} error:0`);
+    },
+  };
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, ' ').trim();
+}
+
+/** The KSFT exit code for a set of counts: 1 if anything failed, 4 if nothing passed, else 0. */
+export function ksftExitCode(counts: Readonly<SuiteCounts>): KsftExitCode {
+  if (counts.fail + counts.timeout > 0) return KSFT.FAIL;
+  if (counts.pass === 0) return KSFT.SKIP;
+  return KSFT.PASS;
+}
+
+function matcher(filter: RunSuiteOptions['filter']): (name: string) => boolean {
+  if (filter === undefined) return () => true;
+  if (typeof filter === 'string') return (n) => n.includes(filter);
+  if (filter instanceof RegExp) return (n) => filter.test(n);
+  if (typeof filter === 'function') return filter;
+  throw new TypeError('runSuite: filter must be a string, a RegExp or a function');
+}
+
+/**
+ * Runs the suite's cases one after another and reports them; resolves with every result and the
+ * KSFT exit code (0 all passed, 1 any failed or timed out, 4 all skipped or none ran).
+ */
+export async function runSuite(suite: Suite, opts: RunSuiteOptions = {}): Promise<SuiteResult> {
+  const reporter = opts.reporter ?? tapReporter();
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_CASE_TIMEOUT_MS;
+  if (!(timeoutMs > 0)) throw new RangeError(`runSuite: timeoutMs ${timeoutMs} must be a positive number`);
+  const accept = matcher(opts.filter);
+  const plan = suite.cases.filter((c) => accept(c.name));
+  reporter.onSuiteStart?.(suite, plan);
+  const results: CaseResult[] = [];
+  const counts: SuiteCounts = { pass: 0, fail: 0, skip: 0, timeout: 0 };
+  for (const [i, c] of plan.entries()) {
+    const index = i + 1;
+    reporter.onCaseStart?.(index, c);
+    const ctx = caseContext(suite.name, c.name, (line) => reporter.onLog?.(index, line));
+    const result = await runCase(index, c, ctx, c.timeoutMs ?? timeoutMs);
+    counts[result.status]++;
+    results.push(result);
+    reporter.onCaseEnd?.(result);
+  }
+  const res: SuiteResult = Object.freeze({
+    suite: suite.name,
+    results: Object.freeze(results),
+    counts: Object.freeze(counts),
+    exitCode: ksftExitCode(counts),
+  });
+  reporter.onSuiteEnd?.(res);
+  return res;
+}
+
+async function runCase(index: number, c: TestCase, ctx: CaseContext, timeoutMs: number): Promise<CaseResult> {
+  const start = performance.now();
+  const done = (status: CaseStatus, reason?: string, error?: unknown): CaseResult => {
+    const r: { -readonly [K in keyof CaseResult]: CaseResult[K] } = {
+      index,
+      name: c.name,
+      status,
+      durationMs: performance.now() - start,
+    };
+    if (reason !== undefined) r.reason = reason;
+    if (error !== undefined) r.error = error;
+    return Object.freeze(r);
+  };
+  const body = new Promise<void>((resolve) => resolve(c.run(ctx)));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  try {
+    const outcome = await Promise.race([body.then(() => 'done' as const), timeout]);
+    if (outcome === 'timeout') {
+      body.catch(() => {}); // the case keeps running detached; its outcome no longer matters
+      return done('timeout', `${timeoutMs / 1000} seconds`);
+    }
+    return done('pass');
+  } catch (e) {
+    if (e instanceof KsftSkip) return done('skip', e.reason, e);
+    return done('fail', e instanceof Error ? e.message : String(e), e);
+  } finally {
+    clearTimeout(timer);
+  }
+}

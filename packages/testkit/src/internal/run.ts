@@ -1,0 +1,153 @@
+// Running vCPUs the kit's way: launch first if the VM type needs it, run, decode the ucall once,
+// and turn a guest ABORT or UNHANDLED into a host failure that shows the guest's message — after
+// every run, so a test cannot miss them (selftests' _vcpu_run → assert_on_unhandled_exception).
+
+import {
+  describeExit,
+  type Exit,
+  type ExitReason,
+  exitReasonNumber,
+  type Vcpu,
+  vectorName,
+} from '@kvmtest/kvm';
+import { getUcall, type Ucall, UCALL, ucallCmdName } from '@kvmtest/ucall';
+import { callerOf, displayLocation } from './callsite.js';
+import { TestAssertionError, TestkitError } from './errors.js';
+import { UNHANDLED_MESSAGE } from './runtime.js';
+import { vmLaunch } from './sev.js';
+import { testVmOfVcpu } from './vm.js';
+
+/** A guest assertion (GUEST_ASSERT*, GUEST_FAIL) reported through UCALL_ABORT, re-raised on the host. */
+export class GuestAssertionError extends TestAssertionError {
+  override name = 'GuestAssertionError';
+  readonly vcpuId: number;
+  /** The decoded ucall. */
+  readonly ucall: Ucall;
+  constructor(uc: Ucall) {
+    super(
+      {
+        location: uc.file === undefined ? undefined : { file: uc.file, line: uc.line ?? 0 },
+        expression: uc.expression,
+        userMessage: uc.message,
+      },
+      { title: `Guest Assertion Failure (vCPU ${uc.vcpuId})` },
+    );
+    this.vcpuId = uc.vcpuId;
+    this.ucall = uc;
+  }
+}
+
+/** A guest exception no handler took, reported through UCALL_UNHANDLED, re-raised on the host. */
+export class GuestUnhandledError extends TestAssertionError {
+  override name = 'GuestUnhandledError';
+  readonly vcpuId: number;
+  /** The exception vector (14 for #PF), or -1 when the message did not say. */
+  readonly vector: number;
+  /** The error code the CPU pushed, if any. */
+  readonly errorCode: number | undefined;
+  readonly ucall: Ucall;
+  constructor(uc: Ucall) {
+    const m = UNHANDLED_MESSAGE.exec(uc.message);
+    const vector = m ? Number(m[1]) : -1;
+    super(
+      {
+        location: uc.file === undefined ? undefined : { file: uc.file, line: uc.line ?? 0 },
+        expression: uc.expression ?? 'Unhandled exception in guest',
+        userMessage: uc.message,
+      },
+      {
+        title:
+          `Unhandled Guest Exception ${vector >= 0 ? vectorName(vector) : ''} (vCPU ${uc.vcpuId})`.replace(
+            '  ',
+            ' ',
+          ),
+      },
+    );
+    this.vcpuId = uc.vcpuId;
+    this.vector = vector;
+    this.errorCode = m && m[2] !== 'none' ? Number.parseInt(m[2]!, 16) : undefined;
+    this.ucall = uc;
+  }
+}
+
+const lastUcalls = new WeakMap<Vcpu, Ucall | undefined>();
+
+/** Throws the host failure for an ABORT or UNHANDLED ucall; returns the others. */
+export function checkUcall(uc: Ucall): Ucall {
+  if (uc.cmd === UCALL.ABORT) throw new GuestAssertionError(uc);
+  if (uc.cmd === UCALL.UNHANDLED) throw new GuestUnhandledError(uc);
+  return uc;
+}
+
+/**
+ * _vcpu_run: launches the VM first if its type needs it, runs the vCPU, decodes a ucall exit
+ * (kept for lastUcall) and throws GuestAssertionError / GuestUnhandledError for ABORT / UNHANDLED.
+ * Returns the exit.
+ */
+export async function vcpuRun(vcpu: Vcpu): Promise<Exit> {
+  const vm = testVmOfVcpu(vcpu);
+  if (vm.launchPending) vmLaunch(vm);
+  const exit = await vcpu.run();
+  const uc = vm.ucallPool === undefined ? undefined : getUcall(vcpu);
+  lastUcalls.set(vcpu, uc);
+  if (uc !== undefined) checkUcall(uc);
+  return exit;
+}
+
+/** The ucall decoded by the vCPU's last kit run, or undefined when that exit was not a ucall. */
+export function lastUcall(vcpu: Vcpu): Ucall | undefined {
+  return lastUcalls.get(vcpu);
+}
+
+/**
+ * Runs the vCPU until its next ucall and returns it: launches first if needed, throws
+ * GuestAssertionError / GuestUnhandledError for ABORT / UNHANDLED, and a NOT_A_UCALL error naming
+ * the exit (describeExit) when the vCPU stopped for anything else.
+ */
+export async function runUcall(vcpu: Vcpu): Promise<Ucall> {
+  const vm = testVmOfVcpu(vcpu);
+  if (vm.ucallPool === undefined)
+    throw new TestkitError(
+      'NO_UCALL',
+      `runUcall: this ${vm.type} VM has no ucall pool (${vm.barebones ? 'barebones VM' : 'created with ucall: false'}); use vcpuRun`,
+      { type: vm.type },
+    );
+  if (vm.launchPending) vmLaunch(vm);
+  const exit = await vcpu.run();
+  const uc = getUcall(vcpu);
+  lastUcalls.set(vcpu, uc);
+  if (uc === undefined)
+    throw new TestkitError(
+      'NOT_A_UCALL',
+      `vCPU ${vcpu.id} of the ${vm.type} VM exited with ${describeExit(exit)} instead of a ucall`,
+      { vcpuId: vcpu.id, exit },
+    );
+  return checkUcall(uc);
+}
+
+/** Runs until a ucall and asserts its command (e.g. UCALL.DONE); returns it. */
+export async function runUcallExpect(vcpu: Vcpu, cmd: number): Promise<Ucall> {
+  const uc = await runUcall(vcpu);
+  if (uc.cmd !== cmd)
+    throw new TestAssertionError({
+      location: displayLocation(callerOf(runUcallExpect)),
+      expression: `ucall == ${ucallCmdName(cmd)}`,
+      userMessage: `vCPU ${vcpu.id}: wanted ucall ${ucallCmdName(cmd)}, got ${ucallCmdName(uc.cmd)}${uc.message ? ` (${uc.message})` : ''}`,
+    });
+  return uc;
+}
+
+/** TEST_ASSERT_KVM_EXIT_REASON: the vCPU's last exit had `reason`, else a failure naming both. */
+export function assertExitReason(vcpu: Vcpu, reason: ExitReason): void {
+  const exit = vcpu.exit;
+  if (exit?.reason === reason) return;
+  throw new TestAssertionError({
+    location: displayLocation(callerOf(assertExitReason)),
+    expression: `exit reason == ${reason}`,
+    userMessage: `Wanted KVM exit reason: ${exitReasonNumber(reason)} (${reason}), got: ${
+      exit === undefined
+        ? 'no exit yet'
+        : `${exitReasonNumber(exit.reason)} (${exit.reason}): ${describeExit(exit)}`
+    }`,
+  });
+}

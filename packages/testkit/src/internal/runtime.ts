@@ -1,0 +1,239 @@
+// The guest runtime: what a guest program calls to talk to its host (GUEST_SYNC, GUEST_DONE,
+// GUEST_PRINTF, GUEST_ASSERT*, GUEST_FAIL) and the exception entry every kit guest gets.
+//
+// A guest only uses `g`, its locals and its VM's globals. Exception handlers live in this VM's
+// `exception_handlers` table (one u64 handler address per vector, in the guest image); a handler
+// "address" names a function in the process-wide handler registry — the stand-in for code that
+// sits at the same address in every VM's image. The wrapper installed as each vCPU's entry point
+// sets one dispatcher with g.setExceptionHandler that routes by vector through that table; an
+// exception with no handler unwinds the guest program and is reported as UCALL_UNHANDLED with the
+// vector, error code and the guest source line where it happened.
+
+import {
+  type ExceptionFrame,
+  type ExceptionResume,
+  type Guest,
+  GuestException,
+  type GuestProgram,
+  vectorName,
+} from '@kvmtest/kvm';
+import { UCALL, ucall, ucallAssert, ucallFmt } from '@kvmtest/ucall';
+import { type CallSite, callArguments, callerOf, displayLocation, firstFrame } from './callsite.js';
+import { type FormatValue, hex64 } from './format.js';
+import { NUM_VECTORS, RUNTIME_GLOBAL } from './image.js';
+
+/** A guest exception handler: runs inside the faulting operation; returns how to resume. */
+export type GuestExceptionHandler = (frame: ExceptionFrame, g: Guest) => ExceptionResume;
+
+/** Base "address" of registered handlers (a code-like GVA; id n sits at base + 16 n). */
+const HANDLER_BASE = 0xffff_ffff_8100_0000n;
+const handlers: GuestExceptionHandler[] = [];
+const handlerIds = new Map<GuestExceptionHandler, bigint>();
+
+/** @internal the handler address of `fn` (registering it on first use). */
+export function handlerAddress(fn: GuestExceptionHandler): bigint {
+  let id = handlerIds.get(fn);
+  if (id === undefined) {
+    handlers.push(fn);
+    id = HANDLER_BASE + BigInt(handlers.length - 1) * 16n;
+    handlerIds.set(fn, id);
+  }
+  return id;
+}
+
+function handlerAt(address: bigint): GuestExceptionHandler | undefined {
+  if (address < HANDLER_BASE || (address - HANDLER_BASE) % 16n !== 0n) return undefined;
+  return handlers[Number((address - HANDLER_BASE) / 16n)];
+}
+
+/** Thrown inside the guest after it reported ABORT: unwinds the guest program, which then ends. */
+class GuestHalt extends Error {
+  override readonly name = 'GuestHalt';
+}
+
+/** Where an unhandled exception happened, captured by the dispatcher while the faulting frame is live. */
+const unhandledSite = new WeakMap<Guest, { frame: ExceptionFrame; site: CallSite | undefined }>();
+
+const RUNTIME_PATHS = [
+  '/kvm-sim/',
+  '/testkit/src/',
+  '/testkit/dist/',
+  '/ucall/src/',
+  '/ucall/dist/',
+  '/kvm/src/',
+  '/kvm/dist/',
+  '/node_modules/',
+];
+
+function isGuestCode(path: string): boolean {
+  const p = path.replaceAll('\\', '/');
+  return !RUNTIME_PATHS.some((r) => p.includes(r));
+}
+
+function guestSite(): CallSite | undefined {
+  const holder: { stack?: string } = {};
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 60;
+  try {
+    Error.captureStackTrace(holder);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+  return firstFrame(holder.stack, isGuestCode);
+}
+
+function dispatch(g: Guest, frame: ExceptionFrame): ExceptionResume {
+  const table = g.global(RUNTIME_GLOBAL.exceptionHandlers);
+  const handler =
+    frame.vector < NUM_VECTORS ? handlerAt(g.readU64(table + BigInt(frame.vector) * 8n)) : undefined;
+  if (handler) return handler(frame, g);
+  unhandledSite.set(g, { frame, site: guestSite() });
+  throw new GuestException(frame);
+}
+
+/**
+ * Wraps a guest program as a vCPU entry point: installs the exception dispatcher, runs the
+ * program, reports an exception nobody handled as UCALL_UNHANDLED, and ends quietly after a
+ * guest assertion was reported.
+ */
+export function wrapGuest(program: GuestProgram): GuestProgram {
+  return async (g: Guest) => {
+    g.setExceptionHandler((frame) => dispatch(g, frame));
+    try {
+      await program(g);
+    } catch (e) {
+      if (e instanceof GuestHalt) return;
+      if (e instanceof GuestException) {
+        await reportUnhandled(g, e);
+        return;
+      }
+      throw e;
+    }
+  };
+}
+
+/** Message prefix of an UNHANDLED ucall; the host parses vector and error code back from it. */
+export const UNHANDLED_EXPRESSION = 'Unhandled exception in guest';
+/** Parses `vector N error code 0x… ` at the start of an UNHANDLED message. */
+export const UNHANDLED_MESSAGE = /^Unhandled exception #?\S* \(vector (\d+)\) error code (0x[0-9a-f]+|none)/;
+
+async function reportUnhandled(g: Guest, e: GuestException): Promise<void> {
+  const captured = unhandledSite.get(g);
+  unhandledSite.delete(g);
+  const frame = e.frame;
+  const loc = displayLocation(captured?.frame === frame ? captured.site : firstFrame(e.stack, isGuestCode));
+  const ec = frame.errorCode === undefined ? 'none' : `0x${frame.errorCode.toString(16)}`;
+  const cr2 = frame.cr2 === undefined ? '' : ` at ${hex64(frame.cr2)}`;
+  await ucallAssert(
+    g,
+    UCALL.UNHANDLED,
+    { expression: UNHANDLED_EXPRESSION, file: loc?.file ?? '<unknown>', line: loc?.line ?? 0 },
+    '%s',
+    `Unhandled exception ${vectorName(frame.vector)} (vector ${frame.vector}) error code ${ec}${cr2} in ${frame.operation}: ${frame.detail}`,
+  );
+}
+
+function u64(v: bigint | number, what: string): bigint {
+  if (typeof v === 'bigint') return v;
+  if (Number.isSafeInteger(v)) return BigInt(v);
+  throw new TypeError(`${what} must be a bigint or a safe integer, got ${String(v)}`);
+}
+
+/** GUEST_SYNC: reports `stage` and up to 6 more values to the host (UCALL_SYNC, args = [stage, ...args]). */
+export function guestSync(g: Guest, stage: bigint | number, ...args: (bigint | number)[]): Promise<void> {
+  if (args.length > 6)
+    throw new RangeError(`guestSync carries a stage and at most 6 args, got ${args.length}`);
+  return ucall(
+    g,
+    UCALL.SYNC,
+    u64(stage, 'guestSync stage'),
+    ...args.map((a, i) => u64(a, `guestSync arg ${i}`)),
+  );
+}
+
+/** GUEST_DONE: tells the host the guest finished (UCALL_DONE). */
+export function guestDone(g: Guest): Promise<void> {
+  return ucall(g, UCALL.DONE);
+}
+
+/** GUEST_PRINTF: a formatted message for the host (UCALL_PRINTF; an overlong one arrives as ABORT). */
+export function guestPrintf(g: Guest, fmt: string, ...values: FormatValue[]): Promise<void> {
+  return ucallFmt(g, UCALL.PRINTF, fmt, ...values);
+}
+
+async function abort(
+  g: Guest,
+  expression: string,
+  site: CallSite | undefined,
+  fmt: string,
+  values: readonly unknown[],
+): Promise<never> {
+  const loc = displayLocation(site);
+  await ucallAssert(
+    g,
+    UCALL.ABORT,
+    { expression, file: loc?.file ?? '<unknown>', line: loc?.line ?? 0 },
+    fmt,
+    ...values,
+  );
+  throw new GuestHalt('guest reported ABORT');
+}
+
+/**
+ * GUEST_ASSERT / __GUEST_ASSERT: unless `cond`, reports ABORT with this call's file:line, the text
+ * of the condition (read from the source at that line) and the formatted message; the guest then ends.
+ */
+export async function guestAssert(
+  g: Guest,
+  cond: unknown,
+  fmt = '',
+  ...values: FormatValue[]
+): Promise<void> {
+  if (cond) return;
+  const site = callerOf(guestAssert);
+  const expression = callArguments(site, 'guestAssert')?.[1] ?? '<guest assertion>';
+  return abort(g, expression, site, fmt, values);
+}
+
+function eqMessage(a: bigint | number, b: bigint | number, ea: string, eb: string, op: '!=' | '=='): string {
+  return `${hex64(a)} ${op} ${hex64(b)} (${ea} ${op} ${eb})`;
+}
+
+/** GUEST_ASSERT_EQ: unless `a === b`, ABORT with `%#lx != %#lx (a != b)` and the optional message. */
+export async function guestAssertEq(
+  g: Guest,
+  a: bigint | number,
+  b: bigint | number,
+  fmt = '',
+  ...values: FormatValue[]
+): Promise<void> {
+  if (BigInt(a) === BigInt(b)) return;
+  const site = callerOf(guestAssertEq);
+  const args = callArguments(site, 'guestAssertEq');
+  const ea = args?.[1] ?? 'a';
+  const eb = args?.[2] ?? 'b';
+  const extra = fmt === '' ? '' : `\n${fmt}`;
+  return abort(g, `${ea} == ${eb}`, site, `%s${extra}`, [eqMessage(a, b, ea, eb, '!='), ...values]);
+}
+
+/** GUEST_ASSERT_NE: unless `a !== b`, ABORT with `%#lx == %#lx (a == b)` and the optional message. */
+export async function guestAssertNe(
+  g: Guest,
+  a: bigint | number,
+  b: bigint | number,
+  fmt = '',
+  ...values: FormatValue[]
+): Promise<void> {
+  if (BigInt(a) !== BigInt(b)) return;
+  const site = callerOf(guestAssertNe);
+  const args = callArguments(site, 'guestAssertNe');
+  const ea = args?.[1] ?? 'a';
+  const eb = args?.[2] ?? 'b';
+  const extra = fmt === '' ? '' : `\n${fmt}`;
+  return abort(g, `${ea} != ${eb}`, site, `%s${extra}`, [eqMessage(a, b, ea, eb, '=='), ...values]);
+}
+
+/** GUEST_FAIL: reports ABORT ("Unconditional guest failure") with the formatted message; the guest ends. */
+export async function guestFail(g: Guest, fmt: string, ...values: FormatValue[]): Promise<never> {
+  return abort(g, 'Unconditional guest failure', callerOf(guestFail), fmt, values);
+}

@@ -1,0 +1,310 @@
+// SEV helpers in the selftests' idiom (lib/x86/sev.c): the plain name asserts success, the `try`
+// form returns the errno name (undefined on success). Launch: START (policy, /dev/sev) →
+// UPDATE_DATA over every protected range (+ UPDATE_VMSA for SEV-ES) → MEASURE → FINISH, with the
+// GUEST_STATUS transitions the library asserts. The kit runs the whole launch lazily before a
+// VM's first run; each step is also callable on its own.
+
+import {
+  CAP,
+  type Errno,
+  hostPtr,
+  KvmError,
+  tryKvm,
+  SEV_CMD,
+  SEV_GUEST_STATE,
+  type SevCommand,
+  type SevGuestStatusData,
+  type SevInitData,
+  type SevLaunchMeasureData,
+  type SevLaunchStartData,
+  type Vm,
+} from '@kvmtest/kvm';
+import { firstFrame, displayLocation, isTestkitSource } from './callsite.js';
+import { TestAssertionError, TestkitError } from './errors.js';
+import { asTestVm, requireLaunchImplemented, type TestVm, type VmLike } from './vm.js';
+import type { GuestProgram } from '@kvmtest/kvm';
+import type { GuestMode } from '@kvmtest/coco';
+import { toShape, type VmCreateOptions, vmCreateWithOneVcpu } from './vm.js';
+
+/** Bytes of a launch measurement buffer (selftests pass 256). */
+export const SEV_MEASUREMENT_LEN = 256;
+
+function userLocation() {
+  const holder: { stack?: string } = {};
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 30;
+  try {
+    Error.captureStackTrace(holder);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+  return displayLocation(firstFrame(holder.stack, (p) => !isTestkitSource(p)));
+}
+
+/** Runs a kernel-shaped call; a KvmError becomes the selftests' "ioctl failed" assertion (the KvmError is the cause). */
+function kvmAssert<T>(opName: string | (() => string), fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (!(e instanceof KvmError)) throw e;
+    const op = typeof opName === 'string' ? opName : opName();
+    const fw = e.fwError === undefined ? '' : ` fw_error: ${e.fwError}`;
+    throw new TestAssertionError(
+      {
+        location: userLocation(),
+        expression: `${op} succeeds`,
+        userMessage: `${op} failed, rc: -1 errno: ${e.errno} (${e.code})${fw}\n${e.message}`,
+      },
+      { cause: e },
+    );
+  }
+}
+
+function testAssertState(cond: boolean, message: string): void {
+  if (!cond)
+    throw new TestAssertionError({
+      location: userLocation(),
+      expression: 'SEV guest state',
+      userMessage: message,
+    });
+}
+
+/** The /dev/sev descriptor of a VM, opened on first need (closed with the VM). */
+export function sevFdOf(vmLike: VmLike): number {
+  const vm = asTestVm(vmLike);
+  vm.sevFd ??= vm.kvm.openSevDevice();
+  return vm.sevFd;
+}
+
+function rawOf(vm: VmLike): Vm {
+  return asTestVm(vm).raw;
+}
+
+/** The bare KVM_MEMORY_ENCRYPT_OP: throws the KvmError, returns the firmware error field. */
+function sevOp(vm: VmLike, id: number, data: unknown): number {
+  const cmd: SevCommand = { id, data, sevFd: sevFdOf(vm), error: 0 };
+  rawOf(vm).memEncryptOp(cmd);
+  return cmd.error ?? 0;
+}
+
+/** __vm_sev_ioctl: KVM_MEMORY_ENCRYPT_OP `id` with `data` and the VM's /dev/sev fd; returns the firmware error field. */
+export function sevIoctl(vm: VmLike, id: number, data?: unknown): number {
+  return kvmAssert(
+    () => sevCmdName(id),
+    () => sevOp(vm, id, data),
+  );
+}
+
+/** The try form of sevIoctl: the errno name, or undefined on success. */
+export function trySevIoctl(vm: VmLike, id: number, data?: unknown): Errno | undefined {
+  return tryKvm(() => sevOp(vm, id, data));
+}
+
+/** `KVM_SEV_<NAME>` of a command id, for messages. */
+export function sevCmdName(id: number): string {
+  const hit = Object.entries(SEV_CMD).find(([, v]) => v === id);
+  return hit ? `KVM_SEV_${hit[0]}` : `KVM_MEMORY_ENCRYPT_OP ${id}`;
+}
+
+/** sev_vm_init (legacy): KVM_SEV_INIT on a default-type VM. */
+export function sevInit(vm: VmLike): void {
+  sevIoctl(vm, SEV_CMD.INIT);
+}
+/** The try form of sevInit. */
+export function trySevInit(vm: VmLike): Errno | undefined {
+  return trySevIoctl(vm, SEV_CMD.INIT);
+}
+/** sev_es_vm_init (legacy): KVM_SEV_ES_INIT on a default-type VM. */
+export function sevEsInit(vm: VmLike): void {
+  sevIoctl(vm, SEV_CMD.ES_INIT);
+}
+/** The try form of sevEsInit. */
+export function trySevEsInit(vm: VmLike): Errno | undefined {
+  return trySevIoctl(vm, SEV_CMD.ES_INIT);
+}
+
+function init2Data(init: Partial<SevInitData>): SevInitData {
+  return { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0, ...init };
+}
+/** KVM_SEV_INIT2 with `init` (default: no VMSA features, no flags, default GHCB version). */
+export function sevInit2(vm: VmLike, init: Partial<SevInitData> = {}): void {
+  sevIoctl(vm, SEV_CMD.INIT2, init2Data(init));
+}
+/** The try form of sevInit2. */
+export function trySevInit2(vm: VmLike, init: Partial<SevInitData> = {}): Errno | undefined {
+  return trySevIoctl(vm, SEV_CMD.INIT2, init2Data(init));
+}
+
+/** KVM_SEV_GUEST_STATUS: the firmware's `{ handle, policy, state }`. */
+export function sevGuestStatus(vm: VmLike): SevGuestStatusData {
+  const data: SevGuestStatusData = { handle: 0, policy: 0, state: 0 };
+  sevIoctl(vm, SEV_CMD.GUEST_STATUS, data);
+  return data;
+}
+
+function moveFrom(dst: VmLike, src: VmLike): void {
+  const d = asTestVm(dst);
+  const s = asTestVm(src);
+  d.raw.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [s.raw]);
+  // The launch state moves with the encryption context.
+  d.launchStage = s.launchStage;
+  d.policy = s.policy;
+}
+/** KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM: moves `src`'s encryption context (and launch state) into `dst`; `src` becomes dead. */
+export function sevMigrateFrom(dst: VmLike, src: VmLike): void {
+  kvmAssert('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM', () => moveFrom(dst, src));
+}
+/** The try form of sevMigrateFrom: `trySevMigrateFrom(dst, src) === 'EINVAL'`. */
+export function trySevMigrateFrom(dst: VmLike, src: VmLike): Errno | undefined {
+  return tryKvm(() => moveFrom(dst, src));
+}
+/** KVM_CAP_VM_COPY_ENC_CONTEXT_FROM: makes `dst` a mirror sharing `src`'s encryption context. */
+export function sevMirrorFrom(dst: VmLike, src: VmLike): void {
+  kvmAssert('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM', () =>
+    rawOf(dst).enableCap(CAP.VM_COPY_ENC_CONTEXT_FROM, [rawOf(src)]),
+  );
+}
+/** The try form of sevMirrorFrom. */
+export function trySevMirrorFrom(dst: VmLike, src: VmLike): Errno | undefined {
+  return tryKvm(() => rawOf(dst).enableCap(CAP.VM_COPY_ENC_CONTEXT_FROM, [rawOf(src)]));
+}
+
+function requireSev(vm: TestVm): void {
+  if (vm.type === 'sev-snp' || vm.type === 'tdx') requireLaunchImplemented(vm.type);
+}
+
+/** LAUNCH_START with `policy` (default: the VM's), then asserts GUEST_STATUS = LAUNCH_UPDATE with that policy. */
+export function sevLaunchStart(vmLike: VmLike, policy?: number): void {
+  const vm = asTestVm(vmLike);
+  requireSev(vm);
+  const p = policy ?? vm.policy;
+  const data: SevLaunchStartData = { handle: 0, policy: p };
+  sevIoctl(vm, SEV_CMD.LAUNCH_START, data);
+  vm.policy = p;
+  vm.launchStage = 'started';
+  const status = sevGuestStatus(vm);
+  testAssertState(
+    status.policy === p,
+    `GUEST_STATUS policy 0x${status.policy.toString(16)} != launch policy 0x${p.toString(16)}`,
+  );
+  testAssertState(
+    status.state === SEV_GUEST_STATE.LAUNCH_UPDATE,
+    `GUEST_STATUS state ${status.state} after LAUNCH_START, expected LAUNCH_UPDATE (${SEV_GUEST_STATE.LAUNCH_UPDATE})`,
+  );
+}
+
+/**
+ * LAUNCH_UPDATE_DATA over every range of protected (private) pages of every memslot (registering the
+ * slot's memory first, as encrypt_region does), then LAUNCH_UPDATE_VMSA when the VM is SEV-ES; the
+ * page tables are protected afterwards. A barebones VM has no memory: only the VMSA step applies.
+ */
+export function sevLaunchUpdate(vmLike: VmLike): void {
+  const vm = asTestVm(vmLike);
+  requireSev(vm);
+  if (vm.mem) {
+    const { space } = vm.mem;
+    for (const region of space.memory.regions()) {
+      const ranges = space.allocator.protectedRanges(region.slot);
+      if (ranges.length === 0) continue;
+      kvmAssert('KVM_MEMORY_ENCRYPT_REG_REGION', () =>
+        vm.raw.memEncryptRegRegion({ addr: hostPtr(region.backing, 0), size: region.size }),
+      );
+      for (const r of ranges)
+        sevIoctl(vm, SEV_CMD.LAUNCH_UPDATE_DATA, {
+          uaddr: hostPtr(region.backing, region.offsetOf(r.gpa)),
+          len: r.pages * 4096,
+        });
+    }
+  }
+  if (isSevEs(vm)) sevIoctl(vm, SEV_CMD.LAUNCH_UPDATE_VMSA);
+  vm.launchStage = 'updated';
+  vm.ptProtected = vm.mem !== undefined;
+}
+
+function isSevEs(vm: TestVm): boolean {
+  // The type decides for SEV_ES VMs; a legacy default-type VM is ES when its policy says so.
+  return vm.type === 'sev-es' || (vm.type === 'default' && (vm.policy & 4) !== 0);
+}
+
+/** LAUNCH_MEASURE: returns the measurement and asserts GUEST_STATUS = LAUNCH_SECRET. */
+export function sevLaunchMeasure(vmLike: VmLike): Uint8Array {
+  const vm = asTestVm(vmLike);
+  requireSev(vm);
+  const buf = new Uint8Array(SEV_MEASUREMENT_LEN);
+  const data: SevLaunchMeasureData = { uaddr: hostPtr(buf), len: buf.length };
+  sevIoctl(vm, SEV_CMD.LAUNCH_MEASURE, data);
+  vm.launchStage = 'measured';
+  const status = sevGuestStatus(vm);
+  testAssertState(
+    status.state === SEV_GUEST_STATE.LAUNCH_SECRET,
+    `GUEST_STATUS state ${status.state} after LAUNCH_MEASURE, expected LAUNCH_SECRET (${SEV_GUEST_STATE.LAUNCH_SECRET})`,
+  );
+  return buf.slice(0, Math.min(data.len, buf.length));
+}
+
+/** LAUNCH_FINISH: asserts the state is LAUNCH_UPDATE or LAUNCH_SECRET before, RUNNING after. */
+export function sevLaunchFinish(vmLike: VmLike): void {
+  const vm = asTestVm(vmLike);
+  requireSev(vm);
+  const before = sevGuestStatus(vm);
+  testAssertState(
+    before.state === SEV_GUEST_STATE.LAUNCH_UPDATE || before.state === SEV_GUEST_STATE.LAUNCH_SECRET,
+    `GUEST_STATUS state ${before.state} before LAUNCH_FINISH, expected LAUNCH_UPDATE or LAUNCH_SECRET`,
+  );
+  sevIoctl(vm, SEV_CMD.LAUNCH_FINISH);
+  vm.launchStage = 'finished';
+  const after = sevGuestStatus(vm);
+  testAssertState(
+    after.state === SEV_GUEST_STATE.RUNNING,
+    `GUEST_STATUS state ${after.state} after LAUNCH_FINISH, expected RUNNING (${SEV_GUEST_STATE.RUNNING})`,
+  );
+}
+
+/** Options of vmSevLaunch. */
+export interface SevLaunchOptions {
+  /** Launch policy (default: the VM's — 0 for sev, SEV_POLICY_ES for sev-es). */
+  policy?: number;
+}
+
+/** vm_sev_launch: START, UPDATE (+VMSA), MEASURE, FINISH; returns the launch measurement. */
+export function vmSevLaunch(vmLike: VmLike, opts: SevLaunchOptions = {}): Uint8Array {
+  const vm = asTestVm(vmLike);
+  sevLaunchStart(vm, opts.policy);
+  sevLaunchUpdate(vm);
+  const m = sevLaunchMeasure(vm);
+  sevLaunchFinish(vm);
+  return m;
+}
+
+/**
+ * Launches the VM, finishing whatever remains of its launch (the kit calls this before a first run): nothing for
+ * types that need none; the SEV flow from the current stage on; SNP and TDX at their dispatch point.
+ */
+export function vmLaunch(vmLike: VmLike): void {
+  const vm = asTestVm(vmLike);
+  if (!vm.traits.needsLaunch || vm.launchStage === 'finished') return;
+  switch (vm.type) {
+    case 'sev':
+    case 'sev-es':
+      if (vm.launchStage === 'none') sevLaunchStart(vm);
+      if (vm.launchStage === 'started') sevLaunchUpdate(vm);
+      if (vm.launchStage === 'updated') sevLaunchMeasure(vm);
+      if (vm.launchStage === 'measured') sevLaunchFinish(vm);
+      return;
+    default:
+      requireLaunchImplemented(vm.type);
+      throw new TestkitError('LAUNCH_NOT_IMPLEMENTED', `no launch flow for ${vm.type} VMs`, {
+        type: vm.type,
+      });
+  }
+}
+
+/** vm_sev_create_with_one_vcpu: a full SEV-family VM of `type` with vCPU 0 entering `guest` (launched before its first run). */
+export function vmSevCreateWithOneVcpu(
+  type: 'sev' | 'sev-es',
+  guest: GuestProgram | undefined,
+  opts: VmCreateOptions & { mode?: GuestMode } = {},
+): TestVm {
+  const { mode, ...rest } = opts;
+  return vmCreateWithOneVcpu(guest, toShape({ type, ...(mode ? { mode } : {}) }), rest);
+}
