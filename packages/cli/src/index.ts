@@ -9,7 +9,7 @@ export type { Reporter, Sink } from './internal/reporters/reporter.js';
 export { tapReporter } from './internal/reporters/tap.js';
 export type { CaseSelection, RunListener, SchedulerOptions } from './internal/scheduler.js';
 export { runSuite, runSuites } from './internal/scheduler.js';
-export type { CaseContext, SuiteCase, SuiteModuleShape, SuiteRef } from './internal/suite.js';
+export type { SuiteRef } from './internal/suite.js';
 export { discoverSuites, findWorkspaceRoot, suiteFromModule } from './internal/suite.js';
 export type { Summary } from './internal/summary.js';
 export { exitCodeFor, KSFT_EXIT, summarize, summaryLine } from './internal/summary.js';

@@ -95,7 +95,7 @@ describe('kvmtest run', () => {
     expect(r.stdout).toMatch(/not ok 6 demo: hangs # TIMEOUT timed out after 1 s/);
     expect(r.stdout).toContain('# guest says <hello> & "bye"');
     expect(r.stdout).toContain('# plain console output');
-    expect(r.stdout).toContain('# expected 0x10 but got 0x20');
+    expect(r.stdout).toContain('# Error: expected 0x10 but got 0x20');
     expect(r.stdout).toMatch(/^# Totals: pass:4 fail:2 xfail:0 xpass:0 skip:1 error:0$/m);
     // Nothing but TAP on standard output.
     for (const line of r.stdout.trimEnd().split('\n'))
@@ -125,7 +125,7 @@ describe('kvmtest run', () => {
     expect(demo).toMatchObject({ name: 'demo', tests: '4', failures: '1', skipped: '1' });
     expect(quiet).toMatchObject({ name: 'quiet', tests: '2', skipped: '2' });
     const failing = demo.testcase.find((c: { name: string }) => c.name === 'fails');
-    expect(failing.failure.message).toBe('expected 0x10 but got 0x20');
+    expect(failing.failure.message).toBe('Error: expected 0x10 but got 0x20');
     const logging = demo.testcase.find((c: { name: string }) => c.name === 'logs & passes');
     expect(logging['system-out']).toContain('guest says <hello> & "bye"');
   });

@@ -1,6 +1,7 @@
 // The suite process: loads one suite module, runs the requested cases in order and reports each
 // over IPC. Started by the scheduler with: <module path> <case index>… ; the parent enforces timeouts.
 import { pathToFileURL } from 'node:url';
+import { caseContext, describeFailure, KsftSkip } from '@kvmtest/testkit';
 import type { ChildMessage, ChildRequest } from './protocol.js';
 import { suiteFromModule } from './suite.js';
 
@@ -15,15 +16,13 @@ function send(msg: ChildMessage): Promise<void> {
   });
 }
 
-/** True for the skip signal of testkit's `testRequire` (and anything shaped like it). */
-function isSkip(e: unknown): boolean {
-  return e instanceof Error && (e.name === 'KsftSkip' || (e as { skip?: unknown }).skip === true);
+/** True for the skip signal of testkit's `testRequire` (or an error of that name from another copy of testkit). */
+function isSkip(e: unknown): e is Error {
+  return e instanceof KsftSkip || (e instanceof Error && e.name === 'KsftSkip');
 }
 
-function describeError(e: unknown): string {
-  if (e instanceof Error)
-    return e.stack && !e.stack.startsWith(e.message) ? `${e.message}\n${e.stack}` : (e.stack ?? e.message);
-  return String(e);
+function skipReason(e: Error): string {
+  return e instanceof KsftSkip ? e.reason : e.message;
 }
 
 async function main(): Promise<void> {
@@ -60,15 +59,17 @@ async function main(): Promise<void> {
     await send({ type: 'case-start', index });
     const t0 = performance.now();
     let lastProgress = 0;
-    const ctx = {
-      log: (message: string) => void send({ type: 'case-log', index, text: `${message}\n` }),
-      progress: (done: number, total: number) => {
+    const ctx = caseContext(
+      suite.name,
+      c.name,
+      (line) => void send({ type: 'case-log', index, text: `${line}\n` }),
+      (done, total) => {
         const now = performance.now();
         if (now - lastProgress < 100 && done < total) return;
         lastProgress = now;
         void send({ type: 'case-progress', index, done, total });
       },
-    };
+    );
     try {
       await c.run(ctx);
       await send({ type: 'case-end', index, status: 'pass', durationMs: performance.now() - t0 });
@@ -79,7 +80,7 @@ async function main(): Promise<void> {
         index,
         status: skip ? 'skip' : 'fail',
         durationMs: performance.now() - t0,
-        message: skip ? (e as Error).message : describeError(e),
+        message: skip ? skipReason(e) : describeFailure(e).join('\n'),
       });
     }
     current = -1;
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   async (e) => {
-    await send({ type: 'fatal', message: describeError(e) });
+    await send({ type: 'fatal', message: describeFailure(e).join('\n') });
     process.exit(3);
   },
 );

@@ -2,24 +2,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
-/** The context a case receives: a log line sink and a progress report for long cases. */
-export interface CaseContext {
-  log(message: string): void;
-  progress(done: number, total: number): void;
-}
-
-/** One case of a suite (testkit's `defineSuite` produces these). */
-export interface SuiteCase {
-  readonly name: string;
-  run(ctx: CaseContext): unknown;
-}
-
-/** A suite as a module exports it (default export or `suite`). */
-export interface SuiteModuleShape {
-  readonly name: string;
-  readonly description?: string;
-  readonly cases: readonly SuiteCase[];
-}
+import type { Suite } from '@kvmtest/testkit';
 
 /** A suite found in the workspace: its app package and the module to load. */
 export interface SuiteRef {
@@ -102,12 +85,12 @@ export function discoverSuites(root: string): SuiteRef[] {
 }
 
 /** Checks a loaded module's shape and returns its suite, or throws naming what is wrong. */
-export function suiteFromModule(mod: Record<string, unknown>, where: string): SuiteModuleShape {
-  const s = (mod.default ?? mod.suite) as Partial<SuiteModuleShape> | undefined;
+export function suiteFromModule(mod: Record<string, unknown>, where: string): Suite {
+  const s = (mod.default ?? mod.suite) as Partial<Suite> | undefined;
   if (!s || typeof s.name !== 'string' || !Array.isArray(s.cases))
     throw new Error(`${where} does not export a suite (a default export with "name" and "cases")`);
   for (const c of s.cases)
     if (!c || typeof c.name !== 'string' || typeof c.run !== 'function')
       throw new Error(`${where}: every case needs a "name" and a "run" function`);
-  return s as SuiteModuleShape;
+  return s as Suite;
 }

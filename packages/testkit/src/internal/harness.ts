@@ -29,6 +29,8 @@ export interface CaseContext {
   log(fmt: string, ...values: FormatValue[]): void;
   /** Skips the case here (like testRequire(false, why)). */
   skip(why: string): never;
+  /** Reports how far a long case has come (the CLI shows it on a terminal and resets its timeout). */
+  progress(done: number, total: number): void;
 }
 
 /** One test case: a name and a body that passes by returning, fails by throwing, skips with KsftSkip. */
@@ -135,10 +137,16 @@ export function defineSuite(suite: Suite): Suite {
 }
 
 /** The case context handed to a case body; `log` goes to `emit`. */
-export function caseContext(suite: string, name: string, emit: (line: string) => void): CaseContext {
+export function caseContext(
+  suite: string,
+  name: string,
+  emit: (line: string) => void,
+  onProgress: (done: number, total: number) => void = () => {},
+): CaseContext {
   return {
     suite,
     name,
+    progress: onProgress,
     log(fmt, ...values) {
       for (const l of formatString(fmt, ...values).split('\n')) emit(l);
     },
