@@ -30,9 +30,11 @@ import {
   type IoSize,
   KVM_HC,
   MEM_FLAG,
+  type ReadableCr,
   type Regs,
   type TdcallRegs,
   VECTOR,
+  type WritableCr,
 } from '@kvmtest/kvm';
 import { walk, type PagingParams } from '@kvmtest/guest-memory';
 import type { AccessDecision, ArchCpu, ArchException, InterceptEvent, PageCipher } from './arch/ops.js';
@@ -40,6 +42,30 @@ import type { Memslot } from './memory.js';
 import type { SimVcpu } from './vcpu.js';
 
 const U64 = (1n << 64n) - 1n;
+/** MSR_EFER. */
+const MSR_EFER = 0xc000_0080;
+/** CR0 bits software may set (kvm x86.h CR0_RESERVED_BITS is the complement); others are ignored on write. */
+const CR0_DEFINED =
+  CR.CR0_PE |
+  CR.CR0_MP |
+  CR.CR0_EM |
+  CR.CR0_TS |
+  CR.CR0_ET |
+  CR.CR0_NE |
+  CR.CR0_WP |
+  CR.CR0_AM |
+  CR.CR0_NW |
+  CR.CR0_CD |
+  CR.CR0_PG;
+/**
+ * CR4 bits that exist (VME … SMXE, FSGSBASE, PCIDE, OSXSAVE, KL, SMEP, SMAP, PKE, CET, PKS, LAM_SUP);
+ * any other bit is reserved and a write setting it is #GP (kvm_is_valid_cr4 / __cr4_reserved_bits).
+ */
+const CR4_DEFINED =
+  0x7fffn | (1n << 16n) | (1n << 17n) | (1n << 18n) | (1n << 19n) | (0xfn << 20n) | (1n << 24n) | (1n << 28n);
+/** Bits of CR0 and CR4 whose change drops cached translations (kvm_post_set_cr0 / kvm_post_set_cr4). */
+const CR0_MMU_BITS = CR.CR0_PG | CR.CR0_WP | CR.CR0_PE;
+const CR4_MMU_BITS = CR.CR4_PAE | CR.CR4_PSE | CR.CR4_PGE | CR.CR4_LA57 | CR.CR4_PCIDE | (1n << 20n) | (1n << 21n);
 const TWO53 = 2 ** 53;
 const SHARED: AccessDecision = Object.freeze({ kind: 'shared' });
 const TLB_CAPACITY = 256;
@@ -693,12 +719,127 @@ export class SimGuest implements Guest, ArchCpu {
       const a = this.intercepted({ kind: 'wrmsr', msr }, op);
       if (a === 'retry') continue;
       if (a === 'skip') return;
-      const v = BigInt.asUintN(64, value);
+      let v = BigInt.asUintN(64, value);
       if (this.vcpu.vm.ops.writeMsr?.(this.vcpu, msr, v)) return;
-      if (this.vcpu.writeMsr(msr, v)) return;
-      const why = this.vcpu.msr(msr) === undefined ? 'MSR not implemented' : 'value not valid for this MSR';
+      let why: string | undefined;
+      if (msr === MSR_EFER) {
+        const e = this.eferWrite(v);
+        if ('why' in e) why = e.why;
+        else v = e.value;
+      }
+      if (why === undefined && this.vcpu.writeMsr(msr, v)) return;
+      why ??= this.vcpu.msr(msr) === undefined ? 'MSR not implemented' : 'value not valid for this MSR';
       if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: why }) === 'skip') return;
     }
+  }
+
+  // ---- control registers ---------------------------------------------------------------------
+
+  readCr(n: ReadableCr): bigint {
+    if (n !== 0 && n !== 2 && n !== 3 && n !== 4)
+      throw new TypeError(`readCr: control register must be 0, 2, 3 or 4, got ${String(n)}`);
+    this.tick('readCr');
+    const s = this.vcpu.sregs;
+    return n === 0 ? s.cr0 : n === 2 ? s.cr2 : n === 3 ? s.cr3 : s.cr4;
+  }
+
+  writeCr(n: WritableCr, value: bigint): void {
+    if (n !== 0 && n !== 3 && n !== 4)
+      throw new TypeError(`writeCr: control register must be 0, 3 or 4, got ${String(n)}`);
+    if (typeof value !== 'bigint') throw new TypeError('writeCr: value must be a bigint');
+    const op = `writeCr(${n}, ${hex(BigInt.asUintN(64, value))})`;
+    for (;;) {
+      this.tick('writeCr');
+      const v = BigInt.asUintN(64, value);
+      const why = n === 0 ? this.setCr0(v) : n === 3 ? this.setCr3(v) : this.setCr4(v);
+      if (why === undefined) return;
+      // MOV to CR with an invalid value: #GP(0), nothing changed (SDM vol. 2 "MOV—Move to/from Control Registers").
+      if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: why }) === 'skip') return;
+    }
+  }
+
+  /** kvm_set_cr0 as the guest's MOV to CR0 meets it; returns the #GP reason, or undefined after the write. */
+  private setCr0(value: bigint): string | undefined {
+    const s = this.vcpu.sregs;
+    if (value >> 32n !== 0n) return `CR0 bits 63:32 are reserved (${hex(value)})`;
+    // Reserved bits in 31:0 are ignored on write; ET is hardwired to 1 on every CPU since the 486DX.
+    const cr0 = (value & CR0_DEFINED) | CR.CR0_ET;
+    if ((cr0 & CR.CR0_NW) !== 0n && (cr0 & CR.CR0_CD) === 0n) return 'CR0.NW set with CR0.CD clear';
+    if ((cr0 & CR.CR0_PG) !== 0n && (cr0 & CR.CR0_PE) === 0n) return 'CR0.PG set with CR0.PE clear';
+    const pagingOn = (s.cr0 & CR.CR0_PG) !== 0n;
+    const longMode = (s.efer & CR.EFER_LMA) !== 0n;
+    if (!pagingOn && (cr0 & CR.CR0_PG) !== 0n && (s.efer & CR.EFER_LME) !== 0n && (s.cr4 & CR.CR4_PAE) === 0n)
+      return 'CR0.PG set with EFER.LME but CR4.PAE clear (long mode needs PAE paging)';
+    // The program runs as 64-bit code once long mode is active: it cannot turn paging off under itself.
+    if (longMode && (cr0 & CR.CR0_PG) === 0n) return 'CR0.PG cleared while executing 64-bit code (IA-32e mode)';
+    if ((cr0 & CR.CR0_PG) === 0n && (s.cr4 & CR.CR4_PCIDE) !== 0n) return 'CR0.PG cleared with CR4.PCIDE set';
+    const old = s.cr0;
+    s.cr0 = cr0;
+    // Turning paging on with EFER.LME activates IA-32e mode (EFER.LMA is set by the CPU, not by WRMSR).
+    if (!pagingOn && (cr0 & CR.CR0_PG) !== 0n && (s.efer & CR.EFER_LME) !== 0n) s.efer |= CR.EFER_LMA;
+    if (((old ^ cr0) & CR0_MMU_BITS) !== 0n) this.flush();
+    return undefined;
+  }
+
+  /** kvm_set_cr3: bits above MAXPHYADDR are #GP (bit 63 is PCID's no-flush hint); every write flushes the TLB. */
+  private setCr3(value: bigint): string | undefined {
+    const s = this.vcpu.sregs;
+    const pcid = (s.cr4 & CR.CR4_PCIDE) !== 0n;
+    const cr3 = pcid ? value & ~(1n << 63n) : value;
+    const maxPhys = BigInt(this.vm.kvm.config.maxPhysAddr);
+    if ((s.efer & CR.EFER_LMA) !== 0n && cr3 >> maxPhys !== 0n)
+      return `CR3 ${hex(value)} has bits at or above MAXPHYADDR (${maxPhys})`;
+    s.cr3 = (s.efer & CR.EFER_LMA) !== 0n ? cr3 : cr3 & 0xffff_ffffn;
+    // No PCID or global pages are modelled: a CR3 load drops every cached translation.
+    this.flush();
+    return undefined;
+  }
+
+  /** kvm_set_cr4 / kvm_is_valid_cr4; returns the #GP reason, or undefined after the write. */
+  private setCr4(value: bigint): string | undefined {
+    const s = this.vcpu.sregs;
+    const reserved = value & ~CR4_DEFINED;
+    if (reserved !== 0n) return `CR4 ${hex(value)} sets reserved bits ${hex(reserved)}`;
+    if ((value & CR.CR4_LA57) !== 0n && (this.cpuidRegs(7, 0).ecx & (1 << 16)) === 0)
+      return 'CR4.LA57 set but CPUID.(EAX=7,ECX=0):ECX.LA57[bit 16] is 0';
+    const longMode = (s.efer & CR.EFER_LMA) !== 0n;
+    if (longMode && (value & CR.CR4_PAE) === 0n) return 'CR4.PAE cleared in IA-32e mode';
+    if (longMode && ((value ^ s.cr4) & CR.CR4_LA57) !== 0n)
+      return 'CR4.LA57 changed in IA-32e mode (5-level paging can only be switched with paging off)';
+    if ((value & CR.CR4_PCIDE) !== 0n && (s.cr4 & CR.CR4_PCIDE) === 0n && (!longMode || (s.cr3 & 0xfffn) !== 0n))
+      return 'CR4.PCIDE set outside IA-32e mode or with CR3[11:0] non-zero';
+    const old = s.cr4;
+    s.cr4 = value;
+    if (((old ^ value) & CR4_MMU_BITS) !== 0n) this.flush();
+    return undefined;
+  }
+
+  /** CPUID of the vCPU's table, with no interception (for the CPU's own feature checks). */
+  private cpuidRegs(leaf: number, subleaf: number): CpuidEntry {
+    return (
+      findCpuid(this.vcpu.cpuid, leaf, subleaf) ?? {
+        function: leaf,
+        index: subleaf,
+        flags: 0,
+        eax: 0,
+        ebx: 0,
+        ecx: 0,
+        edx: 0,
+      }
+    );
+  }
+
+  /**
+   * WRMSR(EFER) from the guest (set_efer, not host-initiated): LME cannot change while paging is on,
+   * LMA is the CPU's and keeps its value. Returns the value to write, or the #GP reason.
+   */
+  private eferWrite(value: bigint): { value: bigint } | { why: string } {
+    const s = this.vcpu.sregs;
+    if ((s.cr0 & CR.CR0_PG) !== 0n && ((s.efer ^ value) & CR.EFER_LME) !== 0n)
+      return { why: 'EFER.LME changed while CR0.PG is set' };
+    if ((value & CR.EFER_NXE) !== 0n && (this.cpuidRegs(0x8000_0001, 0).edx & (1 << 20)) === 0)
+      return { why: 'EFER.NXE set but CPUID.80000001H:EDX.NX[bit 20] is 0' };
+    return { value: (value & ~CR.EFER_LMA) | (s.efer & CR.EFER_LMA) };
   }
 
   msr(index: number): bigint | undefined {

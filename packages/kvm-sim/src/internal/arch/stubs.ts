@@ -1,14 +1,13 @@
-// Stand-ins for the confidential VM types whose models are not wired in yet. They behave as a host
-// WITHOUT that support: `available: false` keeps the type out of KVM_CAP_VM_TYPES, KVM_CREATE_VM
-// answers EINVAL for it (kvm_arch_init_vm), and no /dev/sev exists. Nothing is faked.
-//
-// SEV wiring: replace `sevFamilyOps` (sev, sev-es) with the SEV model's ops table, and return the
-// model's vendor-level extras (legacy KVM_SEV_INIT on DEFAULT VMs, COPY/MOVE_ENC_CONTEXT_FROM,
-// REG/UNREG_REGION, /dev/sev) from `amdSevVendorExtras`. SNP and TDX follow the same pattern.
+// Ops tables of the confidential VM types. SEV and SEV-ES come from the SEV model (../sev/arch-ops.ts);
+// the types whose models are not wired in yet are stand-ins that behave as a host WITHOUT that
+// support: `available: false` keeps the type out of KVM_CAP_VM_TYPES, KVM_CREATE_VM answers EINVAL for
+// it (kvm_arch_init_vm). Nothing is faked. SNP and TDX follow the SEV pattern when they are wired.
 
 import type { VmType } from '@kvmtest/coco';
 import type { ResolvedConfig } from '../config.js';
+import { sevArchOps, sevVendorExtras } from '../sev/arch-ops.js';
 import type { ArchOps } from './ops.js';
+import { vendorBase } from './x86.js';
 
 function unavailable(name: string): ArchOps {
   return {
@@ -21,9 +20,9 @@ function unavailable(name: string): ArchOps {
   };
 }
 
-/** Ops for `sev` / `sev-es` VMs (the SEV helper's model replaces this). */
-export function sevFamilyOps(type: Extract<VmType, 'sev' | 'sev-es'>, _cfg: ResolvedConfig): ArchOps {
-  return unavailable(`${type}-stub`);
+/** Ops for `sev` / `sev-es` VMs: the SEV model (../sev/arch-ops.ts) over the AMD vendor base. */
+export function sevFamilyOps(type: Extract<VmType, 'sev' | 'sev-es'>, cfg: ResolvedConfig): ArchOps {
+  return sevArchOps(type, cfg, vendorBase(cfg));
 }
 
 /** Ops for `sev-snp` VMs (a later issue). */
@@ -38,10 +37,10 @@ export function tdxOps(_cfg: ResolvedConfig): ArchOps {
 
 /**
  * What an AMD host with the SEV model adds to DEFAULT and SW_PROTECTED VMs (svm_x86_ops'
- * mem_enc_ioctl, mem_enc_register_region, vm_copy/move_enc_context_from). Empty until the SEV model
- * is wired: a host without SEV has `sev_enabled == false`, which the core's missing-op answers
- * (ENOTTY / EINVAL) reproduce.
+ * mem_enc_ioctl, mem_enc_register_region, vm_copy/move_enc_context_from, the SEV MSRs and VMGEXIT
+ * once legacy KVM_SEV_INIT / ES_INIT made the VM an SEV guest). Empty on a host without SEV, where the
+ * core's missing-op answers (ENOTTY / EINVAL) reproduce `sev_enabled == false`.
  */
-export function amdSevVendorExtras(_cfg: ResolvedConfig): Partial<ArchOps> {
-  return {};
+export function amdSevVendorExtras(cfg: ResolvedConfig): Partial<ArchOps> {
+  return sevVendorExtras(cfg);
 }

@@ -28,12 +28,14 @@ import {
   TDX_SUPPORTED_ATTRS,
   TDX_SUPPORTED_XFAM,
   TDX_XFAM_FIXED1,
+  TD_INITIAL_CONTROL,
+  TD_RESET_VECTOR,
   tdxApicBase,
 } from './constants.js';
 import { LazyMrtd } from './measure.js';
 import { allocKeyId, type TdxVcpuState, type TdxVmState, takeKeyId, tdOf, tdVcpuOf } from './state.js';
 import { fail, hostAddr, readCpuidEntry, UserStruct } from './uaccess.js';
-import { gmemLocation, vcpuRegs } from './views.js';
+import { gmemLocation, vcpuRegs, vcpuSregs } from './views.js';
 
 const OP = 'KVM_MEMORY_ENCRYPT_OP';
 const PAGE = 4096n;
@@ -284,8 +286,21 @@ function tdxInitVcpu(vcpu: ArchVcpu, td: TdxVmState, tv: TdxVcpuState, c: CmdCop
   tv.index = td.vcpusInitialized++;
   tv.initialRcx = rcx;
   tv.apicBase = tdxApicBase(vcpu.id);
+  // The vCPU's architectural state at its first TD entry (TDX module ABI "TD vCPU initial state"):
+  // RIP at the reset vector, paging off, RCX and R8 = the INIT_VCPU datum, RBX = GPAW,
+  // RSI = VCPU_INDEX (the boot code finds its per-vCPU parameters by it), other GPRs 0.
   const regs = vcpuRegs(vcpu);
-  if (regs !== undefined) regs.rcx = rcx;
+  if (regs !== undefined) {
+    for (const k of Object.keys(regs) as (keyof typeof regs)[]) regs[k] = 0n;
+    regs.rip = TD_RESET_VECTOR;
+    regs.rflags = 2n;
+    regs.rcx = rcx;
+    regs.r8 = rcx;
+    regs.rbx = BigInt(td.gpaw ?? 0);
+    regs.rsi = BigInt(tv.index);
+  }
+  const sregs = vcpuSregs(vcpu);
+  if (sregs !== undefined) Object.assign(sregs, TD_INITIAL_CONTROL);
   tv.state = TD_VCPU_STATE.INITIALIZED;
 }
 

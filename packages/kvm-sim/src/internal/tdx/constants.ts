@@ -134,3 +134,21 @@ export function tdxApicBase(vcpuId: number): bigint {
 
 /** MSR_IA32_APICBASE. */
 export const MSR_APIC_BASE = 0x1b;
+
+/** RIP of a TD vCPU after TDH.VP.INIT: the reset vector, 16 bytes below 4 GiB. */
+export const TD_RESET_VECTOR = 0xffff_fff0n;
+
+/**
+ * Control state of a TD vCPU after TDH.VP.INIT (TDX module ABI, "TD vCPU initial state"): 32-bit
+ * protected mode with paging off — CR0 = PE | NE (and ET), CR3 = 0, CR4 = MCE (VMXE is set in the
+ * real VMCS but hidden from the guest), EFER = LME | NXE, which the module owns (a TD cannot change
+ * them; tdx_is_read_only_msr refuses a TDVMCALL<WRMSR> of EFER). The guest's boot code turns paging on
+ * with MOV to CR4 / CR3 / CR0, which activates long mode.
+ */
+export const TD_INITIAL_CONTROL = {
+  cr0: 0x31n,
+  cr2: 0n,
+  cr3: 0n,
+  cr4: 0x40n,
+  efer: (1n << 8n) | (1n << 11n),
+} as const;

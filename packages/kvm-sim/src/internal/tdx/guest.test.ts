@@ -24,7 +24,6 @@ import {
 } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm } from '../../index.js';
-import type { SimVcpu } from '../vcpu.js';
 import { TD_ATTR, TDX_STATUS } from './constants.js';
 import { addPrivateSlot, createTdVm, finalize, initMemRegion, initVcpu, initVm } from './harness.js';
 import { tdxSetEventPending } from './report.js';
@@ -77,14 +76,14 @@ function bootTd(program: GuestProgram, attributes = 0n) {
   addPrivateSlot(vm, 2, PENDING_GPA, new Uint8Array(4 * 4096));
   vm.setMemoryAttributes({ address: PENDING_GPA, size: 16384n, attributes: P });
   finalize(vm);
-  // The host cannot load a TD's registers (KVM_SET_SREGS is EINVAL): the test plays the TD's boot code.
-  Object.assign((vcpu as SimVcpu).sregs, {
-    cr0: CR.CR0_PE | CR.CR0_PG | CR.CR0_WP,
-    cr3: pt.root,
-    cr4: CR.CR4_PAE,
-    efer: CR.EFER_LME | CR.EFER_LMA | CR.EFER_NXE,
+  // The host cannot load a TD's registers (KVM_SET_SREGS is EINVAL): the TD's boot code turns paging
+  // on itself, from the module's initial state (paging off, EFER.LME already set).
+  vcpu.setEntry(async (g) => {
+    g.writeCr!(4, CR.CR4_PAE | CR.CR4_MCE);
+    g.writeCr!(3, pt.root);
+    g.writeCr!(0, CR.CR0_PE | CR.CR0_NE | CR.CR0_WP | CR.CR0_PG);
+    await program(g);
   });
-  vcpu.setEntry(program);
   return { kvm, vm, vcpu, slot0, sharedMem };
 }
 

@@ -3,7 +3,7 @@
 // classes already carry the members under these names, and the report of this model asks for them
 // to be added to the seam proper (one line each), after which the casts below go away.
 
-import { type CpuidEntry, findCpuid, type Regs } from '@kvmtest/kvm';
+import { type CpuidEntry, findCpuid, type Regs, type Sregs } from '@kvmtest/kvm';
 import type { ArchCpu, ArchMemslot, ArchVcpu, ArchVm } from '../arch/ops.js';
 
 /** A guest_memfd file as far as INIT_MEM_REGION needs it: its pages (allocated on demand) and whether it is gone. */
@@ -23,9 +23,10 @@ interface VmIrqchip extends ArchVm {
   readonly hasSplitIrqchip?: boolean;
 }
 
-/** Seam addition 3: the vCPU's register file (`vcpu->arch.regs`), for TDH.VP.INIT's initial RCX. */
+/** Seam addition 3: the vCPU's register files (`vcpu->arch.regs`, control state), for TDH.VP.INIT's initial state. */
 interface VcpuRegs extends ArchVcpu {
   readonly regs?: Regs;
+  readonly sregs?: Sregs;
 }
 
 /** Where the guest_memfd page behind private `gpa` lives: the file (identity for "prepared") and page index. */
@@ -56,6 +57,11 @@ export function splitIrqchip(vm: ArchVm): boolean | undefined {
 /** The vCPU's register file, when the core exposes it. */
 export function vcpuRegs(vcpu: ArchVcpu): Regs | undefined {
   return (vcpu as VcpuRegs).regs;
+}
+
+/** The vCPU's control registers and EFER, when the core exposes them. */
+export function vcpuSregs(vcpu: ArchVcpu): Sregs | undefined {
+  return (vcpu as VcpuRegs).sregs;
 }
 
 /** Seam addition 4: the vCPU's CPUID table (`vcpu->arch.cpuid_entries`, KVM_SET_CPUID2). */

@@ -1,0 +1,204 @@
+// Intra-host migration (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM, spec §8) and mirrors
+// (KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, spec §9): the two-VM lock with its `migration_in_progress`
+// flags, every check in the kernel's order, and the transfer of ASID, handle, regions, mirrors and
+// per-vCPU SEV-ES state. The firmware is not involved: the ASID stays bound to the handle, so the
+// key moves with the context.
+
+import type { SevPlatform } from './platform.js';
+import { INVALID_PAGE, isMirror, sevEsGuest, sevGuest } from './state.js';
+import { fail } from './uaccess.js';
+import type { SevVmView } from './views.js';
+
+const MOVE_OP = 'KVM_ENABLE_CAP(KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM)';
+const COPY_OP = 'KVM_ENABLE_CAP(KVM_CAP_VM_COPY_ENC_CONTEXT_FROM)';
+
+/** Points at which a MOVE yields while it holds both VMs' locks (for lock-step interleaving tests). */
+export type MoveStep = 'vms-locked' | 'vcpus-locked';
+
+// §8.1 #1–#2 / §9.1 #1–#2.
+function lookupSource(p: SevPlatform, fd: number, op: string): SevVmView {
+  const r = p.host.lookupVmFd(fd);
+  if (r === 'not-open') fail('EBADF', op, `source fd ${fd} is not open`, { fd });
+  if (r === 'not-a-vm') fail('EBADF', op, `source fd ${fd} is not a KVM VM`, { fd });
+  return r;
+}
+
+/** `sev_lock_two_vms` (spec §8.1 #3–#7): self → EINVAL; either VM already migrating → EBUSY. */
+export function lockTwoVms(dst: SevVmView, src: SevVmView, op: string): void {
+  const d = dst.sev;
+  const s = src.sev;
+  if (d === s) fail('EINVAL', op, 'source and destination are the same VM');
+  if (d.migrationInProgress) fail('EBUSY', op, 'the destination is already part of a migration');
+  d.migrationInProgress = true;
+  if (s.migrationInProgress) {
+    d.migrationInProgress = false;
+    fail('EBUSY', op, 'the source is already part of a migration');
+  }
+  s.migrationInProgress = true;
+  // mutex_lock_killable of both kvm->lock: no signals in the simulator, so never EINTR.
+  d.locked = true;
+  s.locked = true;
+}
+
+/** `sev_unlock_two_vms`. */
+export function unlockTwoVms(dst: SevVmView, src: SevVmView): void {
+  dst.sev.locked = false;
+  src.sev.locked = false;
+  dst.sev.migrationInProgress = false;
+  src.sev.migrationInProgress = false;
+}
+
+// §8.1 #8 (one combined condition), checked with both VM locks held.
+function checkMoveVms(dst: SevVmView, src: SevVmView): void {
+  const d = dst.sev;
+  const s = src.sev;
+  if (dst.type !== src.type || sevGuest(d) || !sevGuest(s))
+    fail(
+      'EINVAL',
+      MOVE_OP,
+      dst.type !== src.type
+        ? `VM types differ (destination ${dst.type}, source ${src.type})`
+        : sevGuest(d)
+          ? 'the destination is already an SEV guest'
+          : 'the source is not an SEV guest',
+    );
+  // §8.1 #9: misc cgroup charge — one cgroup in the simulator, never charged.
+}
+
+// §8.1 #11–#13 (`sev_check_source_vcpus`), with every vCPU mutex held (#10); then the transfer (#15).
+function checkVcpusAndMove(dst: SevVmView, src: SevVmView): void {
+  if (src.createdVcpus !== src.onlineVcpus || dst.createdVcpus !== dst.onlineVcpus)
+    fail('EBUSY', MOVE_OP, 'vCPU creation is in flight on the source or the destination');
+  if (sevEsGuest(src.sev)) {
+    if (src.onlineVcpus !== dst.onlineVcpus)
+      fail(
+        'EINVAL',
+        MOVE_OP,
+        `SEV-ES needs equal vCPU counts (source ${src.onlineVcpus}, destination ${dst.onlineVcpus})`,
+      );
+    const bare = src.vcpus().find((v) => !v.sev.guestStateProtected);
+    if (bare) fail('EINVAL', MOVE_OP, `source vCPU ${bare.id} has no VMSA yet (LAUNCH_UPDATE_VMSA not done)`);
+  }
+  migrateFrom(dst, src);
+  src.markDead();
+}
+
+/** MOVE as lock steps: yields while holding the locks; throws the errno of the first failing check. */
+export function* moveEncContextSteps(
+  p: SevPlatform,
+  dst: SevVmView,
+  srcFd: number,
+): Generator<MoveStep, void, void> {
+  const src = lookupSource(p, srcFd, MOVE_OP);
+  lockTwoVms(dst, src, MOVE_OP);
+  try {
+    yield 'vms-locked';
+    checkMoveVms(dst, src);
+    yield 'vcpus-locked';
+    checkVcpusAndMove(dst, src);
+  } finally {
+    unlockTwoVms(dst, src);
+  }
+}
+
+/** MOVE run to completion (spec §8): the same steps as `moveEncContextSteps`, without the yields. */
+export function moveEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number): void {
+  const src = lookupSource(p, srcFd, MOVE_OP);
+  lockTwoVms(dst, src, MOVE_OP);
+  try {
+    checkMoveVms(dst, src);
+    checkVcpusAndMove(dst, src);
+  } finally {
+    unlockTwoVms(dst, src);
+  }
+}
+
+/** `sev_migrate_from` (spec §8.2). */
+function migrateFrom(dst: SevVmView, src: SevVmView): void {
+  const d = dst.sev;
+  const s = src.sev;
+  d.active = true;
+  d.asid = s.asid;
+  d.handle = s.handle;
+  d.pagesLocked = s.pagesLocked;
+  d.owner = s.owner;
+  d.esActive = s.esActive;
+  d.vmsaFeatures = s.vmsaFeatures;
+  s.asid = 0;
+  s.active = false;
+  s.handle = 0;
+  s.pagesLocked = 0;
+  s.owner = undefined;
+  s.esActive = false;
+
+  d.regions = s.regions;
+  s.regions = [];
+
+  // Each mirror's reference moves from the source to the destination.
+  d.mirrors = s.mirrors;
+  s.mirrors = [];
+  for (const m of d.mirrors) {
+    d.refs++;
+    s.refs--;
+    m.sev.owner = dst;
+  }
+
+  // A moved mirror replaces the old one in its owner's list.
+  if (d.owner !== undefined) {
+    const list = d.owner.sev.mirrors;
+    const i = list.findIndex((m) => m.sev === s);
+    if (i >= 0) list.splice(i, 1);
+    list.push(dst);
+  }
+
+  if (!d.esActive) return;
+  const sv = src.vcpus();
+  dst.vcpus().forEach((dv, i) => {
+    const from = sv[i];
+    if (from === undefined) return;
+    Object.assign(dv.sev, from.sev);
+    dv.sev.guestStateProtected = true;
+    from.sev.guestStateProtected = false;
+    from.sev.vmsa = undefined;
+    from.sev.ghcbMsr = 0n;
+    from.sev.ghcbGpa = INVALID_PAGE;
+    from.sev.pendingExit = undefined;
+  });
+}
+
+/** COPY (spec §9): `dst` becomes a mirror sharing `src`'s ASID and handle. */
+export function copyEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number): void {
+  const src = lookupSource(p, srcFd, COPY_OP);
+  lockTwoVms(dst, src, COPY_OP);
+  try {
+    const d = dst.sev;
+    const s = src.sev;
+    // §9.1 #6 (one combined condition).
+    if (sevGuest(d) || !sevGuest(s) || isMirror(s) || dst.createdVcpus !== 0)
+      fail(
+        'EINVAL',
+        COPY_OP,
+        sevGuest(d)
+          ? 'the destination is already an SEV guest'
+          : !sevGuest(s)
+            ? 'the source is not an SEV guest'
+            : isMirror(s)
+              ? 'the source is itself a mirror'
+              : `the destination already has vCPUs (${dst.createdVcpus})`,
+      );
+    // §9.2
+    s.refs++;
+    s.mirrors.push(dst);
+    d.owner = src;
+    d.active = true;
+    d.asid = s.asid;
+    d.fd = s.fd;
+    d.esActive = s.esActive;
+    d.needInit = false;
+    d.handle = s.handle;
+    d.regions = [];
+    d.mirrors = [];
+  } finally {
+    unlockTwoVms(dst, src);
+  }
+}

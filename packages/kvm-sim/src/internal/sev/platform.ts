@@ -1,0 +1,275 @@
+// The host's SEV support as KVM sets it up (`sev_hardware_setup`, spec §11): what CPUID 0x8000001F and
+// the module parameters enable, the ASID bitmaps, the PSP firmware, and the per-VM lifecycle
+// (`sev_vm_destroy`, spec §9.4). The arch seam holds one SevPlatform per simulated host and forwards
+// the SEV-related ioctls and guest events to it.
+
+import {
+  CPUID_LEAF_SEV,
+  type CpuidRegs,
+  decodeCpuid8000001F,
+  hasSevCpuFeature,
+  type SevCpuInfo,
+  SVM_SEV_FEATURE_BIT,
+  type VmType,
+} from '@kvmtest/coco';
+import type { EncRegion, Exit } from '@kvmtest/kvm';
+import { AsidPool } from './asid.js';
+import { memEncryptOp, registerRegion, unregisterRegion } from './commands.js';
+import { deriveKey, type SevKey } from './crypto.js';
+import { copyEncContextFrom, type MoveStep, moveEncContextFrom, moveEncContextSteps } from './enc-context.js';
+import {
+  completeVmgexit,
+  ghcbMsrRead,
+  ghcbMsrWrite,
+  sevStatusMsr,
+  type VcEvent,
+  type VmgexitOutcome,
+  vcErrorCode,
+  vcpuReset,
+  vmgexit,
+} from './es.js';
+import { SevFirmware } from './firmware.js';
+import { isMirror, newSevVcpuState, newSevVmState, type SevVcpuState, type SevVmState } from './state.js';
+import type { SevGuestCpuView, SevHostView, SevVcpuView, SevVmView } from './views.js';
+
+/** Host configuration of the simulated SEV platform. */
+export interface SevPlatformOptions {
+  /** CPUID 0x8000001F of the host (default {@link DEFAULT_SEV_CPUID}: SEV + SEV-ES, C-bit 51, ASIDs 1–15 ES, 16–63 SEV). */
+  readonly cpuid?: CpuidRegs;
+  /** kvm_amd `sev` module parameter (default true). */
+  readonly sevEnabled?: boolean;
+  /** kvm_amd `sev_es` module parameter (default true). */
+  readonly sevEsEnabled?: boolean;
+  /** CPU has DebugSwap and NoNestedDataBp, so SEV-ES may use DEBUG_SWAP (default true). */
+  readonly debugSwap?: boolean;
+  /** `sev_supported_vmsa_features` before the SEV-ES check (overrides `debugSwap` when given). */
+  readonly supportedVmsaFeatures?: bigint;
+  /** RLIMIT_MEMLOCK in pages for SEV pinning (default: unlimited, as with CAP_IPC_LOCK). */
+  readonly memlockLimitPages?: number;
+}
+
+/** CPUID 0x8000001F the simulated host reports by default: SME, SEV, SEV-ES; C-bit 51; max ASID 63; min SEV ASID 16. */
+export const DEFAULT_SEV_CPUID: CpuidRegs = Object.freeze({
+  eax: (1 << 0) | (1 << 1) | (1 << 3),
+  ebx: 51 | (1 << 6),
+  ecx: 63,
+  edx: 16,
+});
+
+/** Things a test can check after closing every VM: all should be empty or zero. */
+export interface SevLeakReport {
+  /** ASIDs still held (not in the reclaim bitmap). */
+  readonly ownedAsids: readonly number[];
+  /** Firmware guest contexts not decommissioned. */
+  readonly firmwareContexts: readonly number[];
+  /** ASIDs still bound to a firmware context. */
+  readonly boundAsids: number;
+  /** VM states the platform still tracks as alive. */
+  readonly liveVms: number;
+}
+
+/** One simulated host's SEV support: configuration, ASIDs, firmware and the SEV ioctls. */
+export class SevPlatform {
+  readonly info: SevCpuInfo;
+  /** `sev_enabled` after hardware setup (spec §4 step 1). */
+  readonly sevEnabled: boolean;
+  /** `sev_es_enabled` after hardware setup (spec §4 step 7, §11.2). */
+  readonly sevEsEnabled: boolean;
+  /** `sev_supported_vmsa_features` (KVM_X86_SEV_VMSA_FEATURES). */
+  readonly supportedVmsaFeatures: bigint;
+  readonly memlockLimitPages: number;
+  readonly asids: AsidPool;
+  readonly firmware: SevFirmware;
+  readonly host: SevHostView;
+  readonly #live = new Set<SevVmState>();
+
+  constructor(host: SevHostView, opts: SevPlatformOptions = {}) {
+    this.host = host;
+    this.info = decodeCpuid8000001F(opts.cpuid ?? DEFAULT_SEV_CPUID);
+    const hw = hasSevCpuFeature(this.info, 'SEV') && this.info.maxSevAsid > 0;
+    this.sevEnabled = (opts.sevEnabled ?? true) && hw;
+    this.sevEsEnabled =
+      this.sevEnabled &&
+      (opts.sevEsEnabled ?? true) &&
+      hasSevCpuFeature(this.info, 'SEV_ES') &&
+      this.info.minSevAsid > 1;
+    const features =
+      opts.supportedVmsaFeatures ??
+      ((opts.debugSwap ?? true) ? 1n << BigInt(SVM_SEV_FEATURE_BIT.DEBUG_SWAP) : 0n);
+    this.supportedVmsaFeatures = this.sevEsEnabled ? features : 0n;
+    this.memlockLimitPages = opts.memlockLimitPages ?? Number.POSITIVE_INFINITY;
+    this.asids = new AsidPool(this.info.minSevAsid, this.sevEnabled ? this.info.maxSevAsid : 0);
+    this.firmware = new SevFirmware(this.info.minSevAsid, this.info.maxSevAsid);
+  }
+
+  /** The CPUID leaf 0x8000001F this platform was built from. */
+  get cpuidLeaf(): number {
+    return CPUID_LEAF_SEV;
+  }
+
+  /** SEV VM types this host offers (`sev_set_cpu_caps`; spec §1.1). */
+  supportedVmTypes(): VmType[] {
+    const out: VmType[] = [];
+    if (this.sevEnabled) out.push('sev');
+    if (this.sevEsEnabled) out.push('sev-es');
+    return out;
+  }
+
+  /** A fresh SEV slot for a new VM (call from KVM_CREATE_VM). */
+  newVmState(type: VmType): SevVmState {
+    const s = newSevVmState(type);
+    this.#live.add(s);
+    return s;
+  }
+
+  /** A fresh SEV-ES slot for a new vCPU (call from KVM_CREATE_VCPU). */
+  newVcpuState(): SevVcpuState {
+    return newSevVcpuState();
+  }
+
+  /** KVM_MEMORY_ENCRYPT_OP on the VM fd, SEV flavour (spec §4, §5). `cmd` undefined = NULL argument. */
+  memEncryptOp(vm: SevVmView, cmd: unknown): void {
+    memEncryptOp(this, vm, cmd);
+  }
+
+  /** KVM_MEMORY_ENCRYPT_REG_REGION (spec §10). */
+  registerRegion(vm: SevVmView, region: EncRegion | unknown): void {
+    registerRegion(this, vm, region);
+  }
+
+  /** KVM_MEMORY_ENCRYPT_UNREG_REGION (spec §10). */
+  unregisterRegion(vm: SevVmView, region: EncRegion | unknown): void {
+    unregisterRegion(this, vm, region);
+  }
+
+  /** KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM on `dst` with `args[0] = srcFd` (spec §8), after the generic gates. */
+  moveEncContextFrom(dst: SevVmView, srcFd: number): void {
+    moveEncContextFrom(this, dst, srcFd);
+  }
+
+  /** The same MOVE as a sequence of lock steps a scheduler can interleave (yields while holding the locks). */
+  moveEncContextSteps(dst: SevVmView, srcFd: number): Generator<MoveStep, void, void> {
+    return moveEncContextSteps(this, dst, srcFd);
+  }
+
+  /** KVM_CAP_VM_COPY_ENC_CONTEXT_FROM on `dst` with `args[0] = srcFd` (spec §9), after the generic gates. */
+  copyEncContextFrom(dst: SevVmView, srcFd: number): void {
+    copyEncContextFrom(this, dst, srcFd);
+  }
+
+  /**
+   * The VM fd was closed. The VM is destroyed now, or — while mirrors still hold a reference — when
+   * the last mirror goes (spec §9.4).
+   */
+  vmClosed(vm: SevVmView): void {
+    const s = vm.sev;
+    if (s.fdClosed) return;
+    s.fdClosed = true;
+    if (s.refs === 0) this.destroyVm(vm);
+  }
+
+  /** `sev_vm_destroy` (spec §9.4). Called by `vmClosed` once no reference is left. */
+  destroyVm(vm: SevVmView): void {
+    const s = vm.sev;
+    if (s.destroyed) return;
+    s.destroyed = true;
+    this.#live.delete(s);
+    if (!s.active) return;
+    if (s.mirrors.length !== 0)
+      throw new Error('internal: SEV owner destroyed while mirrors remain (kernel WARN)');
+    if (isMirror(s)) {
+      const owner = s.owner!;
+      const list = owner.sev.mirrors;
+      const i = list.findIndex((m) => m.sev === s);
+      if (i >= 0) list.splice(i, 1);
+      s.owner = undefined;
+      s.active = false;
+      owner.sev.refs--;
+      if (owner.sev.refs === 0 && owner.sev.fdClosed) this.destroyVm(owner);
+      return;
+    }
+    for (const r of s.regions) s.pagesLocked -= r.npages;
+    s.regions = [];
+    if (s.handle !== 0) {
+      // sev_unbind_asid: DEACTIVATE then DECOMMISSION, errors ignored as the kernel does.
+      this.firmware.deactivate(s.handle);
+      this.firmware.decommission(s.handle);
+      s.handle = 0;
+    }
+    this.freeAsid(s);
+    s.active = false;
+  }
+
+  /** `sev_asid_new` (spec §11.3); a recycle runs DF_FLUSH in the firmware. */
+  allocateAsid(es: boolean): number | 'ENOTTY' | 'EBUSY' {
+    const before = this.asids.stats.recycles;
+    const r = this.asids.allocate(es);
+    if (this.asids.stats.recycles !== before) this.firmware.dfFlush();
+    return r;
+  }
+
+  /** `sev_asid_free` (spec §11.4). */
+  freeAsid(s: SevVmState): void {
+    if (s.asid !== 0) this.asids.free(s.asid);
+    s.asid = 0;
+  }
+
+  /** True once LAUNCH_UPDATE_VMSA protected this vCPU's state: KVM_GET/SET_REGS must then fail with EINVAL. */
+  isGuestStateProtected(vcpu: SevVcpuView): boolean {
+    return vcpu.sev.guestStateProtected;
+  }
+
+  /**
+   * The memory-encryption key a guest access with the C-bit uses: the key the firmware loaded for the
+   * VM's ASID (it moves with the ASID), else the ASID's unkeyed default. Undefined for non-SEV VMs.
+   */
+  guestKey(s: SevVmState): SevKey | undefined {
+    if (!s.active || s.asid === 0) return undefined;
+    return this.firmware.keyForAsid(s.asid) ?? deriveKey(s.asid, 0xa51d);
+  }
+
+  /** RDMSR 0xC0010131 (SEV status) as this VM's guest reads it (spec §12.2). */
+  sevStatusMsr(vm: SevVmView): bigint {
+    return sevStatusMsr(vm.sev);
+  }
+
+  /** RDMSR 0xC0010130 (GHCB MSR). */
+  ghcbMsrRead(vcpu: SevVcpuView): bigint {
+    return ghcbMsrRead(vcpu);
+  }
+
+  /** WRMSR 0xC0010130 (GHCB MSR): a GHCB GPA or an MSR-protocol request. */
+  ghcbMsrWrite(vcpu: SevVcpuView, value: bigint): void {
+    ghcbMsrWrite(vcpu, value);
+  }
+
+  /** The #VC error code (SVM exit code) an SEV-ES guest gets for `event`, or undefined when it does not trap. */
+  vcErrorCode(vm: SevVmView, event: VcEvent): number | undefined {
+    return vcErrorCode(vm.sev, event);
+  }
+
+  /** vCPU reset for SEV-ES (`sev_es_vcpu_reset`): the GHCB MSR starts with the SEV_INFO response. */
+  vcpuReset(vm: SevVmView, vcpu: SevVcpuView): void {
+    vcpuReset(this, vm.sev, vcpu);
+  }
+
+  /** VMGEXIT from an SEV-ES guest (spec §12.3, §12.5, §12.6). */
+  vmgexit(cpu: SevGuestCpuView): VmgexitOutcome {
+    return vmgexit(this, cpu);
+  }
+
+  /** Completes a VMGEXIT exit after userspace handled it (IN data into RAX / the scratch area). */
+  completeVmgexit(cpu: SevGuestCpuView, exit: Exit): void {
+    completeVmgexit(cpu, exit);
+  }
+
+  /** What is still allocated: after every VM is closed, everything here is empty. */
+  leakReport(): SevLeakReport {
+    return {
+      ownedAsids: this.asids.ownedAsids(),
+      firmwareContexts: this.firmware.handles(),
+      boundAsids: this.firmware.boundAsidCount,
+      liveVms: this.#live.size,
+    };
+  }
+}

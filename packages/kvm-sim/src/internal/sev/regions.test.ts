@@ -1,0 +1,113 @@
+import { type Errno, isKvmError, SEV_CMD } from '@kvmtest/kvm';
+import { describe, expect, it } from 'vitest';
+import { FakeHost, launchedVm, ptr } from './fakes.test-support.js';
+
+function errno(fn: () => unknown): Errno | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (e) {
+    if (isKvmError(e)) return e.code;
+    throw e;
+  }
+}
+
+describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
+  it('spec §2: a region that cannot be copied → EFAULT before any SEV check', () => {
+    const h = new FakeHost();
+    const vm = h.createVm();
+    expect(errno(() => h.platform.registerRegion(vm, undefined))).toBe('EFAULT');
+    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 8 }))).toBe(
+      'EFAULT',
+    );
+    expect(errno(() => h.platform.unregisterRegion(vm, { addr: 5, size: 8n }))).toBe('EFAULT');
+  });
+
+  it('spec §10 REG #1: not an SEV guest → ENOTTY', () => {
+    const h = new FakeHost();
+    expect(
+      errno(() => h.platform.registerRegion(h.createVm(), { addr: ptr(new Uint8Array(8)), size: 8n })),
+    ).toBe('ENOTTY');
+  });
+
+  it('spec §10 REG #2 / §9.3: on a mirror → EINVAL', () => {
+    const h = new FakeHost();
+    const owner = launchedVm(h, false);
+    const m = h.createVm();
+    m.copy(owner);
+    expect(errno(() => h.platform.registerRegion(m, { addr: ptr(new Uint8Array(8)), size: 8n }))).toBe(
+      'EINVAL',
+    );
+  });
+
+  it('spec §10 REG #3: size above ULONG_MAX → EINVAL', () => {
+    const h = new FakeHost();
+    const vm = launchedVm(h, false);
+    expect(
+      errno(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 1n << 64n })),
+    ).toBe('EINVAL');
+  });
+
+  it('spec §10 REG pin: size 0 or a range that wraps → EINVAL; over the memlock limit or unmapped → ENOMEM', () => {
+    const h = new FakeHost({ memlockLimitPages: 3 });
+    const vm = launchedVm(h, false, { memSize: 4096 });
+    const mem = new Uint8Array(4 * 4096);
+    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: 0n }))).toBe('EINVAL');
+    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: (1n << 64n) - 1n }))).toBe(
+      'EINVAL',
+    );
+    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: 4n * 4096n }))).toBe('ENOMEM');
+    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 16n }))).toBe(
+      'ENOMEM',
+    );
+    expect(vm.sev.regions).toHaveLength(0);
+    expect(vm.sev.pagesLocked).toBe(0);
+  });
+
+  it('spec §10: registered regions pin pages; UNREG needs the exact (addr, size)', () => {
+    const h = new FakeHost();
+    const vm = launchedVm(h, false);
+    const mem = new Uint8Array(3 * 4096);
+    h.platform.registerRegion(vm, { addr: ptr(mem, 100), size: 8192n });
+    expect(vm.sev.pagesLocked).toBe(3);
+    expect(errno(() => h.platform.unregisterRegion(vm, { addr: ptr(mem, 100), size: 4096n }))).toBe('EINVAL');
+    expect(errno(() => h.platform.unregisterRegion(vm, { addr: ptr(mem, 0), size: 8192n }))).toBe('EINVAL');
+    h.platform.unregisterRegion(vm, { addr: ptr(mem, 100), size: 8192n });
+    expect(vm.sev.pagesLocked).toBe(0);
+    expect(vm.sev.regions).toHaveLength(0);
+  });
+
+  it('spec §10 UNREG: the mirror check comes first (EINVAL), then not-SEV → ENOTTY', () => {
+    const h = new FakeHost();
+    const owner = launchedVm(h, false);
+    const m = h.createVm();
+    m.copy(owner);
+    expect(errno(() => h.platform.unregisterRegion(m, { addr: ptr(new Uint8Array(8)), size: 8n }))).toBe(
+      'EINVAL',
+    );
+    expect(
+      errno(() => h.platform.unregisterRegion(h.createVm(), { addr: ptr(new Uint8Array(8)), size: 8n })),
+    ).toBe('ENOTTY');
+  });
+
+  it('spec §9.4: regions still registered are unpinned when the VM is destroyed', () => {
+    const h = new FakeHost();
+    const vm = launchedVm(h, false);
+    h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(4096)), size: 4096n });
+    vm.close();
+    expect(vm.sev.regions).toHaveLength(0);
+    expect(vm.sev.pagesLocked).toBe(0);
+  });
+
+  it('spec §5.2: pinned regions count against the memlock limit of later LAUNCH_UPDATE_DATA', () => {
+    const h = new FakeHost({ memlockLimitPages: 2 });
+    const vm = h.createVm();
+    vm.cmd(SEV_CMD.INIT);
+    vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0 });
+    h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(4096)), size: 4096n });
+    expect(
+      errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(8192)), len: 8192 })),
+    ).toBe('ENOMEM');
+    vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(4096)), len: 4096 });
+  });
+});
