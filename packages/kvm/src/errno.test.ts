@@ -66,3 +66,22 @@ describe('tryKvm', () => {
     expect(isKvmError(new Error('x'))).toBe(false);
   });
 });
+
+describe('stack traces', () => {
+  test('a KvmError thrown outside tryKvm keeps its stack for debugging', () => {
+    const e = new KvmError('EINVAL', 'op', 'why');
+    expect(e.stack).toMatch(/errno\.test\.ts/);
+  });
+
+  test('inside tryKvm the errno is the result and no stack is captured', () => {
+    let inner: KvmError | undefined;
+    expect(
+      tryKvm(() => {
+        inner = new KvmError('EBUSY', 'op', 'busy');
+        throw inner;
+      }),
+    ).toBe('EBUSY');
+    expect(inner?.stack).not.toMatch(/errno\.test\.ts/);
+    expect(Error.stackTraceLimit).toBeGreaterThan(0);
+  });
+});
