@@ -65,7 +65,8 @@ const CR4_DEFINED =
   0x7fffn | (1n << 16n) | (1n << 17n) | (1n << 18n) | (1n << 19n) | (0xfn << 20n) | (1n << 24n) | (1n << 28n);
 /** Bits of CR0 and CR4 whose change drops cached translations (kvm_post_set_cr0 / kvm_post_set_cr4). */
 const CR0_MMU_BITS = CR.CR0_PG | CR.CR0_WP | CR.CR0_PE;
-const CR4_MMU_BITS = CR.CR4_PAE | CR.CR4_PSE | CR.CR4_PGE | CR.CR4_LA57 | CR.CR4_PCIDE | (1n << 20n) | (1n << 21n);
+const CR4_MMU_BITS =
+  CR.CR4_PAE | CR.CR4_PSE | CR.CR4_PGE | CR.CR4_LA57 | CR.CR4_PCIDE | (1n << 20n) | (1n << 21n);
 const TWO53 = 2 ** 53;
 const SHARED: AccessDecision = Object.freeze({ kind: 'shared' });
 const TLB_CAPACITY = 256;
@@ -671,6 +672,12 @@ export class SimGuest implements Guest, ArchCpu {
 
   // ---- CPUID and MSRs -----------------------------------------------------------------------
 
+  /** ArchCpu: the vCPU's CPUID table as KVM answers an emulated CPUID (no interception, no budget). */
+  cpuidTable(leaf: number, subleaf: number): { eax: number; ebx: number; ecx: number; edx: number } {
+    const e = findCpuid(this.vcpu.cpuid, leaf >>> 0, subleaf >>> 0);
+    return e === undefined ? { eax: 0, ebx: 0, ecx: 0, edx: 0 } : e;
+  }
+
   cpuid(leaf: number, subleaf = 0): CpuidEntry {
     if (typeof leaf !== 'number' || !Number.isInteger(leaf))
       throw new TypeError('cpuid: leaf must be an integer');
@@ -771,7 +778,8 @@ export class SimGuest implements Guest, ArchCpu {
     if (!pagingOn && (cr0 & CR.CR0_PG) !== 0n && (s.efer & CR.EFER_LME) !== 0n && (s.cr4 & CR.CR4_PAE) === 0n)
       return 'CR0.PG set with EFER.LME but CR4.PAE clear (long mode needs PAE paging)';
     // The program runs as 64-bit code once long mode is active: it cannot turn paging off under itself.
-    if (longMode && (cr0 & CR.CR0_PG) === 0n) return 'CR0.PG cleared while executing 64-bit code (IA-32e mode)';
+    if (longMode && (cr0 & CR.CR0_PG) === 0n)
+      return 'CR0.PG cleared while executing 64-bit code (IA-32e mode)';
     if ((cr0 & CR.CR0_PG) === 0n && (s.cr4 & CR.CR4_PCIDE) !== 0n) return 'CR0.PG cleared with CR4.PCIDE set';
     const old = s.cr0;
     s.cr0 = cr0;
@@ -806,7 +814,11 @@ export class SimGuest implements Guest, ArchCpu {
     if (longMode && (value & CR.CR4_PAE) === 0n) return 'CR4.PAE cleared in IA-32e mode';
     if (longMode && ((value ^ s.cr4) & CR.CR4_LA57) !== 0n)
       return 'CR4.LA57 changed in IA-32e mode (5-level paging can only be switched with paging off)';
-    if ((value & CR.CR4_PCIDE) !== 0n && (s.cr4 & CR.CR4_PCIDE) === 0n && (!longMode || (s.cr3 & 0xfffn) !== 0n))
+    if (
+      (value & CR.CR4_PCIDE) !== 0n &&
+      (s.cr4 & CR.CR4_PCIDE) === 0n &&
+      (!longMode || (s.cr3 & 0xfffn) !== 0n)
+    )
       return 'CR4.PCIDE set outside IA-32e mode or with CR3[11:0] non-zero';
     const old = s.cr4;
     s.cr4 = value;

@@ -193,7 +193,7 @@ export interface ArchCpu {
   msr(index: number): bigint | undefined;
   setMsr(index: number, value: bigint): void;
   /** CPUID as the vCPU's table answers it (no interception). */
-  cpuid(leaf: number, subleaf: number): { eax: number; ebx: number; ecx: number; edx: number };
+  cpuidTable(leaf: number, subleaf: number): { eax: number; ebx: number; ecx: number; edx: number };
   /**
    * Hands `exit` to the pending KVM_RUN and waits for the next KVM_RUN. Resolves with the exit
    * object as the host left it (IN data, hypercall ret filled in). Counts against the run budget.

@@ -160,7 +160,7 @@ function guestCpuView(cpu: ArchCpu): SevGuestCpuView {
       if (slot === undefined || slot.userspace.length === 0) return undefined;
       return { buffer: slot.userspace, offset: Number(gpa - slot.gpa) };
     },
-    cpuid: (leaf, subleaf) => cpu.cpuid(leaf, subleaf),
+    cpuid: (leaf, subleaf) => cpu.cpuidTable(leaf, subleaf),
     // KVM emulates the MSR as for any guest: the arch's own MSRs first, then the vCPU's MSR file.
     rdmsr: (msr) => sevReadMsr(cpu.vcpu, msr) ?? cpu.msr(msr),
     wrmsr: (msr, value) => {

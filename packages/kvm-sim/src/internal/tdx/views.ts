@@ -89,7 +89,7 @@ export function vcpuCpuid(
   if (inFallback) return { eax: 0, ebx: 0, ecx: 0, edx: 0 };
   inFallback = true;
   try {
-    return cpu.cpuid(leaf, subleaf);
+    return cpu.cpuidTable(leaf, subleaf);
   } finally {
     inFallback = false;
   }
