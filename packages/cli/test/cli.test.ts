@@ -77,10 +77,10 @@ describe('kvmtest list', () => {
 
 describe('kvmtest run', () => {
   test('TAP output parses, counts every outcome, and a hanging case times out without stopping the next', () => {
-    const r = kvmtest(['run', 'demo', '--reporter', 'tap', '--timeout', '1']);
+    const r = kvmtest(['run', 'demo', '--reporter', 'tap', '--timeout', '2']);
     expect(r.code).toBe(1);
     const { asserts, final } = parseTap(r.stdout);
-    expect(final.plan.end).toBe(7);
+    expect(final.plan.end).toBe(9);
     // kselftest's runner marks a timeout with a '# TIMEOUT' comment that is not a TAP directive.
     expect(asserts.map((a) => [a.name.replace(/ # TIMEOUT.*/, ''), a.ok])).toEqual([
       ['demo: passes', true],
@@ -90,13 +90,16 @@ describe('kvmtest run', () => {
       ['demo: progresses', true],
       ['demo: hangs', false],
       ['demo: after the hang', true],
+      ['demo: guest never exits', false],
+      ['demo: after the guest', true],
     ]);
     expect(asserts[3]!.skip).toBe('Requirement not met: SEV-ES');
-    expect(r.stdout).toMatch(/not ok 6 demo: hangs # TIMEOUT timed out after 1 s/);
+    expect(r.stdout).toMatch(/not ok 6 demo: hangs # TIMEOUT timed out after 2 s/);
+    expect(r.stdout).toMatch(/not ok 8 demo: guest never exits # TIMEOUT timed out after 2 s/);
     expect(r.stdout).toContain('# guest says <hello> & "bye"');
     expect(r.stdout).toContain('# plain console output');
     expect(r.stdout).toContain('# Error: expected 0x10 but got 0x20');
-    expect(r.stdout).toMatch(/^# Totals: pass:4 fail:2 xfail:0 xpass:0 skip:1 error:0$/m);
+    expect(r.stdout).toMatch(/^# Totals: pass:5 fail:3 xfail:0 xpass:0 skip:1 error:0$/m);
     // Nothing but TAP on standard output.
     for (const line of r.stdout.trimEnd().split('\n'))
       expect(line).toMatch(/^(TAP version 13|(not )?ok \d+ |1\.\.\d+$|#)/);
