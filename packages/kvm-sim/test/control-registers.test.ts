@@ -97,14 +97,11 @@ describe('an invalid MOV to CR raises #GP(0) and changes nothing', () => {
     let e: GuestException | undefined;
     let before: bigint[] = [];
     let after: bigint[] = [];
-    await run(
-      (g) => {
-        before = [g.readCr!(0), g.readCr!(3), g.readCr!(4)];
-        e = gp(() => g.writeCr!(n, value));
-        after = [g.readCr!(0), g.readCr!(3), g.readCr!(4)];
-      },
-      start,
-    );
+    await run((g) => {
+      before = [g.readCr!(0), g.readCr!(3), g.readCr!(4)];
+      e = gp(() => g.writeCr!(n, value));
+      after = [g.readCr!(0), g.readCr!(3), g.readCr!(4)];
+    }, start);
     expect(e?.frame.vector).toBe(VECTOR.GP);
     expect(e?.frame.errorCode).toBe(0);
     expect(e?.frame.detail).toMatch(why);
@@ -125,7 +122,9 @@ describe('an invalid MOV to CR raises #GP(0) and changes nothing', () => {
   test('an unhandled #GP ends the run with a shutdown exit naming the rule', async () => {
     const r = await run((g) => g.writeCr!(0, CR.CR0_PG));
     expect(r.exit.reason).toBe('shutdown');
-    expect(String((r.exit as { detail?: string }).detail)).toMatch(/#GP .*writeCr\(0, 0x80000000\).*CR0\.PG set/);
+    expect(String((r.exit as { detail?: string }).detail)).toMatch(
+      /#GP .*writeCr\(0, 0x80000000\).*CR0\.PG set/,
+    );
   });
 });
 

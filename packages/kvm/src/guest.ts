@@ -89,6 +89,12 @@ export interface TdcallRegs {
 /** Port-I/O access widths. */
 export type IoSize = 1 | 2 | 4;
 
+/** Control registers a guest reads with MOV from CR (CR2 holds the last #PF's linear address). */
+export type ReadableCr = 0 | 2 | 3 | 4;
+
+/** Control registers a guest writes with MOV to CR (EFER is written with `wrmsr(0xC0000080, …)`). */
+export type WritableCr = 0 | 3 | 4;
+
 /**
  * One vCPU as its guest sees it. Addresses are guest-virtual (through the page tables in CR3)
  * unless named `gpa`. Memory accessors and bit operations are synchronous; anything that may exit
@@ -120,6 +126,21 @@ export interface Guest {
   cpuid(leaf: number, subleaf?: number): CpuidEntry;
   rdmsr(msr: number): bigint;
   wrmsr(msr: number, value: bigint): void;
+
+  /**
+   * MOV from CR0, CR2, CR3 or CR4: the guest's own control state. Optional so that Guest
+   * implementations written before it stay valid; every kvmtest backend provides it.
+   */
+  readCr?(n: ReadableCr): bigint;
+  /**
+   * MOV to CR0, CR3 or CR4 with the architecture's checks: an invalid value (a reserved bit,
+   * CR0.PG without CR0.PE, CR0.NW without CR0.CD, paging with EFER.LME but not CR4.PAE, clearing
+   * CR4.PAE or changing CR4.LA57 in long mode, CR3 above MAXPHYADDR) raises #GP(0) and changes
+   * nothing. Setting CR0.PG with EFER.LME activates long mode (EFER.LMA); a CR3 write, and any
+   * change of the paging bits, flushes the TLB. This is how a guest whose registers the host
+   * cannot set (a TD) turns paging on itself. Optional like readCr.
+   */
+  writeCr?(n: WritableCr, value: bigint): void;
 
   out(port: number, size: IoSize, value: number): Promise<void>;
   in(port: number, size: IoSize): Promise<number>;

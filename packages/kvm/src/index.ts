@@ -51,7 +51,9 @@ export type {
   Guest,
   GuestProgram,
   IoSize,
+  ReadableCr,
   TdcallRegs,
+  WritableCr,
 } from './guest.js';
 export { GuestException, PF_ERROR, VECTOR, vectorName } from './guest.js';
 export type {

@@ -60,13 +60,28 @@ export interface Sregs {
   efer: bigint;
 }
 
-/** Control-register and EFER bits used for 64-bit paging. */
+/** Control-register and EFER bits used for 64-bit paging and by a guest loading its own control state. */
 export const CR = {
   CR0_PE: 1n << 0n,
+  CR0_MP: 1n << 1n,
+  CR0_EM: 1n << 2n,
+  CR0_TS: 1n << 3n,
+  CR0_ET: 1n << 4n,
+  CR0_NE: 1n << 5n,
   CR0_WP: 1n << 16n,
+  CR0_AM: 1n << 18n,
+  CR0_NW: 1n << 29n,
+  CR0_CD: 1n << 30n,
   CR0_PG: 1n << 31n,
+  CR4_PSE: 1n << 4n,
   CR4_PAE: 1n << 5n,
+  CR4_MCE: 1n << 6n,
+  CR4_PGE: 1n << 7n,
   CR4_LA57: 1n << 12n,
+  CR4_VMXE: 1n << 13n,
+  CR4_SMXE: 1n << 14n,
+  CR4_PCIDE: 1n << 17n,
+  EFER_SCE: 1n << 0n,
   EFER_LME: 1n << 8n,
   EFER_LMA: 1n << 10n,
   EFER_NXE: 1n << 11n,

@@ -100,6 +100,21 @@ export {
   vmSevLaunch,
 } from './internal/sev.js';
 export {
+  TD_BOOT_PARAMETERS_GPA,
+  TD_BOOT_PARAMETERS_SLOT,
+  TD_BOOT_PARAMS_LAYOUT,
+  tdBootCode,
+  tdxCapabilities,
+  tdxCmdName,
+  tdxFinalize,
+  tdxInitMemRegions,
+  tdxInitVmCpuid,
+  tdxVcpuIoctl,
+  tdxVmIoctl,
+  tryTdxVmIoctl,
+  vmTdxLaunch,
+} from './internal/tdx.js';
+export {
   BASE_GUEST_PAGES,
   DEFAULT_GUEST_STACK_VADDR_MIN,
   DEFAULT_STACK_PAGES,

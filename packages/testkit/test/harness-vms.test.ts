@@ -35,9 +35,9 @@ const suite = defineSuite({
       },
     },
     {
-      name: 'tdx',
+      name: 'sev-snp',
       run() {
-        testRequireVmType('tdx');
+        testRequireVmType('sev-snp');
       },
     },
     {
@@ -60,7 +60,7 @@ test('a suite of VM cases prints TAP with the guest banner and exits 1 when one 
   expect(lines).toContain('# ==== Guest Assertion Failure (vCPU 0) ====');
   expect(lines.some((l) => /^# {3}.*harness-vms\.test\.ts:\d+: g\.vcpuId === 7$/.test(l))).toBe(true);
   expect(lines).toContain('#   vCPU id 0');
-  expect(lines.some((l) => /^ok 3 tdx # SKIP /.test(l))).toBe(true);
+  expect(lines.some((l) => /^ok 3 sev-snp # SKIP /.test(l))).toBe(true);
   expect(lines).toContain('# vm type sw-protected');
   expect(lines).toContain('ok 4 after');
   expect(res.exitCode).toBe(KSFT.FAIL);

@@ -15,7 +15,7 @@ function refuseIfProtected(vm: TestVm, what: string): void {
   if (vm.ptProtected)
     throw new TestkitError(
       'PT_PROTECTED',
-      `${what}: the page tables and private memory of this launched ${vm.type} VM are encrypted (do it before the first run)`,
+      `${what}: the page tables and private memory of this launched ${vm.type} VM are ${vm.type === 'tdx' ? 'in guest_memfd, out of the host’s reach' : 'encrypted'} (do it before the first run)`,
       { type: vm.type, stage: vm.launchStage },
     );
 }
@@ -106,8 +106,10 @@ function refuseIfEncrypted(vm: TestVm, gpa: bigint, what: string): void {
   if (vm.ptProtected && vm.space.isPrivate(gpa))
     throw new TestkitError(
       'LAUNCHED',
-      `${what}: the ${vm.type} VM is launched and its image is encrypted; write globals before the first run (launch)`,
-      { type: vm.type, stage: vm.launchStage },
+      vm.type === 'tdx'
+        ? `${what}: the TD is launched and GPA 0x${gpa.toString(16)} is private — it lives in guest_memfd, which the host can neither read nor write (KVM_TDX_INIT_MEM_REGION copied the staging copy in at launch); write globals before the first run`
+        : `${what}: the ${vm.type} VM is launched and its image is encrypted; write globals before the first run (launch)`,
+      { type: vm.type, stage: vm.launchStage, gpa },
     );
 }
 

@@ -34,6 +34,10 @@ export const TESTKIT_ERROR = {
   BAD_ARGUMENT: 'BAD_ARGUMENT',
   /** The vCPU object does not belong to a VM created by the kit. */
   FOREIGN_VCPU: 'FOREIGN_VCPU',
+  /** The operation needs a vCPU and the VM has none (a TD's KVM_TDX_INIT_MEM_REGION is a vCPU ioctl). */
+  NO_VCPU: 'NO_VCPU',
+  /** The operation belongs to another VM type's flow (SEV launch commands on a TD, TDX commands on an SEV VM). */
+  WRONG_VM_TYPE: 'WRONG_VM_TYPE',
 } as const;
 
 /** One of the TESTKIT_ERROR codes. */

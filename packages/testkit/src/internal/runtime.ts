@@ -41,6 +41,31 @@ export function handlerAddress(fn: GuestExceptionHandler): bigint {
   return id;
 }
 
+/** Base "address" of guest programs used as entry points (id n sits at base + 16 n). */
+const CODE_BASE = 0xffff_ffff_8200_0000n;
+const programs: GuestProgram[] = [];
+const programIds = new Map<GuestProgram, bigint>();
+
+/**
+ * @internal the "address" of guest program `fn` (registering it on first use): what a TD's boot
+ * parameters name as a vCPU's entry point, as the selftests store `guest_code` there.
+ */
+export function guestCodeAddress(fn: GuestProgram): bigint {
+  let id = programIds.get(fn);
+  if (id === undefined) {
+    programs.push(fn);
+    id = CODE_BASE + BigInt(programs.length - 1) * 16n;
+    programIds.set(fn, id);
+  }
+  return id;
+}
+
+/** @internal the guest program at `address`, or undefined when nothing was registered there. */
+export function guestCodeAt(address: bigint): GuestProgram | undefined {
+  if (address < CODE_BASE || (address - CODE_BASE) % 16n !== 0n) return undefined;
+  return programs[Number((address - CODE_BASE) / 16n)];
+}
+
 function handlerAt(address: bigint): GuestExceptionHandler | undefined {
   if (address < HANDLER_BASE || (address - HANDLER_BASE) % 16n !== 0n) return undefined;
   return handlers[Number((address - HANDLER_BASE) / 16n)];

@@ -21,6 +21,7 @@ import {
 } from '@kvmtest/kvm';
 import { firstFrame, displayLocation, isTestkitSource } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
+import { vmTdxLaunch } from './tdx.js';
 import { asTestVm, requireLaunchImplemented, type TestVm, type VmLike } from './vm.js';
 import type { GuestProgram } from '@kvmtest/kvm';
 import type { GuestMode } from '@kvmtest/coco';
@@ -42,7 +43,7 @@ function userLocation() {
 }
 
 /** Runs a kernel-shaped call; a KvmError becomes the selftests' "ioctl failed" assertion (the KvmError is the cause). */
-function kvmAssert<T>(opName: string | (() => string), fn: () => T): T {
+export function kvmAssert<T>(opName: string | (() => string), fn: () => T): T {
   try {
     return fn();
   } catch (e) {
@@ -170,7 +171,13 @@ export function trySevMirrorFrom(dst: VmLike, src: VmLike): Errno | undefined {
 }
 
 function requireSev(vm: TestVm): void {
-  if (vm.type === 'sev-snp' || vm.type === 'tdx') requireLaunchImplemented(vm.type);
+  if (vm.type === 'sev-snp') requireLaunchImplemented(vm.type);
+  if (vm.type === 'tdx')
+    throw new TestkitError(
+      'WRONG_VM_TYPE',
+      'SEV launch commands do not apply to a TD (VM type tdx): its launch is vmTdxLaunch (KVM_TDX_INIT_MEM_REGION, KVM_TDX_FINALIZE_VM)',
+      { type: vm.type },
+    );
 }
 
 /** LAUNCH_START with `policy` (default: the VM's), then asserts GUEST_STATUS = LAUNCH_UPDATE with that policy. */
@@ -278,7 +285,8 @@ export function vmSevLaunch(vmLike: VmLike, opts: SevLaunchOptions = {}): Uint8A
 
 /**
  * Launches the VM, finishing whatever remains of its launch (the kit calls this before a first run): nothing for
- * types that need none; the SEV flow from the current stage on; SNP and TDX at their dispatch point.
+ * types that need none; the SEV flow from the current stage on; a TD's INIT_MEM_REGION and FINALIZE; SNP
+ * at its dispatch point.
  */
 export function vmLaunch(vmLike: VmLike): void {
   const vm = asTestVm(vmLike);
@@ -290,6 +298,9 @@ export function vmLaunch(vmLike: VmLike): void {
       if (vm.launchStage === 'started') sevLaunchUpdate(vm);
       if (vm.launchStage === 'updated') sevLaunchMeasure(vm);
       if (vm.launchStage === 'measured') sevLaunchFinish(vm);
+      return;
+    case 'tdx':
+      vmTdxLaunch(vm);
       return;
     default:
       requireLaunchImplemented(vm.type);

@@ -29,6 +29,7 @@ import {
   type CpuidEntry,
   findCpuid,
   type GuestProgram,
+  KVM_LIMITS,
   type Kvm,
   MEM_FLAG,
   SEV_CMD,
@@ -37,6 +38,14 @@ import {
 } from '@kvmtest/kvm';
 import { type UcallPool, type UcallTransport, ucallInit, ucallPoolOf } from '@kvmtest/ucall';
 import { acquireBacking, releaseBacking } from './backing.js';
+import {
+  type TdxKitState,
+  tdxAddBootRegion,
+  tdxAddVcpu,
+  tdxGpaw,
+  tdxPostCreate,
+  tdxTagPolicy,
+} from './tdx.js';
 import { getKvm } from './backend.js';
 import { KsftSkip, TestkitError } from './errors.js';
 import { buildGuestImage, type GlobalDecls, guestGlobalsOf } from './image.js';
@@ -125,6 +134,8 @@ export class TestVm implements Disposable {
   nrVcpus: number;
   /** @internal */
   cpuid: readonly CpuidEntry[] | undefined;
+  /** @internal a TD's boot parameters and GPAW (tdx VMs made by vmCreate). */
+  tdx: TdxKitState | undefined;
   private disposed = false;
 
   /** @internal TestVms are made by the creation tiers. */
@@ -237,6 +248,11 @@ export class TestVm implements Disposable {
     const stackSize = BigInt(DEFAULT_STACK_PAGES * 4096);
     const stack = space.vaddrAlloc(stackSize, { minGva: DEFAULT_GUEST_STACK_VADDR_MIN });
     const vcpu = this.raw.createVcpu(id);
+    if (this.tdx !== undefined) {
+      // A TD's registers are the TDX module's: the guest loads them from its boot parameters.
+      tdxAddVcpu(this, vcpu, stack + stackSize - 8n, guest);
+      return vcpu;
+    }
     this.cpuid ??= supportedCpuid(this.kvm);
     vcpu.setCpuid(this.cpuid);
     const sregs = vcpu.getSregs();
@@ -260,11 +276,12 @@ export class TestVm implements Disposable {
     try {
       if (!this.raw.closed) this.raw.close();
     } finally {
-      for (const fd of [this.mem?.gmemFd, this.sevFd])
+      for (const fd of [this.mem?.gmemFd, this.sevFd, this.tdx?.boot.gmemFd])
         if (fd !== undefined && this.kvm.isFdOpen(fd)) this.kvm.closeFd(fd);
       this.sevFd = undefined;
       if (this.mem && this.raw.closed) {
         releaseBacking(this.mem.slot0.backing);
+        if (this.tdx !== undefined) releaseBacking(this.tdx.boot.backing);
         this.mem = undefined;
       }
     }
@@ -353,15 +370,14 @@ function requireSupported(kvm: Kvm, type: VmType): void {
 }
 
 /**
- * The only dispatch point for VM types whose creation or launch the kit does not implement yet.
- * SNP (SNP_LAUNCH_START/UPDATE/FINISH over guest_memfd) and TDX (INIT_VM, INIT_VCPU,
- * INIT_MEM_REGION, FINALIZE_VM) will slot in here.
+ * The only dispatch point for VM types whose creation or launch the kit does not implement yet:
+ * SNP (SNP_LAUNCH_START/UPDATE/FINISH over guest_memfd) will slot in here. TDX is implemented (./tdx.ts).
  */
 export function requireLaunchImplemented(type: VmType): void {
-  if (type === 'sev-snp' || type === 'tdx')
+  if (type === 'sev-snp')
     throw new TestkitError(
       'LAUNCH_NOT_IMPLEMENTED',
-      `testkit cannot yet set up and launch ${type} VMs (${type === 'tdx' ? 'KVM_TDX_INIT_VM … KVM_TDX_FINALIZE_VM' : 'KVM_SEV_SNP_LAUNCH_START … SNP_LAUNCH_FINISH'}); use vmCreateBarebones('${type}') and the raw ioctls`,
+      `testkit cannot yet set up and launch ${type} VMs (KVM_SEV_SNP_LAUNCH_START … SNP_LAUNCH_FINISH); use vmCreateBarebones('${type}') and the raw ioctls`,
       { type },
     );
 }
@@ -457,7 +473,9 @@ export function vmCreate(shape?: ShapeLike, opts: VmCreateOptions = {}, guest?: 
   requireSupported(kvm, s.type);
   requireLaunchImplemented(s.type);
   const cpuid = supportedCpuid(kvm);
-  const tag = tagPolicyFor(s.type, cpuid);
+  // A TD's S-bit follows the GPAW the kit configures at KVM_TDX_INIT_VM (48, or 52 for 5-level).
+  const gpaw = s.type === 'tdx' ? tdxGpaw(s.mode) : undefined;
+  const tag = gpaw === undefined ? tagPolicyFor(s.type, cpuid) : tdxTagPolicy(gpaw);
   const image = imageFor(guest, opts.globals);
   const gmem = opts.guestMemfd ?? (traits.privateMemoryInGuestMemfd && traits.tagBit !== 'none');
 
@@ -484,6 +502,13 @@ export function vmCreate(shape?: ShapeLike, opts: VmCreateOptions = {}, guest?: 
       ...(tag ? { tag } : {}),
       protectedByDefault: traits.tagBit !== 'none',
     });
+    if (gpaw !== undefined)
+      vm.tdx = {
+        gpaw,
+        ...tdxAddBootRegion(raw, memory, space, withUcall ? slots : KVM_LIMITS.MAX_VCPUS),
+        capacity: withUcall ? slots : KVM_LIMITS.MAX_VCPUS,
+        vcpusInitialized: 0,
+      };
     const loaded = loadImage(space, image);
     raw.setGuestSymbols(symbolMap(loaded));
     vm.mem = { space, slot0: { gpa: 0n, size, backing }, gmemFd, image: loaded, guestImage: image };
@@ -501,15 +526,20 @@ export function vmCreate(shape?: ShapeLike, opts: VmCreateOptions = {}, guest?: 
   return vm;
 }
 
-/** kvm_arch_vm_post_create: KVM_SEV_INIT2 for the SEV family (before any vCPU, as the kernel requires). */
+/**
+ * kvm_arch_vm_post_create: KVM_SEV_INIT2 for the SEV family, KVM_TDX_CAPABILITIES → split irqchip →
+ * KVM_TDX_INIT_VM for a TD (before any vCPU, as the kernel requires).
+ */
 function postCreate(vm: TestVm): void {
   switch (vm.type) {
     case 'sev':
     case 'sev-es':
       initSev2(vm);
       return;
-    case 'sev-snp':
     case 'tdx':
+      tdxPostCreate(vm, vm.tdx!, supportedCpuid(vm.kvm));
+      return;
+    case 'sev-snp':
       requireLaunchImplemented(vm.type);
       return;
     default:
@@ -560,11 +590,10 @@ export function vmCreateWithOneVcpu(
 
 /**
  * TEST_REQUIRE for a VM type: skips (KsftSkip) unless the backend supports `type` and the kit can
- * set it up and launch it (SNP and TDX not yet).
+ * set it up and launch it (SNP not yet).
  */
 export function testRequireVmType(type: VmType, kvm: Kvm = getKvm()): void {
   if (!vmTypeSupported(type, kvm))
     throw new KsftSkip(`${type} VMs are not supported by the ${kvm.backend} backend (KVM_CAP_VM_TYPES)`);
-  if (type === 'sev-snp' || type === 'tdx')
-    throw new KsftSkip(`testkit cannot set up and launch ${type} VMs yet`);
+  if (type === 'sev-snp') throw new KsftSkip(`testkit cannot set up and launch ${type} VMs yet`);
 }

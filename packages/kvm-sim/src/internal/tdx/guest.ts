@@ -44,6 +44,30 @@ const FAULT_PRIVATE: AccessDecision = Object.freeze({ kind: 'memory-fault', priv
 const FAULT_SHARED: AccessDecision = Object.freeze({ kind: 'memory-fault', private: false });
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 const PAGE = 4096n;
+// Case labels as bigints, computed once (a `case BigInt(…)` would convert on every TDCALL).
+const B_KVM_HC_KICK_CPU = BigInt(KVM_HC.KICK_CPU);
+const B_KVM_HC_MAP_GPA_RANGE = BigInt(KVM_HC.MAP_GPA_RANGE);
+const B_KVM_HC_SCHED_YIELD = BigInt(KVM_HC.SCHED_YIELD);
+const B_KVM_HC_SEND_IPI = BigInt(KVM_HC.SEND_IPI);
+const B_KVM_HC_VAPIC_POLL_IRQ = BigInt(KVM_HC.VAPIC_POLL_IRQ);
+const B_TDCALL_LEAF_MEM_PAGE_ACCEPT = BigInt(TDCALL_LEAF.MEM_PAGE_ACCEPT);
+const B_TDCALL_LEAF_MR_REPORT = BigInt(TDCALL_LEAF.MR_REPORT);
+const B_TDCALL_LEAF_MR_RTMR_EXTEND = BigInt(TDCALL_LEAF.MR_RTMR_EXTEND);
+const B_TDCALL_LEAF_VM_RD = BigInt(TDCALL_LEAF.VM_RD);
+const B_TDCALL_LEAF_VM_WR = BigInt(TDCALL_LEAF.VM_WR);
+const B_TDCALL_LEAF_VP_INFO = BigInt(TDCALL_LEAF.VP_INFO);
+const B_TDCALL_LEAF_VP_VEINFO_GET = BigInt(TDCALL_LEAF.VP_VEINFO_GET);
+const B_TDCALL_LEAF_VP_VMCALL = BigInt(TDCALL_LEAF.VP_VMCALL);
+const B_TDVMCALL_SUBFUNCTION_CPUID = BigInt(TDVMCALL_SUBFUNCTION.CPUID);
+const B_TDVMCALL_SUBFUNCTION_GET_QUOTE = BigInt(TDVMCALL_SUBFUNCTION.GET_QUOTE);
+const B_TDVMCALL_SUBFUNCTION_GET_TD_VM_CALL_INFO = BigInt(TDVMCALL_SUBFUNCTION.GET_TD_VM_CALL_INFO);
+const B_TDVMCALL_SUBFUNCTION_HLT = BigInt(TDVMCALL_SUBFUNCTION.HLT);
+const B_TDVMCALL_SUBFUNCTION_IO = BigInt(TDVMCALL_SUBFUNCTION.IO);
+const B_TDVMCALL_SUBFUNCTION_MAP_GPA = BigInt(TDVMCALL_SUBFUNCTION.MAP_GPA);
+const B_TDVMCALL_SUBFUNCTION_RDMSR = BigInt(TDVMCALL_SUBFUNCTION.RDMSR);
+const B_TDVMCALL_SUBFUNCTION_REPORT_FATAL_ERROR = BigInt(TDVMCALL_SUBFUNCTION.REPORT_FATAL_ERROR);
+const B_TDVMCALL_SUBFUNCTION_REQUEST_MMIO = BigInt(TDVMCALL_SUBFUNCTION.REQUEST_MMIO);
+const B_TDVMCALL_SUBFUNCTION_WRMSR = BigInt(TDVMCALL_SUBFUNCTION.WRMSR);
 
 function td(vm: ArchVm): TdxVmState {
   const t = tdOf(vm);
@@ -251,17 +275,18 @@ export async function tdxTdcall(cpu: ArchCpu, leaf: bigint, regs: TdcallRegs): P
   const t = td(cpu.vcpu.vm);
   const tv = tdv(cpu);
   switch (leaf) {
-    case BigInt(TDCALL_LEAF.VP_VMCALL): {
+    case B_TDCALL_LEAF_VP_VMCALL: {
       const rcx = regs.rcx ?? TDVMCALL_DEFAULT_RCX;
       if ((rcx & TDVMCALL_RCX_INVALID) !== 0n)
         return { ...regs, rax: TDX_STATUS.OPERAND_INVALID | TDX_OPERAND_ID.RCX };
       const f = new VmcallFrame(regs, rcx);
       await tdvmcall(cpu, t, tv, f);
       const res: TdcallRegs = { ...regs, rax: TDX_STATUS.SUCCESS };
-      for (const [r, v] of Object.entries(f.out) as [Gpr, bigint][]) if ((rcx >> GPR_BIT[r]) & 1n) res[r] = v;
+      const out = f.out;
+      for (const r in out) if ((rcx >> GPR_BIT[r as Gpr]) & 1n) res[r as Gpr] = out[r as Gpr];
       return res;
     }
-    case BigInt(TDCALL_LEAF.VP_INFO):
+    case B_TDCALL_LEAF_VP_INFO:
       // TDG.VP.INFO: GPAW, ATTRIBUTES, NUM_VCPUS | MAX_VCPUS << 32, VCPU_INDEX.
       return {
         ...regs,
@@ -273,7 +298,7 @@ export async function tdxTdcall(cpu: ArchCpu, leaf: bigint, regs: TdcallRegs): P
         r10: 0n,
         r11: 0n,
       };
-    case BigInt(TDCALL_LEAF.VP_VEINFO_GET): {
+    case B_TDCALL_LEAF_VP_VEINFO_GET: {
       const v = tv.veInfo ?? t.lastPendingVe;
       if (v === undefined) return { ...regs, rax: TDX_STATUS.NO_VALID_VE_INFO };
       tv.veInfo = undefined;
@@ -288,12 +313,12 @@ export async function tdxTdcall(cpu: ArchCpu, leaf: bigint, regs: TdcallRegs): P
         r10: BigInt(v.instructionLength),
       };
     }
-    case BigInt(TDCALL_LEAF.MEM_PAGE_ACCEPT):
+    case B_TDCALL_LEAF_MEM_PAGE_ACCEPT:
       return { ...regs, rax: await acceptPage(cpu, t, regs.rcx ?? 0n) };
-    case BigInt(TDCALL_LEAF.MR_RTMR_EXTEND):
-    case BigInt(TDCALL_LEAF.MR_REPORT):
-    case BigInt(TDCALL_LEAF.VM_RD):
-    case BigInt(TDCALL_LEAF.VM_WR):
+    case B_TDCALL_LEAF_MR_RTMR_EXTEND:
+    case B_TDCALL_LEAF_MR_REPORT:
+    case B_TDCALL_LEAF_VM_RD:
+    case B_TDCALL_LEAF_VM_WR:
       throw new Error(`TDCALL leaf ${leaf} exists in the TDX module but is not modelled by the simulator`);
     default:
       return { ...regs, rax: TDX_STATUS.OPERAND_INVALID | TDX_OPERAND_ID.RAX };
@@ -341,11 +366,11 @@ async function tdvmcall(cpu: ArchCpu, t: TdxVmState, tv: TdxVcpuState, f: Vmcall
   }
   const sub = f.get('r11');
   switch (sub) {
-    case BigInt(TDVMCALL_SUBFUNCTION.IO):
+    case B_TDVMCALL_SUBFUNCTION_IO:
       return emulateIo(cpu, f);
-    case BigInt(TDVMCALL_SUBFUNCTION.REQUEST_MMIO):
+    case B_TDVMCALL_SUBFUNCTION_REQUEST_MMIO:
       return emulateMmio(cpu, t, f);
-    case BigInt(TDVMCALL_SUBFUNCTION.CPUID): {
+    case B_TDVMCALL_SUBFUNCTION_CPUID: {
       // tdx_emulate_cpuid: EAX/ECX in R12/R13, the four results in R12..R15.
       const r = vcpuCpuid(cpu, Number(f.get('r12') & 0xffff_ffffn), Number(f.get('r13') & 0xffff_ffffn));
       f.set('r12', BigInt(r.eax >>> 0));
@@ -355,20 +380,20 @@ async function tdvmcall(cpu: ArchCpu, t: TdxVmState, tv: TdxVcpuState, f: Vmcall
       f.status(TDVMCALL_STATUS.SUCCESS);
       return;
     }
-    case BigInt(TDVMCALL_SUBFUNCTION.HLT):
+    case B_TDVMCALL_SUBFUNCTION_HLT:
       await cpu.exitToHost({ reason: 'hlt' });
       f.status(TDVMCALL_STATUS.SUCCESS);
       return;
-    case BigInt(TDVMCALL_SUBFUNCTION.RDMSR):
-    case BigInt(TDVMCALL_SUBFUNCTION.WRMSR):
+    case B_TDVMCALL_SUBFUNCTION_RDMSR:
+    case B_TDVMCALL_SUBFUNCTION_WRMSR:
       return emulateMsr(cpu, tv, f, sub === BigInt(TDVMCALL_SUBFUNCTION.WRMSR));
-    case BigInt(TDVMCALL_SUBFUNCTION.MAP_GPA):
+    case B_TDVMCALL_SUBFUNCTION_MAP_GPA:
       return mapGpa(cpu, t, tv, f);
-    case BigInt(TDVMCALL_SUBFUNCTION.REPORT_FATAL_ERROR):
+    case B_TDVMCALL_SUBFUNCTION_REPORT_FATAL_ERROR:
       return reportFatalError(cpu, f);
-    case BigInt(TDVMCALL_SUBFUNCTION.GET_TD_VM_CALL_INFO):
+    case B_TDVMCALL_SUBFUNCTION_GET_TD_VM_CALL_INFO:
       return getTdVmCallInfo(f);
-    case BigInt(TDVMCALL_SUBFUNCTION.GET_QUOTE):
+    case B_TDVMCALL_SUBFUNCTION_GET_QUOTE:
       // tdx_get_quote: the buffer must be shared. The KVM_EXIT_TDX it then makes is not in the
       // contract's Exit union; the reply is what KVM pre-fills (SUBFUNC_UNSUPPORTED), as if the VMM left it.
       f.status(
@@ -383,13 +408,13 @@ async function tdvmcall(cpu: ArchCpu, t: TdxVmState, tv: TdxVcpuState, f: Vmcall
 /** x86.c __kvm_emulate_hypercall for a TD (RAX..RSI from R10..R14); the result goes to R10. */
 async function kvmHypercall(cpu: ArchCpu, nr: bigint, a0: bigint, a1: bigint, a2: bigint): Promise<bigint> {
   switch (nr) {
-    case BigInt(KVM_HC.VAPIC_POLL_IRQ):
-    case BigInt(KVM_HC.KICK_CPU):
-    case BigInt(KVM_HC.SCHED_YIELD):
+    case B_KVM_HC_VAPIC_POLL_IRQ:
+    case B_KVM_HC_KICK_CPU:
+    case B_KVM_HC_SCHED_YIELD:
       return 0n;
-    case BigInt(KVM_HC.SEND_IPI):
+    case B_KVM_HC_SEND_IPI:
       return KVM_HC_RET.EOPNOTSUPP;
-    case BigInt(KVM_HC.MAP_GPA_RANGE): {
+    case B_KVM_HC_MAP_GPA_RANGE: {
       if (!cpu.vcpu.vm.hypercallExitEnabled(KVM_HC.MAP_GPA_RANGE)) return KVM_HC_RET.ENOSYS;
       const gfn = a0 >> 12n;
       if ((a0 & 0xfffn) !== 0n || a1 === 0n || BigInt.asUintN(64, gfn + a1) <= gfn) return KVM_HC_RET.EINVAL;

@@ -7,8 +7,9 @@ import { TdxMrtd } from '@kvmtest/coco';
 
 /** Pending measured bytes above which the log is folded into the hash at once. */
 const FOLD_BYTES = 16 << 20;
-/** Page copies are packed into slabs of this size (one allocation instead of one per page). */
-const SLAB_BYTES = 1 << 20;
+/** Page copies are packed into slabs (one allocation instead of one per page): the first holds 64 KiB, each next one doubles, up to 1 MiB. */
+const SLAB_MIN_BYTES = 64 << 10;
+const SLAB_MAX_BYTES = 1 << 20;
 
 /** A running MRTD with a deferred log. */
 export class LazyMrtd {
@@ -27,7 +28,9 @@ export class LazyMrtd {
   /** TDH.MR.EXTEND of the 16 chunks of the page at `gpa` holding `bytes` (copied). */
   extendPage(gpa: bigint, bytes: Uint8Array): void {
     if (this.#slabUsed + bytes.length > this.#slab.length) {
-      this.#slab = new Uint8Array(Math.max(SLAB_BYTES, bytes.length));
+      // A small launch (a few pages) must not pay for zeroing a megabyte it never uses.
+      const next = Math.min(SLAB_MAX_BYTES, Math.max(SLAB_MIN_BYTES, this.#slab.length * 2));
+      this.#slab = new Uint8Array(Math.max(next, bytes.length));
       this.#slabUsed = 0;
     }
     const copy = this.#slab.subarray(this.#slabUsed, this.#slabUsed + bytes.length);
