@@ -47,13 +47,16 @@ function requireSev(): void {
   const kvm = getKvm();
   testRequire(
     kvm.checkExtension(CAP.VM_MOVE_ENC_CONTEXT_FROM) > 0,
-    'kvm_has_cap(KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM)',
+    'Requirement not met: kvm_has_cap(KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM)',
   );
   testRequire(
     kvm.checkExtension(CAP.VM_COPY_ENC_CONTEXT_FROM) > 0,
-    'kvm_has_cap(KVM_CAP_VM_COPY_ENC_CONTEXT_FROM)',
+    'Requirement not met: kvm_has_cap(KVM_CAP_VM_COPY_ENC_CONTEXT_FROM)',
   );
-  testRequire(((sevCpuid()?.eax ?? 0) & CPUID_SEV) !== 0, 'kvm_cpu_has(X86_FEATURE_SEV)');
+  testRequire(
+    ((sevCpuid()?.eax ?? 0) & CPUID_SEV) !== 0,
+    'Requirement not met: kvm_cpu_has(X86_FEATURE_SEV)',
+  );
 }
 
 function haveSevEs(): boolean {
@@ -62,7 +65,7 @@ function haveSevEs(): boolean {
 
 function requireSevEs(): void {
   requireSev();
-  testRequire(haveSevEs(), 'kvm_cpu_has(X86_FEATURE_SEV_ES)');
+  testRequire(haveSevEs(), 'Requirement not met: kvm_cpu_has(X86_FEATURE_SEV_ES)');
 }
 
 /** Every VM a case creates, closed at the end whatever happens (kvm_vm_free). */
