@@ -14,6 +14,6 @@ for (const type of ['default', 'sev-es', 'tdx'] as const)
   test(`a ${type} guest reports to its host`, async () => {
     using vm = vmCreateWithOneVcpu(guest, { type }); // memory, tag bit, image, ucall, launch
     const sync = await runUcall(vm.vcpus[0]!);          // an ABORT or #PF in the guest throws here
-    testAssertEq(sync.args[1], 42n);
+    testAssertEq(sync.args[1]!, 42n);
     testAssertEq((await runUcall(vm.vcpus[0]!)).cmd, UCALL.DONE);
   });
