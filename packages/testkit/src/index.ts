@@ -100,6 +100,15 @@ export {
   vmSevLaunch,
 } from './internal/sev.js';
 export {
+  SNP_DEFAULT_POLICY,
+  snpInit,
+  snpLaunchFinish,
+  snpLaunchStart,
+  snpLaunchUpdate,
+  trySnpLaunchStart,
+  vmSnpLaunch,
+} from './internal/snp.js';
+export {
   TD_BOOT_PARAMETERS_GPA,
   TD_BOOT_PARAMETERS_SLOT,
   TD_BOOT_PARAMS_LAYOUT,

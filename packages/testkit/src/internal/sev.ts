@@ -21,6 +21,7 @@ import {
 } from '@kvmtest/kvm';
 import { firstFrame, displayLocation, isTestkitSource } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
+import { vmSnpLaunch } from './snp.js';
 import { vmTdxLaunch } from './tdx.js';
 import { asTestVm, requireLaunchImplemented, type TestVm, type VmLike } from './vm.js';
 import type { GuestProgram } from '@kvmtest/kvm';
@@ -171,7 +172,12 @@ export function trySevMirrorFrom(dst: VmLike, src: VmLike): Errno | undefined {
 }
 
 function requireSev(vm: TestVm): void {
-  if (vm.type === 'sev-snp') requireLaunchImplemented(vm.type);
+  if (vm.type === 'sev-snp')
+    throw new TestkitError(
+      'WRONG_VM_TYPE',
+      'legacy SEV launch commands are refused on an SNP guest (EPERM, spec §4 #6): its launch is vmSnpLaunch (SNP_LAUNCH_START, SNP_LAUNCH_UPDATE, SNP_LAUNCH_FINISH)',
+      { type: vm.type },
+    );
   if (vm.type === 'tdx')
     throw new TestkitError(
       'WRONG_VM_TYPE',
@@ -285,8 +291,8 @@ export function vmSevLaunch(vmLike: VmLike, opts: SevLaunchOptions = {}): Uint8A
 
 /**
  * Launches the VM, finishing whatever remains of its launch (the kit calls this before a first run): nothing for
- * types that need none; the SEV flow from the current stage on; a TD's INIT_MEM_REGION and FINALIZE; SNP
- * at its dispatch point.
+ * types that need none; the SEV flow from the current stage on; a TD's INIT_MEM_REGION and FINALIZE; SNP's
+ * SNP_LAUNCH_START, SNP_LAUNCH_UPDATE and SNP_LAUNCH_FINISH.
  */
 export function vmLaunch(vmLike: VmLike): void {
   const vm = asTestVm(vmLike);
@@ -301,6 +307,9 @@ export function vmLaunch(vmLike: VmLike): void {
       return;
     case 'tdx':
       vmTdxLaunch(vm);
+      return;
+    case 'sev-snp':
+      vmSnpLaunch(vm);
       return;
     default:
       requireLaunchImplemented(vm.type);

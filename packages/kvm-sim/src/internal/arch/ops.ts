@@ -130,6 +130,12 @@ export interface MemAccess {
   readonly slot: ArchMemslot | undefined;
   /** The KVM_SET_MEMORY_ATTRIBUTES value of the page. */
   readonly attributes: bigint;
+  /**
+   * PVALIDATE's own translation of its operand (SNP): the page is about to be (in)validated, so an
+   * arch must not refuse it for lacking validation. The core flushes nothing afterwards: the arch's
+   * pvalidate hook does (`flushTlbs`).
+   */
+  readonly pvalidate?: boolean;
 }
 
 /** Byte transform between what the guest sees and what the host page holds (SEV's memory encryption). */

@@ -1,11 +1,12 @@
-// Ops tables of the confidential VM types. SEV and SEV-ES come from the SEV model (../sev/arch-ops.ts);
+// Ops tables of the confidential VM types. SEV, SEV-ES and SEV-SNP come from the SEV model (../sev/);
 // the types whose models are not wired in yet are stand-ins that behave as a host WITHOUT that
 // support: `available: false` keeps the type out of KVM_CAP_VM_TYPES, KVM_CREATE_VM answers EINVAL for
-// it (kvm_arch_init_vm). Nothing is faked. SNP and TDX follow the SEV pattern when they are wired.
+// it (kvm_arch_init_vm). Nothing is faked.
 
 import type { VmType } from '@kvmtest/coco';
 import type { ResolvedConfig } from '../config.js';
 import { sevArchOps, sevVendorExtras } from '../sev/arch-ops.js';
+import { snpArchOps } from '../sev/snp-arch-ops.js';
 import type { ArchOps } from './ops.js';
 import { vendorBase } from './x86.js';
 
@@ -25,9 +26,9 @@ export function sevFamilyOps(type: Extract<VmType, 'sev' | 'sev-es'>, cfg: Resol
   return sevArchOps(type, cfg, vendorBase(cfg));
 }
 
-/** Ops for `sev-snp` VMs (a later issue). */
-export function snpOps(_cfg: ResolvedConfig): ArchOps {
-  return unavailable('sev-snp-stub');
+/** Ops for `sev-snp` VMs: the SNP model (../sev/snp-arch-ops.ts) over the SEV-ES ops and the AMD vendor base. */
+export function snpOps(cfg: ResolvedConfig): ArchOps {
+  return snpArchOps(cfg, vendorBase(cfg));
 }
 
 /** Ops for `tdx` VMs (a later issue; its vcpuPrecreate must answer EIO before KVM_TDX_INIT_VM, spec §13.2). */

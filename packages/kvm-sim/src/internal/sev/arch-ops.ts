@@ -38,8 +38,10 @@ export function sevPlatform(kvm: ArchKvm): SevPlatform {
   return kvm.hostState(HOST_KEY, () => {
     const cfg = kvm.config;
     const features: SevCpuFeature[] = [];
-    if (cfg.vmTypes.includes('sev') || cfg.vmTypes.includes('sev-es')) features.push('SEV');
-    if (cfg.vmTypes.includes('sev-es')) features.push('SEV_ES');
+    const snp = cfg.vmTypes.includes('sev-snp');
+    if (cfg.vmTypes.includes('sev') || cfg.vmTypes.includes('sev-es') || snp) features.push('SEV');
+    if (cfg.vmTypes.includes('sev-es') || snp) features.push('SEV_ES');
+    if (snp) features.push('SEV_SNP');
     const cpuid = encodeCpuid8000001F({
       features,
       otherEaxBits: 0,
@@ -96,6 +98,9 @@ class ArchSevVm implements SevVmView {
   markDead(): void {
     this.vm.markDead();
   }
+  get core(): ArchVm {
+    return this.vm;
+  }
   hostToGpa(buffer: Uint8Array, offset: number): bigint | undefined {
     return this.vm.hostPtrTarget(buffer, offset)?.gpa;
   }
@@ -150,7 +155,8 @@ function sevWriteMsr(vcpu: ArchVcpu, msr: number, value: bigint): boolean {
   return true;
 }
 
-function guestCpuView(cpu: ArchCpu): SevGuestCpuView {
+/** The SEV model's view of the vCPU that is running a guest operation. */
+export function guestCpuView(cpu: ArchCpu): SevGuestCpuView {
   const vm = cpu.vcpu.vm;
   return {
     vm: vmView(vm),
@@ -264,7 +270,9 @@ function sevOps(kind: VmType): Partial<ArchOps> {
       // The SEV VM types always run with SEV enabled in the VMCB (their vCPUs come after INIT2, or get
       // sev_init_vmcb on MOVE); a DEFAULT VM only once legacy INIT made it an SEV guest.
       const s = vmState(vm);
-      return sevGuest(s) || s.vmType === 'sev' || s.vmType === 'sev-es' ? vm.kvm.config.cBit : undefined;
+      return sevGuest(s) || s.vmType === 'sev' || s.vmType === 'sev-es' || s.vmType === 'sev-snp'
+        ? vm.kvm.config.cBit
+        : undefined;
     },
     classifyAccess(vm, a: MemAccess): AccessDecision {
       const s = vmState(vm);
@@ -308,15 +316,18 @@ function sevOps(kind: VmType): Partial<ArchOps> {
   };
 }
 
-/** Whether the host offers SEV VMs of `type` (spec §1.1, §11.2: SEV-ES needs ES ASIDs). */
-export function sevTypeAvailable(type: 'sev' | 'sev-es', cfg: ResolvedConfig): boolean {
+/** Whether the host offers SEV VMs of `type` (spec §1.1, §11.2: SEV-ES and SNP need ES ASIDs). */
+export function sevTypeAvailable(type: 'sev' | 'sev-es' | 'sev-snp', cfg: ResolvedConfig): boolean {
   if (!cfg.vmTypes.includes(type) || cfg.maxSevAsid === 0) return false;
   return type === 'sev' || cfg.minSevAsid > 1;
 }
 
-/** The ops of an `sev` / `sev-es` VM (replaces the core's stub). `base` is the core's vendor base table. */
+/**
+ * The ops of an `sev` / `sev-es` VM (replaces the core's stub), and the SEV base of `sev-snp` VMs that
+ * ./snp-arch-ops.ts extends. `base` is the core's vendor base table.
+ */
 export function sevArchOps(
-  type: 'sev' | 'sev-es',
+  type: 'sev' | 'sev-es' | 'sev-snp',
   cfg: ResolvedConfig,
   base: Partial<ArchOps> = {},
 ): ArchOps {
@@ -326,8 +337,8 @@ export function sevArchOps(
     name: type,
     available: sevTypeAvailable(type, cfg),
     vmInit(vm: ArchVm) {
-      vm.hasPrivateMem = false;
-      // spec §1.1: has_protected_state = (type != SEV_VM).
+      // spec §1.1: has_private_mem = (type == SNP_VM); has_protected_state = (type != SEV_VM).
+      vm.hasPrivateMem = type === 'sev-snp';
       vm.hasProtectedState = type !== 'sev';
       vm.arch = new ArchSevVm(vm, sevPlatform(vm.kvm).newVmState(type));
     },

@@ -20,6 +20,7 @@ import {
 } from './uaccess.js';
 import type { SevVmView } from './views.js';
 import { buildVmsa, DR7_FIXED_1 } from './vmsa.js';
+import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from './snp-commands.js';
 
 /** `struct kvm_sev_attestation_report` (GET_ATTESTATION_REPORT); `len` is in/out. */
 export interface SevAttestationReportData {
@@ -73,7 +74,7 @@ const CMD_NAME: Record<number, string> = Object.fromEntries(
 );
 
 /** The local copy of `struct kvm_sev_cmd` a handler works on (`error` is copied back, spec §4 step 9). */
-interface SevCmdCopy {
+export interface SevCmdCopy {
   readonly id: number;
   readonly data: unknown;
   readonly sevFd: number;
@@ -208,13 +209,11 @@ function guestInitCommon(
     c.error = st;
     fail('EIO', op, `SEV platform init failed with firmware status 0x${st.toString(16)}`, {}, st);
   }
-  if (kind === 'sev-snp') {
-    p.asids.free(asid);
-    throw new Error('SEV-SNP guests are not modelled by the SEV/SEV-ES model');
-  }
   s.active = true;
   s.esActive = es;
-  s.vmsaFeatures = data.vmsaFeatures;
+  // §5.1 #6: an SNP VM gets SNP_ACTIVE (SVM_SEV_FEAT_SNP_ACTIVE, bit 0) in its VMSA features; #9 (the
+  // guest-request bounce pages) cannot fail in the simulator.
+  s.vmsaFeatures = kind === 'sev-snp' ? data.vmsaFeatures | 1n : data.vmsaFeatures;
   s.ghcbVersion = es && data.ghcbVersion === 0 ? GHCB_VERSION_DEFAULT : data.ghcbVersion;
   s.asid = asid;
   s.regions = [];
@@ -565,15 +564,6 @@ function receiveFinish(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string)
   issue(p, s.fd, c, op, () => p.firmware.receiveCommand('RECEIVE_FINISH', s.handle));
 }
 
-// ---- §5.4 SNP ids: only their first checks (an SNP guest cannot exist in this model) ----------------------
-
-function snpFirstCheck(code: 'ENOTTY' | 'EINVAL'): Handler {
-  return (_p, vm, _c, op) => {
-    if (!sevSnpGuest(vm.sev)) fail(code, op, 'the VM is not an SEV-SNP guest');
-    throw new Error('SEV-SNP commands are not modelled by the SEV/SEV-ES model');
-  };
-}
-
 const HANDLERS: Record<number, Handler> = {
   [SEV_CMD.INIT]: sevGuestInit,
   [SEV_CMD.ES_INIT]: sevGuestInit,
@@ -595,9 +585,10 @@ const HANDLERS: Record<number, Handler> = {
   [SEV_CMD.RECEIVE_START]: receiveStart,
   [SEV_CMD.RECEIVE_UPDATE_DATA]: receiveUpdateData,
   [SEV_CMD.RECEIVE_FINISH]: receiveFinish,
-  [SEV_CMD.SNP_LAUNCH_START]: snpFirstCheck('ENOTTY'),
-  [SEV_CMD.SNP_LAUNCH_UPDATE]: snpFirstCheck('EINVAL'),
-  [SEV_CMD.SNP_LAUNCH_FINISH]: snpFirstCheck('ENOTTY'),
+  // §5.4, in ./snp-commands.ts
+  [SEV_CMD.SNP_LAUNCH_START]: snpLaunchStart,
+  [SEV_CMD.SNP_LAUNCH_UPDATE]: snpLaunchUpdate,
+  [SEV_CMD.SNP_LAUNCH_FINISH]: snpLaunchFinish,
 };
 
 // ---- §10 REG_REGION / UNREG_REGION ------------------------------------------------------------------------

@@ -333,7 +333,14 @@ function runSequence(ops: readonly Op[]): void {
   }
   for (const v of sim) v.close();
   const leaks = h.platform.leakReport();
-  expect(leaks).toEqual({ ownedAsids: [], firmwareContexts: [], boundAsids: 0, liveVms: 0 });
+  expect(leaks).toEqual({
+    ownedAsids: [],
+    firmwareContexts: [],
+    boundAsids: 0,
+    snpContexts: [],
+    rmpAssigned: 0,
+    liveVms: 0,
+  });
 }
 
 describe('SEV model against a reference of the rules (spec §4–§11)', () => {

@@ -29,7 +29,16 @@ import {
   vmgexit,
 } from './es.js';
 import { SevFirmware } from './firmware.js';
-import { isMirror, newSevVcpuState, newSevVmState, type SevVcpuState, type SevVmState } from './state.js';
+import { SnpFirmware } from './snp-firmware.js';
+import { SnpRmp, snpVm } from './snp-state.js';
+import {
+  isMirror,
+  newSevVcpuState,
+  newSevVmState,
+  type SevVcpuState,
+  type SevVmState,
+  sevSnpGuest,
+} from './state.js';
 import type { SevGuestCpuView, SevHostView, SevVcpuView, SevVmView } from './views.js';
 
 /** Host configuration of the simulated SEV platform. */
@@ -62,8 +71,12 @@ export interface SevLeakReport {
   readonly ownedAsids: readonly number[];
   /** Firmware guest contexts not decommissioned. */
   readonly firmwareContexts: readonly number[];
-  /** ASIDs still bound to a firmware context. */
+  /** ASIDs still bound to a firmware context (SEV and SNP). */
   readonly boundAsids: number;
+  /** SNP guest contexts not decommissioned. */
+  readonly snpContexts: readonly number[];
+  /** RMP entries still assigned to a guest. */
+  readonly rmpAssigned: number;
   /** VM states the platform still tracks as alive. */
   readonly liveVms: number;
 }
@@ -80,6 +93,12 @@ export class SevPlatform {
   readonly memlockLimitPages: number;
   readonly asids: AsidPool;
   readonly firmware: SevFirmware;
+  /** `sev_snp_enabled`: SNP in CPUID 0x8000001F and SEV-ES usable (SNP guests take SEV-ES ASIDs). */
+  readonly snpEnabled: boolean;
+  /** The SNP half of the firmware (guest contexts, SNP launch). */
+  readonly snp: SnpFirmware;
+  /** The host's Reverse Map Table. */
+  readonly rmp = new SnpRmp();
   readonly host: SevHostView;
   readonly #live = new Set<SevVmState>();
 
@@ -100,6 +119,8 @@ export class SevPlatform {
     this.memlockLimitPages = opts.memlockLimitPages ?? Number.POSITIVE_INFINITY;
     this.asids = new AsidPool(this.info.minSevAsid, this.sevEnabled ? this.info.maxSevAsid : 0);
     this.firmware = new SevFirmware(this.info.minSevAsid, this.info.maxSevAsid);
+    this.snpEnabled = this.sevEsEnabled && hasSevCpuFeature(this.info, 'SEV_SNP');
+    this.snp = new SnpFirmware(this.info.minSevAsid);
   }
 
   /** The CPUID leaf 0x8000001F this platform was built from. */
@@ -112,6 +133,7 @@ export class SevPlatform {
     const out: VmType[] = [];
     if (this.sevEnabled) out.push('sev');
     if (this.sevEsEnabled) out.push('sev-es');
+    if (this.snpEnabled) out.push('sev-snp');
     return out;
   }
 
@@ -174,6 +196,8 @@ export class SevPlatform {
     if (s.destroyed) return;
     s.destroyed = true;
     this.#live.delete(s);
+    // sev_gmem_invalidate: the VM's guest_memfd pages go back to the hypervisor whatever its SEV state.
+    this.rmp.release(s);
     if (!s.active) return;
     if (s.mirrors.length !== 0)
       throw new Error('internal: SEV owner destroyed while mirrors remain (kernel WARN)');
@@ -190,7 +214,12 @@ export class SevPlatform {
     }
     for (const r of s.regions) s.pagesLocked -= r.npages;
     s.regions = [];
-    if (s.handle !== 0) {
+    const snp = sevSnpGuest(s) ? snpVm(s) : undefined;
+    if (snp !== undefined) {
+      // SNP: SNP_DECOMMISSION of the guest context (spec §9.4); it cannot fail in the simulator.
+      if (snp.gctx !== 0) this.snp.decommission(snp.gctx);
+      snp.gctx = 0;
+    } else if (s.handle !== 0) {
       // sev_unbind_asid: DEACTIVATE then DECOMMISSION, errors ignored as the kernel does.
       this.firmware.deactivate(s.handle);
       this.firmware.decommission(s.handle);
@@ -268,7 +297,9 @@ export class SevPlatform {
     return {
       ownedAsids: this.asids.ownedAsids(),
       firmwareContexts: this.firmware.handles(),
-      boundAsids: this.firmware.boundAsidCount,
+      boundAsids: this.firmware.boundAsidCount + this.snp.boundAsidCount,
+      snpContexts: this.snp.handles(),
+      rmpAssigned: this.rmp.assignedCount,
       liveVms: this.#live.size,
     };
   }

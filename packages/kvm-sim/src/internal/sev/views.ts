@@ -3,6 +3,7 @@
 
 import type { VmType } from '@kvmtest/coco';
 import type { Regs, Sregs } from '@kvmtest/kvm';
+import type { ArchVm } from '../arch/ops.js';
 import type { SevVcpuState, SevVmState } from './state.js';
 
 /** What the SEV model needs from one vCPU (`struct kvm_vcpu` + `struct vcpu_svm`, the SEV parts). */
@@ -44,6 +45,8 @@ export interface SevVmView {
   hostToGpa?(buffer: Uint8Array, offset: number): bigint | undefined;
   /** `kvm_vm_dead(kvm)`: every later VM and vCPU ioctl on this VM fails with EIO (spec §2, §8.3). */
   markDead(): void;
+  /** The core VM (SNP reads its memslots, memory attributes and guest_memfd pages); absent in unit fakes. */
+  readonly core?: ArchVm;
 }
 
 /** How an fd passed as `args[0]` of MOVE/COPY resolves (spec §8.1 #1–#2). */

@@ -210,7 +210,14 @@ describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
       expect(move(dst, sevVm)).toBeUndefined();
       for (const v of [mirror, dstMirror, dst, sevVm]) v.close();
     }
-    expect(leaks(kvm)).toEqual({ ownedAsids: [], firmwareContexts: [], boundAsids: 0, liveVms: 0 });
+    expect(leaks(kvm)).toEqual({
+      ownedAsids: [],
+      firmwareContexts: [],
+      boundAsids: 0,
+      snpContexts: [],
+      rmpAssigned: 0,
+      liveVms: 0,
+    });
   });
 });
 
