@@ -300,10 +300,20 @@ function launchSecret(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string):
   issue(p, s.fd, c, op, () => p.firmware.launchSecret(s.handle, h, trans, pin.buffer, pin.start, pin.len));
 }
 
-function launchMeasure(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
-  const s = vm.sev;
-  requireSev(s, op);
-  const rd = new StructReader(c.data, op, 'struct kvm_sev_launch_measure');
+/**
+ * The shared shape of LAUNCH_MEASURE and GET_ATTESTATION_REPORT (spec §5.2): `len` 0 is query mode
+ * (the firmware runs without a buffer and the length it wants goes back even when it fails);
+ * otherwise a buffer over 16 KiB is EINVAL, and on success the blob lands at `uaddr`.
+ */
+function blobCommand(
+  p: SevPlatform,
+  vm: SevVmView,
+  c: SevCmdCopy,
+  op: string,
+  rd: StructReader,
+  what: { struct: string; blob: string },
+  firmware: (fwLen: number) => { status: number; len: number; blob?: Uint8Array },
+): void {
   const uaddr = rd.ptr('uaddr');
   const len = rd.uint('len');
   if (len !== 0 && uaddr !== undefined && len > SEV_FW_BLOB_MAX_SIZE)
@@ -312,16 +322,15 @@ function launchMeasure(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string)
   let r: { status: number; len: number; blob?: Uint8Array } = { status: 0, len: 0 };
   let thrown: unknown;
   try {
-    issue(p, s.fd, c, op, () => {
-      r = p.firmware.launchMeasure(s.handle, fwLen);
+    issue(p, vm.sev.fd, c, op, () => {
+      r = firmware(fwLen);
       return r.status;
     });
   } catch (e) {
     thrown = e;
   }
-  // Query mode: the length goes back whatever the firmware said (spec §5.2).
   if (len === 0) {
-    copyToUser(c.data, { len: r.len }, op, 'struct kvm_sev_launch_measure');
+    copyToUser(c.data, { len: r.len }, op, what.struct);
     if (thrown !== undefined) throw thrown;
     return;
   }
@@ -329,9 +338,18 @@ function launchMeasure(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string)
   if (r.blob) {
     const out = new Uint8Array(len);
     out.set(r.blob);
-    copyBytesToUser(uaddr, out, op, 'measurement');
+    copyBytesToUser(uaddr, out, op, what.blob);
   }
-  copyToUser(c.data, { len: r.len }, op, 'struct kvm_sev_launch_measure');
+  copyToUser(c.data, { len: r.len }, op, what.struct);
+}
+
+function launchMeasure(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+  const s = vm.sev;
+  requireSev(s, op);
+  const rd = new StructReader(c.data, op, 'struct kvm_sev_launch_measure');
+  blobCommand(p, vm, c, op, rd, { struct: 'struct kvm_sev_launch_measure', blob: 'measurement' }, (len) =>
+    p.firmware.launchMeasure(s.handle, len),
+  );
 }
 
 function launchFinish(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
@@ -410,33 +428,15 @@ function getAttestationReport(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: 
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_attestation_report');
   const mnonce = rd.bytes('mnonce', 16) ?? new Uint8Array(16);
-  const uaddr = rd.ptr('uaddr');
-  const len = rd.uint('len');
-  if (len !== 0 && uaddr !== undefined && len > SEV_FW_BLOB_MAX_SIZE)
-    fail('EINVAL', op, `len ${len} is over the 16 KiB limit`);
-  const fwLen = len !== 0 && uaddr !== undefined ? len : 0;
-  let r: { status: number; len: number; blob?: Uint8Array } = { status: 0, len: 0 };
-  let thrown: unknown;
-  try {
-    issue(p, s.fd, c, op, () => {
-      r = p.firmware.attestation(s.handle, mnonce, fwLen);
-      return r.status;
-    });
-  } catch (e) {
-    thrown = e;
-  }
-  if (len === 0) {
-    copyToUser(c.data, { len: r.len }, op, 'struct kvm_sev_attestation_report');
-    if (thrown !== undefined) throw thrown;
-    return;
-  }
-  if (thrown !== undefined) throw thrown;
-  if (r.blob) {
-    const out = new Uint8Array(len);
-    out.set(r.blob);
-    copyBytesToUser(uaddr, out, op, 'attestation report');
-  }
-  copyToUser(c.data, { len: r.len }, op, 'struct kvm_sev_attestation_report');
+  blobCommand(
+    p,
+    vm,
+    c,
+    op,
+    rd,
+    { struct: 'struct kvm_sev_attestation_report', blob: 'attestation report' },
+    (len) => p.firmware.attestation(s.handle, mnonce, len),
+  );
 }
 
 // ---- §5.3 SEND_* / RECEIVE_* (kernel checks; the firmware has no certificate chain to accept) -------------
