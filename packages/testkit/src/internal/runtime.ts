@@ -25,50 +25,56 @@ import { NUM_VECTORS, RUNTIME_GLOBAL } from './image.js';
 /** A guest exception handler: runs inside the faulting operation; returns how to resume. */
 export type GuestExceptionHandler = (frame: ExceptionFrame, g: Guest) => ExceptionResume;
 
-/** Base "address" of registered handlers (a code-like GVA; id n sits at base + 16 n). */
-const HANDLER_BASE = 0xffff_ffff_8100_0000n;
-const handlers: GuestExceptionHandler[] = [];
-const handlerIds = new Map<GuestExceptionHandler, bigint>();
+/**
+ * Functions given stable code-like "addresses" (the n-th registered sits at base + 16 n), the way
+ * guest code has link addresses a guest can store in memory and jump through.
+ */
+class CodeTable<F> {
+  private readonly fns: F[] = [];
+  private readonly ids = new Map<F, bigint>();
+  constructor(private readonly base: bigint) {}
+
+  /** The address of `fn`, registering it on first use. */
+  addressOf(fn: F): bigint {
+    let id = this.ids.get(fn);
+    if (id === undefined) {
+      this.fns.push(fn);
+      id = this.base + BigInt(this.fns.length - 1) * 16n;
+      this.ids.set(fn, id);
+    }
+    return id;
+  }
+
+  /** The function registered at `address`, or undefined. */
+  at(address: bigint): F | undefined {
+    if (address < this.base || (address - this.base) % 16n !== 0n) return undefined;
+    return this.fns[Number((address - this.base) / 16n)];
+  }
+}
+
+const handlerTable = new CodeTable<GuestExceptionHandler>(0xffff_ffff_8100_0000n);
+const programTable = new CodeTable<GuestProgram>(0xffff_ffff_8200_0000n);
 
 /** @internal the handler address of `fn` (registering it on first use). */
 export function handlerAddress(fn: GuestExceptionHandler): bigint {
-  let id = handlerIds.get(fn);
-  if (id === undefined) {
-    handlers.push(fn);
-    id = HANDLER_BASE + BigInt(handlers.length - 1) * 16n;
-    handlerIds.set(fn, id);
-  }
-  return id;
+  return handlerTable.addressOf(fn);
 }
-
-/** Base "address" of guest programs used as entry points (id n sits at base + 16 n). */
-const CODE_BASE = 0xffff_ffff_8200_0000n;
-const programs: GuestProgram[] = [];
-const programIds = new Map<GuestProgram, bigint>();
 
 /**
  * @internal the "address" of guest program `fn` (registering it on first use): what a TD's boot
  * parameters name as a vCPU's entry point, as the selftests store `guest_code` there.
  */
 export function guestCodeAddress(fn: GuestProgram): bigint {
-  let id = programIds.get(fn);
-  if (id === undefined) {
-    programs.push(fn);
-    id = CODE_BASE + BigInt(programs.length - 1) * 16n;
-    programIds.set(fn, id);
-  }
-  return id;
+  return programTable.addressOf(fn);
 }
 
 /** @internal the guest program at `address`, or undefined when nothing was registered there. */
 export function guestCodeAt(address: bigint): GuestProgram | undefined {
-  if (address < CODE_BASE || (address - CODE_BASE) % 16n !== 0n) return undefined;
-  return programs[Number((address - CODE_BASE) / 16n)];
+  return programTable.at(address);
 }
 
 function handlerAt(address: bigint): GuestExceptionHandler | undefined {
-  if (address < HANDLER_BASE || (address - HANDLER_BASE) % 16n !== 0n) return undefined;
-  return handlers[Number((address - HANDLER_BASE) / 16n)];
+  return handlerTable.at(address);
 }
 
 /** Thrown inside the guest after it reported ABORT: unwinds the guest program, which then ends. */
