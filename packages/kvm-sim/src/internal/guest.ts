@@ -89,6 +89,20 @@ class RetrySignal {}
 const SKIP = new SkipSignal();
 const RETRY = new RetrySignal();
 
+/** A PageCipher that also reads / writes an aligned-or-not u64 inside one page (SEV's SevPageCipher). */
+interface U64Cipher extends PageCipher {
+  readU64(host: Uint8Array, hostOffset: number, pageOffset: number): bigint;
+  writeU64(host: Uint8Array, hostOffset: number, pageOffset: number, value: bigint): void;
+}
+
+function u64CipherOf(c: PageCipher | undefined): U64Cipher | undefined {
+  return c !== undefined &&
+    typeof (c as Partial<U64Cipher>).readU64 === 'function' &&
+    typeof (c as Partial<U64Cipher>).writeU64 === 'function'
+    ? (c as U64Cipher)
+    : undefined;
+}
+
 interface TlbEntry {
   vpn: number;
   /** Plain memory: a view over the backing (undefined when a cipher is in the way). */
@@ -100,6 +114,8 @@ interface TlbEntry {
   gpaPage: bigint;
   ptPage: boolean;
   cipher: PageCipher | undefined;
+  /** `cipher` when it has its own u64 accessors (the u64 fast path of an encrypted page). */
+  u64: U64Cipher | undefined;
 }
 
 /** How one GPA page is served, after the arch's classification. */
@@ -138,15 +154,26 @@ export class SimGuest implements Guest, ArchCpu {
   /** Page offset of the GVA the last `entry` call split (saves a second bigint operation). */
   private off = 0;
   private last: TlbEntry | undefined;
+  /**
+   * The entry used before `last` (another page): with `last`, a two-entry front for the TLB map, so a
+   * guest alternating between two pages (its globals and a shared buffer) never looks up the map.
+   * Both are always entries of `tlb` (flush and the capacity clear drop them; a refill of the same
+   * page replaces `last`), so the page-table marking over `tlb` reaches them too.
+   */
+  private prev: TlbEntry | undefined;
   private gen = -1;
   private readonly ptPages = new Set<bigint>();
   private walked: bigint[] = [];
   private poisoned: GuestUnwind | undefined;
+  /** Why the guest was poisoned, until `poisoned` is made from it (see poison). */
+  private poisonWhy: string | undefined;
   private readonly params4: PagingParams;
   private readonly params5: PagingParams;
   private readonly reader = { readU64: (gpa: bigint) => this.readPte(gpa) };
 
   private readonly vm: SimVcpu['vm'];
+  /** True while PVALIDATE translates its operand (MemAccess.pvalidate). */
+  private pvalidating = false;
 
   constructor(readonly vcpu: SimVcpu) {
     this.vm = vcpu.vm;
@@ -179,17 +206,25 @@ export class SimGuest implements Guest, ArchCpu {
     if (this.last !== undefined || this.tlb.size > 0) {
       this.tlb.clear();
       this.last = undefined;
+      this.prev = undefined;
       this.ptPages.clear();
     }
     this.gen = this.vm.memGeneration;
   }
 
-  poison(u: GuestUnwind): void {
-    this.poisoned = u;
+  poison(u: GuestUnwind | string): void {
+    // A string is made into the GuestUnwind when a guest operation first needs it: a destroyed VM's
+    // vCPUs mostly never act again, and an Error (its stack trace) costs more than the rest of close.
+    if (typeof u === 'string') {
+      this.poisoned = undefined;
+      this.poisonWhy = u;
+    } else this.poisoned = u;
   }
 
   /** The error a guest operation throws when its vCPU is not in a run. */
   outsideRun(): GuestUnwind {
+    if (this.poisoned === undefined && this.poisonWhy !== undefined)
+      this.poisoned = new GuestUnwind(this.poisonWhy);
     return this.poisoned ?? new GuestUnwind(`vCPU ${this.vcpu.id}'s guest acted outside KVM_RUN`);
   }
 
@@ -300,13 +335,23 @@ export class SimGuest implements Guest, ArchCpu {
     }
   }
 
-  /** Asks the arch whether a protected guest traps on `event` (#VC / #VE); delivers it if so. */
-  private intercepted(event: InterceptEvent, operation: string): 'skip' | 'retry' | undefined {
+  /**
+   * Asks the arch whether a protected guest traps on `event` (#VC / #VE); delivers it if so. The
+   * operation is named `operation` (or what the function returns), or `operation(0x<arg>)` with
+   * `arg` — built only when it traps.
+   */
+  private intercepted(
+    event: InterceptEvent,
+    operation: string | (() => string),
+    arg?: number | bigint,
+  ): 'skip' | 'retry' | undefined {
     const f = this.vcpu.vm.ops.intercept;
     if (f === undefined) return undefined;
     const e = f.call(this.vcpu.vm.ops, this, event);
     if (e === undefined) return undefined;
-    return this.deliver({ vector: e.vector, errorCode: e.errorCode, operation, detail: e.detail });
+    const op = typeof operation === 'string' ? operation : operation();
+    const name = arg === undefined ? op : `${op}(${hex(arg)})`;
+    return this.deliver({ vector: e.vector, errorCode: e.errorCode, operation: name, detail: e.detail });
   }
 
   // ---- physical access ----------------------------------------------------------------------
@@ -326,6 +371,7 @@ export class SimGuest implements Guest, ArchCpu {
             implicit,
             slot,
             attributes: vm.attributes.empty ? 0n : vm.memoryAttributes(gpa),
+            pvalidate: this.pvalidating,
           });
     const gpaPage = gpa & ~0xfffn;
     switch (d.kind) {
@@ -396,8 +442,15 @@ export class SimGuest implements Guest, ArchCpu {
     if (this.gen !== this.vm.memGeneration) this.flush();
     let e = this.last;
     if (e === undefined || e.vpn !== vpn) {
-      e = this.tlb.get(vpn);
-      if (e === undefined) return this.fill(gva, vpn, write, op);
+      const p = this.prev;
+      if (p !== undefined && p.vpn === vpn) {
+        this.prev = e;
+        e = p;
+      } else {
+        e = this.tlb.get(vpn);
+        if (e === undefined) return this.fill(gva, vpn, write, op);
+        if (this.last !== undefined) this.prev = this.last;
+      }
       this.last = e;
     }
     if (write && !e.writeOk) return this.fill(gva, vpn, true, op);
@@ -405,9 +458,15 @@ export class SimGuest implements Guest, ArchCpu {
   }
 
   private fill(gva: bigint, vpn: number, write: boolean, op: string): TlbEntry | undefined {
+    // An exception handler may access guest memory (testkit's dispatcher reads its handler table),
+    // which splits other GVAs: the caller's page offset is restored for the retried access.
+    const off = this.off;
     for (;;) {
       const r = this.translate(gva, vpn, write, op);
-      if (!('vector' in r)) return r;
+      if (!('vector' in r)) {
+        this.off = off;
+        return r;
+      }
       if (this.deliver(r) === 'skip') return undefined;
       this.tick(op);
     }
@@ -472,7 +531,11 @@ export class SimGuest implements Guest, ArchCpu {
       this.ptPages.add(pt);
       for (const e of this.tlb.values()) if (e.gpaPage === pt) e.ptPage = true;
     }
-    if (this.tlb.size >= TLB_CAPACITY) this.tlb.clear();
+    if (this.tlb.size >= TLB_CAPACITY) {
+      this.tlb.clear();
+      this.last = undefined;
+      this.prev = undefined;
+    }
     const e: TlbEntry = {
       vpn,
       view: p.cipher === undefined ? viewOf(p.bytes) : undefined,
@@ -482,8 +545,13 @@ export class SimGuest implements Guest, ArchCpu {
       gpaPage,
       ptPage: this.ptPages.has(gpaPage),
       cipher: p.cipher,
+      u64: u64CipherOf(p.cipher),
     };
     this.tlb.set(vpn, e);
+    // `last` moves to `prev` unless it was this page's entry, which `e` replaces (prev is never this page:
+    // it and `last` are different pages, and `last` was checked first).
+    if (this.last !== undefined && this.last.vpn !== vpn) this.prev = this.last;
+    else if (this.prev?.vpn === vpn) this.prev = undefined;
     this.last = e;
     return e;
   }
@@ -495,7 +563,11 @@ export class SimGuest implements Guest, ArchCpu {
     const e = this.entry(gva, false, 'readU64');
     if (e === undefined) return 0n;
     const off = this.off;
-    if (off <= 4088 && e.view !== undefined) return e.view.getBigUint64(e.base + off, true);
+    if (off <= 4088) {
+      if (e.view !== undefined) return e.view.getBigUint64(e.base + off, true);
+      // The same bytes readSlow would decrypt (one page, offset `off`), without the copy.
+      if (e.u64 !== undefined) return e.u64.readU64(e.bytes, e.base - e.bytes.byteOffset, off);
+    }
     return le(this.readSlow(gva, 8, 'readU64'));
   }
 
@@ -533,6 +605,12 @@ export class SimGuest implements Guest, ArchCpu {
     const off = this.off;
     if (off <= 4088 && e.view !== undefined) {
       e.view.setBigUint64(e.base + off, BigInt.asUintN(64, v), true);
+      if (e.ptPage) this.flush();
+      return;
+    }
+    if (off <= 4088 && e.u64 !== undefined) {
+      // What writeSlow does for one page: encrypt the 8 LE bytes at `off`, flush if it is a page table.
+      e.u64.writeU64(e.bytes, e.base - e.bytes.byteOffset, off, BigInt.asUintN(64, v));
       if (e.ptPage) this.flush();
       return;
     }
@@ -579,6 +657,19 @@ export class SimGuest implements Guest, ArchCpu {
   writeBytes(gva: bigint, data: Uint8Array): void {
     if (!(data instanceof Uint8Array)) throw new TypeError('writeBytes: data must be a Uint8Array');
     this.tick('writeBytes');
+    const n = typeof gva === 'bigint' ? Number(gva) : -1;
+    const off = n % 4096;
+    if (n >= 0 && n < TWO53 && data.length > 0 && off + data.length <= 4096) {
+      // Inside one page (and gva a u64, so writeSlow's wrap-around is a no-op): writeSlow's single
+      // iteration, without the BigInt arithmetic and the subarray.
+      const e = this.entry(gva, true, 'writeBytes');
+      if (e === undefined) return;
+      const start = e.base - e.bytes.byteOffset;
+      if (e.cipher !== undefined) e.cipher.encrypt(e.bytes, start, off, data);
+      else e.bytes.set(data, start + off);
+      if (e.ptPage) this.flush();
+      return;
+    }
     this.writeSlow(gva, data, 'writeBytes');
   }
 
@@ -643,20 +734,26 @@ export class SimGuest implements Guest, ArchCpu {
       throw new TypeError(`${op}: bit must be a non-negative integer, got ${String(bit)}`);
     if (typeof gva !== 'bigint') throw new TypeError(`${op}: gva must be a bigint, got ${typeof gva}`);
     this.tick(op);
-    const word = BigInt.asUintN(64, gva + BigInt(Math.floor(bit / 64)) * 8n);
-    const mask = 1n << BigInt(bit % 64);
+    const q = Math.floor(bit / 64);
+    // No BigInt arithmetic when the bit is in the first word and gva is already a u64.
+    const word = q === 0 && gva >= 0n && gva <= U64 ? gva : BigInt.asUintN(64, gva + BigInt(q) * 8n);
+    const r = bit % 64;
     const e = this.entry(word, true, op);
     if (e === undefined) return false;
     const off = this.off;
-    let old: bigint;
     if (off <= 4088 && e.view !== undefined) {
-      old = e.view.getBigUint64(e.base + off, true);
-      e.view.setBigUint64(e.base + off, set ? old | mask : old & ~mask, true);
+      // Plain memory: the read-modify-write of the one byte of the LE u64 word that holds the bit,
+      // which is what rewriting the whole word with that bit changed amounts to.
+      const at = e.base + off + (r >> 3);
+      const m = 1 << (r & 7);
+      const oldByte = e.view.getUint8(at);
+      e.view.setUint8(at, set ? oldByte | m : oldByte & ~m);
       if (e.ptPage) this.flush();
-    } else {
-      old = le(this.readSlow(word, 8, op));
-      this.writeSlow(word, leBytes(set ? old | mask : old & ~mask, 8), op);
+      return (oldByte & m) !== 0;
     }
+    const mask = 1n << BigInt(r);
+    const old = le(this.readSlow(word, 8, op));
+    this.writeSlow(word, leBytes(set ? old | mask : old & ~mask, 8), op);
     return (old & mask) !== 0n;
   }
 
@@ -685,7 +782,7 @@ export class SimGuest implements Guest, ArchCpu {
       throw new TypeError('cpuid: subleaf must be an integer');
     for (;;) {
       this.tick('cpuid');
-      const a = this.intercepted({ kind: 'cpuid', leaf, subleaf }, `cpuid(${hex(leaf)})`);
+      const a = this.intercepted({ kind: 'cpuid', leaf, subleaf }, 'cpuid', leaf);
       if (a === 'retry') continue;
       if (a === 'skip')
         return { function: leaf >>> 0, index: subleaf >>> 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 };
@@ -702,12 +799,12 @@ export class SimGuest implements Guest, ArchCpu {
       throw new TypeError('rdmsr: msr must be an integer');
     for (;;) {
       this.tick('rdmsr');
-      const op = `rdmsr(${hex(msr)})`;
-      const a = this.intercepted({ kind: 'rdmsr', msr }, op);
+      const a = this.intercepted({ kind: 'rdmsr', msr }, 'rdmsr', msr);
       if (a === 'retry') continue;
       if (a === 'skip') return 0n;
       const v = this.vcpu.vm.ops.readMsr?.(this.vcpu, msr) ?? this.vcpu.msr(msr);
       if (v !== undefined) return v;
+      const op = `rdmsr(${hex(msr)})`;
       if (
         this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: 'MSR not implemented' }) ===
         'skip'
@@ -720,10 +817,11 @@ export class SimGuest implements Guest, ArchCpu {
     if (typeof msr !== 'number' || !Number.isInteger(msr))
       throw new TypeError('wrmsr: msr must be an integer');
     if (typeof value !== 'bigint') throw new TypeError('wrmsr: value must be a bigint');
+    // The operation's name is built only for an exception (a trap or a #GP), not on every write.
+    const opName = () => `wrmsr(${hex(msr)}, ${hex(value)})`;
     for (;;) {
       this.tick('wrmsr');
-      const op = `wrmsr(${hex(msr)}, ${hex(value)})`;
-      const a = this.intercepted({ kind: 'wrmsr', msr }, op);
+      const a = this.intercepted({ kind: 'wrmsr', msr }, opName);
       if (a === 'retry') continue;
       if (a === 'skip') return;
       let v = BigInt.asUintN(64, value);
@@ -736,7 +834,8 @@ export class SimGuest implements Guest, ArchCpu {
       }
       if (why === undefined && this.vcpu.writeMsr(msr, v)) return;
       why ??= this.vcpu.msr(msr) === undefined ? 'MSR not implemented' : 'value not valid for this MSR';
-      if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: why }) === 'skip') return;
+      if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: opName(), detail: why }) === 'skip')
+        return;
     }
   }
 
@@ -883,28 +982,57 @@ export class SimGuest implements Guest, ArchCpu {
     return this.vcpu.exitToHost(exit, (e) => e) as Promise<E>;
   }
 
-  async out(port: number, size: IoSize, value: number): Promise<void> {
-    checkPort('out', port, size);
-    if (typeof value !== 'number' || !Number.isInteger(value))
-      throw new TypeError('out: value must be an integer');
+  out(port: number, size: IoSize, value: number): Promise<void> {
+    // Not async: the common case (budget left, the arch does not trap the OUT) returns the exit's own
+    // promise, one promise and one microtask hop fewer per exit. The checks are outLoop's first
+    // iteration, in its order; a throw becomes a rejection, as from an async function.
+    try {
+      checkPort('out', port, size);
+      if (typeof value !== 'number' || !Number.isInteger(value))
+        throw new TypeError('out: value must be an integer');
+      if (this.tickAsync()) return this.outLoop(port, size, value, true);
+      const a = this.intercepted({ kind: 'io', port, size, in: false }, 'out', port);
+      if (a === 'retry') return this.outLoop(port, size, value, false);
+      if (a === 'skip') return Promise.resolve();
+      return this.outExit(port, size, value);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** out's general loop; `spent` when the caller's tick of this iteration already ran out of budget. */
+  private async outLoop(port: number, size: IoSize, value: number, spent: boolean): Promise<void> {
     for (;;) {
-      if (this.tickAsync()) await this.budgetPause();
-      const a = this.intercepted({ kind: 'io', port, size, in: false }, `out(${hex(port)})`);
+      if (spent || this.tickAsync()) await this.budgetPause();
+      spent = false;
+      const a = this.intercepted({ kind: 'io', port, size, in: false }, 'out', port);
       if (a === 'retry') continue;
       if (a === 'skip') return;
-      const data = this.pioData(size);
-      let v = value >>> 0;
-      for (let i = 0; i < size; i++, v >>>= 8) data[i] = v & 0xff;
-      await this.vcpu.exitToHost({ reason: 'io', direction: 'out', port, size, count: 1, data });
+      await this.outExit(port, size, value);
       return;
     }
+  }
+
+  /** The OUT exit: the value's `size` LE bytes in the reused PIO data area; resolves on the next run. */
+  private outExit(port: number, size: IoSize, value: number): Promise<void> {
+    const data = this.pioData(size);
+    let v = value >>> 0;
+    for (let i = 0; i < size; i++, v >>>= 8) data[i] = v & 0xff;
+    return this.vcpu.exitToHost({
+      reason: 'io',
+      direction: 'out',
+      port,
+      size,
+      count: 1,
+      data,
+    }) as Promise<void>;
   }
 
   async in(port: number, size: IoSize): Promise<number> {
     checkPort('in', port, size);
     for (;;) {
       if (this.tickAsync()) await this.budgetPause();
-      const a = this.intercepted({ kind: 'io', port, size, in: true }, `in(${hex(port)})`);
+      const a = this.intercepted({ kind: 'io', port, size, in: true }, 'in', port);
       if (a === 'retry') continue;
       if (a === 'skip') return 0;
       const data = this.pioData(size).fill(0);
@@ -1038,30 +1166,50 @@ export class SimGuest implements Guest, ArchCpu {
     }
   }
 
-  async vmgexit(): Promise<void> {
-    return this.guarded(undefined, async () => {
-      if (this.tickAsync()) await this.budgetPause();
-      const f = this.vcpu.vm.ops.vmgexit;
-      if (f === undefined)
-        this.raise({
-          vector: VECTOR.UD,
-          errorCode: undefined,
-          detail: 'VMGEXIT outside an SEV-ES/SNP guest',
-        });
-      await f.call(this.vcpu.vm.ops, this);
-    });
+  // vmgexit and tdcall are not async, nor are their steps: guarded's promise and the arch's are passed
+  // on as they are (each async layer that returns a promise costs a promise and microtask hops per
+  // exit). A step that throws (raise, acting outside a run) throws inside guarded's try, which
+  // handles it exactly as the rejection of an async step.
+
+  vmgexit(): Promise<void> {
+    return this.guarded(undefined, () => this.vmgexitStep());
   }
 
-  async tdcall(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
-    if (typeof leaf !== 'bigint') throw new TypeError('tdcall: leaf must be a bigint');
-    if (typeof regs !== 'object' || regs === null) throw new TypeError('tdcall: regs must be an object');
-    return this.guarded<TdcallRegs>({}, async () => {
-      if (this.tickAsync()) await this.budgetPause();
-      const f = this.vcpu.vm.ops.tdcall;
-      if (f === undefined)
-        this.raise({ vector: VECTOR.UD, errorCode: undefined, detail: 'TDCALL outside a TD' });
-      return f.call(this.vcpu.vm.ops, this, leaf, regs);
-    });
+  /** One VMGEXIT attempt: the budget pause when the budget ran out, then the arch's handler. */
+  private vmgexitStep(): Promise<void> {
+    if (this.tickAsync()) return this.budgetPause().then(() => this.vmgexitArch());
+    return this.vmgexitArch();
+  }
+
+  private vmgexitArch(): Promise<void> {
+    const f = this.vcpu.vm.ops.vmgexit;
+    if (f === undefined)
+      this.raise({
+        vector: VECTOR.UD,
+        errorCode: undefined,
+        detail: 'VMGEXIT outside an SEV-ES/SNP guest',
+      });
+    return f.call(this.vcpu.vm.ops, this);
+  }
+
+  tdcall(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
+    if (typeof leaf !== 'bigint') return Promise.reject(new TypeError('tdcall: leaf must be a bigint'));
+    if (typeof regs !== 'object' || regs === null)
+      return Promise.reject(new TypeError('tdcall: regs must be an object'));
+    return this.guarded<TdcallRegs>({}, () => this.tdcallStep(leaf, regs));
+  }
+
+  /** One TDCALL attempt: the budget pause when the budget ran out, then the TDX module. */
+  private tdcallStep(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
+    if (this.tickAsync()) return this.budgetPause().then(() => this.tdcallArch(leaf, regs));
+    return this.tdcallArch(leaf, regs);
+  }
+
+  private tdcallArch(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
+    const f = this.vcpu.vm.ops.tdcall;
+    if (f === undefined)
+      this.raise({ vector: VECTOR.UD, errorCode: undefined, detail: 'TDCALL outside a TD' });
+    return f.call(this.vcpu.vm.ops, this, leaf, regs);
   }
 
   pvalidate(gva: bigint, validate: boolean): number {
@@ -1077,7 +1225,13 @@ export class SimGuest implements Guest, ArchCpu {
             errorCode: undefined,
             detail: 'PVALIDATE outside an SEV-SNP guest',
           });
-        const e = this.entry(gva, false, 'pvalidate');
+        this.pvalidating = true;
+        let e: TlbEntry | undefined;
+        try {
+          e = this.entry(gva, false, 'pvalidate');
+        } finally {
+          this.pvalidating = false;
+        }
         if (e === undefined) return 0;
         return f.call(this.vcpu.vm.ops, this, e.gpaPage | (gva & 0xfffn), validate);
       } catch (err) {

@@ -34,6 +34,8 @@ import type { SimVm } from './vm.js';
 const U64 = (1n << 64n) - 1n;
 /** KVM_MAX_CPUID_ENTRIES. */
 const MAX_CPUID_ENTRIES = 256;
+/** The fields of a kvm_cpuid_entry2, in the order KVM_SET_CPUID2 checks them. */
+const CPUID_FIELDS = ['function', 'index', 'flags', 'eax', 'ebx', 'ecx', 'edx'] as const;
 
 /** MSR numbers of the small MSR file. */
 export const MSR = {
@@ -63,20 +65,33 @@ const CR0_RESET = 0x60000010n;
 
 // ---- the macrotask watchdog (one setImmediate covers every run in flight) ----------------------
 
-const inFlight = new Set<SimVcpu>();
+// The runs in flight are the listed vCPUs whose `flightSeq` is non-zero: a run start sets it to the
+// next sequence number, the run's end clears it (no Set add/delete per run — that cost ~60 ns a
+// round trip). The watchdog takes them in the order their current runs started, which is the
+// insertion order a Set with add-on-start / delete-on-end would give.
+const listed: SimVcpu[] = [];
+let flightSeq = 0;
 let armed = false;
 const schedule: (f: () => void) => void =
   typeof setImmediate === 'function' ? (f) => setImmediate(f) : (f) => setTimeout(f, 0);
 
 function watchdog(): void {
   armed = false;
-  const stuck = [...inFlight];
-  inFlight.clear();
+  const stuck = listed.filter((v) => v.flightSeq !== 0).sort((a, b) => a.flightSeq - b.flightSeq);
+  for (const v of listed) {
+    v.flightSeq = 0;
+    v.listed = false;
+  }
+  listed.length = 0;
   for (const v of stuck) v.stuck();
 }
 
 function track(v: SimVcpu): void {
-  inFlight.add(v);
+  v.flightSeq = ++flightSeq;
+  if (!v.listed) {
+    v.listed = true;
+    listed.push(v);
+  }
   if (!armed) {
     armed = true;
     schedule(watchdog);
@@ -96,6 +111,9 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   private readonly msrs = new Map<number, bigint>();
   /** KVM_RUN was entered at least once (kvm_vcpu_has_run). */
   hasRun = false;
+  /** Watchdog bookkeeping: the start sequence of the run in flight (0: none), and whether it is listed. */
+  flightSeq = 0;
+  listed = false;
   exit: Exit | undefined = undefined;
   program: GuestProgram | undefined = undefined;
   readonly guest: SimGuest;
@@ -110,6 +128,14 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   private runReject: ((e: unknown) => void) | undefined;
   /** The run in progress, for callers that start a second one concurrently (vcpu->mutex). */
   private current: Promise<Exit> | undefined;
+  // Promise executors made once per vCPU, so a run or an exit allocates its promise and nothing else.
+  private readonly captureRun = (res: (e: Exit) => void, rej: (e: unknown) => void): void => {
+    this.runResolve = res;
+    this.runReject = rej;
+  };
+  private readonly captureResume = (r: (v: unknown) => void): void => {
+    this.resumeFn = r;
+  };
 
   constructor(
     readonly vm: SimVm,
@@ -199,9 +225,10 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     const copy = entries.map((e, i) => {
       if (typeof e !== 'object' || e === null) throw new TypeError(`${op}: entries[${i}] must be an object`);
       const out = {} as CpuidEntry;
-      for (const k of ['function', 'index', 'flags', 'eax', 'ebx', 'ecx', 'edx'] as const) {
+      for (const k of CPUID_FIELDS) {
         const v = e[k];
-        checkInt(`entries[${i}].${k}`, v, op);
+        // checkInt's own test first, so the field's name is only built for the error.
+        if (typeof v !== 'number' || !Number.isInteger(v)) checkInt(`entries[${i}].${k}`, v, op);
         if (v < 0 || v > 0xffff_ffff)
           throw new RangeError(`${op}: entries[${i}].${k} ${v} does not fit in a u32`);
         out[k] = v;
@@ -334,10 +361,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
       this.exit = e;
       return Promise.resolve(e);
     }
-    const p = new Promise<Exit>((res, rej) => {
-      this.runResolve = res;
-      this.runReject = rej;
-    });
+    const p = new Promise<Exit>(this.captureRun);
     this.current = p;
     const wasIdle = this.state === 'idle';
     this.state = 'running';
@@ -401,7 +425,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   }
 
   private finishRun(exit: Exit): void {
-    inFlight.delete(this);
+    this.flightSeq = 0;
     this.current = undefined;
     this.exit = exit;
     const res = this.runResolve;
@@ -424,9 +448,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     if (this.state !== 'running') return Promise.reject(this.guest.outsideRun());
     this.state = 'at-exit';
     this.completion = complete;
-    const p = new Promise<unknown>((r) => {
-      this.resumeFn = r;
-    });
+    const p = new Promise<unknown>(this.captureResume);
     this.finishRun(exit);
     return p;
   }
@@ -454,11 +476,11 @@ export class SimVcpu implements Vcpu, ArchVcpu {
 
   /** The VM is being destroyed: drop the guest program and its state. */
   destroy(): void {
-    inFlight.delete(this);
+    this.flightSeq = 0;
     this.program = undefined;
     this.resumeFn = undefined;
     this.completion = undefined;
-    this.guest.poison(new GuestUnwind(`vCPU ${this.id} was destroyed`));
+    this.guest.poison(`vCPU ${this.id} was destroyed`);
   }
 }
 

@@ -38,6 +38,7 @@ import { formatGuestString } from './format.js';
 import { type AssertWhere, checkArg, checkCmd, encodeSlot, utf8 } from './slot.js';
 
 const PAGE = 4096n;
+const SLOT_GPA_FIELD = BigInt(UCALL_SLOT_LAYOUT.gpa);
 const GHCB_MSR = SEV_MSR.MSR_AMD64_SEV_ES_GHCB;
 // sw_exit_info_1 of `out dx, eax` in 64-bit mode, as Linux's #VC handler builds it (vc_ioio_exitinfo).
 const IOIO_OUT_32 = encodeIoioExitInfo({
@@ -57,6 +58,19 @@ const IOIO_VALID = (() => {
   }
   return b;
 })();
+// GVA offsets of the GHCB fields sendGhcb writes, as bigints once.
+const GHCB_AT = {
+  valid: BigInt(GHCB_LAYOUT.VALID_BITMAP_OFFSET),
+  rax: BigInt(GHCB_FIELD.rax.offset),
+  swExitCode: BigInt(GHCB_FIELD.swExitCode.offset),
+  swExitInfo1: BigInt(GHCB_FIELD.swExitInfo1.offset),
+  swExitInfo2: BigInt(GHCB_FIELD.swExitInfo2.offset),
+  version: BigInt(GHCB_LAYOUT.PROTOCOL_VERSION_OFFSET),
+  usage: BigInt(GHCB_LAYOUT.USAGE_OFFSET),
+};
+const SVM_EXIT_IOIO = BigInt(SVM_EXIT.IOIO);
+const GHCB_RESULT_OK = BigInt(GHCB_EXIT_RESULT.OK);
+const VP_VMCALL = BigInt(TDCALL_LEAF.VP_VMCALL);
 // R10–R15 exposed to the VMM (TDVMCALL RCX bitmap).
 const TDVMCALL_EXPOSE_R10_R15 = 0xfc00n;
 
@@ -102,18 +116,18 @@ async function sendGhcb(g: Guest, value: bigint): Promise<void> {
     );
   const { gva, gpa } = page;
   if ((u64(g, UCALL_GLOBAL.flags) & UCALL_FLAG.REGISTER_GHCB) !== 0n) await registerGhcb(g, gpa);
-  g.writeBytes(gva + BigInt(GHCB_LAYOUT.VALID_BITMAP_OFFSET), IOIO_VALID);
-  g.writeU64(gva + BigInt(GHCB_FIELD.rax.offset), value);
-  g.writeU64(gva + BigInt(GHCB_FIELD.swExitCode.offset), BigInt(SVM_EXIT.IOIO));
-  g.writeU64(gva + BigInt(GHCB_FIELD.swExitInfo1.offset), IOIO_OUT_32);
-  g.writeU64(gva + BigInt(GHCB_FIELD.swExitInfo2.offset), 0n);
-  g.writeU16(gva + BigInt(GHCB_LAYOUT.PROTOCOL_VERSION_OFFSET), GHCB_PROTOCOL_VERSION.MAX);
-  g.writeU32(gva + BigInt(GHCB_LAYOUT.USAGE_OFFSET), GHCB_DEFAULT_USAGE);
+  g.writeBytes(gva + GHCB_AT.valid, IOIO_VALID);
+  g.writeU64(gva + GHCB_AT.rax, value);
+  g.writeU64(gva + GHCB_AT.swExitCode, SVM_EXIT_IOIO);
+  g.writeU64(gva + GHCB_AT.swExitInfo1, IOIO_OUT_32);
+  g.writeU64(gva + GHCB_AT.swExitInfo2, 0n);
+  g.writeU16(gva + GHCB_AT.version, GHCB_PROTOCOL_VERSION.MAX);
+  g.writeU32(gva + GHCB_AT.usage, GHCB_DEFAULT_USAGE);
   g.wrmsr(GHCB_MSR, gpa);
   await g.vmgexit();
-  const info1 = g.readU64(gva + BigInt(GHCB_FIELD.swExitInfo1.offset));
-  if ((info1 & 0xffff_ffffn) !== BigInt(GHCB_EXIT_RESULT.OK)) {
-    const info2 = g.readU64(gva + BigInt(GHCB_FIELD.swExitInfo2.offset));
+  const info1 = g.readU64(gva + GHCB_AT.swExitInfo1);
+  if ((info1 & 0xffff_ffffn) !== GHCB_RESULT_OK) {
+    const info2 = g.readU64(gva + GHCB_AT.swExitInfo2);
     throw new UcallError(
       'GHCB_ERROR',
       `vCPU ${g.vcpuId}: the hypervisor answered the ucall GHCB IOIO request with sw_exit_info_1 ${hex(info1)}, sw_exit_info_2 ${hex(info2)}`,
@@ -125,7 +139,10 @@ async function sendGhcb(g: Guest, value: bigint): Promise<void> {
 // A TD's port request: TDG.VP.VMCALL<Instruction.IO> (spec §13.3).
 async function sendTdvmcall(g: Guest, value: bigint): Promise<void> {
   const req = encodeTdxIoRequest({ port: UCALL_PIO_PORT, size: 4, write: true, value });
-  const r = await g.tdcall(BigInt(TDCALL_LEAF.VP_VMCALL), { rcx: TDVMCALL_EXPOSE_R10_R15, ...req });
+  // The request's R10–R15 (all encodeTdxIoRequest sets) listed out: a literal of fixed shape, which the
+  // TDX module copies fast, where `{ rcx, ...req }` (spread after a key) makes a slow object.
+  const { r10, r11, r12, r13, r14, r15 } = req;
+  const r = await g.tdcall(VP_VMCALL, { rcx: TDVMCALL_EXPOSE_R10_R15, r10, r11, r12, r13, r14, r15 });
   const status = r.r10 ?? TDVMCALL_STATUS.SUCCESS;
   if (status !== TDVMCALL_STATUS.SUCCESS)
     throw new UcallError(
@@ -135,8 +152,10 @@ async function sendTdvmcall(g: Guest, value: bigint): Promise<void> {
     );
 }
 
-// Hands `value` (a slot GPA, 0 or the failure value) to the host by this VM's transport.
-async function send(g: Guest, value: bigint): Promise<void> {
+// Hands `value` (a slot GPA, 0 or the failure value) to the host by this VM's transport. Not async,
+// so the transport's own promise is returned as is (no extra promise to adopt it): every caller awaits
+// it inside an async function, where a synchronous throw here surfaces exactly as a rejection would.
+function send(g: Guest, value: bigint): Promise<void> {
   const transport = Number(u64(g, UCALL_GLOBAL.transport));
   switch (transport) {
     case UCALL_TRANSPORT_CODE.pio:
@@ -187,7 +206,7 @@ async function sendSlot(g: Guest, bytes: Uint8Array): Promise<void> {
   const slot = pool + BigInt(first + bit * UCALL_SLOT_LAYOUT.size);
   try {
     g.writeBytes(slot, bytes);
-    await send(g, g.readU64(slot + BigInt(UCALL_SLOT_LAYOUT.gpa)));
+    await send(g, g.readU64(slot + SLOT_GPA_FIELD));
   } finally {
     g.clearBit(pool, bit);
   }
@@ -197,19 +216,38 @@ async function sendSlot(g: Guest, bytes: Uint8Array): Promise<void> {
 // before its first await, so one buffer serves every vCPU.
 const plain = new Uint8Array(UCALL_SLOT_LAYOUT.buffer + 1);
 const plainView = new DataView(plain.buffer);
+/** How many leading args of `plain` may be non-zero (the rest are known zero: no rewrite needed). */
+let plainArgs = 0;
 
 /** Sends `cmd` with up to 7 args (GUEST_SYNC*, GUEST_DONE): fills a slot and exits to the host with its GPA. */
-export async function ucall(g: Guest, cmd: number, ...args: bigint[]): Promise<void> {
+export function ucall(g: Guest, cmd: number, ...args: bigint[]): Promise<void> {
+  // Not async: sendSlot's promise is returned as is; a failed check still rejects, as from an async function.
+  try {
+    fillPlain(cmd, args);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return sendSlot(g, plain);
+}
+
+// Writes cmd and args into `plain` (validated: RangeError / TypeError as checkCmd and checkArg say).
+function fillPlain(cmd: number, args: readonly bigint[]): void {
   if (args.length > UCALL_MAX_ARGS)
     throw new RangeError(`a ucall carries at most ${UCALL_MAX_ARGS} args, got ${args.length}`);
-  plainView.setBigUint64(UCALL_SLOT_LAYOUT.cmd, checkCmd(cmd), true);
-  for (let i = 0; i < UCALL_MAX_ARGS; i++)
-    plainView.setBigUint64(
-      UCALL_SLOT_LAYOUT.args + 8 * i,
-      i < args.length ? checkArg(args[i]!, i) : 0n,
-      true,
-    );
-  return sendSlot(g, plain);
+  // A u32 cmd (every UCALL command) is its two LE halves without a BigInt; checkCmd decides the rest.
+  if (typeof cmd === 'number' && cmd >= 0 && cmd <= 0xffff_ffff && Number.isInteger(cmd)) {
+    plainView.setUint32(UCALL_SLOT_LAYOUT.cmd, cmd, true);
+    plainView.setUint32(UCALL_SLOT_LAYOUT.cmd + 4, 0, true);
+  } else plainView.setBigUint64(UCALL_SLOT_LAYOUT.cmd, checkCmd(cmd), true);
+  // Args past the given ones must read 0: only those an earlier, longer call may have written are
+  // cleared (`plainArgs` is raised first, so an arg that throws half-way leaves it conservative).
+  const dirty = plainArgs;
+  plainArgs = Math.max(dirty, args.length);
+  for (let i = 0; i < args.length; i++)
+    plainView.setBigUint64(UCALL_SLOT_LAYOUT.args + 8 * i, checkArg(args[i]!, i), true);
+  if (dirty > args.length)
+    plain.fill(0, UCALL_SLOT_LAYOUT.args + 8 * args.length, UCALL_SLOT_LAYOUT.args + 8 * dirty);
+  plainArgs = args.length;
 }
 
 /**

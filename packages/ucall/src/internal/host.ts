@@ -38,6 +38,7 @@ export interface Ucall {
 }
 
 const U64_ALL_ONES = 0xffff_ffff_ffff_ffffn;
+const SLOT_SIZE = BigInt(UCALL_SLOT_LAYOUT.size);
 const decodedExit = new WeakMap<Vcpu, Exit>();
 const views = new WeakMap<Uint8Array, DataView>();
 
@@ -149,7 +150,7 @@ export function getUcall(vcpu: Vcpu): Ucall | undefined {
     );
   const memory = pool.space.memory;
   const region = memory.findRegion(value);
-  if (region === undefined || value + BigInt(UCALL_SLOT_LAYOUT.size) > region.end || pool.gpa < region.gpa)
+  if (region === undefined || value + SLOT_SIZE > region.end || pool.gpa < region.gpa)
     throw new UcallError(
       'FORGED_GPA',
       `vCPU ${vcpu.id}: ucall slot at GPA ${hex(value)} is not backed by the memslot of its pool`,

@@ -65,10 +65,12 @@ export function checkCmd(cmd: number | bigint): bigint {
   return c;
 }
 
+const I64_MIN = -(1n << 63n);
+
 /** Validates a ucall arg (−2^63 … 2^64−1) and returns it as a u64. */
 export function checkArg(v: bigint, i: number): bigint {
   if (typeof v !== 'bigint') throw new TypeError(`ucall arg ${i} must be a bigint, got ${typeof v}`);
-  if (v < -(1n << 63n) || v > 0xffff_ffff_ffff_ffffn)
+  if (v < I64_MIN || v > 0xffff_ffff_ffff_ffffn)
     throw new RangeError(`ucall arg ${i} ${v} does not fit 64 bits (−2^63 … 2^64−1)`);
   return BigInt.asUintN(64, v);
 }
@@ -141,8 +143,12 @@ export function decodeSlotAt(bytes: Uint8Array, view: DataView, off: number): De
     view.getUint32(off + UCALL_SLOT_LAYOUT.cmd + 4, true) * 2 ** 32 +
     view.getUint32(off + UCALL_SLOT_LAYOUT.cmd, true);
   const args: bigint[] = new Array(UCALL_MAX_ARGS);
-  for (let i = 0; i < UCALL_MAX_ARGS; i++)
-    args[i] = view.getBigUint64(off + UCALL_SLOT_LAYOUT.args + 8 * i, true);
+  for (let i = 0; i < UCALL_MAX_ARGS; i++) {
+    const at = off + UCALL_SLOT_LAYOUT.args + 8 * i;
+    // Most args are unused (0): the 0n constant is the same value without allocating a BigInt.
+    args[i] =
+      view.getUint32(at, true) === 0 && view.getUint32(at + 4, true) === 0 ? 0n : view.getBigUint64(at, true);
+  }
   const gpa = view.getBigUint64(off + UCALL_SLOT_LAYOUT.gpa, true);
   const b0 = off + UCALL_SLOT_LAYOUT.buffer;
   const bEnd = b0 + UCALL_BUFFER_LEN;

@@ -5,6 +5,7 @@
 
 import {
   GHCB_ERR,
+  GHCB_FIELD,
   GHCB_LAYOUT,
   GHCB_MSR_CODE,
   Ghcb,
@@ -155,14 +156,37 @@ interface GhcbSnapshot {
 }
 
 function has(snap: GhcbSnapshot, field: GhcbField): boolean {
-  return ((snap.valid >> BigInt(ghcbValidBit(field))) & 1n) === 1n;
+  return (snap.valid & VALID_MASK[field]) !== 0n;
 }
+
+/** Each field's bit in the 128-bit valid bitmap, as a mask (`has` without a BigInt shift per test). */
+const VALID_MASK = Object.fromEntries(
+  (Object.keys(GHCB_FIELD) as GhcbField[]).map((f) => [f, 1n << BigInt(ghcbValidBit(f))]),
+) as Record<GhcbField, bigint>;
+
+/**
+ * The exit code as a number for the switches below: every SVM_EXIT / SVM_VMGEXIT code is a u32, so a
+ * larger code (-1 here) matches no case, as it matched none of the BigInt cases.
+ */
+function exitCodeNumber(g: GhcbSnapshot): number {
+  return g.exitCode <= 0xffff_ffffn ? Number(g.exitCode) : -1;
+}
+
+// The last GHCB page mapped: a Ghcb is only a view over its bytes, so the same bytes reuse it.
+let lastGhcbBytes: Uint8Array | undefined;
+let lastGhcbOffset = -1;
+let lastGhcb: Ghcb | undefined;
 
 function mapGhcb(cpu: SevGuestCpuView, gpa: bigint): Ghcb | undefined {
   const page = gpa & ~0xfffn;
   const loc = cpu.resolveGpa(page);
   if (loc === undefined || loc.offset + GHCB_LAYOUT.SIZE > loc.buffer.length) return undefined;
-  return new Ghcb(loc.buffer.subarray(loc.offset, loc.offset + GHCB_LAYOUT.SIZE));
+  if (loc.buffer === lastGhcbBytes && loc.offset === lastGhcbOffset) return lastGhcb;
+  const ghcb = new Ghcb(loc.buffer.subarray(loc.offset, loc.offset + GHCB_LAYOUT.SIZE));
+  lastGhcbBytes = loc.buffer;
+  lastGhcbOffset = loc.offset;
+  lastGhcb = ghcb;
+  return ghcb;
 }
 
 // §12.5 steps 2–7.
@@ -223,44 +247,43 @@ function validate(s: SevVmState, g: GhcbSnapshot): number | undefined {
     return GHCB_ERR.MISSING_INPUT;
   const need = (...fields: GhcbField[]) =>
     fields.every((f) => has(g, f)) ? undefined : GHCB_ERR.MISSING_INPUT;
-  const code = g.exitCode;
-  switch (code) {
-    case BigInt(SVM_EXIT.READ_DR7):
-    case BigInt(SVM_EXIT.RDTSC):
-    case BigInt(SVM_EXIT.RDTSCP):
-    case BigInt(SVM_EXIT.INVD):
-    case BigInt(SVM_EXIT.WBINVD):
-    case BigInt(SVM_VMGEXIT.NMI_COMPLETE):
-    case BigInt(SVM_VMGEXIT.AP_HLT_LOOP):
-    case BigInt(SVM_VMGEXIT.AP_JUMP_TABLE):
-    case BigInt(SVM_VMGEXIT.UNSUPPORTED_EVENT):
-    case BigInt(SVM_VMGEXIT.HV_FEATURES):
-    case BigInt(SVM_VMGEXIT.TERM_REQUEST):
+  switch (exitCodeNumber(g)) {
+    case SVM_EXIT.READ_DR7:
+    case SVM_EXIT.RDTSC:
+    case SVM_EXIT.RDTSCP:
+    case SVM_EXIT.INVD:
+    case SVM_EXIT.WBINVD:
+    case SVM_VMGEXIT.NMI_COMPLETE:
+    case SVM_VMGEXIT.AP_HLT_LOOP:
+    case SVM_VMGEXIT.AP_JUMP_TABLE:
+    case SVM_VMGEXIT.UNSUPPORTED_EVENT:
+    case SVM_VMGEXIT.HV_FEATURES:
+    case SVM_VMGEXIT.TERM_REQUEST:
       return undefined;
-    case BigInt(SVM_EXIT.WRITE_DR7):
+    case SVM_EXIT.WRITE_DR7:
       return need('rax');
-    case BigInt(SVM_EXIT.RDPMC):
+    case SVM_EXIT.RDPMC:
       return need('rcx');
-    case BigInt(SVM_EXIT.CPUID):
+    case SVM_EXIT.CPUID:
       return need('rax', 'rcx') ?? (g.regs.rax === 0xdn ? need('xcr0') : undefined);
-    case BigInt(SVM_EXIT.IOIO):
+    case SVM_EXIT.IOIO:
       if (g.info1 & 4n) return need('swScratch');
       return g.info1 & 1n ? undefined : need('rax');
-    case BigInt(SVM_EXIT.MSR):
+    case SVM_EXIT.MSR:
       return need('rcx') ?? (g.info1 !== 0n ? need('rax', 'rdx') : undefined);
-    case BigInt(SVM_EXIT.VMMCALL):
+    case SVM_EXIT.VMMCALL:
       return need('rax', 'cpl');
-    case BigInt(SVM_EXIT.MONITOR):
+    case SVM_EXIT.MONITOR:
       return need('rax', 'rcx', 'rdx');
-    case BigInt(SVM_EXIT.MWAIT):
+    case SVM_EXIT.MWAIT:
       return need('rax', 'rcx');
-    case BigInt(SVM_VMGEXIT.MMIO_READ):
-    case BigInt(SVM_VMGEXIT.MMIO_WRITE):
+    case SVM_VMGEXIT.MMIO_READ:
+    case SVM_VMGEXIT.MMIO_WRITE:
       return need('swScratch');
-    case BigInt(SVM_VMGEXIT.AP_CREATION):
-    case BigInt(SVM_VMGEXIT.PSC):
-    case BigInt(SVM_VMGEXIT.GUEST_REQUEST):
-    case BigInt(SVM_VMGEXIT.EXT_GUEST_REQUEST):
+    case SVM_VMGEXIT.AP_CREATION:
+    case SVM_VMGEXIT.PSC:
+    case SVM_VMGEXIT.GUEST_REQUEST:
+    case SVM_VMGEXIT.EXT_GUEST_REQUEST:
       // SNP-only exits are not valid events for an SEV-ES guest.
       return sevSnpGuest(s) ? undefined : GHCB_ERR.INVALID_EVENT;
     default:
@@ -298,10 +321,10 @@ export type Regs4 = { rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint };
 function dispatch(cpu: SevGuestCpuView, ghcb: Ghcb, pend: PendingVmgexit, g: GhcbSnapshot): VmgexitOutcome {
   const regs = pend.regs;
   const gpa = pend.ghcbGpa;
-  switch (g.exitCode) {
-    case BigInt(SVM_EXIT.IOIO):
+  switch (exitCodeNumber(g)) {
+    case SVM_EXIT.IOIO:
       return ioio(cpu, ghcb, pend, g);
-    case BigInt(SVM_EXIT.CPUID): {
+    case SVM_EXIT.CPUID: {
       const r = cpu.cpuid(Number(regs.rax & 0xffff_ffffn), Number(regs.rcx & 0xffff_ffffn));
       regs.rax = BigInt(r.eax >>> 0);
       regs.rbx = BigInt(r.ebx >>> 0);
@@ -309,17 +332,17 @@ function dispatch(cpu: SevGuestCpuView, ghcb: Ghcb, pend: PendingVmgexit, g: Ghc
       regs.rdx = BigInt(r.edx >>> 0);
       return RESUME;
     }
-    case BigInt(SVM_VMGEXIT.MMIO_READ):
-    case BigInt(SVM_VMGEXIT.MMIO_WRITE):
+    case SVM_VMGEXIT.MMIO_READ:
+    case SVM_VMGEXIT.MMIO_WRITE:
       return mmio(cpu, ghcb, pend, g);
-    case BigInt(SVM_EXIT.MSR):
+    case SVM_EXIT.MSR:
       return msrExit(cpu, ghcb, g, regs);
-    case BigInt(SVM_VMGEXIT.TERM_REQUEST):
+    case SVM_VMGEXIT.TERM_REQUEST:
       return SEV_TERM_EXIT(gpa);
-    case BigInt(SVM_VMGEXIT.HV_FEATURES):
+    case SVM_VMGEXIT.HV_FEATURES:
       ghcb.set('swExitInfo2', GHCB_HV_FT_SUPPORTED);
       return RESUME;
-    case BigInt(SVM_VMGEXIT.UNSUPPORTED_EVENT):
+    case SVM_VMGEXIT.UNSUPPORTED_EVENT:
       return {
         kind: 'exit',
         exit: {
@@ -407,7 +430,9 @@ function ioio(cpu: SevGuestCpuView, ghcb: Ghcb, pend: PendingVmgexit, g: GhcbSna
     };
   }
   const data = new Uint8Array(size);
-  for (let i = 0; i < size; i++) data[i] = Number((regs.rax >> BigInt(8 * i)) & 0xffn);
+  // The low `size` (≤ 4) bytes of RAX, LE.
+  let low = Number(regs.rax & 0xffff_ffffn);
+  for (let i = 0; i < size; i++, low >>>= 8) data[i] = low & 0xff;
   pend.io = { direction: 'out', size, count: 1, scratchGpa: undefined };
   return { kind: 'exit', exit: { reason: 'io', direction: 'out', port, size, count: 1, data } };
 }
