@@ -124,6 +124,20 @@ describe('Ghcb view', () => {
     expect(() => new Ghcb(new Uint8Array(100))).toThrow(/a GHCB is 4096 bytes, got 100/);
     expect(() => new Ghcb().set('rip2' as GhcbField, 0n)).toThrow(/GHCB field "rip2" is not known/);
     expect(() => new Ghcb().set('cpl', 256n)).toThrow(CocoError);
+    expect(() => new Ghcb().set('cpl', 256n)).toThrow(/GHCB cpl 0x100 does not fit in 8 bits/);
+    expect(() => new Ghcb().set('rax', 1n << 64n)).toThrow(
+      /GHCB rax 0x10000000000000000 does not fit in 64 bits/,
+    );
+    expect(() => new Ghcb().set('rcx', -1n)).toThrow(/GHCB rcx -0x1 does not fit in 64 bits/);
+    expect(() => new Ghcb().set('rdx', 1 as unknown as bigint)).toThrow(/GHCB rdx 1 does not fit in 64 bits/);
+    // The largest values fit, and a rejected value leaves the field and its valid bit untouched.
+    const g = new Ghcb();
+    g.set('cpl', 255n);
+    g.set('rax', (1n << 64n) - 1n);
+    expect([g.get('cpl'), g.get('rax')]).toEqual([255n, (1n << 64n) - 1n]);
+    expect(() => g.set('rbx', 1n << 64n)).toThrow(CocoError);
+    expect(g.isValid('rbx')).toBe(false);
+    expect(g.validFields()).toEqual(['cpl', 'rax']);
     expect(() => {
       new Ghcb().protocolVersion = 0x10000;
     }).toThrow(/does not fit in 16 bits/);

@@ -173,8 +173,8 @@ export class Ghcb {
 
   /** The field's raw value, valid or not (`ghcb_get_*`). */
   get(field: GhcbField): bigint {
-    const { offset, size } = GHCB_FIELD[field] ?? unknownField(field);
-    return size === 1 ? BigInt(this.#view.getUint8(offset)) : this.#view.getBigUint64(offset, true);
+    const f = SET_INFO.get(field) ?? unknownField(field);
+    return f.size === 1 ? BigInt(this.#view.getUint8(f.offset)) : this.#view.getBigUint64(f.offset, true);
   }
 
   /** The field's value if its valid bit is set, else 0n (`ghcb_get_*_if_valid`, what KVM reads). */
@@ -184,17 +184,20 @@ export class Ghcb {
 
   /** Writes the field and sets its valid bit (`ghcb_set_*`). `cpl` is one byte, the others u64. */
   set(field: GhcbField, value: bigint): void {
-    const { offset, size } = GHCB_FIELD[field] ?? unknownField(field);
-    checkBigUint(`GHCB ${field}`, value, size * 8);
-    if (size === 1) this.#view.setUint8(offset, Number(value));
-    else this.#view.setBigUint64(offset, value, true);
-    this.#setValidBit(ghcbValidBit(field), true);
+    const f = SET_INFO.get(field) ?? unknownField(field);
+    // The range check inline; the message (and its name string) is only built on failure.
+    if (typeof value !== 'bigint' || value < 0n || value > f.max)
+      checkBigUint(`GHCB ${field}`, value, f.size * 8);
+    if (f.size === 1) this.#view.setUint8(f.offset, Number(value));
+    else this.#view.setBigUint64(f.offset, value, true);
+    const i = f.bitmapIndex;
+    this.bytes[i] = this.bytes[i]! | f.bitmapMask;
   }
 
   /** True when the field's valid bit is set (`ghcb_*_is_valid`). */
   isValid(field: GhcbField): boolean {
-    const bit = ghcbValidBit(field);
-    return ((this.bytes[GHCB_LAYOUT.VALID_BITMAP_OFFSET + (bit >> 3)]! >> (bit & 7)) & 1) === 1;
+    const f = SET_INFO.get(field) ?? unknownField(field);
+    return (this.bytes[f.bitmapIndex]! & f.bitmapMask) !== 0;
   }
 
   /** Clears one field's valid bit, leaving its bytes. */
@@ -289,6 +292,24 @@ export class Ghcb {
     this.bytes[i] = on ? this.bytes[i]! | m : this.bytes[i]! & ~m;
   }
 }
+
+// Per field, what `get`, `set` and `isValid` need: offset, size, largest value, and the valid bit's byte and mask.
+const SET_INFO = new Map(
+  GHCB_FIELDS.map((name) => {
+    const { offset, size } = GHCB_FIELD[name];
+    const bit = Math.floor(offset / 8);
+    return [
+      name as string,
+      {
+        offset,
+        size,
+        max: (1n << BigInt(size * 8)) - 1n,
+        bitmapIndex: GHCB_LAYOUT.VALID_BITMAP_OFFSET + (bit >> 3),
+        bitmapMask: 1 << (bit & 7),
+      },
+    ] as const;
+  }),
+);
 
 function unknownField(field: string): never {
   throw new CocoError(

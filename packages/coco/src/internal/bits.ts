@@ -3,6 +3,7 @@
 import { CocoError } from '../error.js';
 
 export const U64_MASK = (1n << 64n) - 1n;
+const U64_LIMIT = 1n << 64n;
 
 /** `0x…` for a number or bigint (negative numbers keep their sign). */
 export function hex(v: number | bigint): string {
@@ -27,7 +28,7 @@ export function checkUint(what: string, v: number, bits: number): number {
 
 /** Throws FIELD_RANGE unless `v` is a bigint in [0, 2^bits). */
 export function checkBigUint(what: string, v: bigint, bits: number): bigint {
-  if (typeof v !== 'bigint' || v < 0n || v >= 1n << BigInt(bits)) {
+  if (typeof v !== 'bigint' || v < 0n || v >= (bits === 64 ? U64_LIMIT : 1n << BigInt(bits))) {
     throw new CocoError(
       'FIELD_RANGE',
       `${what} ${typeof v === 'bigint' ? hex(v) : String(v)} does not fit in ${bits} bits (0..${hex((1n << BigInt(bits)) - 1n)})`,

@@ -342,15 +342,21 @@ export class SimGuest implements Guest, ArchCpu {
    */
   private intercepted(
     event: InterceptEvent,
-    operation: string | (() => string),
+    operation: string,
     arg?: number | bigint,
+    arg2?: bigint,
   ): 'skip' | 'retry' | undefined {
     const f = this.vcpu.vm.ops.intercept;
     if (f === undefined) return undefined;
     const e = f.call(this.vcpu.vm.ops, this, event);
     if (e === undefined) return undefined;
-    const op = typeof operation === 'string' ? operation : operation();
-    const name = arg === undefined ? op : `${op}(${hex(arg)})`;
+    // The name is built only for an exception, not on every intercepted instruction.
+    const name =
+      arg === undefined
+        ? operation
+        : arg2 === undefined
+          ? `${operation}(${hex(arg)})`
+          : `${operation}(${hex(arg)}, ${hex(arg2)})`;
     return this.deliver({ vector: e.vector, errorCode: e.errorCode, operation: name, detail: e.detail });
   }
 
@@ -818,10 +824,9 @@ export class SimGuest implements Guest, ArchCpu {
       throw new TypeError('wrmsr: msr must be an integer');
     if (typeof value !== 'bigint') throw new TypeError('wrmsr: value must be a bigint');
     // The operation's name is built only for an exception (a trap or a #GP), not on every write.
-    const opName = () => `wrmsr(${hex(msr)}, ${hex(value)})`;
     for (;;) {
       this.tick('wrmsr');
-      const a = this.intercepted({ kind: 'wrmsr', msr }, opName);
+      const a = this.intercepted({ kind: 'wrmsr', msr }, 'wrmsr', msr, value);
       if (a === 'retry') continue;
       if (a === 'skip') return;
       let v = BigInt.asUintN(64, value);
@@ -834,7 +839,14 @@ export class SimGuest implements Guest, ArchCpu {
       }
       if (why === undefined && this.vcpu.writeMsr(msr, v)) return;
       why ??= this.vcpu.msr(msr) === undefined ? 'MSR not implemented' : 'value not valid for this MSR';
-      if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: opName(), detail: why }) === 'skip')
+      if (
+        this.deliver({
+          vector: VECTOR.GP,
+          errorCode: 0,
+          operation: `wrmsr(${hex(msr)}, ${hex(value)})`,
+          detail: why,
+        }) === 'skip'
+      )
         return;
     }
   }

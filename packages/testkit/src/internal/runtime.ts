@@ -174,12 +174,28 @@ function u64(v: bigint | number, what: string): bigint {
 export function guestSync(g: Guest, stage: bigint | number, ...args: (bigint | number)[]): Promise<void> {
   if (args.length > 6)
     throw new RangeError(`guestSync carries a stage and at most 6 args, got ${args.length}`);
-  return ucall(
-    g,
-    UCALL.SYNC,
-    u64(stage, 'guestSync stage'),
-    ...args.map((a, i) => u64(a, `guestSync arg ${i}`)),
-  );
+  const st = u64(stage, 'guestSync stage');
+  // Per arity, without an intermediate array or spread (args converted in order, as before).
+  switch (args.length) {
+    case 0:
+      return ucall(g, UCALL.SYNC, st);
+    case 1:
+      return ucall(g, UCALL.SYNC, st, syncArg(args, 0));
+    case 2:
+      return ucall(g, UCALL.SYNC, st, syncArg(args, 0), syncArg(args, 1));
+    case 3:
+      return ucall(g, UCALL.SYNC, st, syncArg(args, 0), syncArg(args, 1), syncArg(args, 2));
+    default: {
+      const all: bigint[] = [st];
+      for (let i = 0; i < args.length; i++) all.push(syncArg(args, i));
+      return ucall(g, UCALL.SYNC, ...all);
+    }
+  }
+}
+
+function syncArg(args: readonly (bigint | number)[], i: number): bigint {
+  const a = args[i]!;
+  return typeof a === 'bigint' ? a : u64(a, `guestSync arg ${i}`);
 }
 
 /** GUEST_DONE: tells the host the guest finished (UCALL_DONE). */

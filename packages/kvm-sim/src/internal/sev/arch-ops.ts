@@ -18,7 +18,14 @@ import type {
   PageCipher,
 } from '../arch/ops.js';
 import type { ResolvedConfig } from '../config.js';
-import { decryptInto, deriveKey, encryptFrom, privateReadU64, privateWriteU64 } from './crypto.js';
+import {
+  decryptInto,
+  deriveKey,
+  encryptFrom,
+  privateReadU64,
+  privateWriteU64,
+  type SevKey,
+} from './crypto.js';
 import { VC_VECTOR, type VcEvent, vcErrorCode } from './es.js';
 import { SevPlatform } from './platform.js';
 import {
@@ -157,10 +164,27 @@ function sevWriteMsr(vcpu: ArchVcpu, msr: number, value: bigint): boolean {
 
 /** The SEV model's view of the vCPU that is running a guest operation. */
 export function guestCpuView(cpu: ArchCpu): SevGuestCpuView {
+  // One view per vCPU, built on first use (every VMGEXIT asks for it); vm and vcpu read the arch
+  // state live, so the view stays right if it is replaced.
+  let view = cpuViews.get(cpu);
+  if (view === undefined) {
+    view = newGuestCpuView(cpu);
+    cpuViews.set(cpu, view);
+  }
+  return view;
+}
+
+const cpuViews = new WeakMap<ArchCpu, SevGuestCpuView>();
+
+function newGuestCpuView(cpu: ArchCpu): SevGuestCpuView {
   const vm = cpu.vcpu.vm;
   return {
-    vm: vmView(vm),
-    vcpu: vcpuView(cpu.vcpu),
+    get vm() {
+      return vmView(vm);
+    },
+    get vcpu() {
+      return vcpuView(cpu.vcpu);
+    },
     resolveGpa(gpa) {
       const slot = vm.memslotAt(gpa);
       if (slot === undefined || slot.userspace.length === 0) return undefined;
@@ -192,13 +216,34 @@ export interface SevPageCipher extends PageCipher {
 
 const ciphers = new WeakMap<SevVmState, SevPageCipher>();
 
-// SEV's memory-encryption engine as the core's PageCipher: the key is looked up per access, so it
-// follows ACTIVATE, MOVE and destruction without any cache to invalidate. With no key bound to the
-// ASID yet the default key of the ASID applies (guestKey never answers undefined for an SEV guest).
+// SEV's memory-encryption engine as the core's PageCipher. The key is cached and revalidated on every
+// access against what guestKey depends on: the VM's ASID binding (changed by ACTIVATE, MOVE — the key
+// moves with the context —, COPY and close) and the firmware's key epoch (bumped when a context or an
+// ASID binding is added or removed: LAUNCH_START, ACTIVATE, DEACTIVATE, DECOMMISSION). With no key
+// bound to the ASID yet the default key of the ASID applies (guestKey never answers undefined for an
+// SEV guest).
 function cipherFor(p: SevPlatform, s: SevVmState): SevPageCipher {
   let c = ciphers.get(s);
   if (c === undefined) {
-    const key = () => p.guestKey(s) ?? deriveKey(0, 0);
+    const fw = p.firmware;
+    let cached: SevKey | undefined;
+    let cachedAsid = -1;
+    let cachedActive = false;
+    let cachedEpoch = -1;
+    const key = (): SevKey => {
+      if (
+        cached === undefined ||
+        s.asid !== cachedAsid ||
+        s.active !== cachedActive ||
+        fw.keyEpoch !== cachedEpoch
+      ) {
+        cached = p.guestKey(s) ?? deriveKey(0, 0);
+        cachedAsid = s.asid;
+        cachedActive = s.active;
+        cachedEpoch = fw.keyEpoch;
+      }
+      return cached;
+    };
     c = {
       decrypt(host, hostOffset, pageOffset, out, length) {
         decryptInto(key(), host, hostOffset + pageOffset, out, length);

@@ -241,12 +241,16 @@ export interface PendingIo {
 }
 
 // `sev_es_validate_vmgexit` (spec §12.5 #5): a GHCB_ERR_* reason, or undefined when the request is valid.
+// MISSING_INPUT unless every one of `fields` is valid in the snapshot.
+function need(g: GhcbSnapshot, ...fields: GhcbField[]): number | undefined {
+  for (const f of fields) if (!has(g, f)) return GHCB_ERR.MISSING_INPUT;
+  return undefined;
+}
+
 function validate(s: SevVmState, g: GhcbSnapshot): number | undefined {
   if (g.usage !== 0) return GHCB_ERR.INVALID_USAGE;
   if (!has(g, 'swExitCode') || !has(g, 'swExitInfo1') || !has(g, 'swExitInfo2'))
     return GHCB_ERR.MISSING_INPUT;
-  const need = (...fields: GhcbField[]) =>
-    fields.every((f) => has(g, f)) ? undefined : GHCB_ERR.MISSING_INPUT;
   switch (exitCodeNumber(g)) {
     case SVM_EXIT.READ_DR7:
     case SVM_EXIT.RDTSC:
@@ -261,25 +265,25 @@ function validate(s: SevVmState, g: GhcbSnapshot): number | undefined {
     case SVM_VMGEXIT.TERM_REQUEST:
       return undefined;
     case SVM_EXIT.WRITE_DR7:
-      return need('rax');
+      return need(g, 'rax');
     case SVM_EXIT.RDPMC:
-      return need('rcx');
+      return need(g, 'rcx');
     case SVM_EXIT.CPUID:
-      return need('rax', 'rcx') ?? (g.regs.rax === 0xdn ? need('xcr0') : undefined);
+      return need(g, 'rax', 'rcx') ?? (g.regs.rax === 0xdn ? need(g, 'xcr0') : undefined);
     case SVM_EXIT.IOIO:
-      if (g.info1 & 4n) return need('swScratch');
-      return g.info1 & 1n ? undefined : need('rax');
+      if (g.info1 & 4n) return need(g, 'swScratch');
+      return g.info1 & 1n ? undefined : need(g, 'rax');
     case SVM_EXIT.MSR:
-      return need('rcx') ?? (g.info1 !== 0n ? need('rax', 'rdx') : undefined);
+      return need(g, 'rcx') ?? (g.info1 !== 0n ? need(g, 'rax', 'rdx') : undefined);
     case SVM_EXIT.VMMCALL:
-      return need('rax', 'cpl');
+      return need(g, 'rax', 'cpl');
     case SVM_EXIT.MONITOR:
-      return need('rax', 'rcx', 'rdx');
+      return need(g, 'rax', 'rcx', 'rdx');
     case SVM_EXIT.MWAIT:
-      return need('rax', 'rcx');
+      return need(g, 'rax', 'rcx');
     case SVM_VMGEXIT.MMIO_READ:
     case SVM_VMGEXIT.MMIO_WRITE:
-      return need('swScratch');
+      return need(g, 'swScratch');
     case SVM_VMGEXIT.AP_CREATION:
     case SVM_VMGEXIT.PSC:
     case SVM_VMGEXIT.GUEST_REQUEST:

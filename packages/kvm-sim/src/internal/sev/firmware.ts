@@ -46,6 +46,7 @@ export interface GuestContext {
 /** The firmware's platform: contexts, ASID bindings, DF_FLUSH bookkeeping. */
 export class SevFirmware {
   readonly #contexts = new Map<number, GuestContext>();
+  #keyEpoch = 0;
   /** ASID → handle bound by ACTIVATE. */
   readonly #asidOwner = new Map<number, number>();
   /** ASIDs deactivated since the last DF_FLUSH (ACTIVATE on them needs a flush first). */
@@ -84,6 +85,14 @@ export class SevFirmware {
   /** The context of `handle` (tests and the guest view read it). */
   context(handle: number): GuestContext | undefined {
     return this.#contexts.get(handle);
+  }
+
+  /**
+   * Bumped whenever what keyForAsid answers can change (a context or an ASID binding added or
+   * removed), so a cached key is valid while the epoch and the VM's ASID binding are unchanged.
+   */
+  get keyEpoch(): number {
+    return this.#keyEpoch;
   }
 
   /** The key loaded for `asid` by ACTIVATE, or undefined while no guest is bound to it. */
@@ -134,6 +143,7 @@ export class SevFirmware {
       measuredDigest: undefined,
     };
     this.#contexts.set(handle, ctx);
+    this.#keyEpoch++;
     return ctx;
   }
 
@@ -183,6 +193,7 @@ export class SevFirmware {
     if (this.#needsFlush.has(asid)) return SEV_RET.DFFLUSH_REQUIRED;
     ctx.asid = asid;
     this.#asidOwner.set(asid, handle);
+    this.#keyEpoch++;
     return SEV_RET.SUCCESS;
   }
 
@@ -193,6 +204,7 @@ export class SevFirmware {
     if (!ctx) return SEV_RET.INVALID_GUEST;
     if (ctx.asid === 0) return SEV_RET.INACTIVE;
     this.#asidOwner.delete(ctx.asid);
+    this.#keyEpoch++;
     this.#needsFlush.add(ctx.asid);
     ctx.asid = 0;
     return SEV_RET.SUCCESS;
@@ -205,6 +217,7 @@ export class SevFirmware {
     if (!ctx) return SEV_RET.INVALID_GUEST;
     if (ctx.asid !== 0) return SEV_RET.ACTIVE;
     this.#contexts.delete(handle);
+    this.#keyEpoch++;
     return SEV_RET.SUCCESS;
   }
 
