@@ -1,8 +1,6 @@
-// Benchmarks of the SEV model: moving the encryption context, a full launch, and private reads.
-
-import { PageTables, PhysicalMemory } from '@kvmtest/guest-memory';
-import { CAP, CR, type Kvm, SEV_CMD, type SevCommand, type Vm } from '@kvmtest/kvm';
+import { CAP, type Kvm, SEV_CMD, type SevCommand, type Vm } from '@kvmtest/kvm';
 import { type Bench, nsPerOpSync, opsPerSecondSync } from '../../../scripts/bench/measure.js';
+import { DATA_GVA, guestVm } from '../test/helpers.js';
 import { createSimKvm } from '../src/index.js';
 import type { ArchKvm } from '../src/internal/arch/ops.js';
 import { sevPlatform } from '../src/internal/sev/arch-ops.js';
@@ -96,40 +94,14 @@ const benches: Bench[] = [
       const kvm = createSimKvm({ vendor: 'amd', runBudget: Number.MAX_SAFE_INTEGER });
       quietFirmware(kvm);
       const sevFd = kvm.openSevDevice();
-      const vm = kvm.createVm('sev');
-      const mem = new Uint8Array(4 << 20);
-      vm.setUserMemoryRegion({
-        slot: 0,
-        flags: 0,
-        guestPhysAddr: 0n,
-        memorySize: BigInt(mem.length),
-        userspace: mem,
-      });
-      const phys = new PhysicalMemory();
-      phys.addRegion({ slot: 0, gpa: 0n, size: BigInt(mem.length), backing: mem });
-      let next = 0x10_0000n;
-      const pt = new PageTables(phys, { levels: 4, physBits: 52, tagBit: 51 }, () => {
-        const p = next;
-        next += 4096n;
-        return p;
-      });
-      for (let i = 0n; i < 16n; i++)
-        pt.map(0x40_0000n + i * 4096n, 0x20_0000n + i * 4096n, 4096n, { tagged: true });
+      const { vm, mem, vcpu: addVcpu } = guestVm(kvm, 'sev', 4 << 20, { tagBit: 51 });
       op(vm, sevFd, SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
-      const vcpu = vm.createVcpu(0);
-      vcpu.setSregs({
-        cr0: CR.CR0_PE | CR.CR0_PG,
-        cr2: 0n,
-        cr3: pt.root,
-        cr4: CR.CR4_PAE,
-        efer: CR.EFER_LME | CR.EFER_LMA,
-      });
       op(vm, sevFd, SEV_CMD.LAUNCH_START, { handle: 0, policy: 0 });
       op(vm, sevFd, SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: { buffer: mem, offset: 0 }, len: 3 << 20 });
       op(vm, sevFd, SEV_CMD.LAUNCH_FINISH);
       let rate = 0;
-      vcpu.setEntry(async (g) => {
-        const gvas = Array.from({ length: 512 }, (_, i) => 0x40_0000n + BigInt((i * 8 * 17) % 0x10000));
+      const vcpu = addVcpu(async (g) => {
+        const gvas = Array.from({ length: 512 }, (_, i) => DATA_GVA + BigInt((i * 8 * 17) % 0x10000));
         rate = opsPerSecondSync((i) => g.readU64(gvas[i & 511]!));
         await g.out(0x80, 1, 0);
       });

@@ -17,21 +17,40 @@ export interface GuestVm {
   vcpu(program: GuestProgram, id?: number): Vcpu;
 }
 
-/** A VM with `size` bytes of RAM at GPA 0 in slot 0, page tables from 1 MiB up, data at 2 MiB mapped at DATA_GVA. */
-export function guestVm(kvm: Kvm, type: VmType = 'default', size = 4 << 20): GuestVm {
+/** Options of guestVm. */
+export interface GuestVmOptions {
+  /** Tag bit of the page tables (the C-bit for SEV guests); data pages are mapped with it set. */
+  tagBit?: number;
+}
+
+/**
+ * A VM with `size` bytes of RAM at GPA 0 in slot 0, page tables from 1 MiB up, 16 data pages at
+ * 2 MiB mapped at DATA_GVA (tagged when the options give a tag bit). Shared by tests and benches.
+ */
+export function guestVm(
+  kvm: Kvm,
+  type: VmType = 'default',
+  size = 4 << 20,
+  opts: GuestVmOptions = {},
+): GuestVm {
   const vm = kvm.createVm(type);
   const mem = new Uint8Array(size);
   vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: BigInt(size), userspace: mem });
   const phys = new PhysicalMemory();
   phys.addRegion({ slot: 0, gpa: 0n, size: BigInt(size), backing: mem });
   let next = 0x10_0000n;
-  const pt = new PageTables(phys, { levels: 4, physBits: 52 }, () => {
+  const params =
+    opts.tagBit === undefined
+      ? { levels: 4 as const, physBits: 52 }
+      : { levels: 4 as const, physBits: 52, tagBit: opts.tagBit };
+  const pt = new PageTables(phys, params, () => {
     const p = next;
     next += 4096n;
     return p;
   });
   const map = (gva: bigint, gpa: bigint, pages = 1) => {
-    for (let i = 0n; i < BigInt(pages); i++) pt.map(gva + i * 4096n, gpa + i * 4096n);
+    for (let i = 0n; i < BigInt(pages); i++)
+      pt.map(gva + i * 4096n, gpa + i * 4096n, 4096n, { tagged: opts.tagBit !== undefined });
   };
   map(DATA_GVA, 0x20_0000n, 16);
   return {
