@@ -1,6 +1,6 @@
 // For every VM type the backend supports: the host sees exactly what the guest sent — SYNC with
 // args, PRINTF, a failing ASSERT, an unhandled #PF and DONE.
-import { VECTOR } from '@kvmtest/kvm';
+import { PF_ERROR, VECTOR } from '@kvmtest/kvm';
 import { UCALL } from '@kvmtest/ucall';
 import { describe, expect, test } from 'vitest';
 import {
@@ -112,5 +112,41 @@ describe.each(ALL_TYPES)('%s guests report to their host', (type) => {
     expect(e.line).toBe(lineOf(import.meta.url, '// @pf-line'));
     expect(e.userMessage).toMatch(/^Unhandled exception #PF \(vector 14\) error code 0x0 at 0xdead0000/);
     expect(e.message).toContain('==== Unhandled Guest Exception #PF (vCPU 0) ====');
+  });
+
+  test('an unhandled #PF carries vector 14 and the architectural error code in the ucall, not in its text', async (ctx) => {
+    requireType(ctx, type);
+    using vm = vmCreateWithOneVcpu(async (g) => {
+      g.writeU64(UNMAPPED, 1n);
+    }, type);
+    const e = (await runUcall(vm.vcpus[0]!).catch((x: unknown) => x)) as GuestUnhandledError;
+    expect(e).toBeInstanceOf(GuestUnhandledError);
+    expect(e.vector).toBe(VECTOR.PF);
+    expect(e.errorCode).toBe(PF_ERROR.WRITE); // not present, write, supervisor
+    expect(e.ucall.extra).toEqual([BigInt(VECTOR.PF), BigInt(PF_ERROR.WRITE)]);
+    expect(e.userMessage).toMatch(/^Unhandled exception #PF \(vector 14\) error code 0x2 at 0xdead0000/);
+    // The host reads the numbers from the ucall's extra args: a message saying otherwise changes nothing.
+    const relabelled = new GuestUnhandledError({
+      ...e.ucall,
+      message: 'Unhandled exception #GP (vector 13) error code 0x99',
+    });
+    expect(relabelled.vector).toBe(VECTOR.PF);
+    expect(relabelled.errorCode).toBe(PF_ERROR.WRITE);
+    expect(relabelled.message).toContain('==== Unhandled Guest Exception #PF (vCPU 0) ====');
+  });
+
+  test('an unhandled #UD is reported with vector 6 and no error code', async (ctx) => {
+    requireType(ctx, type);
+    using vm = vmCreateWithOneVcpu(async (g) => {
+      g.ud2();
+    }, type);
+    const e = (await runUcall(vm.vcpus[0]!).catch((x: unknown) => x)) as GuestUnhandledError;
+    expect(e).toBeInstanceOf(GuestUnhandledError);
+    expect(e.ucall.cmd).toBe(UCALL.UNHANDLED);
+    expect(e.vector).toBe(VECTOR.UD);
+    expect(e.errorCode).toBeUndefined();
+    expect(e.ucall.extra).toEqual([BigInt(VECTOR.UD)]);
+    expect(e.userMessage).toMatch(/^Unhandled exception #UD \(vector 6\) error code none/);
+    expect(e.message).toContain('==== Unhandled Guest Exception #UD (vCPU 0) ====');
   });
 });

@@ -4,6 +4,7 @@ import {
   decodeSlot,
   encodeSlot,
   UCALL_ASSERT_ARGS,
+  UCALL_ASSERT_EXTRA_PRESENT_SHIFT,
   UCALL_ASSERT_FILE_MAX,
   UCALL_ASSERT_MAGIC,
   UCALL_BUFFER_LEN,
@@ -53,6 +54,55 @@ describe('slot encoding', () => {
     expect(arg(UCALL_ASSERT_ARGS.line)).toBe(9n);
     expect(arg(UCALL_ASSERT_ARGS.messageBytes)).toBe(1n);
     expect(arg(UCALL_ASSERT_ARGS.magic)).toBe(UCALL_ASSERT_MAGIC);
+  });
+
+  it('puts assert extras in args[4]/args[5] and their presence bits above the message length', () => {
+    const where = { expression: 'e', file: 'f.c', line: 9 };
+    const argsOf = (b: Uint8Array) => {
+      const v = new DataView(b.buffer);
+      return (i: number) => v.getBigUint64(UCALL_SLOT_LAYOUT.args + 8 * i, true);
+    };
+    const both = argsOf(encodeSlot({ cmd: 5, message: 'm', where: { ...where, extra: [14n, 2] } }));
+    expect(both(UCALL_ASSERT_ARGS.extra0)).toBe(14n);
+    expect(both(UCALL_ASSERT_ARGS.extra1)).toBe(2n);
+    expect(both(UCALL_ASSERT_ARGS.messageBytes)).toBe(1n | (3n << UCALL_ASSERT_EXTRA_PRESENT_SHIFT));
+    const first = argsOf(encodeSlot({ cmd: 5, message: 'm', where: { ...where, extra: [6n, undefined] } }));
+    expect(first(UCALL_ASSERT_ARGS.extra1)).toBe(0n);
+    expect(first(UCALL_ASSERT_ARGS.messageBytes)).toBe(1n | (1n << UCALL_ASSERT_EXTRA_PRESENT_SHIFT));
+    const second = argsOf(encodeSlot({ cmd: 5, message: 'm', where: { ...where, extra: [undefined, 0n] } }));
+    expect(second(UCALL_ASSERT_ARGS.extra0)).toBe(0n);
+    expect(second(UCALL_ASSERT_ARGS.messageBytes)).toBe(1n | (2n << UCALL_ASSERT_EXTRA_PRESENT_SHIFT));
+    const none = argsOf(encodeSlot({ cmd: 5, message: 'm', where: { ...where, extra: [] } }));
+    expect(none(UCALL_ASSERT_ARGS.messageBytes)).toBe(1n);
+  });
+
+  it('decodes assert extras: present ones as u64, absent ones as undefined, none as no field', () => {
+    const where = { expression: 'e', file: 'f.c', line: 9 };
+    const round = (extra?: readonly (bigint | number | undefined)[]) =>
+      decodeSlot(inSlot(encodeSlot({ cmd: 5, message: 'é'.repeat(600), where: { ...where, extra } })));
+    expect(round([14n, 0x11n])).toMatchObject({ extra: [14n, 0x11n], truncated: true, line: 9 });
+    expect(round([6]).extra).toEqual([6n]);
+    expect(round([6n, undefined]).extra).toEqual([6n]);
+    expect(round([undefined, 0n]).extra).toEqual([undefined, 0n]);
+    expect(round([0n, 0n]).extra).toEqual([0n, 0n]);
+    expect(round([-1n, 2n ** 64n - 1n]).extra).toEqual([2n ** 64n - 1n, 2n ** 64n - 1n]);
+    expect(round([]).extra).toBeUndefined();
+    expect(round().extra).toBeUndefined();
+    expect(round([undefined, undefined]).extra).toBeUndefined();
+    expect(round().truncated).toBe(true);
+    // A slot without the assert marker has no extras, whatever args[3] holds.
+    expect(
+      decodeSlot(inSlot(encodeSlot({ cmd: 1, args: [0n, 0n, 0n, 3n << 56n, 4n, 5n] }))).extra,
+    ).toBeUndefined();
+  });
+
+  it('rejects more than two assert extras and extras that do not fit 64 bits', () => {
+    const where = { expression: 'e', file: 'f.c', line: 9 };
+    expect(() => encodeSlot({ cmd: 5, where: { ...where, extra: [1n, 2n, 3n] } })).toThrow(
+      /at most 2 extra values, got 3/,
+    );
+    expect(() => encodeSlot({ cmd: 5, where: { ...where, extra: [2n ** 64n] } })).toThrow(RangeError);
+    expect(() => encodeSlot({ cmd: 5, where: { ...where, extra: [0.5] } })).toThrow(/safe integer/);
   });
 
   it('rejects more than 7 args, a message that does not fit, and args beside an assertion', () => {

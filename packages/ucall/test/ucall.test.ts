@@ -102,6 +102,53 @@ describe('guest → host', () => {
     }
   });
 
+  it('carries assert extras in args[4]/args[5] over pio, ghcb, tdvmcall and mmio', async () => {
+    const where = { expression: 'e', file: 'f.c', line: 7 };
+    const sent: (readonly (bigint | undefined)[] | undefined)[] = [
+      [14n, 0x2n],
+      [6n, undefined],
+      [undefined, 0n],
+      [0n, 0n],
+      [0xffff_ffff_ffff_ffffn, 1n << 63n],
+      undefined,
+    ];
+    const expected = [
+      [14n, 0x2n],
+      [6n],
+      [undefined, 0n],
+      [0n, 0n],
+      [0xffff_ffff_ffff_ffffn, 1n << 63n],
+      undefined,
+    ];
+    for (const [type, transport] of [
+      ['default', undefined],
+      ['sev', undefined],
+      ['sw-protected', undefined],
+      ['sev-es', undefined],
+      ['sev-snp', undefined],
+      ['tdx', undefined],
+      ['default', 'mmio'],
+      ['sev-es', 'mmio'],
+    ] as const) {
+      const f = createFakeVm({ type });
+      ucallInit(f.target, transport ? { transport } : {});
+      const v = f.vcpu(0, async (g) => {
+        for (const extra of sent) await ucallAssert(g, UCALL.UNHANDLED, { ...where, extra }, 'n=%d', 3);
+        await ucall(g, UCALL.DONE);
+      });
+      const label = `${type} ${transport ?? ''}`;
+      for (const want of expected) {
+        const uc = (await next(v))!;
+        expect(uc, label).toMatchObject({ cmd: UCALL.UNHANDLED, message: 'n=3', ...where });
+        expect(uc.extra, label).toEqual(want);
+        expect('extra' in uc, label).toBe(want !== undefined);
+      }
+      expect((await next(v))!.extra, label).toBeUndefined();
+      await v.run();
+      expect(v.exit?.reason, label).toBe('hlt');
+    }
+  });
+
   it('reports a pio exit on port 0x1000 as OUT of 4 bytes, whatever the transport', async () => {
     for (const type of ['default', 'sev-es', 'sev-snp', 'tdx'] as const) {
       const f = createFakeVm({ type });

@@ -13,7 +13,7 @@ import {
 import { getUcall, type Ucall, UCALL, ucallCmdName } from '@kvmtest/ucall';
 import { callerOf, displayLocation } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
-import { UNHANDLED_MESSAGE } from './runtime.js';
+import { UNHANDLED_EXPRESSION, UNHANDLED_EXTRA } from './runtime.js';
 import { vmLaunch } from './sev.js';
 import { testVmOfVcpu } from './vm.js';
 
@@ -37,22 +37,26 @@ export class GuestAssertionError extends TestAssertionError {
   }
 }
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** A guest exception no handler took, reported through UCALL_UNHANDLED, re-raised on the host. */
 export class GuestUnhandledError extends TestAssertionError {
   override name = 'GuestUnhandledError';
   readonly vcpuId: number;
-  /** The exception vector (14 for #PF), or -1 when the message did not say. */
+  /** The exception vector (14 for #PF), or -1 when the ucall did not carry one. */
   readonly vector: number;
-  /** The error code the CPU pushed, if any. */
+  /** The error code the CPU pushed, if any (undefined for a vector that pushes none, e.g. #UD). */
   readonly errorCode: number | undefined;
   readonly ucall: Ucall;
   constructor(uc: Ucall) {
-    const m = UNHANDLED_MESSAGE.exec(uc.message);
-    const vector = m ? Number(m[1]) : -1;
+    // The guest runtime sends [vector, errorCode] as the assert ucall's extra args (UNHANDLED_EXTRA).
+    const v = uc.extra?.[UNHANDLED_EXTRA.vector];
+    const ec = uc.extra?.[UNHANDLED_EXTRA.errorCode];
+    const vector = v !== undefined && v <= MAX_SAFE ? Number(v) : -1;
     super(
       {
         location: uc.file === undefined ? undefined : { file: uc.file, line: uc.line ?? 0 },
-        expression: uc.expression ?? 'Unhandled exception in guest',
+        expression: uc.expression ?? UNHANDLED_EXPRESSION,
         userMessage: uc.message,
       },
       {
@@ -65,7 +69,8 @@ export class GuestUnhandledError extends TestAssertionError {
     );
     this.vcpuId = uc.vcpuId;
     this.vector = vector;
-    this.errorCode = m && m[2] !== 'none' ? Number.parseInt(m[2]!, 16) : undefined;
+    // A u64 above 2^53 can only be a negative number the guest sent (two's complement).
+    this.errorCode = ec === undefined ? undefined : Number(ec <= MAX_SAFE ? ec : BigInt.asIntN(64, ec));
     this.ucall = uc;
   }
 }

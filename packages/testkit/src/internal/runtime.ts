@@ -7,7 +7,8 @@
 // sits at the same address in every VM's image. The wrapper installed as each vCPU's entry point
 // sets one dispatcher with g.setExceptionHandler that routes by vector through that table; an
 // exception with no handler unwinds the guest program and is reported as UCALL_UNHANDLED with the
-// vector, error code and the guest source line where it happened.
+// vector and error code (in the assert ucall's extra args, see UNHANDLED_EXTRA) and the guest source
+// line where it happened.
 
 import {
   type ExceptionFrame,
@@ -143,10 +144,14 @@ export function wrapGuest(program: GuestProgram): GuestProgram {
   };
 }
 
-/** Message prefix of an UNHANDLED ucall; the host parses vector and error code back from it. */
+/** Expression of an UNHANDLED ucall. */
 export const UNHANDLED_EXPRESSION = 'Unhandled exception in guest';
-/** Parses `vector N error code 0x… ` at the start of an UNHANDLED message. */
-export const UNHANDLED_MESSAGE = /^Unhandled exception #?\S* \(vector (\d+)\) error code (0x[0-9a-f]+|none)/;
+/**
+ * Where an UNHANDLED ucall carries its numbers: `Ucall.extra[vector]` is the vector, `Ucall.extra[errorCode]`
+ * the error code the CPU pushed — absent (undefined) for a vector without one. The message text only
+ * repeats them for people; the host never parses it.
+ */
+export const UNHANDLED_EXTRA = { vector: 0, errorCode: 1 } as const;
 
 async function reportUnhandled(g: Guest, e: GuestException): Promise<void> {
   const captured = unhandledSite.get(g);
@@ -158,7 +163,13 @@ async function reportUnhandled(g: Guest, e: GuestException): Promise<void> {
   await ucallAssert(
     g,
     UCALL.UNHANDLED,
-    { expression: UNHANDLED_EXPRESSION, file: loc?.file ?? '<unknown>', line: loc?.line ?? 0 },
+    {
+      expression: UNHANDLED_EXPRESSION,
+      file: loc?.file ?? '<unknown>',
+      line: loc?.line ?? 0,
+      // [UNHANDLED_EXTRA.vector, UNHANDLED_EXTRA.errorCode]; undefined = no error code pushed.
+      extra: [BigInt(frame.vector), frame.errorCode === undefined ? undefined : BigInt(frame.errorCode)],
+    },
     '%s',
     `Unhandled exception ${vectorName(frame.vector)} (vector ${frame.vector}) error code ${ec}${cr2} in ${frame.operation}: ${frame.detail}`,
   );

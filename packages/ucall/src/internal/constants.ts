@@ -136,10 +136,30 @@ export const UCALL_GUEST_GLOBALS: readonly GuestGlobal[] = Object.freeze(
 /**
  * How ucallAssert lays file, line and expression into a slot: `args[expression]` and `args[file]` are
  * byte offsets of NUL-terminated strings in `buffer` (0 = absent), `args[line]` the line,
- * `args[messageBytes]` the UTF-8 length of the untruncated message, `args[magic]` = UCALL_ASSERT_MAGIC.
+ * `args[messageBytes]` the UTF-8 length of the untruncated message in its low 56 bits and, in bits
+ * 56–57, which extra values are present (UCALL_ASSERT_EXTRA_PRESENT_SHIFT), `args[extra0]`/`args[extra1]`
+ * the extra values (0 when absent), `args[magic]` = UCALL_ASSERT_MAGIC.
  * The buffer holds `message NUL file NUL expression NUL` (selftests order of args: expression, file, line).
  */
-export const UCALL_ASSERT_ARGS = { expression: 0, file: 1, line: 2, messageBytes: 3, magic: 6 } as const;
+export const UCALL_ASSERT_ARGS = {
+  expression: 0,
+  file: 1,
+  line: 2,
+  messageBytes: 3,
+  extra0: 4,
+  extra1: 5,
+  magic: 6,
+} as const;
+
+/** How many extra numeric values an assert ucall can carry (`args[4]`, `args[5]`). */
+export const UCALL_ASSERT_EXTRA_MAX = 2;
+
+/**
+ * First bit of `args[messageBytes]` that records which extras are present: bit 56 + i set = extra i
+ * (`args[4 + i]`) was sent. An extra of 0 and an absent one differ only by this bit. The low 56 bits
+ * are the message length.
+ */
+export const UCALL_ASSERT_EXTRA_PRESENT_SHIFT = 56n;
 
 /** Marks a slot filled by ucallAssert (`args[6]`): ASCII "ucASSERT" little-endian. */
 export const UCALL_ASSERT_MAGIC = 0x5452455353416375n;

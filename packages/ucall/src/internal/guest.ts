@@ -273,6 +273,8 @@ export async function ucallFmt(g: Guest, cmd: number, fmt: string, ...values: un
 /**
  * Sends `cmd` (normally ABORT) for a failed guest assertion (ucall_assert): the formatted message,
  * file, line and expression, laid out as UCALL_ASSERT_ARGS says; the message is cut first to fit.
+ * `where.extra` (at most two values, `undefined` = absent) rides in `args[4]`/`args[5]`, and the host
+ * reads it back as `Ucall.extra`.
  */
 export async function ucallAssert(
   g: Guest,

@@ -27,6 +27,13 @@ export interface Ucall {
   file?: string;
   line?: number;
   expression?: string;
+  /**
+   * Assert slots that carried extra values (`ucallAssert(g, cmd, { …, extra: [a, b] }, …)`, sent in
+   * `args[4]`/`args[5]` as u64): one entry per extra up to the last one sent, `undefined` for one sent
+   * as absent (`[6n]` or `[6n, undefined]` both decode as `[6n]`; `[undefined, 2n]` as `[undefined, 2n]`).
+   * Absent when the assertion carried none. testkit's UNHANDLED sends `[vector, errorCode]`.
+   */
+  extra?: (bigint | undefined)[];
   /** The guest cut the message to fit the 1024-byte buffer. */
   truncated?: boolean;
   /** Index of the slot the guest used (absent for NONE). */
@@ -188,6 +195,7 @@ export function getUcall(vcpu: Vcpu): Ucall | undefined {
   if (slot.file !== undefined) uc.file = slot.file;
   if (slot.line !== undefined) uc.line = slot.line;
   if (slot.expression !== undefined) uc.expression = slot.expression;
+  if (slot.extra !== undefined) uc.extra = slot.extra;
   if (slot.truncated) uc.truncated = true;
   return uc;
 }

@@ -2,6 +2,8 @@
 
 import {
   UCALL_ASSERT_ARGS,
+  UCALL_ASSERT_EXTRA_MAX,
+  UCALL_ASSERT_EXTRA_PRESENT_SHIFT,
   UCALL_ASSERT_FILE_MAX,
   UCALL_ASSERT_MAGIC,
   UCALL_BUFFER_LEN,
@@ -9,11 +11,16 @@ import {
   UCALL_SLOT_LAYOUT,
 } from './constants.js';
 
-/** Where a guest assertion failed: the expression text, file and line (GUEST_ASSERT's #cond, __FILE__, __LINE__). */
+/**
+ * Where a guest assertion failed: the expression text, file and line (GUEST_ASSERT's #cond, __FILE__,
+ * __LINE__), and optionally up to UCALL_ASSERT_EXTRA_MAX extra numbers for the host (e.g. UNHANDLED's
+ * vector and error code), sent in `args[4]`/`args[5]`. An `undefined` entry is sent as absent.
+ */
 export interface AssertWhere {
   expression: string;
   file: string;
   line: number;
+  extra?: readonly (bigint | number | undefined)[];
 }
 
 /** What a guest puts in a slot: command, up to 7 args, optionally a message, and for an assertion where it failed. */
@@ -35,6 +42,8 @@ export interface DecodedSlot {
   file?: string;
   line?: number;
   expression?: string;
+  /** Assert slots that carried extra values: see {@link AssertWhere.extra} and Ucall.extra. */
+  extra?: (bigint | undefined)[];
   /** True when the guest cut the message to fit the buffer (assert slots record the full length). */
   truncated: boolean;
   /** The slot's own `gpa` field. */
@@ -79,7 +88,8 @@ export function checkArg(v: bigint, i: number): bigint {
  * Bytes a guest writes at the start of a slot: cmd and args (all 7, unused ones zero), then the buffer
  * up to and including its last NUL — a lone NUL when there is no message, so no stale text survives.
  * With `where`, the buffer is `message NUL file NUL expression NUL` and args carry the UCALL_ASSERT_ARGS
- * fields (the file is cut to UCALL_ASSERT_FILE_MAX bytes, then the expression, then the message, to fit).
+ * fields (the file is cut to UCALL_ASSERT_FILE_MAX bytes, then the expression, then the message, to fit),
+ * plus `where.extra` in `args[4]`/`args[5]` with their presence bits in `args[3]`.
  * Without `where`, a message longer than 1023 UTF-8 bytes is a RangeError (ucallFmt turns it into ABORT).
  */
 export function encodeSlot(c: SlotContents): Uint8Array {
@@ -88,7 +98,9 @@ export function encodeSlot(c: SlotContents): Uint8Array {
   if (args.length > UCALL_MAX_ARGS)
     throw new RangeError(`a ucall carries at most ${UCALL_MAX_ARGS} args, got ${args.length}`);
   if (c.where !== undefined && args.length > 0)
-    throw new RangeError(`an assert ucall's args hold file/line/expression; got ${args.length} extra args`);
+    throw new RangeError(
+      `an assert ucall's args hold file/line/expression; got ${args.length} extra args (send up to ${UCALL_ASSERT_EXTRA_MAX} values as where.extra)`,
+    );
   let buf: Uint8Array;
   const words: bigint[] = [0n, 0n, 0n, 0n, 0n, 0n, 0n];
   for (let i = 0; i < args.length; i++) words[i] = checkArg(args[i]!, i);
@@ -110,7 +122,7 @@ export function encodeSlot(c: SlotContents): Uint8Array {
     words[UCALL_ASSERT_ARGS.expression] = BigInt(exprOff);
     words[UCALL_ASSERT_ARGS.file] = BigInt(fileOff);
     words[UCALL_ASSERT_ARGS.line] = BigInt(line);
-    words[UCALL_ASSERT_ARGS.messageBytes] = BigInt(full.length);
+    words[UCALL_ASSERT_ARGS.messageBytes] = BigInt(full.length) | encodeExtra(c.where.extra, words);
     words[UCALL_ASSERT_ARGS.magic] = UCALL_ASSERT_MAGIC;
   } else if (c.message !== undefined) {
     const m = utf8(c.message);
@@ -129,6 +141,29 @@ export function encodeSlot(c: SlotContents): Uint8Array {
   for (let i = 0; i < UCALL_MAX_ARGS; i++) view.setBigUint64(UCALL_SLOT_LAYOUT.args + 8 * i, words[i]!, true);
   out.set(buf, UCALL_SLOT_LAYOUT.buffer);
   return out;
+}
+
+const LENGTH_MASK = (1n << UCALL_ASSERT_EXTRA_PRESENT_SHIFT) - 1n;
+const EXTRA_ARGS = [UCALL_ASSERT_ARGS.extra0, UCALL_ASSERT_ARGS.extra1] as const;
+
+// Writes the present extras into `words` and returns their presence bits for args[messageBytes].
+function encodeExtra(extra: AssertWhere['extra'], words: bigint[]): bigint {
+  if (extra === undefined) return 0n;
+  if (!Array.isArray(extra) || extra.length > UCALL_ASSERT_EXTRA_MAX)
+    throw new RangeError(
+      `an assert ucall carries at most ${UCALL_ASSERT_EXTRA_MAX} extra values, got ${Array.isArray(extra) ? extra.length : typeof extra}`,
+    );
+  let present = 0n;
+  for (let i = 0; i < extra.length; i++) {
+    const v = extra[i];
+    if (v === undefined) continue;
+    const arg = EXTRA_ARGS[i]!;
+    if (typeof v === 'number' && !Number.isSafeInteger(v))
+      throw new RangeError(`assert extra value ${i} ${v} must be a bigint or a safe integer`);
+    words[arg] = checkArg(typeof v === 'number' ? BigInt(v) : v, arg);
+    present |= 1n << (UCALL_ASSERT_EXTRA_PRESENT_SHIFT + BigInt(i));
+  }
+  return present;
 }
 
 function cString(bytes: Uint8Array, from: number, to: number): [string, number] {
@@ -170,7 +205,17 @@ export function decodeSlotAt(bytes: Uint8Array, view: DataView, off: number): De
     }
     const line = args[UCALL_ASSERT_ARGS.line]!;
     out.line = line <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(line) : Number.MAX_SAFE_INTEGER;
-    out.truncated = BigInt(msgEnd - b0) < args[UCALL_ASSERT_ARGS.messageBytes]!;
+    const lengthWord = args[UCALL_ASSERT_ARGS.messageBytes]!;
+    out.truncated = BigInt(msgEnd - b0) < (lengthWord & LENGTH_MASK);
+    const present =
+      (lengthWord >> UCALL_ASSERT_EXTRA_PRESENT_SHIFT) & ((1n << BigInt(UCALL_ASSERT_EXTRA_MAX)) - 1n);
+    if (present !== 0n) {
+      // Up to the last present extra; absent ones in between stay undefined.
+      const extra: (bigint | undefined)[] = [];
+      for (let i = 0; i < UCALL_ASSERT_EXTRA_MAX; i++)
+        if ((present >> BigInt(i)) & 1n) extra[i] = args[EXTRA_ARGS[i]!]!;
+      out.extra = Array.from(extra);
+    }
     if (last > msgEnd) out.buffer = decoder.decode(bytes.subarray(b0, last));
   }
   return out;
