@@ -2,7 +2,6 @@
 
 import { CocoError } from '../error.js';
 
-export const U64_MASK = (1n << 64n) - 1n;
 const U64_LIMIT = 1n << 64n;
 
 /** `0x…` for a number or bigint (negative numbers keep their sign). */

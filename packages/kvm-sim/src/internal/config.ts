@@ -89,7 +89,7 @@ const INTEL_TYPES: readonly VmType[] = ['default', 'sw-protected', 'tdx'];
 function positiveInt(name: string, v: unknown, dflt: number, max = 2 ** 31 - 1): number {
   if (v === undefined) return dflt;
   if (typeof v !== 'number' || !Number.isInteger(v))
-    throw new TypeError(`SimConfig.${name} must be an integer`);
+    throw new TypeError(`SimConfig.${name} must be an integer, got ${String(v)}`);
   if (v < 1 || v > max) throw new RangeError(`SimConfig.${name} ${v} must be in 1..${max}`);
   return v;
 }
@@ -128,10 +128,12 @@ export function resolveConfig(config: SimConfig = {}): ResolvedConfig {
   const minSevAsid = positiveInt('cpu.minSevAsid', cpu.minSevAsid, d.minSevAsid, 0xffff);
   const tdxMaxGpaw = cpu.tdxMaxGpaw ?? d.tdxMaxGpaw;
   if (tdxMaxGpaw !== 48 && tdxMaxGpaw !== 52)
-    throw new RangeError('SimConfig.cpu.tdxMaxGpaw must be 48 or 52');
+    throw new RangeError(`SimConfig.cpu.tdxMaxGpaw must be 48 or 52, got ${String(tdxMaxGpaw)}`);
   const sevVmsaFeatures = cpu.sevVmsaFeatures ?? d.sevVmsaFeatures;
   if (typeof sevVmsaFeatures !== 'bigint' || sevVmsaFeatures < 0n)
-    throw new TypeError('SimConfig.cpu.sevVmsaFeatures must be a non-negative bigint');
+    throw new TypeError(
+      `SimConfig.cpu.sevVmsaFeatures must be a non-negative bigint, got ${String(sevVmsaFeatures)}`,
+    );
   const maxVcpus = positiveInt('maxVcpus', config.maxVcpus, d.maxVcpus, 1 << 20);
   return Object.freeze({
     vendor,
@@ -179,7 +181,7 @@ function entry(fn: number, eax: number, ebx: number, ecx: number, edx: number, i
 }
 
 /** KVM_CPUID_FEATURES (0x40000001) EAX bits the simulator advertises (include/uapi/asm/kvm_para.h). */
-export const KVM_FEATURE = { PV_UNHALT: 7, PV_SEND_IPI: 11, PV_SCHED_YIELD: 13 } as const;
+const KVM_FEATURE = { PV_UNHALT: 7, PV_SEND_IPI: 11, PV_SCHED_YIELD: 13 } as const;
 
 /**
  * KVM_GET_SUPPORTED_CPUID of the simulated host: vendor, long mode/NX/LA57, MAXPHYADDR in

@@ -1,8 +1,9 @@
 // The guest CPU: the `Guest` a vCPU's program runs against. Every memory access translates its GVA
 // through the guest's own page tables (CR3, CR4.LA57) with guest-memory's `walk` over this CPU's
 // physical view, then asks the arch how the GPA is served (shared / private / encrypted / fault).
-// A small TLB keeps recent translations; it is flushed at every KVM_RUN entry, whenever the VM's
-// memslots or attributes change, and when the guest writes a page it walked as a page table.
+// A small TLB keeps recent translations; it survives KVM_RUN entry (see enterRun) and is flushed
+// by control-register and EFER changes, whenever the VM's memslots or attributes change, and when
+// the guest writes a page it walked as a page table.
 //
 // Synchronous accessors cannot suspend the program, so an access that needs the host (an MMIO
 // read or write, a memory-fault exit) cannot be resumed from them:
@@ -196,8 +197,9 @@ export class SimGuest implements Guest, ArchCpu {
 
   enterRun(): void {
     // VM entry keeps the guest's TLB, as hardware with tagged TLBs (ASID/VPID) does: translations
-    // are dropped by a CR3/CR4/EFER write (KVM_SET_SREGS or the guest's own), by memslot or
-    // attribute changes (memGeneration) and by guest writes to pages it walked as page tables.
+    // are dropped by KVM_SET_SREGS, by the guest's CR3 load, EFER write or CR0/CR4 paging-bit
+    // change, by memslot or attribute changes (memGeneration) and by guest writes to pages it
+    // walked as page tables.
     // Like the real thing, a host that rewrites a live PTE behind the guest's back must reload CR3.
     this.ops = 0;
   }
@@ -337,8 +339,8 @@ export class SimGuest implements Guest, ArchCpu {
 
   /**
    * Asks the arch whether a protected guest traps on `event` (#VC / #VE); delivers it if so. The
-   * operation is named `operation` (or what the function returns), or `operation(0x<arg>)` with
-   * `arg` — built only when it traps.
+   * frame's operation is `operation`, or `operation(0x<arg>)` / `operation(0x<arg>, 0x<arg2>)` when
+   * arguments are given — built only when it traps.
    */
   private intercepted(
     event: InterceptEvent,

@@ -33,6 +33,8 @@ export interface SimStats {
   readonly memslots: number;
 }
 
+const U64 = (1n << 64n) - 1n;
+
 /** Stdin, stdout and stderr hold 0–2, as in a real process. */
 const FIRST_FD = 3;
 
@@ -49,6 +51,7 @@ export class SimKvm implements Kvm, ArchKvm {
   private readonly hostStates = new Map<string, unknown>();
   /** VMs not yet destroyed. */
   readonly liveVms = new Set<SimVm>();
+  /** guest_memfd files not yet released. */
   readonly liveGmem = new Set<GmemFile>();
 
   constructor(config?: SimConfig) {
@@ -75,11 +78,6 @@ export class SimKvm implements Kvm, ArchKvm {
     return this.fds.get(fd);
   }
 
-  /** Removes `fd` from the table (the object decides what the release means). */
-  dropFd(fd: number): void {
-    this.fds.delete(fd);
-  }
-
   fdKind(fd: number): FdKind | undefined {
     return this.fds.get(fd)?.kind;
   }
@@ -96,10 +94,6 @@ export class SimKvm implements Kvm, ArchKvm {
   hostState<T>(key: string, init: () => T): T {
     if (!this.hostStates.has(key)) this.hostStates.set(key, init());
     return this.hostStates.get(key) as T;
-  }
-
-  get openFdCount(): number {
-    return this.fds.size;
   }
 
   private requireOpen(op: string): void {
@@ -190,10 +184,10 @@ export class SimKvm implements Kvm, ArchKvm {
     } else if (typeof type === 'string') {
       if (!isVmType(type)) throw new TypeError(`KVM_CREATE_VM: unknown VM type name ${JSON.stringify(type)}`);
       name = type;
-    } else throw new TypeError('KVM_CREATE_VM: type must be a VM type name or number');
+    } else throw new TypeError(`KVM_CREATE_VM: type must be a VM type name or number, got ${typeof type}`);
     this.requireOpen('KVM_CREATE_VM');
     // x86.c kvm_arch_init_vm: a type >= 32 or not in supported_vm_types -> EINVAL.
-    if (name === undefined || (this.vmTypesMask & (1 << VM_TYPE_NUMBER[name])) === 0)
+    if (name === undefined || !this.typeAvailable(name))
       throw new KvmError('EINVAL', 'KVM_CREATE_VM', `VM type ${String(type)} is not supported by this host`, {
         type,
         supported: this.vmTypesMask,
@@ -260,4 +254,11 @@ export function checkInt(name: string, v: unknown, op: string): asserts v is num
     throw new TypeError(
       `${op}: ${name} must be an integer, got ${typeof v === 'bigint' ? `${v}n` : String(v)}`,
     );
+}
+
+/** Throws TypeError unless `v` is a bigint, RangeError unless it fits in a u64; returns it. */
+export function checkU64(name: string, v: unknown, op: string): bigint {
+  if (typeof v !== 'bigint') throw new TypeError(`${op}: ${name} must be a bigint, got ${typeof v}`);
+  if (v < 0n || v > U64) throw new RangeError(`${op}: ${name} 0x${v.toString(16)} does not fit in a u64`);
+  return v;
 }

@@ -4,7 +4,8 @@ import type { ArchMemslot } from './arch/ops.js';
 
 /** 4 KiB, the only page size of the memslot and attribute rules. */
 export const PAGE = 4096n;
-export const PAGE_NUM = 4096;
+/** PAGE as a number, for host buffer sizes. */
+const PAGE_BYTES = 4096;
 
 /** A guest_memfd file (virt/kvm/guest_memfd.c): private memory the host cannot map. */
 export class GmemFile {
@@ -25,7 +26,7 @@ export class GmemFile {
   page(index: number, allocate: boolean): Uint8Array | undefined {
     let p = this.pages.get(index);
     if (p === undefined && allocate) {
-      p = new Uint8Array(PAGE_NUM);
+      p = new Uint8Array(PAGE_BYTES);
       this.pages.set(index, p);
     }
     return p;
@@ -42,7 +43,7 @@ export class GmemFile {
   }
 
   get bytes(): number {
-    return this.pages.size * PAGE_NUM;
+    return this.pages.size * PAGE_BYTES;
   }
 }
 

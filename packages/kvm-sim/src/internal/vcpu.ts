@@ -27,11 +27,10 @@ import {
   zeroRegs,
 } from '@kvmtest/kvm';
 import type { ArchVcpu } from './arch/ops.js';
-import { checkInt } from './kvm.js';
+import { checkInt, checkU64 } from './kvm.js';
 import { GuestUnwind, SimGuest } from './guest.js';
 import type { SimVm } from './vm.js';
 
-const U64 = (1n << 64n) - 1n;
 /** KVM_MAX_CPUID_ENTRIES. */
 const MAX_CPUID_ENTRIES = 256;
 /** The fields of a kvm_cpuid_entry2, in the order KVM_SET_CPUID2 checks them. */
@@ -482,11 +481,6 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.completion = undefined;
     this.guest.poison(`vCPU ${this.id} was destroyed`);
   }
-}
-
-function checkU64(name: string, v: unknown, op: string): void {
-  if (typeof v !== 'bigint') throw new TypeError(`${op}: ${name} must be a bigint, got ${typeof v}`);
-  if (v < 0n || v > U64) throw new RangeError(`${op}: ${name} does not fit in a u64`);
 }
 
 function sameCpuid(a: readonly CpuidEntry[], b: readonly CpuidEntry[]): boolean {

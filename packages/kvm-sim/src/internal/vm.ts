@@ -14,7 +14,7 @@ import {
   type Vm,
 } from '@kvmtest/kvm';
 import type { ArchOps, ArchVm, HostPtrTarget } from './arch/ops.js';
-import { checkInt, type SimKvm } from './kvm.js';
+import { checkInt, checkU64, type SimKvm } from './kvm.js';
 import { AttributeMap, GmemFile, Memslot, PAGE } from './memory.js';
 import { SimVcpu } from './vcpu.js';
 
@@ -25,12 +25,6 @@ const MAX_NR_PAGES = (1n << 31n) - 1n;
 const MAX_RESERVED_IOAPIC_PINS = 48n;
 /** KVM_EXIT_HYPERCALL_VALID_MASK: only KVM_HC_MAP_GPA_RANGE. */
 const EXIT_HYPERCALL_VALID = 1n << 12n;
-
-function u64(name: string, v: unknown, op: string): bigint {
-  if (typeof v !== 'bigint') throw new TypeError(`${op}: ${name} must be a bigint, got ${typeof v}`);
-  if (v < 0n || v > U64) throw new RangeError(`${op}: ${name} 0x${v.toString(16)} does not fit in a u64`);
-  return v;
-}
 
 function u32(name: string, v: unknown, op: string): number {
   checkInt(name, v, op);
@@ -114,6 +108,7 @@ export class SimVm implements Vm, ArchVm {
     return nr >= 0 && nr < 64 && (this.hypercallExitMask & (1n << BigInt(nr))) !== 0n;
   }
 
+  /** Invalidates every vCPU's TLB: bumps memGeneration, which each guest compares on its next access. */
   flushTlbs(): void {
     this.memGeneration++;
   }
@@ -134,7 +129,7 @@ export class SimVm implements Vm, ArchVm {
     if (args.length > 4) throw new RangeError(`${op}: struct kvm_enable_cap has 4 args, got ${args.length}`);
     const a: bigint[] = [0n, 0n, 0n, 0n];
     args.forEach((v, i) => {
-      if (typeof v === 'bigint') a[i] = u64(`args[${i}]`, v, op);
+      if (typeof v === 'bigint') a[i] = checkU64(`args[${i}]`, v, op);
       else if (typeof v === 'number') {
         checkInt(`args[${i}]`, v, op);
         a[i] = BigInt.asUintN(64, BigInt(v));
@@ -157,26 +152,16 @@ export class SimVm implements Vm, ArchVm {
           );
         this.hypercallExitMask = arg0;
         return;
-      case CAP.VM_COPY_ENC_CONTEXT_FROM: {
-        // spec §2: a NULL vendor op -> EINVAL.
-        const f = this.ops.vmCopyEncContextFrom;
-        if (f === undefined)
-          throw new KvmError(
-            'EINVAL',
-            op,
-            `KVM_CAP_VM_COPY_ENC_CONTEXT_FROM: no vendor op on ${this.ops.name}`,
-          );
-        f.call(this.ops, this, fdArg(arg0));
-        this.flushTlbs();
-        return;
-      }
+      case CAP.VM_COPY_ENC_CONTEXT_FROM:
       case CAP.VM_MOVE_ENC_CONTEXT_FROM: {
-        const f = this.ops.vmMoveEncContextFrom;
+        const copy = cap === CAP.VM_COPY_ENC_CONTEXT_FROM;
+        const f = copy ? this.ops.vmCopyEncContextFrom : this.ops.vmMoveEncContextFrom;
+        // spec §2: a NULL vendor op -> EINVAL.
         if (f === undefined)
           throw new KvmError(
             'EINVAL',
             op,
-            `KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM: no vendor op on ${this.ops.name}`,
+            `KVM_CAP_VM_${copy ? 'COPY' : 'MOVE'}_ENC_CONTEXT_FROM: no vendor op on ${this.ops.name}`,
           );
         f.call(this.ops, this, fdArg(arg0));
         this.flushTlbs();
@@ -219,15 +204,15 @@ export class SimVm implements Vm, ArchVm {
     if (typeof region !== 'object' || region === null) throw new TypeError(`${op}: region must be an object`);
     const slotArg = u32('slot', region.slot, op);
     const flags = u32('flags', region.flags, op);
-    const gpa = u64('guestPhysAddr', region.guestPhysAddr, op);
-    const size = u64('memorySize', region.memorySize, op);
+    const gpa = checkU64('guestPhysAddr', region.guestPhysAddr, op);
+    const size = checkU64('memorySize', region.memorySize, op);
     const us = region.userspace;
     if (us !== undefined && !(us instanceof Uint8Array))
       throw new TypeError(`${op}: userspace must be a Uint8Array or undefined`);
     if (us !== undefined && BigInt(us.length) !== size && size !== 0n)
       throw new RangeError(`${op}: userspace has ${us.length} bytes but memorySize is ${size}`);
     const gmemOffset =
-      region.guestMemfdOffset === undefined ? 0n : u64('guestMemfdOffset', region.guestMemfdOffset, op);
+      region.guestMemfdOffset === undefined ? 0n : checkU64('guestMemfdOffset', region.guestMemfdOffset, op);
     const gmemFd = region.guestMemfd === undefined ? undefined : u32('guestMemfd', region.guestMemfd, op);
     this.gate(op);
     const cfg = this.kvm.config;
@@ -381,8 +366,8 @@ export class SimVm implements Vm, ArchVm {
 
   createGuestMemfd(size: bigint, flags: bigint = 0n): number {
     const op = 'KVM_CREATE_GUEST_MEMFD';
-    u64('size', size, op);
-    u64('flags', flags, op);
+    checkU64('size', size, op);
+    checkU64('flags', flags, op);
     this.gate(op);
     // guest_memfd.c kvm_gmem_create: no flags are supported (6.17); size > 0 and page aligned.
     if (flags !== 0n) throw new KvmError('EINVAL', op, `flags ${hex(flags)} are not supported`);
@@ -413,10 +398,10 @@ export class SimVm implements Vm, ArchVm {
   setMemoryAttributes(attrs: MemoryAttributes): void {
     const op = 'KVM_SET_MEMORY_ATTRIBUTES';
     if (typeof attrs !== 'object' || attrs === null) throw new TypeError(`${op}: attrs must be an object`);
-    const address = u64('address', attrs.address, op);
-    const size = u64('size', attrs.size, op);
-    const value = u64('attributes', attrs.attributes, op);
-    const flags = attrs.flags === undefined ? 0n : u64('flags', attrs.flags, op);
+    const address = checkU64('address', attrs.address, op);
+    const size = checkU64('size', attrs.size, op);
+    const value = checkU64('attributes', attrs.attributes, op);
+    const flags = attrs.flags === undefined ? 0n : checkU64('flags', attrs.flags, op);
     this.gate(op);
     // kvm_main.c kvm_vm_ioctl_set_mem_attributes, in its order.
     if (flags !== 0n) throw new KvmError('EINVAL', op, `flags ${hex(flags)} must be 0`);
@@ -438,7 +423,7 @@ export class SimVm implements Vm, ArchVm {
   }
 
   getMemoryAttributes(gpa: bigint): bigint {
-    u64('gpa', gpa, 'getMemoryAttributes');
+    checkU64('gpa', gpa, 'getMemoryAttributes');
     return this.attributes.get(gpa / PAGE);
   }
 
@@ -503,7 +488,7 @@ export class SimVm implements Vm, ArchVm {
 
   private region(op: string, region: EncRegion, f: ArchOps['memEncryptRegRegion']): void {
     if (typeof region !== 'object' || region === null) throw new TypeError(`${op}: region must be an object`);
-    const size = u64('size', region.size, op);
+    const size = checkU64('size', region.size, op);
     const addr = region.addr;
     if (typeof addr !== 'object' || addr === null || !(addr.buffer instanceof Uint8Array))
       throw new TypeError(`${op}: region.addr must be a HostPtr`);
@@ -518,7 +503,7 @@ export class SimVm implements Vm, ArchVm {
     if (!(symbols instanceof Map)) throw new TypeError('setGuestSymbols: symbols must be a Map');
     for (const [k, v] of symbols) {
       if (typeof k !== 'string') throw new TypeError('setGuestSymbols: symbol names must be strings');
-      u64(`symbol ${k}`, v, 'setGuestSymbols');
+      checkU64(`symbol ${k}`, v, 'setGuestSymbols');
     }
     this.symbols = new Map(symbols);
   }

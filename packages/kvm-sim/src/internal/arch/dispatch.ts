@@ -4,7 +4,7 @@ import type { VmType } from '@kvmtest/coco';
 import type { ResolvedConfig } from '../config.js';
 import type { ArchOps } from './ops.js';
 import { tdxArchOps } from '../tdx/index.js';
-import { amdSevVendorExtras, sevFamilyOps, snpOps } from './stubs.js';
+import { amdSevVendorExtras, sevFamilyOps, snpOps } from './amd.js';
 import { defaultOps, swProtectedOps } from './x86.js';
 
 /**

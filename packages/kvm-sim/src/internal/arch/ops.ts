@@ -15,7 +15,7 @@
 //     which answers ENOTTY ("not a TD"), spec §2 / §13.1.
 //   * An OPTIONAL method left undefined is a NULL op pointer: the core then answers exactly what
 //     x86.c answers for a NULL pointer (ENOTTY for mem_enc_ioctl / reg_region, EINVAL for
-//     copy/move enc context, #UD for vmgexit/tdcall/pvalidate). Stubs therefore leave methods out
+//     copy/move enc context, #UD for vmgexit/tdcall/pvalidate). A table therefore leaves a method out
 //     rather than faking success.
 //   * `available` false = the host lacks this support entirely: the core drops the type from
 //     KVM_CAP_VM_TYPES and KVM_CREATE_VM answers EINVAL for it (kvm_arch_init_vm), and /dev/sev is
@@ -36,7 +36,7 @@
 //   last reference gone  -> vmDestroy(vm) once (after every vCPU fd and guest_memfd is closed)
 
 import type { VmType } from '@kvmtest/coco';
-import type { Exit, SevCommand, TdcallRegs, TdxCommand } from '@kvmtest/kvm';
+import type { Exit, Regs, SevCommand, TdcallRegs, TdxCommand } from '@kvmtest/kvm';
 import type { ResolvedConfig } from '../config.js';
 
 /** What the core knows about a descriptor of this process (the `struct file` behind an fd). */
@@ -185,7 +185,7 @@ export interface ArchException {
 export interface ArchCpu {
   readonly vcpu: ArchVcpu;
   /** The live register file. */
-  readonly regs: import('@kvmtest/kvm').Regs;
+  readonly regs: Regs;
   /**
    * Guest-physical read, classified like a guest access (`tagged` = the guest's private intent).
    * For page-table reads by the walker the core passes `implicit: true, tagged: false` to
@@ -214,7 +214,7 @@ export type HypercallResult = { readonly handled: true; readonly rax: bigint } |
 
 /** The per-VM operations table (kvm_x86_ops + the vendor branches inside its ops). */
 export interface ArchOps {
-  /** Name for messages (`svm`, `vmx`, `sw-protected`, `sev-stub` …). */
+  /** Name for messages (`svm`, `vmx`, `sw-protected`, `sev`, `sev-es`, `sev-snp`, `tdx`). */
   readonly name: string;
   /** False: the host has no support for this VM type (not advertised; KVM_CREATE_VM -> EINVAL). */
   readonly available: boolean;

@@ -39,7 +39,7 @@ export function vendorBase(cfg: ResolvedConfig): Partial<ArchOps> {
 }
 
 /** SEV-ES needs a non-empty ES ASID range (spec §11.2: min_sev_asid == 1 disables SEV-ES). */
-export function sevEsUsable(cfg: ResolvedConfig): boolean {
+function sevEsUsable(cfg: ResolvedConfig): boolean {
   return cfg.minSevAsid > 1 && cfg.maxSevAsid > 0;
 }
 
