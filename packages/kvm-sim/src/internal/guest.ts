@@ -785,9 +785,9 @@ export class SimGuest implements Guest, ArchCpu {
 
   cpuid(leaf: number, subleaf = 0): CpuidEntry {
     if (typeof leaf !== 'number' || !Number.isInteger(leaf))
-      throw new TypeError('cpuid: leaf must be an integer');
+      throw new TypeError(`cpuid: leaf must be an integer, got ${String(leaf)}`);
     if (typeof subleaf !== 'number' || !Number.isInteger(subleaf))
-      throw new TypeError('cpuid: subleaf must be an integer');
+      throw new TypeError(`cpuid: subleaf must be an integer, got ${String(subleaf)}`);
     for (;;) {
       this.tick('cpuid');
       const a = this.intercepted({ kind: 'cpuid', leaf, subleaf }, 'cpuid', leaf);
@@ -804,7 +804,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   rdmsr(msr: number): bigint {
     if (typeof msr !== 'number' || !Number.isInteger(msr))
-      throw new TypeError('rdmsr: msr must be an integer');
+      throw new TypeError(`rdmsr: msr must be an integer, got ${String(msr)}`);
     for (;;) {
       this.tick('rdmsr');
       const a = this.intercepted({ kind: 'rdmsr', msr }, 'rdmsr', msr);
@@ -823,8 +823,8 @@ export class SimGuest implements Guest, ArchCpu {
 
   wrmsr(msr: number, value: bigint): void {
     if (typeof msr !== 'number' || !Number.isInteger(msr))
-      throw new TypeError('wrmsr: msr must be an integer');
-    if (typeof value !== 'bigint') throw new TypeError('wrmsr: value must be a bigint');
+      throw new TypeError(`wrmsr: msr must be an integer, got ${String(msr)}`);
+    if (typeof value !== 'bigint') throw new TypeError(`wrmsr: value must be a bigint, got ${typeof value}`);
     // The operation's name is built only for an exception (a trap or a #GP), not on every write.
     for (;;) {
       this.tick('wrmsr');
@@ -866,7 +866,8 @@ export class SimGuest implements Guest, ArchCpu {
   writeCr(n: WritableCr, value: bigint): void {
     if (n !== 0 && n !== 3 && n !== 4)
       throw new TypeError(`writeCr: control register must be 0, 3 or 4, got ${String(n)}`);
-    if (typeof value !== 'bigint') throw new TypeError('writeCr: value must be a bigint');
+    if (typeof value !== 'bigint')
+      throw new TypeError(`writeCr: value must be a bigint, got ${typeof value}`);
     const op = `writeCr(${n}, ${hex(BigInt.asUintN(64, value))})`;
     for (;;) {
       this.tick('writeCr');
@@ -1003,7 +1004,7 @@ export class SimGuest implements Guest, ArchCpu {
     try {
       checkPort('out', port, size);
       if (typeof value !== 'number' || !Number.isInteger(value))
-        throw new TypeError('out: value must be an integer');
+        throw new TypeError(`out: value must be an integer, got ${String(value)}`);
       if (this.tickAsync()) return this.outLoop(port, size, value, true);
       const a = this.intercepted({ kind: 'io', port, size, in: false }, 'out', port);
       if (a === 'retry') return this.outLoop(port, size, value, false);
@@ -1060,7 +1061,8 @@ export class SimGuest implements Guest, ArchCpu {
 
   async mmioWrite(gpa: bigint, size: number, value: bigint): Promise<void> {
     checkMmio('mmioWrite', gpa, size);
-    if (typeof value !== 'bigint') throw new TypeError('mmioWrite: value must be a bigint');
+    if (typeof value !== 'bigint')
+      throw new TypeError(`mmioWrite: value must be a bigint, got ${typeof value}`);
     const data = leBytes(BigInt.asUintN(size * 8, value), size);
     await this.mmio('mmioWrite', gpa, size, data);
   }
@@ -1123,7 +1125,7 @@ export class SimGuest implements Guest, ArchCpu {
   }
 
   async hypercall(nr: bigint, args: readonly bigint[] = []): Promise<bigint> {
-    if (typeof nr !== 'bigint') throw new TypeError('hypercall: nr must be a bigint');
+    if (typeof nr !== 'bigint') throw new TypeError(`hypercall: nr must be a bigint, got ${typeof nr}`);
     if (!Array.isArray(args) || args.length > 4 || args.some((a) => typeof a !== 'bigint'))
       throw new TypeError('hypercall: args must be up to 4 bigints (RBX, RCX, RDX, RSI)');
     return this.guarded(0n, async () => {
@@ -1207,7 +1209,8 @@ export class SimGuest implements Guest, ArchCpu {
   }
 
   tdcall(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
-    if (typeof leaf !== 'bigint') return Promise.reject(new TypeError('tdcall: leaf must be a bigint'));
+    if (typeof leaf !== 'bigint')
+      return Promise.reject(new TypeError(`tdcall: leaf must be a bigint, got ${typeof leaf}`));
     if (typeof regs !== 'object' || regs === null)
       return Promise.reject(new TypeError('tdcall: regs must be an object'));
     return this.guarded<TdcallRegs>({}, () => this.tdcallStep(leaf, regs));
@@ -1227,7 +1230,8 @@ export class SimGuest implements Guest, ArchCpu {
   }
 
   pvalidate(gva: bigint, validate: boolean): number {
-    if (typeof validate !== 'boolean') throw new TypeError('pvalidate: validate must be a boolean');
+    if (typeof validate !== 'boolean')
+      throw new TypeError(`pvalidate: validate must be a boolean, got ${typeof validate}`);
     for (;;) {
       this.tick('pvalidate');
       const f = this.vcpu.vm.ops.pvalidate;
@@ -1362,7 +1366,9 @@ function checkPort(op: string, port: number, size: number): void {
 
 function checkMmio(op: string, gpa: bigint, size: number): void {
   if (typeof gpa !== 'bigint' || gpa < 0n || gpa > U64)
-    throw new TypeError(`${op}: gpa must be a u64 bigint`);
+    throw new TypeError(
+      `${op}: gpa must be a u64 bigint, got ${typeof gpa === 'bigint' ? String(gpa) : typeof gpa}`,
+    );
   if (size !== 1 && size !== 2 && size !== 4 && size !== 8)
     throw new TypeError(`${op}: size must be 1, 2, 4 or 8, got ${String(size)}`);
 }
