@@ -1,18 +1,8 @@
-import { type Errno, isKvmError, SEV_CMD } from '@kvmtest/kvm';
+import { SEV_CMD, tryKvm } from '@kvmtest/kvm';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AsidPool } from './asid.js';
 import { cpuidWith, FakeHost } from './fakes.test-support.js';
-
-function errno(fn: () => unknown): Errno | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (isKvmError(e)) return e.code;
-    throw e;
-  }
-}
 
 describe('ASID pool (spec §11)', () => {
   it('spec §11.2: plain SEV uses min..max, SEV-ES uses 1..min-1; ASID 0 is never handed out', () => {
@@ -67,10 +57,10 @@ describe('ASID pool (spec §11)', () => {
     const h = new FakeHost({ cpuid: cpuidWith(3, 4) });
     const es = [h.createVm(), h.createVm()];
     for (const v of es) v.cmd(SEV_CMD.ES_INIT);
-    expect(errno(() => h.createVm().cmd(SEV_CMD.ES_INIT))).toBe('EBUSY');
+    expect(tryKvm(() => h.createVm().cmd(SEV_CMD.ES_INIT))).toBe('EBUSY');
     const sev = [h.createVm(), h.createVm()];
     for (const v of sev) v.cmd(SEV_CMD.INIT);
-    expect(errno(() => h.createVm().cmd(SEV_CMD.INIT))).toBe('EBUSY');
+    expect(tryKvm(() => h.createVm().cmd(SEV_CMD.INIT))).toBe('EBUSY');
     expect(es.map((v) => v.sev.asid)).toEqual([1, 2]);
     expect(sev.map((v) => v.sev.asid)).toEqual([3, 4]);
     // Closing one VM makes room only after a DF_FLUSH recycle, which the next INIT triggers.

@@ -1,16 +1,6 @@
-import { type Errno, isKvmError, SEV_CMD, SEV_RET, type SevCommand } from '@kvmtest/kvm';
+import { SEV_CMD, SEV_RET, type SevCommand, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { FakeHost, type FakeVm, POLICY, ptr } from './fakes.test-support.js';
-
-function errno(fn: () => unknown): Errno | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (isKvmError(e)) return e.code;
-    throw e;
-  }
-}
 
 function snapshot(vm: FakeVm) {
   const { mirrors, owner, regions, ...rest } = vm.sev;
@@ -21,14 +11,14 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
   it('spec §4 #1: SEV disabled on the host → ENOTTY', () => {
     const h = new FakeHost({ sevEnabled: false });
     const vm = h.createVm();
-    expect(errno(() => vm.op({ id: SEV_CMD.INIT }))).toBe('ENOTTY');
-    expect(errno(() => vm.op(undefined))).toBe('ENOTTY');
+    expect(tryKvm(() => vm.op({ id: SEV_CMD.INIT }))).toBe('ENOTTY');
+    expect(tryKvm(() => vm.op(undefined))).toBe('ENOTTY');
   });
 
   it('spec §4 #1: a CPUID with no SEV bit or no ASIDs disables SEV → ENOTTY', () => {
     const h = new FakeHost({ cpuid: { eax: 0, ebx: 51, ecx: 10, edx: 5 } });
     expect(h.platform.sevEnabled).toBe(false);
-    expect(errno(() => h.createVm().op({ id: SEV_CMD.INIT }))).toBe('ENOTTY');
+    expect(tryKvm(() => h.createVm().op({ id: SEV_CMD.INIT }))).toBe('ENOTTY');
     const h2 = new FakeHost({ cpuid: { eax: 2 | 8, ebx: 51, ecx: 0, edx: 5 } });
     expect(h2.platform.sevEnabled).toBe(false);
   });
@@ -37,7 +27,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     const before = snapshot(vm);
-    expect(errno(() => vm.op(undefined))).toBeUndefined();
+    expect(tryKvm(() => vm.op(undefined))).toBeUndefined();
     expect(snapshot(vm)).toEqual(before);
   });
 
@@ -54,7 +44,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     const before = snapshot(vm);
-    expect(errno(() => h.platform.memEncryptOp(vm, cmd))).toBe('EFAULT');
+    expect(tryKvm(() => h.platform.memEncryptOp(vm, cmd))).toBe('EFAULT');
     expect(snapshot(vm)).toEqual(before);
   });
 
@@ -62,7 +52,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     const h = new FakeHost({ sevEsEnabled: false });
     const vm = h.createVm();
     const c: SevCommand = { id: SEV_CMD.ES_INIT, error: 77 };
-    expect(errno(() => vm.op(c))).toBe('ENOTTY');
+    expect(tryKvm(() => vm.op(c))).toBe('ENOTTY');
     expect(c.error).toBe(77);
     expect(vm.sev.active).toBe(false);
   });
@@ -70,7 +60,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
   it('spec §11.2: min_sev_asid == 1 leaves no SEV-ES ASIDs, so SEV-ES is disabled (ES_INIT → ENOTTY)', () => {
     const h = new FakeHost({ cpuid: { eax: 2 | 8, ebx: 51, ecx: 10, edx: 1 } });
     expect(h.platform.sevEsEnabled).toBe(false);
-    expect(errno(() => h.createVm().op({ id: SEV_CMD.ES_INIT }))).toBe('ENOTTY');
+    expect(tryKvm(() => h.createVm().op({ id: SEV_CMD.ES_INIT }))).toBe('ENOTTY');
   });
 
   it.each([10, 14, 19, 23, 50, 99, 103, 0xffff])(
@@ -79,7 +69,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
       const h = new FakeHost();
       const vm = h.createVm();
       const c: SevCommand = { id, error: 1234 };
-      expect(errno(() => vm.op(c))).toBe('EINVAL');
+      expect(tryKvm(() => vm.op(c))).toBe('EINVAL');
       expect(c.error).toBe(1234);
     },
   );
@@ -94,7 +84,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
       sevFd: h.sevFd,
       error: 99,
     };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.POLICY_FAILURE);
   });
 
@@ -102,7 +92,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     const c = Object.freeze({ id: SEV_CMD.INIT, error: 0 });
-    expect(errno(() => vm.op(c))).toBe('EFAULT');
+    expect(tryKvm(() => vm.op(c))).toBe('EFAULT');
     // The handler already ran: INIT took effect (the kernel does not roll back on a failed copy-back).
     expect(vm.sev.active).toBe(true);
   });
@@ -116,7 +106,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     for (let id = 0; id < SEV_CMD.NR_MAX; id++) {
       if ([4, 16, 17, 18].includes(id)) continue;
       expect(
-        errno(() => mirror.op({ id, data: undefined })),
+        tryKvm(() => mirror.op({ id, data: undefined })),
         `id ${id}`,
       ).toBe('EINVAL');
     }
@@ -129,11 +119,11 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     for (const t of ['sev', 'sev-es', 'sw-protected'] as const) {
       const vm = h.createVm(t);
       expect(
-        errno(() => vm.cmd(SEV_CMD.INIT)),
+        tryKvm(() => vm.cmd(SEV_CMD.INIT)),
         t,
       ).toBe('EINVAL');
       expect(
-        errno(() => vm.cmd(SEV_CMD.ES_INIT)),
+        tryKvm(() => vm.cmd(SEV_CMD.ES_INIT)),
         t,
       ).toBe('EINVAL');
       expect(vm.sev.active).toBe(false);
@@ -167,8 +157,8 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
     const before = snapshot(vm);
-    expect(errno(() => vm.cmd(SEV_CMD.INIT))).toBe('EINVAL');
-    expect(errno(() => vm.cmd(SEV_CMD.ES_INIT))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.ES_INIT))).toBe('EINVAL');
     expect(snapshot(vm)).toEqual(before);
   });
 
@@ -176,7 +166,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.addVcpu();
-    expect(errno(() => vm.cmd(SEV_CMD.INIT))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT))).toBe('EINVAL');
     expect(vm.sev.active).toBe(false);
     expect(h.platform.asids.ownedAsids()).toEqual([]);
   });
@@ -186,13 +176,13 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     const a = h.createVm();
     a.cmd(SEV_CMD.INIT); // the only SEV ASID (3)
     const b = h.createVm();
-    expect(errno(() => b.cmd(SEV_CMD.INIT))).toBe('EBUSY');
+    expect(tryKvm(() => b.cmd(SEV_CMD.INIT))).toBe('EBUSY');
     expect(b.sev).toMatchObject({ active: false, esActive: false, asid: 0 });
   });
 
   it('spec §11.2 (6.9): no plain-SEV ASIDs (min > max) → INIT fails with ENOTTY while ES_INIT works', () => {
     const h = new FakeHost({ cpuid: { eax: 2 | 8, ebx: 51, ecx: 4, edx: 5 } });
-    expect(errno(() => h.createVm().cmd(SEV_CMD.INIT))).toBe('ENOTTY');
+    expect(tryKvm(() => h.createVm().cmd(SEV_CMD.INIT))).toBe('ENOTTY');
     const es = h.createVm();
     es.cmd(SEV_CMD.ES_INIT);
     expect(es.sev.asid).toBe(1);
@@ -203,7 +193,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     h.platform.firmware.platformInitError = SEV_RET.INVALID_PLATFORM_STATE;
     const vm = h.createVm();
     const c: SevCommand = { id: SEV_CMD.INIT };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.INVALID_PLATFORM_STATE);
     expect(vm.sev.active).toBe(false);
     expect(h.platform.asids.ownedAsids()).toEqual([]);
@@ -226,25 +216,25 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
 
   it('spec §5.1 INIT2 #1: INIT2 on default / sw-protected (need_init false) → EINVAL', () => {
     const h = new FakeHost();
-    expect(errno(() => h.createVm('default').cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
-    expect(errno(() => h.createVm('sw-protected').cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
+    expect(tryKvm(() => h.createVm('default').cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
+    expect(tryKvm(() => h.createVm('sw-protected').cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
   });
 
   it('spec §7: a second INIT2 → EINVAL (need_init now false)', () => {
     const h = new FakeHost();
     const vm = h.createVm('sev-es');
     vm.cmd(SEV_CMD.INIT2, zero());
-    expect(errno(() => vm.cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
   });
 
   it('spec §5.1 INIT2 #3: data NULL or malformed → EFAULT, nothing changed', () => {
     const h = new FakeHost();
     const vm = h.createVm('sev');
     const before = snapshot(vm);
-    expect(errno(() => vm.cmd(SEV_CMD.INIT2, undefined))).toBe('EFAULT');
-    expect(errno(() => vm.cmd(SEV_CMD.INIT2, { flags: 0, ghcbVersion: 0 }))).toBe('EFAULT');
-    expect(errno(() => vm.cmd(SEV_CMD.INIT2, { vmsaFeatures: 0, flags: 0, ghcbVersion: 0 }))).toBe('EFAULT');
-    expect(errno(() => vm.cmd(SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 1 << 16 }))).toBe(
+    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, undefined))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, { flags: 0, ghcbVersion: 0 }))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, { vmsaFeatures: 0, flags: 0, ghcbVersion: 0 }))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 1 << 16 }))).toBe(
       'EFAULT',
     );
     expect(snapshot(vm)).toEqual(before);
@@ -253,7 +243,7 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
   it.each([0, 1, 5, 31])('spec §14.2: INIT2 with flags bit %i → EINVAL', (bit) => {
     const h = new FakeHost();
     const vm = h.createVm('sev-es');
-    expect(errno(() => vm.cmd(SEV_CMD.INIT2, { ...zero(), flags: 2 ** bit }))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, { ...zero(), flags: 2 ** bit }))).toBe('EINVAL');
     expect(vm.sev.active).toBe(false);
   });
 
@@ -261,12 +251,12 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
     const h = new FakeHost();
     for (let b = 0n; b < 64n; b++) {
       expect(
-        errno(() => h.createVm('sev').cmd(SEV_CMD.INIT2, { ...zero(), vmsaFeatures: 1n << b })),
+        tryKvm(() => h.createVm('sev').cmd(SEV_CMD.INIT2, { ...zero(), vmsaFeatures: 1n << b })),
         `bit ${b}`,
       ).toBe('EINVAL');
       if (b === 5n) continue;
       expect(
-        errno(() => h.createVm('sev-es').cmd(SEV_CMD.INIT2, { ...zero(), vmsaFeatures: 1n << b })),
+        tryKvm(() => h.createVm('sev-es').cmd(SEV_CMD.INIT2, { ...zero(), vmsaFeatures: 1n << b })),
         `bit ${b}`,
       ).toBe('EINVAL');
     }
@@ -277,17 +267,17 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
 
   it('spec §5.1 #3: without DebugSwap support even DEBUG_SWAP is refused', () => {
     const h = new FakeHost({ debugSwap: false });
-    expect(errno(() => h.createVm('sev-es').cmd(SEV_CMD.INIT2, { ...zero(), vmsaFeatures: 32n }))).toBe(
+    expect(tryKvm(() => h.createVm('sev-es').cmd(SEV_CMD.INIT2, { ...zero(), vmsaFeatures: 32n }))).toBe(
       'EINVAL',
     );
   });
 
   it('spec §5.1 #4: ghcb_version above 2, or non-zero for plain SEV → EINVAL; 1 and 2 are kept for SEV-ES', () => {
     const h = new FakeHost();
-    expect(errno(() => h.createVm('sev-es').cmd(SEV_CMD.INIT2, { ...zero(), ghcbVersion: 3 }))).toBe(
+    expect(tryKvm(() => h.createVm('sev-es').cmd(SEV_CMD.INIT2, { ...zero(), ghcbVersion: 3 }))).toBe(
       'EINVAL',
     );
-    expect(errno(() => h.createVm('sev').cmd(SEV_CMD.INIT2, { ...zero(), ghcbVersion: 1 }))).toBe('EINVAL');
+    expect(tryKvm(() => h.createVm('sev').cmd(SEV_CMD.INIT2, { ...zero(), ghcbVersion: 1 }))).toBe('EINVAL');
     const v1 = h.createVm('sev-es');
     v1.cmd(SEV_CMD.INIT2, { ...zero(), ghcbVersion: 1 });
     expect(v1.sev.ghcbVersion).toBe(1);
@@ -297,7 +287,7 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
     const h = new FakeHost();
     const d = h.createVm('default');
     d.cmd(SEV_CMD.INIT);
-    expect(errno(() => d.cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
+    expect(tryKvm(() => d.cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
   });
 });
 
@@ -308,7 +298,7 @@ describe('launch policy input (spec §5.2 LAUNCH_START, §6)', () => {
     vm.cmd(SEV_CMD.INIT);
     const data = { handle: 0, policy: POLICY.NODBG | (1 << 9) };
     const c: SevCommand = { id: SEV_CMD.LAUNCH_START, data, sevFd: h.sevFd };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.POLICY_FAILURE);
     expect(vm.sev.handle).toBe(0);
     expect(data.handle).toBe(0);
@@ -321,8 +311,8 @@ describe('launch policy input (spec §5.2 LAUNCH_START, §6)', () => {
     vm.cmd(SEV_CMD.INIT);
     const mem = new Uint8Array(16);
     expect(
-      errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: { buffer: mem, offset: 17 }, len: 1 })),
+      tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: { buffer: mem, offset: 17 }, len: 1 })),
     ).toBe('EFAULT');
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(mem), len: -1 }))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(mem), len: -1 }))).toBe('EFAULT');
   });
 });

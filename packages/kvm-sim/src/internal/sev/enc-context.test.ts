@@ -1,17 +1,7 @@
-import { type Errno, isKvmError, SEV_CMD, SEV_GUEST_STATE } from '@kvmtest/kvm';
+import { isKvmError, SEV_CMD, SEV_GUEST_STATE, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { privateReadU64 } from './crypto.js';
 import { FakeHost, type FakeVm, launchedVm, POLICY, ptr } from './fakes.test-support.js';
-
-function errno(fn: () => unknown): Errno | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (isKvmError(e)) return e.code;
-    throw e;
-  }
-}
 
 function aux(h: FakeHost, vcpus = 4): FakeVm {
   const vm = h.createVm();
@@ -31,21 +21,21 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
   it('spec §8.1 #1: args[0] not an open fd → EBADF', () => {
     const h = new FakeHost();
     const dst = aux(h);
-    expect(errno(() => dst.move(12345))).toBe('EBADF');
+    expect(tryKvm(() => dst.move(12345))).toBe('EBADF');
     expect(flagsClear(dst)).toBe(true);
   });
 
   it('spec §8.1 #2: args[0] open but not a VM (/dev/sev, another file) → EBADF', () => {
     const h = new FakeHost();
     const dst = aux(h);
-    expect(errno(() => dst.move(h.sevFd))).toBe('EBADF');
-    expect(errno(() => dst.move(h.otherFd))).toBe('EBADF');
+    expect(tryKvm(() => dst.move(h.sevFd))).toBe('EBADF');
+    expect(tryKvm(() => dst.move(h.otherFd))).toBe('EBADF');
   });
 
   it('spec §8.1 #3: source == destination → EINVAL, flags untouched', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
-    expect(errno(() => vm.move(vm))).toBe('EINVAL');
+    expect(tryKvm(() => vm.move(vm))).toBe('EINVAL');
     expect(flagsClear(vm)).toBe(true);
   });
 
@@ -55,11 +45,11 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     const dst = aux(h);
     const other = aux(h);
     dst.sev.migrationInProgress = true;
-    expect(errno(() => dst.move(src))).toBe('EBUSY');
+    expect(tryKvm(() => dst.move(src))).toBe('EBUSY');
     expect(src.sev.migrationInProgress).toBe(false);
     dst.sev.migrationInProgress = false;
     src.sev.migrationInProgress = true;
-    expect(errno(() => other.move(src))).toBe('EBUSY');
+    expect(tryKvm(() => other.move(src))).toBe('EBUSY');
     expect(other.sev.migrationInProgress).toBe(false);
     src.sev.migrationInProgress = false;
   });
@@ -69,22 +59,22 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     const src = h.createVm('sev');
     src.cmd(SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
     const dst = h.createVm('default');
-    expect(errno(() => dst.move(src))).toBe('EINVAL');
+    expect(tryKvm(() => dst.move(src))).toBe('EINVAL');
     expect(src.sev.active).toBe(true);
     expect(flagsClear(src, dst)).toBe(true);
   });
 
   it('spec §14.1 test_sev_migrate_parameters: source without SEV → EINVAL', () => {
     const h = new FakeHost();
-    expect(errno(() => aux(h, 0).move(aux(h)))).toBe('EINVAL');
+    expect(tryKvm(() => aux(h, 0).move(aux(h)))).toBe('EINVAL');
   });
 
   it('spec §14.1: destination already SEV or SEV-ES → EINVAL (both directions)', () => {
     const h = new FakeHost();
     const sev = launchedVm(h, false);
     const es = launchedVm(h, true);
-    expect(errno(() => sev.move(es))).toBe('EINVAL');
-    expect(errno(() => es.move(sev))).toBe('EINVAL');
+    expect(tryKvm(() => sev.move(es))).toBe('EINVAL');
+    expect(tryKvm(() => es.move(sev))).toBe('EINVAL');
     expect(sev.sev.active && es.sev.active).toBe(true);
   });
 
@@ -93,10 +83,10 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     const src = launchedVm(h, false);
     const dst = aux(h);
     dst.inflight = 1;
-    expect(errno(() => dst.move(src))).toBe('EBUSY');
+    expect(tryKvm(() => dst.move(src))).toBe('EBUSY');
     dst.inflight = 0;
     src.inflight = 1;
-    expect(errno(() => dst.move(src))).toBe('EBUSY');
+    expect(tryKvm(() => dst.move(src))).toBe('EBUSY');
     src.inflight = 0;
     dst.move(src);
     expect(flagsClear(src, dst)).toBe(true);
@@ -105,8 +95,8 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
   it('spec §8.1 #12 / §14.1: SEV-ES needs equal vCPU counts → EINVAL (into a VM with no vCPUs)', () => {
     const h = new FakeHost();
     const es = launchedVm(h, true);
-    expect(errno(() => aux(h, 0).move(es))).toBe('EINVAL');
-    expect(errno(() => aux(h, 3).move(es))).toBe('EINVAL');
+    expect(tryKvm(() => aux(h, 0).move(es))).toBe('EINVAL');
+    expect(tryKvm(() => aux(h, 3).move(es))).toBe('EINVAL');
   });
 
   it('spec §8.1 #13 / §14.1: SEV-ES source vCPU without UPDATE_VMSA → EINVAL', () => {
@@ -114,8 +104,8 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     const es = h.createVm();
     es.cmd(SEV_CMD.ES_INIT);
     es.addVcpu(1);
-    expect(errno(() => aux(h, 0).move(es))).toBe('EINVAL');
-    expect(errno(() => aux(h, 1).move(es))).toBe('EINVAL');
+    expect(tryKvm(() => aux(h, 0).move(es))).toBe('EINVAL');
+    expect(tryKvm(() => aux(h, 1).move(es))).toBe('EINVAL');
   });
 
   it('spec §8.1 (note): plain SEV does not need equal vCPU counts', () => {
@@ -163,16 +153,16 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
     d[0]!.move(src);
     d[1]!.move(d[0]!);
     d[2]!.move(d[1]!);
-    expect(errno(() => src.move(d[2]!))).toBe('EIO');
-    expect(errno(() => src.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EIO');
+    expect(tryKvm(() => src.move(d[2]!))).toBe('EIO');
+    expect(tryKvm(() => src.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EIO');
   });
 
   it('spec §8.3: a dead VM used as the source of MOVE or COPY → EINVAL (no longer sev_guest)', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     aux(h).move(src);
-    expect(errno(() => aux(h).move(src))).toBe('EINVAL');
-    expect(errno(() => aux(h, 0).copy(src))).toBe('EINVAL');
+    expect(tryKvm(() => aux(h).move(src))).toBe('EINVAL');
+    expect(tryKvm(() => aux(h, 0).copy(src))).toBe('EINVAL');
   });
 
   it('spec §8.2: the destination keeps fd 0, so firmware commands through it fail with EBADF', () => {
@@ -180,7 +170,7 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
     const src = launchedVm(h, false);
     const dst = aux(h);
     dst.move(src);
-    expect(errno(() => dst.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EBADF');
+    expect(tryKvm(() => dst.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EBADF');
   });
 
   it('spec §8.2: the key moves with the context: the destination mapping the same memory decrypts it', () => {
@@ -220,14 +210,14 @@ describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (spec §9)', () => {
   it('spec §9.1 #1/#2: bad fds → EBADF', () => {
     const h = new FakeHost();
     const m = aux(h, 0);
-    expect(errno(() => m.copy(9999))).toBe('EBADF');
-    expect(errno(() => m.copy(h.sevFd))).toBe('EBADF');
+    expect(tryKvm(() => m.copy(9999))).toBe('EBADF');
+    expect(tryKvm(() => m.copy(h.sevFd))).toBe('EBADF');
   });
 
   it('spec §9.1 #3 / §14.1: copy to self → EINVAL', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
-    expect(errno(() => vm.copy(vm))).toBe('EINVAL');
+    expect(tryKvm(() => vm.copy(vm))).toBe('EINVAL');
   });
 
   it('spec §9.1 #4: either VM migrating → EBUSY', () => {
@@ -235,7 +225,7 @@ describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (spec §9)', () => {
     const vm = launchedVm(h, false);
     const m = aux(h, 0);
     vm.sev.migrationInProgress = true;
-    expect(errno(() => m.copy(vm))).toBe('EBUSY');
+    expect(tryKvm(() => m.copy(vm))).toBe('EBUSY');
     expect(m.sev.migrationInProgress).toBe(false);
     vm.sev.migrationInProgress = false;
   });
@@ -262,7 +252,7 @@ describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (spec §9)', () => {
       src.copy(sev);
       dst = aux(h, 0);
     }
-    expect(errno(() => dst.copy(src))).toBe('EINVAL');
+    expect(tryKvm(() => dst.copy(src))).toBe('EINVAL');
     expect(flagsClear(dst, src)).toBe(true);
   });
 
@@ -392,9 +382,9 @@ describe('migration locking (spec §8.1 #4/#5, §14.1 test_sev_migrate_locking)'
     const third = launchedVm(h, false);
     const it = h.platform.moveEncContextSteps(dst, src.fd);
     expect(it.next().value).toBe('vms-locked');
-    expect(errno(() => third.move(src))).toBe('EBUSY');
-    expect(errno(() => dst.move(third))).toBe('EBUSY');
-    expect(errno(() => aux(h, 0).copy(src))).toBe('EBUSY');
+    expect(tryKvm(() => third.move(src))).toBe('EBUSY');
+    expect(tryKvm(() => dst.move(third))).toBe('EBUSY');
+    expect(tryKvm(() => aux(h, 0).copy(src))).toBe('EBUSY');
     expect(third.sev.migrationInProgress).toBe(false);
     while (!it.next().done) {
       // finish

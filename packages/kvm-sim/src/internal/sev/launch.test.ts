@@ -1,19 +1,9 @@
 import { SevLaunchDigest, sevLaunchMeasureBlob } from '@kvmtest/coco';
-import { type Errno, isKvmError, SEV_CMD, SEV_GUEST_STATE, SEV_RET, type SevCommand } from '@kvmtest/kvm';
+import { SEV_CMD, SEV_GUEST_STATE, SEV_RET, type SevCommand, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { FakeHost, type FakeVm, launchedVm, POLICY, ptr } from './fakes.test-support.js';
 import { SIM_SEV_API } from './firmware.js';
 import { buildVmsa } from './vmsa.js';
-
-function errno(fn: () => unknown): Errno | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (isKvmError(e)) return e.code;
-    throw e;
-  }
-}
 
 function status(vm: FakeVm) {
   const data = { handle: -1, policy: -1, state: -1 };
@@ -31,7 +21,7 @@ function started(h: FakeHost, es = false, policy = es ? POLICY.ES : 0): FakeVm {
 describe('LAUNCH_START (spec §5.2, §6)', () => {
   it('spec §5.2 LAUNCH_START 1st check: not an SEV guest → ENOTTY', () => {
     const h = new FakeHost();
-    expect(errno(() => h.createVm().cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0 }))).toBe('ENOTTY');
+    expect(tryKvm(() => h.createVm().cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0 }))).toBe('ENOTTY');
   });
 
   it('spec §6: LAUNCH_START gives a handle, GUEST_STATUS says LAUNCH_UPDATE with the policy', () => {
@@ -54,9 +44,9 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_START, undefined))).toBe('EFAULT');
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 2 ** 32 }))).toBe('EFAULT');
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0, dh: [1] }))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_START, undefined))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 2 ** 32 }))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0, dh: [1] }))).toBe('EFAULT');
     expect(h.platform.firmware.issued).not.toContain('LAUNCH_START');
   });
 
@@ -69,7 +59,7 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0, ...blobs }))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0, ...blobs }))).toBe('EINVAL');
     expect(vm.sev.handle).toBe(0);
     expect(h.platform.firmware.contextCount).toBe(0);
   });
@@ -100,7 +90,7 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
       sevFd: fd < 0 ? h.otherFd : fd,
     };
     c.error = 5;
-    expect(errno(() => vm.op(c))).toBe('EBADF');
+    expect(tryKvm(() => vm.op(c))).toBe('EBADF');
     expect(c.error).toBe(5);
     expect(h.platform.firmware.contextCount).toBe(0);
   });
@@ -109,7 +99,9 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_START, Object.freeze({ handle: 0, policy: 0 })))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_START, Object.freeze({ handle: 0, policy: 0 })))).toBe(
+      'EFAULT',
+    );
     expect(vm.sev.handle).toBe(0);
     expect(h.platform.firmware.contextCount).toBe(0);
     expect(h.platform.firmware.boundAsidCount).toBe(0);
@@ -120,7 +112,7 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     const vm = started(h);
     const first = vm.sev.handle;
     const c: SevCommand = { id: SEV_CMD.LAUNCH_START, data: { handle: 0, policy: 0 }, sevFd: h.sevFd };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.ASID_OWNED);
     expect(vm.sev.handle).toBe(first);
     expect(h.platform.firmware.handles()).toEqual([first]);
@@ -136,10 +128,10 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
       data: { handle: a.sev.handle, policy: 0 },
       sevFd: h.sevFd,
     };
-    expect(errno(() => b.op(c))).toBe('EIO');
+    expect(tryKvm(() => b.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.POLICY_FAILURE);
     const c2: SevCommand = { id: SEV_CMD.LAUNCH_START, data: { handle: 4242, policy: 0 }, sevFd: h.sevFd };
-    expect(errno(() => b.op(c2))).toBe('EIO');
+    expect(tryKvm(() => b.op(c2))).toBe('EIO');
     expect(c2.error).toBe(SEV_RET.INVALID_GUEST);
   });
 
@@ -152,7 +144,7 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
       data: { handle: 0, policy: POLICY.ES },
       sevFd: h.sevFd,
     };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.INVALID_ASID);
     expect(h.platform.firmware.contextCount).toBe(0);
   });
@@ -162,7 +154,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
   it('spec §5.2 LAUNCH_UPDATE_DATA: len 0 → EINVAL', () => {
     const h = new FakeHost();
     const vm = started(h);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(8)), len: 0 }))).toBe(
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(8)), len: 0 }))).toBe(
       'EINVAL',
     );
   });
@@ -170,8 +162,8 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
   it('spec §5.2 LAUNCH_UPDATE_DATA: NULL uaddr or a range past the mapping fails to pin → ENOMEM', () => {
     const h = new FakeHost();
     const vm = started(h);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: undefined, len: 16 }))).toBe('ENOMEM');
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(8)), len: 16 }))).toBe(
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: undefined, len: 16 }))).toBe('ENOMEM');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(8)), len: 16 }))).toBe(
       'ENOMEM',
     );
   });
@@ -180,7 +172,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
     const h = new FakeHost({ memlockLimitPages: 2 });
     const vm = started(h);
     const mem = new Uint8Array(3 * 4096).fill(7);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(mem), len: mem.length }))).toBe(
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(mem), len: mem.length }))).toBe(
       'ENOMEM',
     );
     expect(mem.every((b) => b === 7)).toBe(true);
@@ -190,12 +182,12 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
 
   it('spec §5.2 LAUNCH_UPDATE_DATA: not an SEV guest → ENOTTY; malformed data → EFAULT', () => {
     const h = new FakeHost();
-    expect(errno(() => h.createVm().cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: undefined, len: 1 }))).toBe(
+    expect(tryKvm(() => h.createVm().cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: undefined, len: 1 }))).toBe(
       'ENOTTY',
     );
     const vm = started(h);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: 5, len: 1 }))).toBe('EFAULT');
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, undefined))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: 5, len: 1 }))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, undefined))).toBe('EFAULT');
   });
 
   it('spec §6: LAUNCH_UPDATE_DATA before LAUNCH_START uses the stored fd 0, which is not /dev/sev → EBADF', () => {
@@ -203,7 +195,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
     const mem = new Uint8Array(64);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(mem), len: 64 }))).toBe('EBADF');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(mem), len: 64 }))).toBe('EBADF');
     expect(mem.every((b) => b === 0)).toBe(true);
   });
 
@@ -234,7 +226,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
       data: { uaddr: ptr(mem), len: 32 },
       sevFd: h.sevFd,
     };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.INVALID_GUEST_STATE);
     expect(mem.every((b) => b === 1)).toBe(true);
   });
@@ -246,7 +238,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     const vm = started(h);
     const data = { uaddr: undefined, len: 0 };
     const c: SevCommand = { id: SEV_CMD.LAUNCH_MEASURE, data, sevFd: h.sevFd };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.INVALID_LEN);
     expect(data.len).toBe(48);
     expect(status(vm).state).toBe(SEV_GUEST_STATE.LAUNCH_UPDATE);
@@ -256,7 +248,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     const h = new FakeHost();
     const vm = started(h);
     const buf = new Uint8Array(0x5000);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(buf), len: 0x4001 }))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(buf), len: 0x4001 }))).toBe('EINVAL');
     expect(status(vm).state).toBe(SEV_GUEST_STATE.LAUNCH_UPDATE);
   });
 
@@ -265,7 +257,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     const vm = started(h);
     const data = { uaddr: ptr(new Uint8Array(16)), len: 16 };
     const c: SevCommand = { id: SEV_CMD.LAUNCH_MEASURE, data, sevFd: h.sevFd };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.INVALID_LEN);
     expect(data.len).toBe(16);
   });
@@ -315,7 +307,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
       data: { uaddr: ptr(new Uint8Array(48)), len: 48 },
       sevFd: h.sevFd,
     };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.INVALID_GUEST_STATE);
   });
 
@@ -323,7 +315,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     const h = new FakeHost();
     const vm = started(h);
     const small = new Uint8Array(10);
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(small, 5), len: 48 }))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(small, 5), len: 48 }))).toBe('EFAULT');
   });
 });
 
@@ -334,7 +326,7 @@ describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
     a.cmd(SEV_CMD.LAUNCH_FINISH);
     expect(status(a).state).toBe(SEV_GUEST_STATE.RUNNING);
     const c: SevCommand = { id: SEV_CMD.LAUNCH_FINISH, sevFd: h.sevFd };
-    expect(errno(() => a.op(c))).toBe('EIO');
+    expect(tryKvm(() => a.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.INVALID_GUEST_STATE);
     const b = started(h);
     b.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(new Uint8Array(48)), len: 48 });
@@ -345,22 +337,22 @@ describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
   it('spec §5.2 LAUNCH_FINISH / GUEST_STATUS: not an SEV guest → ENOTTY', () => {
     const h = new FakeHost();
     const vm = h.createVm();
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_FINISH))).toBe('ENOTTY');
-    expect(errno(() => vm.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('ENOTTY');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_FINISH))).toBe('ENOTTY');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('ENOTTY');
   });
 
   it('spec §6: GUEST_STATUS before LAUNCH_START goes out on fd 0 → EBADF', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
-    expect(errno(() => vm.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EBADF');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EBADF');
   });
 
   it('spec §5.2 GUEST_STATUS: data NULL or read-only → EFAULT after the firmware answered', () => {
     const h = new FakeHost();
     const vm = started(h);
-    expect(errno(() => vm.cmd(SEV_CMD.GUEST_STATUS, undefined))).toBe('EFAULT');
-    expect(errno(() => vm.cmd(SEV_CMD.GUEST_STATUS, Object.freeze({})))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.GUEST_STATUS, undefined))).toBe('EFAULT');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.GUEST_STATUS, Object.freeze({})))).toBe('EFAULT');
   });
 
   it('spec §5.2 LAUNCH_SECRET: only in LAUNCH_SECRET; injects the secret encrypted into guest memory', () => {
@@ -374,7 +366,7 @@ describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
       data: { hdr, guest: ptr(mem, 64), guestLen: 32, trans: secret },
       sevFd: h.sevFd,
     };
-    expect(errno(() => vm.op(early))).toBe('EIO');
+    expect(tryKvm(() => vm.op(early))).toBe('EIO');
     expect(early.error).toBe(SEV_RET.INVALID_GUEST_STATE);
     vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(new Uint8Array(48)), len: 48 });
     vm.cmd(SEV_CMD.LAUNCH_SECRET, { hdr, guest: ptr(mem, 64), guestLen: 32, trans: secret });
@@ -403,7 +395,7 @@ describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
       trans: new Uint8Array(32),
       ...over,
     };
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_SECRET, data))).toBe(code);
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_SECRET, data))).toBe(code);
     expect(mem.every((b) => b === 0)).toBe(true);
   });
 });
@@ -411,8 +403,8 @@ describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
 describe('LAUNCH_UPDATE_VMSA (spec §5.2)', () => {
   it('spec §5.2 LAUNCH_UPDATE_VMSA: not an SEV-ES guest → ENOTTY', () => {
     const h = new FakeHost();
-    expect(errno(() => started(h).cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('ENOTTY');
-    expect(errno(() => h.createVm().cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('ENOTTY');
+    expect(tryKvm(() => started(h).cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('ENOTTY');
+    expect(tryKvm(() => h.createVm().cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('ENOTTY');
   });
 
   it('spec §5.2 LAUNCH_UPDATE_VMSA: marks every vCPU protected; a second call goes to the firmware again and succeeds', () => {
@@ -429,7 +421,7 @@ describe('LAUNCH_UPDATE_VMSA (spec §5.2)', () => {
     vm.addVcpu(0);
     vm.addVcpu(1).guestDebug = true;
     vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: POLICY.ES });
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('EINVAL');
     expect(vm.list.map((v) => v.sev.guestStateProtected)).toEqual([true, false]);
   });
 
@@ -439,7 +431,7 @@ describe('LAUNCH_UPDATE_VMSA (spec §5.2)', () => {
     vm.cmd(SEV_CMD.ES_INIT);
     vm.addVcpu(0).dr7 = 0x401n;
     vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: POLICY.ES });
-    expect(errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('EINVAL');
     expect(vm.list[0]!.sev.guestStateProtected).toBe(false);
   });
 
@@ -450,7 +442,7 @@ describe('LAUNCH_UPDATE_VMSA (spec §5.2)', () => {
     vm.addVcpu(0);
     vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0 });
     const c: SevCommand = { id: SEV_CMD.LAUNCH_UPDATE_VMSA, sevFd: h.sevFd };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.POLICY_FAILURE);
     expect(vm.list[0]!.sev.guestStateProtected).toBe(false);
   });
@@ -466,7 +458,7 @@ describe('DBG_DECRYPT / DBG_ENCRYPT (spec §5.2)', () => {
     const h = new FakeHost();
     const vm = started(h);
     const data = { src: ptr(new Uint8Array(64)), dst: ptr(new Uint8Array(64)), len: 16, ...over };
-    expect(errno(() => vm.cmd(SEV_CMD.DBG_DECRYPT, data))).toBe(code);
+    expect(tryKvm(() => vm.cmd(SEV_CMD.DBG_DECRYPT, data))).toBe(code);
   });
 
   it('spec §6: DBG on a guest whose policy forbids debugging → EIO POLICY_FAILURE', () => {
@@ -477,7 +469,7 @@ describe('DBG_DECRYPT / DBG_ENCRYPT (spec §5.2)', () => {
       data: { src: ptr(new Uint8Array(16)), dst: ptr(new Uint8Array(16)), len: 16 },
       sevFd: h.sevFd,
     };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.POLICY_FAILURE);
   });
 
@@ -498,7 +490,7 @@ describe('DBG_DECRYPT / DBG_ENCRYPT (spec §5.2)', () => {
     const h = new FakeHost();
     const vm = started(h);
     expect(
-      errno(() =>
+      tryKvm(() =>
         vm.cmd(SEV_CMD.DBG_DECRYPT, { src: ptr(new Uint8Array(64)), dst: ptr(new Uint8Array(8)), len: 16 }),
       ),
     ).toBe('EFAULT');
@@ -512,12 +504,12 @@ describe('GET_ATTESTATION_REPORT (spec §5.2)', () => {
     vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(new Uint8Array(48)), len: 48 });
     const q = { mnonce: new Uint8Array(16), uaddr: undefined, len: 0 };
     const c: SevCommand = { id: SEV_CMD.GET_ATTESTATION_REPORT, data: q, sevFd: h.sevFd };
-    expect(errno(() => vm.op(c))).toBe('EIO');
+    expect(tryKvm(() => vm.op(c))).toBe('EIO');
     expect(c.error).toBe(SEV_RET.INVALID_LEN);
     expect(q.len).toBe(208);
     const big = new Uint8Array(0x5000);
     expect(
-      errno(() =>
+      tryKvm(() =>
         vm.cmd(SEV_CMD.GET_ATTESTATION_REPORT, { mnonce: new Uint8Array(16), uaddr: ptr(big), len: 0x4001 }),
       ),
     ).toBe('EINVAL');
@@ -530,9 +522,9 @@ describe('GET_ATTESTATION_REPORT (spec §5.2)', () => {
 
   it('spec §5.2 GET_ATTESTATION_REPORT: not an SEV guest → ENOTTY; wrong mnonce size → EFAULT', () => {
     const h = new FakeHost();
-    expect(errno(() => h.createVm().cmd(SEV_CMD.GET_ATTESTATION_REPORT, {}))).toBe('ENOTTY');
+    expect(tryKvm(() => h.createVm().cmd(SEV_CMD.GET_ATTESTATION_REPORT, {}))).toBe('ENOTTY');
     const vm = started(h);
-    expect(errno(() => vm.cmd(SEV_CMD.GET_ATTESTATION_REPORT, { mnonce: new Uint8Array(3), len: 0 }))).toBe(
+    expect(tryKvm(() => vm.cmd(SEV_CMD.GET_ATTESTATION_REPORT, { mnonce: new Uint8Array(3), len: 0 }))).toBe(
       'EFAULT',
     );
   });

@@ -4,7 +4,7 @@
 // ASID back and leave no firmware context.
 
 import type { VmType } from '@kvmtest/coco';
-import { type Errno, isKvmError, SEV_CMD } from '@kvmtest/kvm';
+import { type Errno, SEV_CMD, tryKvm } from '@kvmtest/kvm';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { cpuidWith, FakeHost, type FakeVm, POLICY } from './fakes.test-support.js';
@@ -232,16 +232,6 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.nat(9).map((vm) => ({ k: 'close' as const, vm })) },
 );
 
-function errno(fn: () => unknown): Errno | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (isKvmError(e)) return e.code;
-    throw e;
-  }
-}
-
 function runSequence(ops: readonly Op[]): void {
   const h = new FakeHost({ cpuid: cpuidWith(3, 5) });
   const ref = new Ref();
@@ -271,7 +261,7 @@ function runSequence(ops: readonly Op[]): void {
       const d = pick(op.dst);
       const s = pick(op.src);
       if (d === undefined || s === undefined || ref.vms[d]!.closed) continue;
-      const got = errno(() => (op.k === 'move' ? sim[d]!.move(sim[s]!.fd) : sim[d]!.copy(sim[s]!.fd)));
+      const got = tryKvm(() => (op.k === 'move' ? sim[d]!.move(sim[s]!.fd) : sim[d]!.copy(sim[s]!.fd)));
       const want = op.k === 'move' ? ref.move(d, s) : ref.copy(d, s);
       expect(got, where).toBe(want);
     } else {
@@ -284,7 +274,7 @@ function runSequence(ops: readonly Op[]): void {
       let want: Errno | undefined;
       switch (op.k) {
         case 'init':
-          got = errno(() =>
+          got = tryKvm(() =>
             vm.cmd(
               op.id,
               op.id === SEV_CMD.INIT2 ? { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 } : undefined,
@@ -293,18 +283,18 @@ function runSequence(ops: readonly Op[]): void {
           want = ref.init(i, op.id);
           break;
         case 'vcpu':
-          got = errno(() => {
+          got = tryKvm(() => {
             vm.gate();
             vm.addVcpu();
           });
           want = ref.addVcpu(i);
           break;
         case 'start':
-          got = errno(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: es ? POLICY.ES : 0 }));
+          got = tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: es ? POLICY.ES : 0 }));
           want = ref.launchStart(i);
           break;
         case 'vmsa':
-          got = errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_VMSA));
+          got = tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_VMSA));
           want = ref.updateVmsa(i);
           break;
         case 'close':

@@ -1,32 +1,22 @@
-import { type Errno, isKvmError, SEV_CMD } from '@kvmtest/kvm';
+import { SEV_CMD, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { FakeHost, launchedVm, ptr } from './fakes.test-support.js';
-
-function errno(fn: () => unknown): Errno | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (isKvmError(e)) return e.code;
-    throw e;
-  }
-}
 
 describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
   it('spec §2: a region that cannot be copied → EFAULT before any SEV check', () => {
     const h = new FakeHost();
     const vm = h.createVm();
-    expect(errno(() => h.platform.registerRegion(vm, undefined))).toBe('EFAULT');
-    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 8 }))).toBe(
+    expect(tryKvm(() => h.platform.registerRegion(vm, undefined))).toBe('EFAULT');
+    expect(tryKvm(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 8 }))).toBe(
       'EFAULT',
     );
-    expect(errno(() => h.platform.unregisterRegion(vm, { addr: 5, size: 8n }))).toBe('EFAULT');
+    expect(tryKvm(() => h.platform.unregisterRegion(vm, { addr: 5, size: 8n }))).toBe('EFAULT');
   });
 
   it('spec §10 REG #1: not an SEV guest → ENOTTY', () => {
     const h = new FakeHost();
     expect(
-      errno(() => h.platform.registerRegion(h.createVm(), { addr: ptr(new Uint8Array(8)), size: 8n })),
+      tryKvm(() => h.platform.registerRegion(h.createVm(), { addr: ptr(new Uint8Array(8)), size: 8n })),
     ).toBe('ENOTTY');
   });
 
@@ -35,7 +25,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     const owner = launchedVm(h, false);
     const m = h.createVm();
     m.copy(owner);
-    expect(errno(() => h.platform.registerRegion(m, { addr: ptr(new Uint8Array(8)), size: 8n }))).toBe(
+    expect(tryKvm(() => h.platform.registerRegion(m, { addr: ptr(new Uint8Array(8)), size: 8n }))).toBe(
       'EINVAL',
     );
   });
@@ -44,7 +34,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
     expect(
-      errno(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 1n << 64n })),
+      tryKvm(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 1n << 64n })),
     ).toBe('EINVAL');
   });
 
@@ -52,12 +42,12 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     const h = new FakeHost({ memlockLimitPages: 3 });
     const vm = launchedVm(h, false, { memSize: 4096 });
     const mem = new Uint8Array(4 * 4096);
-    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: 0n }))).toBe('EINVAL');
-    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: (1n << 64n) - 1n }))).toBe(
+    expect(tryKvm(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: 0n }))).toBe('EINVAL');
+    expect(tryKvm(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: (1n << 64n) - 1n }))).toBe(
       'EINVAL',
     );
-    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: 4n * 4096n }))).toBe('ENOMEM');
-    expect(errno(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 16n }))).toBe(
+    expect(tryKvm(() => h.platform.registerRegion(vm, { addr: ptr(mem), size: 4n * 4096n }))).toBe('ENOMEM');
+    expect(tryKvm(() => h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(8)), size: 16n }))).toBe(
       'ENOMEM',
     );
     expect(vm.sev.regions).toHaveLength(0);
@@ -70,8 +60,10 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     const mem = new Uint8Array(3 * 4096);
     h.platform.registerRegion(vm, { addr: ptr(mem, 100), size: 8192n });
     expect(vm.sev.pagesLocked).toBe(3);
-    expect(errno(() => h.platform.unregisterRegion(vm, { addr: ptr(mem, 100), size: 4096n }))).toBe('EINVAL');
-    expect(errno(() => h.platform.unregisterRegion(vm, { addr: ptr(mem, 0), size: 8192n }))).toBe('EINVAL');
+    expect(tryKvm(() => h.platform.unregisterRegion(vm, { addr: ptr(mem, 100), size: 4096n }))).toBe(
+      'EINVAL',
+    );
+    expect(tryKvm(() => h.platform.unregisterRegion(vm, { addr: ptr(mem, 0), size: 8192n }))).toBe('EINVAL');
     h.platform.unregisterRegion(vm, { addr: ptr(mem, 100), size: 8192n });
     expect(vm.sev.pagesLocked).toBe(0);
     expect(vm.sev.regions).toHaveLength(0);
@@ -82,11 +74,11 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     const owner = launchedVm(h, false);
     const m = h.createVm();
     m.copy(owner);
-    expect(errno(() => h.platform.unregisterRegion(m, { addr: ptr(new Uint8Array(8)), size: 8n }))).toBe(
+    expect(tryKvm(() => h.platform.unregisterRegion(m, { addr: ptr(new Uint8Array(8)), size: 8n }))).toBe(
       'EINVAL',
     );
     expect(
-      errno(() => h.platform.unregisterRegion(h.createVm(), { addr: ptr(new Uint8Array(8)), size: 8n })),
+      tryKvm(() => h.platform.unregisterRegion(h.createVm(), { addr: ptr(new Uint8Array(8)), size: 8n })),
     ).toBe('ENOTTY');
   });
 
@@ -106,7 +98,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0 });
     h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(4096)), size: 4096n });
     expect(
-      errno(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(8192)), len: 8192 })),
+      tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(8192)), len: 8192 })),
     ).toBe('ENOMEM');
     vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(4096)), len: 4096 });
   });

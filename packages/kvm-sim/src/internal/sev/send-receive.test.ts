@@ -1,16 +1,6 @@
-import { type Errno, isKvmError, SEV_CMD, SEV_RET, type SevCommand } from '@kvmtest/kvm';
+import { type Errno, SEV_CMD, SEV_RET, type SevCommand, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { FakeHost, type FakeVm, launchedVm, POLICY, ptr } from './fakes.test-support.js';
-
-function errno(fn: () => unknown): Errno | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    if (isKvmError(e)) return e.code;
-    throw e;
-  }
-}
 
 function running(h: FakeHost, policy = 0): FakeVm {
   const vm = h.createVm();
@@ -22,7 +12,7 @@ function running(h: FakeHost, policy = 0): FakeVm {
 
 function fw(vm: FakeVm, id: number, data?: unknown): { code: Errno | undefined; error: number | undefined } {
   const c: SevCommand = { id, data, sevFd: vm.host.sevFd, error: 0 };
-  const code = errno(() => vm.op(c));
+  const code = tryKvm(() => vm.op(c));
   return { code, error: c.error };
 }
 
@@ -38,12 +28,12 @@ describe('SEND_* (spec §5.3)', () => {
     SEV_CMD.RECEIVE_FINISH,
   ])('spec §5.3: command %i on a VM that is not an SEV guest → ENOTTY', (id) => {
     const h = new FakeHost();
-    expect(errno(() => h.createVm().cmd(id, {}))).toBe('ENOTTY');
+    expect(tryKvm(() => h.createVm().cmd(id, {}))).toBe('ENOTTY');
   });
 
   it('spec §5.3 RECEIVE_UPDATE_DATA: not an SEV guest → EINVAL (the one handler that says EINVAL)', () => {
     const h = new FakeHost();
-    expect(errno(() => h.createVm().cmd(SEV_CMD.RECEIVE_UPDATE_DATA, {}))).toBe('EINVAL');
+    expect(tryKvm(() => h.createVm().cmd(SEV_CMD.RECEIVE_UPDATE_DATA, {}))).toBe('EINVAL');
   });
 
   it('spec §5.3 SEND_START: session_len 0 queries: the firmware answers INVALID_LEN and the length is written back', () => {
@@ -74,7 +64,7 @@ describe('SEND_* (spec §5.3)', () => {
       sessionLen: 0x70,
       ...over,
     };
-    expect(errno(() => vm.cmd(SEV_CMD.SEND_START, data))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.SEND_START, data))).toBe('EINVAL');
   });
 
   it('spec §5.3 SEND_START: a full request reaches the firmware, which has no certificate chain (INVALID_CERTIFICATE)', () => {
@@ -125,7 +115,7 @@ describe('SEND_* (spec §5.3)', () => {
       transLen: 16,
       ...over,
     };
-    expect(errno(() => vm.cmd(SEV_CMD.SEND_UPDATE_DATA, data))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.SEND_UPDATE_DATA, data))).toBe('EINVAL');
   });
 
   it('spec §5.3 SEND_UPDATE_DATA / FINISH / CANCEL: the guest is not SENDING → EIO INVALID_GUEST_STATE', () => {
@@ -150,7 +140,7 @@ describe('RECEIVE_* (spec §5.3)', () => {
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
     expect(
-      errno(() =>
+      tryKvm(() =>
         vm.cmd(SEV_CMD.RECEIVE_START, { handle: 0, policy: 0, pdh: blob(), session: blob(), ...over }),
       ),
     ).toBe('EINVAL');
@@ -161,7 +151,7 @@ describe('RECEIVE_* (spec §5.3)', () => {
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
     const data = { handle: 0, policy: 0, pdh: blob(), session: blob() };
-    expect(errno(() => vm.cmd(SEV_CMD.RECEIVE_START, data, h.otherFd))).toBe('EBADF');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.RECEIVE_START, data, h.otherFd))).toBe('EBADF');
     expect(fw(vm, SEV_CMD.RECEIVE_START, data)).toEqual({ code: 'EIO', error: SEV_RET.INVALID_CERTIFICATE });
     expect(vm.sev.handle).toBe(0);
   });
@@ -175,7 +165,7 @@ describe('RECEIVE_* (spec §5.3)', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false, { vcpus: 0 });
     const data = { hdr: blob(52), guest: ptr(new Uint8Array(4096)), guestLen: 16, trans: blob(), ...over };
-    expect(errno(() => vm.cmd(SEV_CMD.RECEIVE_UPDATE_DATA, data))).toBe('EINVAL');
+    expect(tryKvm(() => vm.cmd(SEV_CMD.RECEIVE_UPDATE_DATA, data))).toBe('EINVAL');
   });
 
   it('spec §5.3 RECEIVE_UPDATE_DATA / FINISH: the guest is not RECEIVING → EIO INVALID_GUEST_STATE', () => {
