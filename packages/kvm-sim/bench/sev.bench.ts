@@ -1,17 +1,11 @@
-import { CAP, type Kvm, SEV_CMD, type SevCommand, type Vm } from '@kvmtest/kvm';
+import { CAP, SEV_CMD, type SevCommand, type Vm } from '@kvmtest/kvm';
 import { type Bench, nsPerOpSync, opsPerSecondSync } from '../../../scripts/bench/measure.js';
 import { DATA_GVA, guestVm } from '../test/helpers.js';
 import { createSimKvm } from '../src/index.js';
-import type { ArchKvm } from '../src/internal/arch/ops.js';
-import { sevPlatform } from '../src/internal/sev/arch-ops.js';
 
 function op(vm: Vm, sevFd: number, id: number, data?: unknown): void {
   const c: SevCommand = { id, data, sevFd };
   vm.memEncryptOp(c);
-}
-
-function quietFirmware(kvm: Kvm): void {
-  sevPlatform(kvm as unknown as ArchKvm).firmware.logCommands = false;
 }
 
 const benches: Bench[] = [
@@ -22,7 +16,6 @@ const benches: Bench[] = [
     reference: 'real KVM: sev_migrate_tests moves 4-vCPU SEV VMs in tens of µs each',
     run() {
       const kvm = createSimKvm({ vendor: 'amd' });
-      quietFirmware(kvm);
       const sevFd = kvm.openSevDevice();
       let src = kvm.createVm('default');
       op(src, sevFd, SEV_CMD.INIT);
@@ -64,7 +57,6 @@ const benches: Bench[] = [
     reference: 'real SEV: LAUNCH_UPDATE_DATA of 1 MiB takes the PSP tens of ms',
     run() {
       const kvm = createSimKvm({ vendor: 'amd' });
-      quietFirmware(kvm);
       const sevFd = kvm.openSevDevice();
       const mem = new Uint8Array(1 << 20);
       return nsPerOpSync(() => {
@@ -92,7 +84,6 @@ const benches: Bench[] = [
     goal: '>= 5M/s',
     async run() {
       const kvm = createSimKvm({ vendor: 'amd', runBudget: Number.MAX_SAFE_INTEGER });
-      quietFirmware(kvm);
       const sevFd = kvm.openSevDevice();
       const { vm, mem, vcpu: addVcpu } = guestVm(kvm, 'sev', 4 << 20, { tagBit: 51 });
       op(vm, sevFd, SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });

@@ -8,7 +8,6 @@ import {
   CAP,
   CR,
   type Exit,
-  type Kvm,
   MAP_GPA_RANGE,
   MEM_FLAG,
   MEMORY_ATTRIBUTE,
@@ -18,8 +17,6 @@ import {
 } from '@kvmtest/kvm';
 import { type Bench, nsPerOpSync } from '../../../scripts/bench/measure.js';
 import { createSimKvm } from '../src/index.js';
-import type { ArchKvm } from '../src/internal/arch/ops.js';
-import { sevPlatform } from '../src/internal/sev/arch-ops.js';
 
 const POLICY = (1n << 17n) | (1n << 16n);
 const P = MEMORY_ATTRIBUTE.PRIVATE;
@@ -29,13 +26,7 @@ function op(vm: Vm, sevFd: number, id: number, data?: unknown): void {
   vm.memEncryptOp(c);
 }
 
-function quietFirmware(kvm: Kvm): void {
-  const p = sevPlatform(kvm as unknown as ArchKvm);
-  p.firmware.logCommands = false;
-  p.snp.logCommands = false;
-}
-
-function gmemSlot(kvm: Kvm, vm: Vm, userspace: Uint8Array): number {
+function gmemSlot(vm: Vm, userspace: Uint8Array): number {
   const size = BigInt(userspace.length);
   const gmemFd = vm.createGuestMemfd(size);
   vm.setUserMemoryRegion({
@@ -47,7 +38,6 @@ function gmemSlot(kvm: Kvm, vm: Vm, userspace: Uint8Array): number {
     guestMemfd: gmemFd,
     guestMemfdOffset: 0n,
   });
-  void kvm;
   return gmemFd;
 }
 
@@ -59,13 +49,12 @@ const benches: Bench[] = [
     reference: 'real SNP: SNP_LAUNCH_UPDATE of 1 MiB takes the PSP tens of ms',
     run() {
       const kvm = createSimKvm({ vendor: 'amd' });
-      quietFirmware(kvm);
       const sevFd = kvm.openSevDevice();
       const mem = new Uint8Array(1 << 20);
       for (let i = 0; i < mem.length; i += 64) mem[i] = i & 0xff;
       return nsPerOpSync(() => {
         const vm = kvm.createVm('sev-snp');
-        const gmemFd = gmemSlot(kvm, vm, mem);
+        const gmemFd = gmemSlot(vm, mem);
         vm.setMemoryAttributes({ address: 0n, size: BigInt(mem.length), attributes: P });
         op(vm, sevFd, SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
         vm.createVcpu(0);
@@ -91,11 +80,10 @@ const benches: Bench[] = [
       'pages converted per second: GHCB PSC requests of 253 4K entries, each one KVM_HC_MAP_GPA_RANGE exit + KVM_SET_MEMORY_ATTRIBUTES',
     async run() {
       const kvm = createSimKvm({ vendor: 'amd', runBudget: Number.MAX_SAFE_INTEGER });
-      quietFirmware(kvm);
       const sevFd = kvm.openSevDevice();
       const vm = kvm.createVm('sev-snp');
       const mem = new Uint8Array(4 << 20);
-      gmemSlot(kvm, vm, mem);
+      gmemSlot(vm, mem);
       const PT_END = 0x10_0000n;
       const GHCB_GPA = 0x10_0000n;
       const CONV_GPA = 0x20_0000n;

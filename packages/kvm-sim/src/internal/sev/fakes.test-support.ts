@@ -162,6 +162,8 @@ export class FakeHost implements SevHostView {
   readonly otherFd: number;
   constructor(opts: SevPlatformOptions = {}) {
     this.platform = new SevPlatform(this, opts);
+    // The tests read the firmware's command log.
+    this.platform.firmware.logCommands = true;
     this.sevFd = this.#alloc('sev');
     this.otherFd = this.#alloc('other');
   }

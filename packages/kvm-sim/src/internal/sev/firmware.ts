@@ -60,8 +60,8 @@ export class SevFirmware {
   platformInitError: FwStatus | undefined;
   /** Commands issued, by name (a test can see what reached the firmware). */
   readonly issued: string[] = [];
-  /** Keep the command log (off for benchmarks). */
-  logCommands = true;
+  /** Keep the command log: off by default (it would grow for the life of the process); tests turn it on. */
+  logCommands = false;
 
   constructor(minSevAsid: number, maxSevAsid: number) {
     this.#minSevAsid = minSevAsid;

@@ -81,8 +81,8 @@ export class SnpFirmware {
   smtEnabled = true;
   /** Commands issued, by name. */
   readonly issued: string[] = [];
-  /** Keep the command log (off for benchmarks). */
-  logCommands = true;
+  /** Keep the command log: off by default (it would grow for the life of the process); tests turn it on. */
+  logCommands = false;
 
   constructor(minSevAsid: number) {
     this.#minSevAsid = minSevAsid;
