@@ -14,7 +14,12 @@ const toolsDir = join(root, '.tools');
 const toolsBin = join(toolsDir, 'node_modules', '.bin');
 const binDir = join(root, 'node_modules', '.bin');
 
-const env = { ...process.env, PATH: [binDir, toolsBin, process.env.PATH].join(delimiter) };
+// Turbo's first-run telemetry notice is not part of what `npm start` shows; no telemetry either.
+const env = {
+  ...process.env,
+  TURBO_TELEMETRY_DISABLED: '1',
+  PATH: [binDir, toolsBin, process.env.PATH].join(delimiter),
+};
 
 function run(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env, ...opts });
@@ -46,9 +51,23 @@ function ensurePnpm() {
   ]);
 }
 
+// In CI the lockfile is the truth: a workspace that does not match it fails the install. On a
+// developer's machine a new package (a suite made by hand or by `kvmtest new`) is welcome: the
+// install updates pnpm-lock.yaml and says so, so the change can be committed.
 function ensureWorkspace() {
   const quiet = ['--reporter=silent'];
-  must('pnpm', ['install', '--frozen-lockfile', '--prefer-offline', ...quiet]);
+  if (process.env.CI) {
+    must('pnpm', ['install', '--frozen-lockfile', '--prefer-offline', ...quiet]);
+    return;
+  }
+  const lockfile = join(root, 'pnpm-lock.yaml');
+  const before = existsSync(lockfile) ? readFileSync(lockfile, 'utf8') : '';
+  must('pnpm', ['install', '--prefer-offline', ...quiet]);
+  const after = existsSync(lockfile) ? readFileSync(lockfile, 'utf8') : '';
+  if (after !== before)
+    console.error(
+      'bootstrap: the workspace changed since pnpm-lock.yaml was written; updated it (commit it: CI installs from the lockfile as it is)',
+    );
 }
 
 const tasks = {
