@@ -1,0 +1,112 @@
+// The watchdog that keeps a synchronous KVM_RUN from hanging the process.
+//
+// KVM_RUN runs on the main thread and blocks it (and the event loop) until the guest exits. A
+// guest that never exits (an endless loop; on PVM any VMCALL) would hang the process, so before
+// each run the main thread writes the run's deadline into a SharedArrayBuffer that a worker
+// thread watches. Past the deadline the worker sets `kvm_run.immediate_exit` and sends SIGUSR2 to
+// the main thread: a signal pending on the vCPU thread makes the kernel leave the guest with
+// EINTR (arch/x86/kvm/x86.c: vcpu_run() → kvm_vcpu_exit_request / signal_pending), and
+// immediate_exit covers a signal that lands before the thread has entered KVM_RUN.
+// SIGUSR1 belongs to Node's inspector; SIGUSR2 gets a no-op JS handler first, or it would kill us.
+//
+// The main thread never notifies the worker per run (a futex wake costs ~1 µs, a tenth of an
+// exit); the worker polls at POLL_MS while runs happen and sleeps indefinitely when idle.
+
+import { Worker } from 'node:worker_threads';
+import { KOFFI_PATH } from './sys.js';
+
+/** Slots of the shared Int32Array / Float64Array (see WORKER_SOURCE). */
+const I_SEQ = 0; // run sequence number; odd while a run is in progress
+const I_FIRED = 1; // the sequence number the worker kicked
+const I_SLEEPING = 2; // 1 while the worker waits without a timeout
+const I_STOP = 3; // 1 asks the worker to end
+const F_DEADLINE = 4; // Float64 index: deadline, ms since the worker's time origin (performance.timeOrigin-based)
+const B_RUN_ADDR = 3; // BigInt64 index: address of the current kvm_run (byte 1: immediate_exit)
+
+const POLL_MS = 10;
+
+const WORKER_SOURCE = `
+const { workerData } = require('node:worker_threads');
+const koffi = require(workerData.koffiPath);
+const libc = koffi.load('libc.so.6');
+const tgkill = libc.func('int syscall(long nr, int tgid, int tid, int sig)');
+const SYS_tgkill = 234, SIGUSR2 = 12;
+const i32 = new Int32Array(workerData.sab);
+const f64 = new Float64Array(workerData.sab);
+const b64 = new BigInt64Array(workerData.sab);
+const pid = workerData.pid;
+const now = () => performance.timeOrigin + performance.now();
+let idleSince = now();
+for (;;) {
+  if (Atomics.load(i32, ${I_STOP})) break;
+  const seq = Atomics.load(i32, ${I_SEQ});
+  if ((seq & 1) === 0) {
+    if (now() - idleSince > 1000) {
+      Atomics.store(i32, ${I_SLEEPING}, 1);
+      if (Atomics.load(i32, ${I_SEQ}) === seq) Atomics.wait(i32, ${I_SEQ}, seq);
+      Atomics.store(i32, ${I_SLEEPING}, 0);
+      idleSince = now();
+    } else Atomics.wait(i32, ${I_SEQ}, seq, ${POLL_MS});
+    continue;
+  }
+  idleSince = now();
+  const left = f64[${F_DEADLINE}] - now();
+  if (left > 0) { Atomics.wait(i32, ${I_SEQ}, seq, Math.min(left, 1000)); continue; }
+  if (Atomics.load(i32, ${I_SEQ}) !== seq) continue;
+  // Past the deadline and still in the same run: kick, and keep kicking every ms until it ends.
+  Atomics.store(i32, ${I_FIRED}, seq);
+  const addr = b64[${B_RUN_ADDR}];
+  if (addr !== 0n) new Uint8Array(koffi.view(addr, 2))[1] = 1;
+  tgkill(SYS_tgkill, pid, pid, SIGUSR2);
+  Atomics.wait(i32, ${I_SEQ}, seq, 1);
+}
+`;
+
+let worker: Worker | undefined;
+let i32: Int32Array;
+let f64: Float64Array;
+let b64: BigInt64Array;
+
+function start(): void {
+  const sab = new SharedArrayBuffer(64);
+  i32 = new Int32Array(sab);
+  f64 = new Float64Array(sab);
+  b64 = new BigInt64Array(sab);
+  // A signal with no JS listener terminates the process: install ours before the first kick.
+  process.on('SIGUSR2', () => {});
+  worker = new Worker(WORKER_SOURCE, {
+    eval: true,
+    workerData: { sab, pid: process.pid, koffiPath: KOFFI_PATH },
+  });
+  worker.unref();
+  process.once('exit', stopWatchdog);
+}
+
+/** Ends the watchdog worker (the process exits without it anyway: it is unref'd). */
+export function stopWatchdog(): void {
+  if (!worker) return;
+  Atomics.store(i32, I_STOP, 1);
+  Atomics.add(i32, I_SEQ, 2);
+  Atomics.notify(i32, I_SEQ);
+  void worker.terminate();
+  worker = undefined;
+}
+
+/**
+ * Marks the start of a run on the main thread with kvm_run at `runAddr`, to be kicked after
+ * `timeoutMs`. Returns the run's sequence number for `endRun`.
+ */
+export function beginRun(runAddr: bigint, timeoutMs: number): number {
+  if (!worker) start();
+  f64[F_DEADLINE] = performance.timeOrigin + performance.now() + timeoutMs;
+  b64[B_RUN_ADDR] = runAddr;
+  const seq = Atomics.add(i32, I_SEQ, 1) + 1; // now odd
+  if (Atomics.load(i32, I_SLEEPING)) Atomics.notify(i32, I_SEQ);
+  return seq;
+}
+
+/** Marks the end of run `seq`; true when the watchdog kicked that run. */
+export function endRun(seq: number): boolean {
+  Atomics.add(i32, I_SEQ, 1); // now even
+  return Atomics.load(i32, I_FIRED) === seq;
+}
