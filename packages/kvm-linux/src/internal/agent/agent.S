@@ -1,0 +1,401 @@
+# kvmtest guest agent: x86-64, 64-bit mode, CPL 0, position independent (RIP-relative only).
+#
+# The host implements the Guest interface of a TypeScript guest program by posting one operation at
+# a time into this vCPU's mailbox page and running the vCPU; the agent executes the operation as the
+# real instruction, writes the results and signals completion with an OUT to the agent port. An
+# exception during an operation enters one of 32 IDT stubs; the common handler records vector,
+# error code, CR2 and the faulting RIP, resets the stack and signals the same way.
+#
+# Registers: RSP = the top of this vCPU's agent stack page, which is also the base of its mailbox
+# page (the host sets it on entry; the exception path recomputes it from RSP). RBX = mailbox,
+# R12 = the data page after the mailbox. Interrupts stay disabled (RFLAGS.IF = 0).
+#
+# Assembled with GNU as (`as --64`); a test reassembles this file and compares with agent-bytes.ts.
+# Constants are literals, not forward `.set` symbols: GNU as in Intel syntax turns a forward
+# reference like `cmp rax, N` into a memory operand.
+
+        .intel_syntax noprefix
+        .text
+        .code64
+
+# ---- header (read by the host): offsets of the entry point, the IDT stubs and the stub stride ----
+header:
+        .long   agent_entry - header        # +0  entry
+        .long   stubs - header              # +4  stub 0
+        .long   16                          # +8  stub stride
+        .long   0x61676e74                  # +12 magic "tnga"
+
+# Mailbox offsets (u64 each): 0x00 op, 0x08..0x28 args A0..A4, 0x40..0x58 results R0..R3,
+# 0x60 status (0 done, 1 exception, 2 unknown op), 0x68 vector, 0x70 error code, 0x78 CR2,
+# 0x80 faulting RIP. The data page (mailbox + 4096) holds readBytes/writeBytes data.
+
+        .balign 16
+agent_entry:
+        mov     rbx, rsp                    # RSP is the mailbox base whenever the agent loops
+        lea     r12, [rbx + 4096]
+        cld
+        mov     rax, [rbx]
+        cmp     rax, 29
+        jae     bad_op
+        lea     rcx, [rip + optable]
+        movsxd  rax, dword ptr [rcx + rax * 4]
+        add     rax, rcx
+        jmp     rax
+
+op_done:
+        mov     qword ptr [rbx + 0x60], 0
+signal:
+        mov     edx, 0x7ff0                 # the agent port
+        out     dx, al
+        jmp     agent_entry
+
+bad_op:
+        mov     qword ptr [rbx + 0x60], 2
+        jmp     signal
+
+        .balign 4
+optable:
+        .long   op_nop - optable            # 0  NOP
+        .long   op_rd8 - optable            # 1  READ8
+        .long   op_rd16 - optable           # 2  READ16
+        .long   op_rd32 - optable           # 3  READ32
+        .long   op_rd64 - optable           # 4  READ64
+        .long   op_wr8 - optable            # 5  WRITE8
+        .long   op_wr16 - optable           # 6  WRITE16
+        .long   op_wr32 - optable           # 7  WRITE32
+        .long   op_wr64 - optable           # 8  WRITE64
+        .long   op_bts - optable            # 9  LOCK BTS
+        .long   op_btr - optable            # 10 LOCK BTR
+        .long   op_rdbytes - optable        # 11 copy GVA -> data page
+        .long   op_wrbytes - optable        # 12 copy data page -> GVA
+        .long   op_cpuid - optable          # 13 CPUID
+        .long   op_rdmsr - optable          # 14 RDMSR
+        .long   op_wrmsr - optable          # 15 WRMSR
+        .long   op_rdcr - optable           # 16 MOV from CR0/2/3/4
+        .long   op_wrcr - optable           # 17 MOV to CR0/3/4
+        .long   op_in - optable             # 18 IN 1/2/4
+        .long   op_out - optable            # 19 OUT 1/2/4
+        .long   op_hlt - optable            # 20 HLT
+        .long   op_ud2 - optable            # 21 UD2
+        .long   op_vmcall - optable         # 22 VMCALL
+        .long   op_lidt - optable           # 23 LIDT
+        .long   op_mmio_rd - optable        # 24 read through the MMIO window
+        .long   op_mmio_wr - optable        # 25 write through the MMIO window
+        .long   op_pvalidate - optable      # 26 PVALIDATE
+        .long   op_vmgexit - optable        # 27 VMGEXIT (REP VMMCALL)
+        .long   op_tdcall - optable         # 28 TDCALL
+
+op_nop:
+        jmp     op_done
+
+op_rd8:
+        mov     rsi, [rbx + 0x08]
+        movzx   eax, byte ptr [rsi]
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+op_rd16:
+        mov     rsi, [rbx + 0x08]
+        movzx   eax, word ptr [rsi]
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+op_rd32:
+        mov     rsi, [rbx + 0x08]
+        mov     eax, dword ptr [rsi]
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+op_rd64:
+        mov     rsi, [rbx + 0x08]
+        mov     rax, qword ptr [rsi]
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+
+op_wr8:
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        mov     byte ptr [rsi], al
+        jmp     op_done
+op_wr16:
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        mov     word ptr [rsi], ax
+        jmp     op_done
+op_wr32:
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        mov     dword ptr [rsi], eax
+        jmp     op_done
+op_wr64:
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        mov     qword ptr [rsi], rax
+        jmp     op_done
+
+op_bts:
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        lock bts qword ptr [rsi], rax
+        setc    al
+        movzx   eax, al
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+op_btr:
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        lock btr qword ptr [rsi], rax
+        setc    al
+        movzx   eax, al
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+
+op_rdbytes:
+        mov     rsi, [rbx + 0x08]
+        mov     rdi, r12
+        mov     rcx, [rbx + 0x18]
+        rep movsb
+        jmp     op_done
+op_wrbytes:
+        mov     rsi, r12
+        mov     rdi, [rbx + 0x08]
+        mov     rcx, [rbx + 0x18]
+        rep movsb
+        jmp     op_done
+
+op_cpuid:
+        mov     r15, rbx
+        mov     eax, dword ptr [r15 + 0x08]
+        mov     ecx, dword ptr [r15 + 0x10]
+        cpuid
+        mov     [r15 + 0x40], rax
+        mov     [r15 + 0x48], rbx
+        mov     [r15 + 0x50], rcx
+        mov     [r15 + 0x58], rdx
+        mov     rbx, r15
+        jmp     op_done
+
+op_rdmsr:
+        mov     ecx, dword ptr [rbx + 0x08]
+        rdmsr
+        shl     rdx, 32
+        or      rax, rdx
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+op_wrmsr:
+        mov     ecx, dword ptr [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        mov     rdx, rax
+        shr     rdx, 32
+        wrmsr
+        jmp     op_done
+
+op_rdcr:
+        mov     rcx, [rbx + 0x08]
+        cmp     rcx, 0
+        je      1f
+        cmp     rcx, 2
+        je      2f
+        cmp     rcx, 3
+        je      3f
+        mov     rax, cr4
+        jmp     4f
+1:      mov     rax, cr0
+        jmp     4f
+2:      mov     rax, cr2
+        jmp     4f
+3:      mov     rax, cr3
+4:      mov     [rbx + 0x40], rax
+        jmp     op_done
+
+op_wrcr:
+        mov     rcx, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        cmp     rcx, 0
+        je      1f
+        cmp     rcx, 3
+        je      3f
+        mov     cr4, rax
+        jmp     op_done
+1:      mov     cr0, rax
+        jmp     op_done
+3:      mov     cr3, rax
+        jmp     op_done
+
+op_in:
+        mov     edx, dword ptr [rbx + 0x08]
+        mov     rcx, [rbx + 0x10]
+        xor     eax, eax
+        cmp     rcx, 1
+        je      1f
+        cmp     rcx, 2
+        je      2f
+        in      eax, dx
+        jmp     4f
+1:      in      al, dx
+        jmp     4f
+2:      in      ax, dx
+4:      mov     [rbx + 0x40], rax
+        jmp     op_done
+
+op_out:
+        mov     edx, dword ptr [rbx + 0x08]
+        mov     rcx, [rbx + 0x10]
+        mov     rax, [rbx + 0x18]
+        cmp     rcx, 1
+        je      1f
+        cmp     rcx, 2
+        je      2f
+        out     dx, eax
+        jmp     op_done
+1:      out     dx, al
+        jmp     op_done
+2:      out     dx, ax
+        jmp     op_done
+
+op_hlt:
+        hlt
+        jmp     op_done
+
+op_ud2:
+        ud2
+
+op_vmcall:
+        mov     r15, rbx
+        mov     rax, [r15 + 0x08]
+        mov     rbx, [r15 + 0x10]
+        mov     rcx, [r15 + 0x18]
+        mov     rdx, [r15 + 0x20]
+        mov     rsi, [r15 + 0x28]
+        vmcall
+        mov     rbx, r15
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+
+op_lidt:
+        lidt    [rbx + 0x08]                # limit (u16) at +0x08, base (u64) at +0x0a
+        jmp     op_done
+
+op_mmio_rd:
+        mov     rsi, [rbx + 0x08]
+        mov     rcx, [rbx + 0x10]
+        invlpg  [rsi]
+        xor     eax, eax
+        cmp     rcx, 1
+        je      1f
+        cmp     rcx, 2
+        je      2f
+        cmp     rcx, 4
+        je      3f
+        mov     rax, qword ptr [rsi]
+        jmp     5f
+1:      mov     al, byte ptr [rsi]
+        jmp     5f
+2:      mov     ax, word ptr [rsi]
+        jmp     5f
+3:      mov     eax, dword ptr [rsi]
+5:      mov     [rbx + 0x40], rax
+        jmp     op_done
+
+op_mmio_wr:
+        mov     rsi, [rbx + 0x08]
+        mov     rcx, [rbx + 0x10]
+        mov     rax, [rbx + 0x18]
+        invlpg  [rsi]
+        cmp     rcx, 1
+        je      1f
+        cmp     rcx, 2
+        je      2f
+        cmp     rcx, 4
+        je      3f
+        mov     qword ptr [rsi], rax
+        jmp     op_done
+1:      mov     byte ptr [rsi], al
+        jmp     op_done
+2:      mov     word ptr [rsi], ax
+        jmp     op_done
+3:      mov     dword ptr [rsi], eax
+        jmp     op_done
+
+op_pvalidate:
+        mov     rax, [rbx + 0x08]           # RAX = GVA, ECX = 0 (4 KiB page), EDX = validate
+        xor     ecx, ecx
+        mov     rdx, [rbx + 0x10]
+        .byte   0xf2, 0x0f, 0x01, 0xff      # pvalidate
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+
+op_vmgexit:
+        .byte   0xf3, 0x0f, 0x01, 0xd9      # vmgexit (rep vmmcall)
+        jmp     op_done
+
+op_tdcall:
+        mov     rax, [rbx + 0x08]
+        .byte   0x66, 0x0f, 0x01, 0xcc      # tdcall
+        mov     [rbx + 0x40], rax
+        jmp     op_done
+
+# ---- exceptions: 32 stubs of 16 bytes each, then the common handler ---------------------------
+# Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a dummy 0 so that every
+# frame is [vector][error code][RIP][CS][RFLAGS][RSP][SS].
+
+        .macro  stub_noerr vec
+        .balign 16
+        push    0
+        push    \vec
+        jmp     exc_common
+        .endm
+        .macro  stub_err vec
+        .balign 16
+        push    \vec
+        jmp     exc_common
+        .endm
+
+        .balign 16
+stubs:
+        stub_noerr 0
+        stub_noerr 1
+        stub_noerr 2
+        stub_noerr 3
+        stub_noerr 4
+        stub_noerr 5
+        stub_noerr 6
+        stub_noerr 7
+        stub_err   8
+        stub_noerr 9
+        stub_err   10
+        stub_err   11
+        stub_err   12
+        stub_err   13
+        stub_err   14
+        stub_noerr 15
+        stub_noerr 16
+        stub_err   17
+        stub_noerr 18
+        stub_noerr 19
+        stub_noerr 20
+        stub_err   21
+        stub_noerr 22
+        stub_noerr 23
+        stub_noerr 24
+        stub_noerr 25
+        stub_noerr 26
+        stub_noerr 27
+        stub_noerr 28
+        stub_err   29
+        stub_err   30
+        stub_noerr 31
+
+        .balign 16
+exc_common:
+        mov     rbx, rsp                    # the mailbox is the page after the stack page
+        and     rbx, -4096
+        add     rbx, 4096
+        mov     rax, [rsp]
+        mov     [rbx + 0x68], rax           # vector
+        mov     rax, [rsp + 8]
+        mov     [rbx + 0x70], rax           # error code (0 when the CPU pushed none)
+        mov     rax, cr2
+        mov     [rbx + 0x78], rax           # CR2 (meaningful for #PF only)
+        mov     rax, [rsp + 16]
+        mov     [rbx + 0x80], rax           # faulting RIP
+        mov     qword ptr [rbx + 0x60], 1
+        mov     rsp, rbx                    # reset the stack: no IRET, the agent loops again
+        jmp     signal

@@ -1,0 +1,110 @@
+// Where the guest agent lives and how the host talks to it: the reserved memslot, GPA, GVA and
+// port, the agent region's page map, the mailbox offsets and the operation codes. The numbers here
+// and in agent.S must agree (the agent tests run every operation on the real vCPU).
+
+/** Memslot id of the agent's memory (high, so tests' own slots never meet it). */
+export const AGENT_SLOT = 32000;
+/** Guest-physical base of the agent slot: 56 GiB, below the 36-bit minimum MAXPHYADDR of x86-64. */
+export const AGENT_GPA = 0xe_0000_0000n;
+/** Pages of the agent slot (1 MiB). */
+export const AGENT_PAGES = 256;
+/** Size of the agent slot in bytes. */
+export const AGENT_BYTES = AGENT_PAGES * 4096;
+/** The guest PML4 entry the agent takes over (the top 512 GiB of the address space). */
+export const AGENT_PML4_INDEX = 511;
+/** Guest-virtual base of the agent region: PML4[511], PDPT[0], PD[0]. */
+export const AGENT_GVA = 0xffff_ff80_0000_0000n;
+/** The I/O port the agent signals completion on (an OUT of one byte). */
+export const AGENT_PORT = 0x7ff0;
+
+/** Page indexes inside the agent slot. */
+export const AGENT_PAGE = {
+  /** PDPT the guest's PML4[511] points at. */
+  pdpt: 0,
+  pd: 1,
+  /** PT mapping the slot's 256 pages (entries 0–255) and the MMIO window (entry 256). */
+  pt: 2,
+  gdt: 3,
+  idt: 4,
+  tss: 5,
+  /** A PML4 whose entry 511 is the agent's, loaded as CR3 for a vCPU that has no paging of its own. */
+  pml4: 6,
+  /** Code: up to 8 KiB. */
+  code: 8,
+  /** First per-vCPU page: vCPU slot k uses stack, mailbox and data pages 16 + 3k, +1, +2. */
+  vcpus: 16,
+} as const;
+
+/** PT entry of the MMIO window: one page through which mmioRead / mmioWrite reach any GPA. */
+export const MMIO_WINDOW_PTE = 256;
+/** GVA of the MMIO window. */
+export const MMIO_WINDOW_GVA = AGENT_GVA + BigInt(MMIO_WINDOW_PTE) * 4096n;
+/** vCPUs the agent slot has pages for. */
+export const AGENT_MAX_VCPUS = Math.floor((AGENT_PAGES - AGENT_PAGE.vcpus) / 3);
+
+/** GDT selectors the agent runs with. */
+export const AGENT_SELECTOR = { code: 0x08, data: 0x10, tss: 0x18 } as const;
+
+/** Mailbox byte offsets (little-endian u64 each). */
+export const MAILBOX = {
+  op: 0x00,
+  a0: 0x08,
+  a1: 0x10,
+  a2: 0x18,
+  a3: 0x20,
+  a4: 0x28,
+  r0: 0x40,
+  r1: 0x48,
+  r2: 0x50,
+  r3: 0x58,
+  /** 0 done, 1 exception, 2 unknown operation. */
+  status: 0x60,
+  vector: 0x68,
+  errorCode: 0x70,
+  cr2: 0x78,
+  rip: 0x80,
+} as const;
+
+/** Mailbox status values. */
+export const STATUS = { done: 0, exception: 1, badOp: 2 } as const;
+
+/** Operation codes (the agent's jump table order). */
+export const OP = {
+  nop: 0,
+  read8: 1,
+  read16: 2,
+  read32: 3,
+  read64: 4,
+  write8: 5,
+  write16: 6,
+  write32: 7,
+  write64: 8,
+  bts: 9,
+  btr: 10,
+  readBytes: 11,
+  writeBytes: 12,
+  cpuid: 13,
+  rdmsr: 14,
+  wrmsr: 15,
+  readCr: 16,
+  writeCr: 17,
+  in: 18,
+  out: 19,
+  hlt: 20,
+  ud2: 21,
+  vmcall: 22,
+  lidt: 23,
+  mmioRead: 24,
+  mmioWrite: 25,
+  pvalidate: 26,
+  vmgexit: 27,
+  tdcall: 28,
+} as const;
+
+/** Vectors for which the CPU pushes an error code (the others get a dummy 0 from the stub). */
+export const VECTORS_WITH_ERROR_CODE: ReadonlySet<number> = new Set([8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
+
+/** Byte offsets inside the agent code's header. */
+export const CODE_HEADER = { entry: 0, stubs: 4, stride: 8, magic: 12 } as const;
+/** The header's magic ("tnga" little-endian). */
+export const CODE_MAGIC = 0x61676e74;
