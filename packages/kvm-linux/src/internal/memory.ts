@@ -30,8 +30,8 @@ interface Mapping {
 
 /** Mappings by the ArrayBuffer that views them. */
 const mappings = new WeakMap<ArrayBuffer, Mapping>();
-/** Counts for tests and diagnostics. */
-export const mappingStats = { mapped: 0, unmapped: 0 };
+/** Counts for tests and diagnostics; `recent` holds the last 256 ranges mapped ([start, end)). */
+export const mappingStats = { mapped: 0, unmapped: 0, recent: [] as [bigint, bigint][] };
 
 const unmapper = new FinalizationRegistry<Mapping>((m) => {
   try {
@@ -49,6 +49,8 @@ export function adoptMapping(addr: bigint, len: number): ArrayBuffer {
   mappings.set(ab, m);
   unmapper.register(ab, m);
   mappingStats.mapped++;
+  mappingStats.recent.push([addr, addr + BigInt(len)]);
+  if (mappingStats.recent.length > 256) mappingStats.recent.shift();
   return ab;
 }
 

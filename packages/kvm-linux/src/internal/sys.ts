@@ -40,7 +40,13 @@ const c = {
   ) => number | bigint,
   munmap: libc.func('int munmap(uint64_t addr, size_t len)') as IntFn,
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)') as IntFn,
+  syscall0: libc.func('long syscall(long nr)') as IntFn,
 };
+
+/** gettid(2): the kernel id of the calling thread. */
+export function gettid(): number {
+  return c.syscall0(186); // __NR_gettid on x86-64
+}
 
 /** open(2) flags, mmap(2) constants and fcntl commands (include/uapi/asm-generic/fcntl.h, mman-common.h). */
 export const O_RDWR = 2;

@@ -12,8 +12,8 @@
 // The main thread never notifies the worker per run (a futex wake costs ~1 µs, a tenth of an
 // exit); the worker polls at POLL_MS while runs happen and sleeps indefinitely when idle.
 
-import { Worker } from 'node:worker_threads';
-import { KOFFI_PATH } from './sys.js';
+import { isMainThread, Worker } from 'node:worker_threads';
+import { gettid, KOFFI_PATH } from './sys.js';
 
 /** Slots of the shared Int32Array / Float64Array (see WORKER_SOURCE). */
 const I_SEQ = 0; // run sequence number; odd while a run is in progress
@@ -34,7 +34,7 @@ const SYS_tgkill = 234, SIGUSR2 = 12;
 const i32 = new Int32Array(workerData.sab);
 const f64 = new Float64Array(workerData.sab);
 const b64 = new BigInt64Array(workerData.sab);
-const pid = workerData.pid;
+const pid = workerData.pid, tid = workerData.tid;
 const now = () => performance.timeOrigin + performance.now();
 let idleSince = now();
 for (;;) {
@@ -57,7 +57,7 @@ for (;;) {
   Atomics.store(i32, ${I_FIRED}, seq);
   const addr = b64[${B_RUN_ADDR}];
   if (addr !== 0n) new Uint8Array(koffi.view(addr, 2))[1] = 1;
-  tgkill(SYS_tgkill, pid, pid, SIGUSR2);
+  tgkill(SYS_tgkill, pid, tid, SIGUSR2);
   Atomics.wait(i32, ${I_SEQ}, seq, 1);
 }
 `;
@@ -73,10 +73,12 @@ function start(): void {
   f64 = new Float64Array(sab);
   b64 = new BigInt64Array(sab);
   // A signal with no JS listener terminates the process: install ours before the first kick.
-  process.on('SIGUSR2', () => {});
+  // (Only the main thread can: in a worker thread the process must already handle SIGUSR2.)
+  if (isMainThread) process.on('SIGUSR2', () => {});
   worker = new Worker(WORKER_SOURCE, {
     eval: true,
-    workerData: { sab, pid: process.pid, koffiPath: KOFFI_PATH },
+    // The thread that runs KVM_RUN is the one that loaded this module (one watchdog per JS thread).
+    workerData: { sab, pid: process.pid, tid: gettid(), koffiPath: KOFFI_PATH },
   });
   worker.unref();
   process.once('exit', stopWatchdog);
