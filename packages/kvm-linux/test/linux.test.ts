@@ -1,5 +1,7 @@
 // The linux backend on the real /dev/kvm: errnos the kernel gives, and tiny real-mode guests.
 
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { CAP, DEVICE_ATTR, type Exit, isKvmError, KvmError, MEM_FLAG, tryKvm } from '@kvmtest/kvm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type LinuxKvm, type LinuxVm, openLinuxKvm } from '../src/index.js';
@@ -237,6 +239,22 @@ describe.skipIf(!kvmAvailable)('real-mode guests', () => {
     // On PVM VMCALL never completes (timeout); on mainline KVM it returns -KVM_ENOSYS in RAX and the HLT follows.
     if (err instanceof KvmError) expect(err.details).toMatchObject({ watchdog: true, timeoutMs: 150 });
     else expect((err as Exit).reason).toBe('hlt');
+  });
+
+  it('a process whose guest never exits ends anyway: the run times out and nothing keeps it alive', () => {
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--conditions=@kvmtest/source',
+        '--import',
+        'tsx',
+        join(import.meta.dirname, 'fixtures', 'stuck-guest.ts'),
+      ],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    expect(r.error).toBeUndefined(); // spawnSync's own timeout would show here
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/caught: .*watchdog: vCPU 0 .*100 ms deadline/);
   });
 
   it('two vCPUs of one VM run one at a time, each its own code', async () => {

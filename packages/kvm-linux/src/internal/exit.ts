@@ -36,7 +36,7 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
       const out = run.getUint8(RUN.io_direction) === EXIT_IO_OUT;
       const size = run.getUint8(RUN.io_size) as 1 | 2 | 4;
       const count = run.getUint32(RUN.io_count, true);
-      const off = Number(run.getBigUint64(RUN.io_data_offset, true));
+      const off = run.getUint32(RUN.io_data_offset, true); // a page offset into kvm_run: the high half is 0
       const n = size * count;
       return {
         reason: 'io',
@@ -128,7 +128,7 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
 export function completeExit(exit: Exit | undefined, run: DataView, bytes: Uint8Array): void {
   if (!exit) return;
   if (exit.reason === 'io' && exit.direction === 'in') {
-    const off = Number(run.getBigUint64(RUN.io_data_offset, true));
+    const off = run.getUint32(RUN.io_data_offset, true); // a page offset into kvm_run: the high half is 0
     bytes.set(exit.data.subarray(0, exit.size * exit.count), off);
   } else if (exit.reason === 'mmio' && !exit.isWrite) {
     bytes.set(exit.data.subarray(0, Math.min(exit.len, 8)), RUN.mmio_data);

@@ -10,21 +10,26 @@
 // SIGUSR1 belongs to Node's inspector; SIGUSR2 gets a no-op JS handler first, or it would kill us.
 //
 // The main thread never notifies the worker per run (a futex wake costs ~1 µs, a tenth of an
-// exit); the worker polls at POLL_MS while runs happen and sleeps indefinitely when idle.
+// exit); the worker polls every POLL_MS while runs happen and sleeps indefinitely when idle, so
+// a kick lands between the deadline and POLL_MS after it.
 
 import { isMainThread, Worker } from 'node:worker_threads';
 import { gettid, KOFFI_PATH } from './sys.js';
 
-/** Slots of the shared Int32Array / Float64Array (see WORKER_SOURCE). */
+/** Slots of the shared Int32Array / BigInt64Array (see WORKER_SOURCE). */
 const I_SEQ = 0; // run sequence number; odd while a run is in progress
 const I_FIRED = 1; // the sequence number the worker kicked
 const I_SLEEPING = 2; // 1 while the worker waits without a timeout
 const I_STOP = 3; // 1 asks the worker to end
-const F_DEADLINE = 4; // Float64 index: deadline, ms since the worker's time origin (performance.timeOrigin-based)
+const I_TIMEOUT = 4; // deadline of the current run, ms
 const B_RUN_ADDR = 3; // BigInt64 index: address of the current kvm_run (byte 1: immediate_exit)
 
+/** How often the worker looks while runs happen; a kick comes at most this much after the deadline. */
 const POLL_MS = 10;
 
+// The worker, not the main thread, times a run: it notes when it first saw a run's sequence
+// number and kicks once that run has lasted the run's timeout (so a run costs the main thread two
+// atomic adds, no clock read).
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const koffi = require(workerData.koffiPath);
@@ -32,11 +37,10 @@ const libc = koffi.load('libc.so.6');
 const tgkill = libc.func('int syscall(long nr, int tgid, int tid, int sig)');
 const SYS_tgkill = 234, SIGUSR2 = 12;
 const i32 = new Int32Array(workerData.sab);
-const f64 = new Float64Array(workerData.sab);
 const b64 = new BigInt64Array(workerData.sab);
 const pid = workerData.pid, tid = workerData.tid;
-const now = () => performance.timeOrigin + performance.now();
-let idleSince = now();
+const now = () => performance.now();
+let idleSince = now(), watched = 0, since = 0;
 for (;;) {
   if (Atomics.load(i32, ${I_STOP})) break;
   const seq = Atomics.load(i32, ${I_SEQ});
@@ -49,9 +53,11 @@ for (;;) {
     } else Atomics.wait(i32, ${I_SEQ}, seq, ${POLL_MS});
     continue;
   }
-  idleSince = now();
-  const left = f64[${F_DEADLINE}] - now();
-  if (left > 0) { Atomics.wait(i32, ${I_SEQ}, seq, Math.min(left, 1000)); continue; }
+  const t = now();
+  idleSince = t;
+  if (seq !== watched) { watched = seq; since = t; }
+  const left = since + Atomics.load(i32, ${I_TIMEOUT}) - t;
+  if (left > 0) { Atomics.wait(i32, ${I_SEQ}, seq, Math.min(left, ${POLL_MS})); continue; }
   if (Atomics.load(i32, ${I_SEQ}) !== seq) continue;
   // Past the deadline and still in the same run: kick, and keep kicking every ms until it ends.
   Atomics.store(i32, ${I_FIRED}, seq);
@@ -64,13 +70,13 @@ for (;;) {
 
 let worker: Worker | undefined;
 let i32: Int32Array;
-let f64: Float64Array;
 let b64: BigInt64Array;
+let lastAddr = 0n;
+let lastTimeout = -1;
 
 function start(): void {
   const sab = new SharedArrayBuffer(64);
   i32 = new Int32Array(sab);
-  f64 = new Float64Array(sab);
   b64 = new BigInt64Array(sab);
   // A signal with no JS listener terminates the process: install ours before the first kick.
   // (Only the main thread can: in a worker thread the process must already handle SIGUSR2.)
@@ -100,8 +106,14 @@ export function stopWatchdog(): void {
  */
 export function beginRun(runAddr: bigint, timeoutMs: number): number {
   if (!worker) start();
-  f64[F_DEADLINE] = performance.timeOrigin + performance.now() + timeoutMs;
-  b64[B_RUN_ADDR] = runAddr;
+  if (timeoutMs !== lastTimeout) {
+    lastTimeout = timeoutMs;
+    Atomics.store(i32, I_TIMEOUT, Math.min(Math.ceil(timeoutMs), 0x7fff_ffff));
+  }
+  if (runAddr !== lastAddr) {
+    lastAddr = runAddr;
+    Atomics.store(b64, B_RUN_ADDR, runAddr);
+  }
   const seq = Atomics.add(i32, I_SEQ, 1) + 1; // now odd
   if (Atomics.load(i32, I_SLEEPING)) Atomics.notify(i32, I_SEQ);
   return seq;
