@@ -19,6 +19,7 @@ import {
   testRequireVmType,
   vmCreateBarebones,
   vmCreateWithOneVcpu,
+  vmCreateWithVcpus,
   vmInstallExceptionHandler,
 } from '../src/index.js';
 // Until kvm-linux registers its guest agent when the backend opens (REQUESTS-agent.md), register it here.
@@ -105,6 +106,19 @@ describe.skipIf(kvm === undefined)('testkit on /dev/kvm', () => {
     expect(err).toBeInstanceOf(GuestAssertionError);
     expect((err as GuestAssertionError).ucall.cmd).toBe(UCALL.ABORT);
     expect((err as GuestAssertionError).message).toContain('0x1 != 0x2');
+  });
+
+  test('two vCPUs of one VM each report through their own agent pages, one run at a time', async () => {
+    const guest = defineGuest(async (g) => {
+      await guestSync(g, 1n, BigInt(g.vcpuId), g.readU64(g.global('answer')));
+      await guestDone(g);
+    }, { globals: { answer: 7n } });
+    using vm = vmCreateWithVcpus(2, guest, 'default', { kvm: kvm! });
+    for (const vcpu of vm.vcpus) {
+      const sync = await runUcall(vcpu);
+      expect(sync.args.slice(0, 3)).toEqual([1n, BigInt(vcpu.id), 7n]);
+    }
+    for (const vcpu of vm.vcpus) testAssertEq((await runUcall(vcpu)).cmd, UCALL.DONE);
   });
 
   test('a VM type the host lacks skips with the kselftest wording; barebones default VMs work', () => {

@@ -7,8 +7,8 @@
 # error code, CR2 and the faulting RIP, resets the stack and signals the same way.
 #
 # Registers: RSP = the top of this vCPU's agent stack page, which is also the base of its mailbox
-# page (the host sets it on entry; the exception path recomputes it from RSP). RBX = mailbox,
-# R12 = the data page after the mailbox. Interrupts stay disabled (RFLAGS.IF = 0).
+# page (the host sets it on entry; the agent never pushes, and the exception path recomputes the
+# mailbox from RSP and resets RSP). RBX = mailbox, EDX = agent port, RFLAGS.DF = 0, IF = 0.
 #
 # Assembled with GNU as (`as --64`); a test reassembles this file and compares with agent-bytes.ts.
 # Constants are literals, not forward `.set` symbols: GNU as in Intel syntax turns a forward
@@ -18,147 +18,146 @@
         .text
         .code64
 
-# ---- header (read by the host): offsets of the entry point, the IDT stubs and the stub stride ----
+# ---- header (read by the host) ----------------------------------------------------------------
 header:
-        .long   agent_entry - header        # +0  entry
-        .long   stubs - header              # +4  stub 0
+        .long   agent_entry - header        # +0  entry point
+        .long   stubs - header              # +4  IDT stub 0
         .long   16                          # +8  stub stride
         .long   0x61676e74                  # +12 magic "tnga"
+        .long   optable - header            # +16 operation table (offsets from the header)
+        .long   (optable_end - optable) / 4 # +20 number of operations
 
-# Mailbox offsets (u64 each): 0x00 op, 0x08..0x28 args A0..A4, 0x40..0x58 results R0..R3,
-# 0x60 status (0 done, 1 exception, 2 unknown op), 0x68 vector, 0x70 error code, 0x78 CR2,
-# 0x80 faulting RIP. The data page (mailbox + 4096) holds readBytes/writeBytes data.
+# Mailbox offsets (u64 each): 0x00 the GVA of the operation's code (the host writes it from the
+# operation table, so dispatch is one indirect jump), 0x08..0x28 args A0..A4, 0x40..0x58 results
+# R0..R3, 0x60 status (the host writes 0 with each operation; the exception path writes 1),
+# 0x68 vector, 0x70 error code, 0x78 CR2, 0x80 faulting RIP. The data page (mailbox + 4096) holds
+# readBytes / writeBytes data.
+#
+# PVM hosts emulate most guest instructions (about 1.4 us each), so the path from one OUT to the
+# next is kept as short as it can be: RBX (mailbox) and EDX (the agent port) stay loaded across
+# operations, each operation ends with its own OUT, and the next one starts with `jmp [rbx]`.
+# Operations that clobber RBX or EDX restore them before signalling.
+
+        .macro  signal
+        out     dx, al
+        jmp     qword ptr [rbx]
+        .endm
+        .macro  signal_port
+        mov     edx, 0x7ff0                 # the agent port
+        out     dx, al
+        jmp     qword ptr [rbx]
+        .endm
 
         .balign 16
 agent_entry:
-        mov     rbx, rsp                    # RSP is the mailbox base whenever the agent loops
-        lea     r12, [rbx + 4096]
         cld
-        mov     rax, [rbx]
-        cmp     rax, 29
-        jae     bad_op
-        lea     rcx, [rip + optable]
-        movsxd  rax, dword ptr [rcx + rax * 4]
-        add     rax, rcx
-        jmp     rax
-
-op_done:
-        mov     qword ptr [rbx + 0x60], 0
-signal:
-        mov     edx, 0x7ff0                 # the agent port
-        out     dx, al
-        jmp     agent_entry
-
-bad_op:
-        mov     qword ptr [rbx + 0x60], 2
-        jmp     signal
+        mov     rbx, rsp                    # the host starts the agent with RSP = the mailbox base
+        mov     edx, 0x7ff0
+        jmp     qword ptr [rbx]             # the first operation is posted before the first run
 
         .balign 4
 optable:
-        .long   op_nop - optable            # 0  NOP
-        .long   op_rd8 - optable            # 1  READ8
-        .long   op_rd16 - optable           # 2  READ16
-        .long   op_rd32 - optable           # 3  READ32
-        .long   op_rd64 - optable           # 4  READ64
-        .long   op_wr8 - optable            # 5  WRITE8
-        .long   op_wr16 - optable           # 6  WRITE16
-        .long   op_wr32 - optable           # 7  WRITE32
-        .long   op_wr64 - optable           # 8  WRITE64
-        .long   op_bts - optable            # 9  LOCK BTS
-        .long   op_btr - optable            # 10 LOCK BTR
-        .long   op_rdbytes - optable        # 11 copy GVA -> data page
-        .long   op_wrbytes - optable        # 12 copy data page -> GVA
-        .long   op_cpuid - optable          # 13 CPUID
-        .long   op_rdmsr - optable          # 14 RDMSR
-        .long   op_wrmsr - optable          # 15 WRMSR
-        .long   op_rdcr - optable           # 16 MOV from CR0/2/3/4
-        .long   op_wrcr - optable           # 17 MOV to CR0/3/4
-        .long   op_in - optable             # 18 IN 1/2/4
-        .long   op_out - optable            # 19 OUT 1/2/4
-        .long   op_hlt - optable            # 20 HLT
-        .long   op_ud2 - optable            # 21 UD2
-        .long   op_vmcall - optable         # 22 VMCALL
-        .long   op_lidt - optable           # 23 LIDT
-        .long   op_mmio_rd - optable        # 24 read through the MMIO window
-        .long   op_mmio_wr - optable        # 25 write through the MMIO window
-        .long   op_pvalidate - optable      # 26 PVALIDATE
-        .long   op_vmgexit - optable        # 27 VMGEXIT (REP VMMCALL)
-        .long   op_tdcall - optable         # 28 TDCALL
+        .long   op_nop - header             # 0  NOP
+        .long   op_rd8 - header             # 1  READ8
+        .long   op_rd16 - header            # 2  READ16
+        .long   op_rd32 - header            # 3  READ32
+        .long   op_rd64 - header            # 4  READ64
+        .long   op_wr8 - header             # 5  WRITE8
+        .long   op_wr16 - header            # 6  WRITE16
+        .long   op_wr32 - header            # 7  WRITE32
+        .long   op_wr64 - header            # 8  WRITE64
+        .long   op_bts - header             # 9  LOCK BTS
+        .long   op_btr - header             # 10 LOCK BTR
+        .long   op_rdbytes - header         # 11 copy GVA -> data page
+        .long   op_wrbytes - header         # 12 copy data page -> GVA
+        .long   op_cpuid - header           # 13 CPUID
+        .long   op_rdmsr - header           # 14 RDMSR
+        .long   op_wrmsr - header           # 15 WRMSR
+        .long   op_rdcr - header            # 16 MOV from CR0/2/3/4
+        .long   op_wrcr - header            # 17 MOV to CR0/3/4
+        .long   op_in - header              # 18 IN 1/2/4
+        .long   op_out - header             # 19 OUT 1/2/4
+        .long   op_hlt - header             # 20 HLT
+        .long   op_ud2 - header             # 21 UD2
+        .long   op_vmcall - header          # 22 VMCALL
+        .long   op_lidt - header            # 23 LIDT
+        .long   op_mmio_rd - header         # 24 read through the MMIO window
+        .long   op_mmio_wr - header         # 25 write through the MMIO window
+        .long   op_pvalidate - header       # 26 PVALIDATE
+        .long   op_vmgexit - header         # 27 VMGEXIT (REP VMMCALL)
+        .long   op_tdcall - header          # 28 TDCALL
+optable_end:
 
 op_nop:
-        jmp     op_done
+        signal
 
 op_rd8:
         mov     rsi, [rbx + 0x08]
         movzx   eax, byte ptr [rsi]
         mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal
 op_rd16:
         mov     rsi, [rbx + 0x08]
         movzx   eax, word ptr [rsi]
         mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal
 op_rd32:
         mov     rsi, [rbx + 0x08]
         mov     eax, dword ptr [rsi]
         mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal
 op_rd64:
         mov     rsi, [rbx + 0x08]
         mov     rax, qword ptr [rsi]
         mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal
 
 op_wr8:
         mov     rsi, [rbx + 0x08]
         mov     rax, [rbx + 0x10]
         mov     byte ptr [rsi], al
-        jmp     op_done
+        signal
 op_wr16:
         mov     rsi, [rbx + 0x08]
         mov     rax, [rbx + 0x10]
         mov     word ptr [rsi], ax
-        jmp     op_done
+        signal
 op_wr32:
         mov     rsi, [rbx + 0x08]
         mov     rax, [rbx + 0x10]
         mov     dword ptr [rsi], eax
-        jmp     op_done
+        signal
 op_wr64:
         mov     rsi, [rbx + 0x08]
         mov     rax, [rbx + 0x10]
         mov     qword ptr [rsi], rax
-        jmp     op_done
+        signal
 
 op_bts:
         mov     rsi, [rbx + 0x08]
         mov     rax, [rbx + 0x10]
         lock bts qword ptr [rsi], rax
-        setc    al
-        movzx   eax, al
-        mov     [rbx + 0x40], rax
-        jmp     op_done
+        setc    byte ptr [rbx + 0x40]       # R0 = the old bit (the host reads its low byte)
+        signal
 op_btr:
         mov     rsi, [rbx + 0x08]
         mov     rax, [rbx + 0x10]
         lock btr qword ptr [rsi], rax
-        setc    al
-        movzx   eax, al
-        mov     [rbx + 0x40], rax
-        jmp     op_done
+        setc    byte ptr [rbx + 0x40]
+        signal
 
 op_rdbytes:
         mov     rsi, [rbx + 0x08]
-        mov     rdi, r12
+        lea     rdi, [rbx + 4096]
         mov     rcx, [rbx + 0x18]
         rep movsb
-        jmp     op_done
+        signal
 op_wrbytes:
-        mov     rsi, r12
+        lea     rsi, [rbx + 4096]
         mov     rdi, [rbx + 0x08]
         mov     rcx, [rbx + 0x18]
         rep movsb
-        jmp     op_done
+        signal
 
 op_cpuid:
         mov     r15, rbx
@@ -170,22 +169,20 @@ op_cpuid:
         mov     [r15 + 0x50], rcx
         mov     [r15 + 0x58], rdx
         mov     rbx, r15
-        jmp     op_done
+        signal_port
 
 op_rdmsr:
         mov     ecx, dword ptr [rbx + 0x08]
         rdmsr
-        shl     rdx, 32
-        or      rax, rdx
-        mov     [rbx + 0x40], rax
-        jmp     op_done
+        mov     [rbx + 0x40], eax
+        mov     [rbx + 0x44], edx
+        signal_port
 op_wrmsr:
         mov     ecx, dword ptr [rbx + 0x08]
-        mov     rax, [rbx + 0x10]
-        mov     rdx, rax
-        shr     rdx, 32
+        mov     eax, dword ptr [rbx + 0x10]
+        mov     edx, dword ptr [rbx + 0x14]
         wrmsr
-        jmp     op_done
+        signal_port
 
 op_rdcr:
         mov     rcx, [rbx + 0x08]
@@ -203,7 +200,7 @@ op_rdcr:
         jmp     4f
 3:      mov     rax, cr3
 4:      mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal
 
 op_wrcr:
         mov     rcx, [rbx + 0x08]
@@ -213,11 +210,11 @@ op_wrcr:
         cmp     rcx, 3
         je      3f
         mov     cr4, rax
-        jmp     op_done
+        signal
 1:      mov     cr0, rax
-        jmp     op_done
+        signal
 3:      mov     cr3, rax
-        jmp     op_done
+        signal
 
 op_in:
         mov     edx, dword ptr [rbx + 0x08]
@@ -233,7 +230,7 @@ op_in:
         jmp     4f
 2:      in      ax, dx
 4:      mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal_port
 
 op_out:
         mov     edx, dword ptr [rbx + 0x08]
@@ -244,15 +241,15 @@ op_out:
         cmp     rcx, 2
         je      2f
         out     dx, eax
-        jmp     op_done
+        signal_port
 1:      out     dx, al
-        jmp     op_done
+        signal_port
 2:      out     dx, ax
-        jmp     op_done
+        signal_port
 
 op_hlt:
         hlt
-        jmp     op_done
+        signal
 
 op_ud2:
         ud2
@@ -267,11 +264,11 @@ op_vmcall:
         vmcall
         mov     rbx, r15
         mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal_port
 
 op_lidt:
         lidt    [rbx + 0x08]                # limit (u16) at +0x08, base (u64) at +0x0a
-        jmp     op_done
+        signal
 
 op_mmio_rd:
         mov     rsi, [rbx + 0x08]
@@ -292,7 +289,7 @@ op_mmio_rd:
         jmp     5f
 3:      mov     eax, dword ptr [rsi]
 5:      mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal
 
 op_mmio_wr:
         mov     rsi, [rbx + 0x08]
@@ -306,13 +303,13 @@ op_mmio_wr:
         cmp     rcx, 4
         je      3f
         mov     qword ptr [rsi], rax
-        jmp     op_done
+        signal
 1:      mov     byte ptr [rsi], al
-        jmp     op_done
+        signal
 2:      mov     word ptr [rsi], ax
-        jmp     op_done
+        signal
 3:      mov     dword ptr [rsi], eax
-        jmp     op_done
+        signal
 
 op_pvalidate:
         mov     rax, [rbx + 0x08]           # RAX = GVA, ECX = 0 (4 KiB page), EDX = validate
@@ -320,17 +317,17 @@ op_pvalidate:
         mov     rdx, [rbx + 0x10]
         .byte   0xf2, 0x0f, 0x01, 0xff      # pvalidate
         mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal_port
 
 op_vmgexit:
         .byte   0xf3, 0x0f, 0x01, 0xd9      # vmgexit (rep vmmcall)
-        jmp     op_done
+        signal
 
 op_tdcall:
         mov     rax, [rbx + 0x08]
         .byte   0x66, 0x0f, 0x01, 0xcc      # tdcall
         mov     [rbx + 0x40], rax
-        jmp     op_done
+        signal_port
 
 # ---- exceptions: 32 stubs of 16 bytes each, then the common handler ---------------------------
 # Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a dummy 0 so that every
@@ -398,4 +395,5 @@ exc_common:
         mov     [rbx + 0x80], rax           # faulting RIP
         mov     qword ptr [rbx + 0x60], 1
         mov     rsp, rbx                    # reset the stack: no IRET, the agent loops again
-        jmp     signal
+        cld
+        signal_port

@@ -47,6 +47,7 @@ export const AGENT_SELECTOR = { code: 0x08, data: 0x10, tss: 0x18 } as const;
 
 /** Mailbox byte offsets (little-endian u64 each). */
 export const MAILBOX = {
+  /** The GVA of the operation's code (from the operation table): the agent dispatches with `jmp [mailbox]`. */
   op: 0x00,
   a0: 0x08,
   a1: 0x10,
@@ -57,7 +58,7 @@ export const MAILBOX = {
   r1: 0x48,
   r2: 0x50,
   r3: 0x58,
-  /** 0 done, 1 exception, 2 unknown operation. */
+  /** 0 done (the host writes it with each operation), 1 exception (the agent's exception path). */
   status: 0x60,
   vector: 0x68,
   errorCode: 0x70,
@@ -66,9 +67,9 @@ export const MAILBOX = {
 } as const;
 
 /** Mailbox status values. */
-export const STATUS = { done: 0, exception: 1, badOp: 2 } as const;
+export const STATUS = { done: 0, exception: 1 } as const;
 
-/** Operation codes (the agent's jump table order). */
+/** Operation codes (the order of the agent's operation table). */
 export const OP = {
   nop: 0,
   read8: 1,
@@ -104,7 +105,7 @@ export const OP = {
 /** Vectors for which the CPU pushes an error code (the others get a dummy 0 from the stub). */
 export const VECTORS_WITH_ERROR_CODE: ReadonlySet<number> = new Set([8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
 
-/** Byte offsets inside the agent code's header. */
-export const CODE_HEADER = { entry: 0, stubs: 4, stride: 8, magic: 12 } as const;
+/** Byte offsets inside the agent code's header (u32 each; offsets are from the header). */
+export const CODE_HEADER = { entry: 0, stubs: 4, stride: 8, magic: 12, ops: 16, opCount: 20 } as const;
 /** The header's magic ("tnga" little-endian). */
 export const CODE_MAGIC = 0x61676e74;

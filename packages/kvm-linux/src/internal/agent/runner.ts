@@ -93,6 +93,7 @@ export class AgentRunner {
   private agent: AgentVm | undefined;
   private pages: AgentVcpuPages | undefined;
   private mb: DataView | undefined;
+  private opGva: readonly bigint[] = [];
   /** The exit of the last run (what the caller of run() saw). */
   exit: Exit | undefined;
   readonly guest: AgentGuest;
@@ -192,6 +193,7 @@ export class AgentRunner {
   private install(): void {
     this.agent = agentVmOf(this.host.vm);
     this.pages = installVcpu(this.host, this.agent);
+    this.opGva = this.agent.opGva;
     this.mb = new DataView(this.agent.bytes.buffer, this.agent.bytes.byteOffset + this.pages.mailbox, PAGE);
   }
 
@@ -350,15 +352,19 @@ export class AgentRunner {
     return this.mb!;
   }
 
-  /** Writes an operation and its arguments into the mailbox. */
+  /** Writes an operation (its code's GVA), a zero status and its arguments into the mailbox. */
   post(op: number, a0 = 0n, a1 = 0n, a2 = 0n, a3 = 0n, a4 = 0n): void {
     const mb = this.mb!;
-    mb.setUint32(MAILBOX.op, op, true);
+    mb.setBigUint64(MAILBOX.op, this.opGva[op]!, true);
+    mb.setUint32(MAILBOX.status, STATUS.done, true);
     mb.setBigUint64(MAILBOX.a0, a0, true);
     mb.setBigUint64(MAILBOX.a1, a1, true);
     mb.setBigUint64(MAILBOX.a2, a2, true);
-    mb.setBigUint64(MAILBOX.a3, a3, true);
-    mb.setBigUint64(MAILBOX.a4, a4, true);
+    // Only VMCALL reads A3 and A4.
+    if (op === OP.vmcall) {
+      mb.setBigUint64(MAILBOX.a3, a3, true);
+      mb.setBigUint64(MAILBOX.a4, a4, true);
+    }
   }
 
   /** One KVM_RUN: undefined when the agent signalled, else the guest's exit. */
@@ -629,7 +635,10 @@ export class AgentGuest implements Guest {
     checkGva(what, gva);
     // The u64 word holding the bit, then LOCK BTS/BTR on it (as the simulator addresses it).
     const word = BigInt.asUintN(64, gva + BigInt(Math.floor(bit / 64)) * 8n);
-    return this.sync(op, () => `${what}(${hex(word)})`, word, BigInt(bit % 64)) ? this.r0() !== 0n : false;
+    // The agent stores the old bit with SETC into R0's low byte.
+    return this.sync(op, () => `${what}(${hex(word)})`, word, BigInt(bit % 64))
+      ? this.r.check().getUint8(MAILBOX.r0) !== 0
+      : false;
   }
 
   testAndSetBit(gva: bigint, bit: number): boolean {

@@ -53,8 +53,10 @@ export function agentPageGva(i: number): bigint {
 export class AgentVm {
   readonly bytes: Uint8Array;
   readonly view: DataView;
-  /** GVA of the agent's entry point and of IDT stub 0, and the stub stride. */
+  /** GVA of the agent's entry point. */
   readonly entryGva: bigint;
+  /** GVA of the code of each operation, by operation code (what the host posts in the mailbox). */
+  readonly opGva: readonly bigint[];
   private nextIndex = 0;
   private released = false;
 
@@ -69,6 +71,11 @@ export class AgentVm {
       throw new Error('the guest agent code has no valid header (agent-bytes.ts is not from agent.S)');
     const codeGva = agentPageGva(AGENT_PAGE.code);
     this.entryGva = codeGva + BigInt(code.getUint32(CODE_HEADER.entry, true));
+    const table = code.getUint32(CODE_HEADER.ops, true);
+    this.opGva = Array.from(
+      { length: code.getUint32(CODE_HEADER.opCount, true) },
+      (_, i) => codeGva + BigInt(code.getUint32(table + 4 * i, true)),
+    );
     const stubs = codeGva + BigInt(code.getUint32(CODE_HEADER.stubs, true));
     const stride = BigInt(code.getUint32(CODE_HEADER.stride, true));
     this.build(stubs, stride);
