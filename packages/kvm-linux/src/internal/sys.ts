@@ -41,7 +41,51 @@ const c = {
   munmap: libc.func('int munmap(uint64_t addr, size_t len)') as IntFn,
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)') as IntFn,
   syscall0: libc.func('long syscall(long nr)') as IntFn,
+  syscall3: libc.func('long syscall(long nr, long a, long b, long c)') as IntFn,
+  sigaction: libc.func('int sigaction(int sig, void *act, void *old)') as IntFn,
+  dlsym: libc.func('uint64_t dlsym(uint64_t handle, const char *name)') as (
+    ...args: unknown[]
+  ) => number | bigint,
 };
+
+/** True when SIGUSR2's disposition is a handler (not SIG_DFL, which kills, nor SIG_IGN). */
+export function sigusr2Handled(): boolean {
+  // glibc's struct sigaction on x86-64: sa_handler (8), sa_mask (128), sa_flags (4), pad, sa_restorer (8).
+  const old = new Uint8Array(152);
+  if (c.sigaction(SIGUSR2, null, old) !== 0) return false;
+  const current = new DataView(old.buffer).getBigUint64(0, true);
+  return current !== 0n && current !== 1n;
+}
+
+/**
+ * Makes sure SIGUSR2 has a handler in this process, so the watchdog's signal interrupts KVM_RUN
+ * instead of killing the process (default action) or vanishing (ignored). The main thread asks
+ * Node (a no-op listener: libuv installs its handler). A worker thread cannot; there, when the
+ * disposition is SIG_DFL or SIG_IGN, a C function that is harmless in a signal handler is
+ * installed with sigaction(2): usleep, whose int argument is the signal number (12 µs of sleep).
+ */
+export function ensureSigusr2Handler(mainThread: boolean): void {
+  if (mainThread) {
+    if (process.listenerCount('SIGUSR2') === 0) process.on('SIGUSR2', () => {});
+    return;
+  }
+  if (sigusr2Handled()) return; // someone handles it already
+  const usleep = BigInt(c.dlsym(0, 'usleep'));
+  if (usleep === 0n) return;
+  const act = new Uint8Array(152);
+  const v = new DataView(act.buffer);
+  v.setBigUint64(0, usleep, true);
+  v.setInt32(136, 0x10000000, true); // SA_RESTART: other threads' interrupted syscalls resume
+  c.sigaction(SIGUSR2, act, null);
+}
+
+/** SIGUSR2's number on x86-64 Linux. */
+export const SIGUSR2 = 12;
+
+/** tgkill(2): sends `sig` to thread `tid` of process `tgid`; false on failure. */
+export function tgkill(tgid: number, tid: number, sig: number): boolean {
+  return c.syscall3(234, tgid, tid, sig) === 0; // __NR_tgkill on x86-64
+}
 
 /** gettid(2): the kernel id of the calling thread. */
 export function gettid(): number {

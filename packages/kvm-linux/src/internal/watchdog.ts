@@ -7,14 +7,17 @@
 // the main thread: a signal pending on the vCPU thread makes the kernel leave the guest with
 // EINTR (arch/x86/kvm/x86.c: vcpu_run() → kvm_vcpu_exit_request / signal_pending), and
 // immediate_exit covers a signal that lands before the thread has entered KVM_RUN.
-// SIGUSR1 belongs to Node's inspector; SIGUSR2 gets a no-op JS handler first, or it would kill us.
+// SIGUSR1 belongs to Node's inspector; SIGUSR2 gets a handler first, or it would kill us
+// (sys.ts: ensureSigusr2Handler). Runs may happen on any JS thread: each thread that runs a vCPU
+// has its own watchdog, which signals that thread.
 //
 // The main thread never notifies the worker per run (a futex wake costs ~1 µs, a tenth of an
 // exit); the worker polls every POLL_MS while runs happen and sleeps indefinitely when idle, so
 // a kick lands between the deadline and POLL_MS after it.
 
+import { readdirSync } from 'node:fs';
 import { isMainThread, Worker } from 'node:worker_threads';
-import { gettid, KOFFI_PATH } from './sys.js';
+import { ensureSigusr2Handler, gettid, KOFFI_PATH, SIGUSR2, sigusr2Handled, tgkill } from './sys.js';
 
 /** Slots of the shared Int32Array / BigInt64Array (see WORKER_SOURCE). */
 const I_SEQ = 0; // run sequence number; odd while a run is in progress
@@ -78,9 +81,8 @@ function start(): void {
   const sab = new SharedArrayBuffer(64);
   i32 = new Int32Array(sab);
   b64 = new BigInt64Array(sab);
-  // A signal with no JS listener terminates the process: install ours before the first kick.
-  // (Only the main thread can: in a worker thread the process must already handle SIGUSR2.)
-  if (isMainThread) process.on('SIGUSR2', () => {});
+  // An unhandled SIGUSR2 terminates the process: make sure it has a handler before the first kick.
+  ensureSigusr2Handler(isMainThread);
   worker = new Worker(WORKER_SOURCE, {
     eval: true,
     // The thread that runs KVM_RUN is the one that loaded this module (one watchdog per JS thread).
@@ -89,6 +91,27 @@ function start(): void {
   worker.unref();
   process.once('exit', stopWatchdog);
 }
+
+/**
+ * At process exit, a vCPU run on another thread (a worker of the user's) would hold the process
+ * until its deadline: signal every other thread of the process so a KVM_RUN in progress returns
+ * EINTR now (the SIGUSR2 handler is installed, so the signal is harmless elsewhere).
+ */
+function kickOtherThreads(): void {
+  if (!sigusr2Handled()) return; // a kick would kill the process: no vCPU can be running anyway
+  try {
+    const self = gettid();
+    for (const t of readdirSync('/proc/self/task')) {
+      const tid = Number(t);
+      if (tid !== self) tgkill(process.pid, tid, SIGUSR2);
+    }
+  } catch {
+    // Exiting anyway.
+  }
+}
+
+// Registered when the main thread loads kvm-linux, whether or not it runs vCPUs itself.
+if (isMainThread) process.once('exit', kickOtherThreads);
 
 /** Ends the watchdog worker (the process exits without it anyway: it is unref'd). */
 export function stopWatchdog(): void {
