@@ -37,6 +37,12 @@ header:
 # next is kept as short as it can be: RBX (mailbox) and EDX (the agent port) stay loaded across
 # operations, each operation ends with its own OUT, and the next one starts with `jmp [rbx]`.
 # Operations that clobber RBX or EDX restore them before signalling.
+#
+# An operation whose instruction exits to the host (OUT, IN, HLT, MMIO) does not signal after it:
+# the exit itself tells the host the instruction ran, and the host completes the operation from
+# the exit (an IN's or MMIO read's value is the data it hands back). The agent then dispatches the
+# next operation as soon as the host resumes the vCPU. Before the instruction it points the mailbox
+# at op_nop, so that an instruction the kernel handles without exiting is signalled as usual.
 
         .macro  signal
         out     dx, al
@@ -46,6 +52,14 @@ header:
         mov     edx, 0x7ff0                 # the agent port
         out     dx, al
         jmp     qword ptr [rbx]
+        .endm
+        .macro  exit_next                   # after an instruction that exited: the next operation
+        mov     edx, 0x7ff0
+        jmp     qword ptr [rbx]
+        .endm
+        .macro  signal_unless_exit          # op_nop signals if the instruction does not exit
+        lea     rcx, [rip + op_nop]
+        mov     [rbx], rcx
         .endm
 
         .balign 16
@@ -217,6 +231,7 @@ op_wrcr:
         signal
 
 op_in:
+        signal_unless_exit
         mov     edx, dword ptr [rbx + 0x08]
         mov     rcx, [rbx + 0x10]
         xor     eax, eax
@@ -230,9 +245,10 @@ op_in:
         jmp     4f
 2:      in      ax, dx
 4:      mov     [rbx + 0x40], rax
-        signal_port
+        exit_next
 
 op_out:
+        signal_unless_exit
         mov     edx, dword ptr [rbx + 0x08]
         mov     rcx, [rbx + 0x10]
         mov     rax, [rbx + 0x18]
@@ -241,15 +257,16 @@ op_out:
         cmp     rcx, 2
         je      2f
         out     dx, eax
-        signal_port
+        exit_next
 1:      out     dx, al
-        signal_port
+        exit_next
 2:      out     dx, ax
-        signal_port
+        exit_next
 
 op_hlt:
+        signal_unless_exit
         hlt
-        signal
+        jmp     qword ptr [rbx]
 
 op_ud2:
         ud2
@@ -271,6 +288,7 @@ op_lidt:
         signal
 
 op_mmio_rd:
+        signal_unless_exit
         mov     rsi, [rbx + 0x08]
         mov     rcx, [rbx + 0x10]
         invlpg  [rsi]
@@ -289,9 +307,10 @@ op_mmio_rd:
         jmp     5f
 3:      mov     eax, dword ptr [rsi]
 5:      mov     [rbx + 0x40], rax
-        signal
+        jmp     qword ptr [rbx]
 
 op_mmio_wr:
+        signal_unless_exit
         mov     rsi, [rbx + 0x08]
         mov     rcx, [rbx + 0x10]
         mov     rax, [rbx + 0x18]
@@ -303,13 +322,13 @@ op_mmio_wr:
         cmp     rcx, 4
         je      3f
         mov     qword ptr [rsi], rax
-        signal
+        jmp     qword ptr [rbx]
 1:      mov     byte ptr [rsi], al
-        signal
+        jmp     qword ptr [rbx]
 2:      mov     word ptr [rsi], ax
-        signal
+        jmp     qword ptr [rbx]
 3:      mov     dword ptr [rsi], eax
-        signal
+        jmp     qword ptr [rbx]
 
 op_pvalidate:
         mov     rax, [rbx + 0x08]           # RAX = GVA, ECX = 0 (4 KiB page), EDX = validate

@@ -112,12 +112,16 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
   it('surfaces port I/O, HLT and MMIO exits and continues the program at the next run', async () => {
     let got = 0;
     let mmio = 0n;
+    let ram = 0n;
     const { vcpu } = vmWith(async (g) => {
       await g.out(0x1000, 4, 0x1234_5678);
       got = await g.in(0x1001, 2);
       await g.hlt();
       await g.mmioWrite(0xc000_0000n, 4, 0xcafen);
       mmio = await g.mmioRead(0xc000_0008n, 8);
+      // A GPA that memory backs: no exit, the access reads RAM (the agent signals it done itself).
+      g.writeU64(0x5000n, 0x600d_f00dn);
+      ram = await g.mmioRead(0x5000n, 4);
       await g.out(0x1002, 2, got);
     });
     const out = io(await vcpu.run());
@@ -139,6 +143,7 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     const last = io(await vcpu.run());
     expect(got).toBe(0xabcd);
     expect(mmio).toBe(0x0807_0605_0403_0201n);
+    expect(ram).toBe(0x600d_f00dn);
     expect([...last.data]).toEqual([0xcd, 0xab]);
     // A program that returned halts the vCPU, on every later run.
     expect((await vcpu.run()).reason).toBe('hlt');

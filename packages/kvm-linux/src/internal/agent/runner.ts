@@ -393,13 +393,21 @@ export class AgentRunner {
     return this.mb!.getUint32(MAILBOX.status, true) === STATUS.done;
   }
 
-  /** Runs a posted operation that may exit to the host; true when it completed, false on an exception. */
-  async execAsync(): Promise<boolean> {
+  /**
+   * Runs a posted operation that may exit to the host: true when the agent signalled it done, false
+   * on an exception, or the exit that completed it — `own` says which exits are the operation's
+   * own instruction (its OUT, IN, HLT or MMIO access), after which the agent goes straight on to
+   * the next operation and nothing more is to be run for this one. Any other exit is handed to the
+   * host and the operation continues at the next run.
+   */
+  async execAsync(own?: (e: Exit) => boolean): Promise<boolean | Exit> {
     for (;;) {
       const e = this.kvmRun();
       if (e === undefined) return this.mb!.getUint32(MAILBOX.status, true) === STATUS.done;
+      const mine = own?.(e) === true;
       await this.exitToHost(e);
       if (this.poisoned !== undefined) throw this.poisoned;
+      if (mine) return e;
     }
   }
 
@@ -537,20 +545,25 @@ export class AgentGuest implements Guest {
     }
   }
 
-  /** Runs an operation that may exit; false when the handler skipped it. */
+  /**
+   * Runs an operation that may exit: the exit that completed it (see execAsync), true when the agent
+   * signalled it done, false when the handler skipped it.
+   */
   private async async(
     op: number,
     name: () => string,
+    own: ((e: Exit) => boolean) | undefined,
     a0 = 0n,
     a1 = 0n,
     a2 = 0n,
     a3 = 0n,
     a4 = 0n,
-  ): Promise<boolean> {
+  ): Promise<boolean | Exit> {
     for (;;) {
       this.ready();
       this.r.post(op, a0, a1, a2, a3, a4);
-      if (await this.r.execAsync()) return true;
+      const r = await this.r.execAsync(own);
+      if (r !== false) return r;
       if (this.deliver(this.r.frame(name())) === 'skip') return false;
     }
   }
@@ -715,13 +728,17 @@ export class AgentGuest implements Guest {
     checkPort('out', port, size);
     if (typeof value !== 'number' || !Number.isInteger(value))
       throw new TypeError(`out: value must be an integer, got ${String(value)}`);
-    await this.async(OP.out, () => `out(${hex(port)})`, BigInt(port), BigInt(size), BigInt(value >>> 0));
+    const own = (e: Exit) => e.reason === 'io' && e.direction === 'out' && e.port === port;
+    await this.async(OP.out, () => `out(${hex(port)})`, own, BigInt(port), BigInt(size), BigInt(value >>> 0));
   }
 
   async in(port: number, size: IoSize): Promise<number> {
     checkPort('in', port, size);
-    if (!(await this.async(OP.in, () => `in(${hex(port)})`, BigInt(port), BigInt(size)))) return 0;
-    const v = Number(this.r0() & 0xffff_ffffn);
+    const own = (e: Exit) => e.reason === 'io' && e.direction === 'in' && e.port === port;
+    const r = await this.async(OP.in, () => `in(${hex(port)})`, own, BigInt(port), BigInt(size));
+    if (r === false) return 0;
+    // The value IN loads is the data the host handed back in the exit (or, without an exit, R0).
+    const v = r === true ? Number(this.r0() & 0xffff_ffffn) : Number(le(exitData(r), size));
     return size === 4 ? v >>> 0 : v & (size === 2 ? 0xffff : 0xff);
   }
 
@@ -731,9 +748,11 @@ export class AgentGuest implements Guest {
       throw new TypeError(`mmioWrite: value must be a bigint, got ${typeof value}`);
     this.ready();
     const gva = this.r.mmioWindow(gpa);
+    const own = (e: Exit) => e.reason === 'mmio' && e.isWrite && e.gpa === gpa;
     await this.async(
       OP.mmioWrite,
       () => `mmioWrite(${hex(gpa)})`,
+      own,
       gva,
       BigInt(size),
       BigInt.asUintN(size * 8, value),
@@ -744,8 +763,10 @@ export class AgentGuest implements Guest {
     checkMmio('mmioRead', gpa, size);
     this.ready();
     const gva = this.r.mmioWindow(gpa);
-    if (!(await this.async(OP.mmioRead, () => `mmioRead(${hex(gpa)})`, gva, BigInt(size)))) return 0n;
-    return BigInt.asUintN(size * 8, this.r0());
+    const own = (e: Exit) => e.reason === 'mmio' && !e.isWrite && e.gpa === gpa;
+    const r = await this.async(OP.mmioRead, () => `mmioRead(${hex(gpa)})`, own, gva, BigInt(size));
+    if (r === false) return 0n;
+    return BigInt.asUintN(size * 8, r === true ? this.r0() : le(exitData(r), size));
   }
 
   async hypercall(nr: bigint, args: readonly bigint[] = []): Promise<bigint> {
@@ -753,18 +774,20 @@ export class AgentGuest implements Guest {
     if (!Array.isArray(args) || args.length > 4 || args.some((a) => typeof a !== 'bigint'))
       throw new TypeError('hypercall: args must be up to 4 bigints (RBX, RCX, RDX, RSI)');
     const a = [0, 1, 2, 3].map((i) => BigInt.asUintN(64, args[i] ?? 0n)) as [bigint, bigint, bigint, bigint];
-    if (!(await this.async(OP.vmcall, () => `hypercall(${nr})`, BigInt.asUintN(64, nr), ...a))) return 0n;
+    if (!(await this.async(OP.vmcall, () => `hypercall(${nr})`, undefined, BigInt.asUintN(64, nr), ...a)))
+      return 0n;
     return this.r0();
   }
 
   async vmgexit(): Promise<void> {
-    await this.async(OP.vmgexit, () => 'vmgexit');
+    await this.async(OP.vmgexit, () => 'vmgexit', undefined);
   }
 
   async tdcall(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
     if (typeof leaf !== 'bigint') throw new TypeError(`tdcall: leaf must be a bigint, got ${typeof leaf}`);
     if (typeof regs !== 'object' || regs === null) throw new TypeError('tdcall: regs must be an object');
-    if (!(await this.async(OP.tdcall, () => `tdcall(${leaf})`, BigInt.asUintN(64, leaf)))) return {};
+    if (!(await this.async(OP.tdcall, () => `tdcall(${leaf})`, undefined, BigInt.asUintN(64, leaf))))
+      return {};
     return { rax: this.r0() };
   }
 
@@ -777,7 +800,11 @@ export class AgentGuest implements Guest {
   }
 
   async hlt(): Promise<void> {
-    await this.async(OP.hlt, () => 'hlt');
+    await this.async(
+      OP.hlt,
+      () => 'hlt',
+      (e) => e.reason === 'hlt',
+    );
   }
 
   ud2(): never {
@@ -785,6 +812,18 @@ export class AgentGuest implements Guest {
     // Only a handler's skip gets here (UD2 always faults).
     return undefined as never;
   }
+}
+
+/** The data of an io or mmio exit (what the host wrote into it for an IN or an MMIO read). */
+function exitData(e: Exit): Uint8Array {
+  return e.reason === 'io' || e.reason === 'mmio' ? e.data : new Uint8Array(0);
+}
+
+/** The little-endian value of the first `size` bytes of `b`. */
+function le(b: Uint8Array, size: number): bigint {
+  let v = 0n;
+  for (let i = Math.min(size, b.length) - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
+  return v;
 }
 
 function checkGva(op: string, gva: bigint): void {
