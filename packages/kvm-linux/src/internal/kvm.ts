@@ -2,6 +2,8 @@
 
 import { isVmType, VM_TYPE_NUMBER, type VmType, vmTypeFromNumber } from '@kvmtest/coco';
 import { CAP, type CpuidEntry, type Kvm, KvmError, type UserMemory } from '@kvmtest/kvm';
+import { registerGuestAgent } from './agent/index.js';
+import { entryHook } from './hooks.js';
 import { allocateUserMemory } from './memory.js';
 import { ioctlBuf, ioctlInt, ioctlIntRaw, koffi, lastErrno, sysClose, sysOpen } from './sys.js';
 import { IOCTL, SIZE } from './uapi.js';
@@ -40,6 +42,8 @@ export class LinuxKvm implements Kvm {
   private readonly fds = new Map<number, FdEntry>();
 
   constructor(options: LinuxKvmOptions = {}) {
+    // Guest programs (vcpu.setEntry) run through the guest agent unless a hook is already set.
+    if (!entryHook()) registerGuestAgent();
     this.path = options.path ?? '/dev/kvm';
     this.runTimeoutMs = options.runTimeoutMs ?? 5000;
     if (!(this.runTimeoutMs > 0))
