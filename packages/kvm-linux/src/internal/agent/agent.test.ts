@@ -266,6 +266,16 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     expect(later.reason === 'internal-error' && later.detail).toContain('cannot resume');
   });
 
+  it('stops a program that keeps the vCPU busy past the deadline, as a run budget', async () => {
+    const { vcpu } = vmWith(async (g) => {
+      g.setExceptionHandler(() => 'retry');
+      g.ud2(); // #UD, retried forever
+    }, 150);
+    expect(await vcpu.run()).toEqual({ reason: 'intr', budgetExhausted: true });
+    const later = await vcpu.run();
+    expect(later.reason === 'internal-error' && later.detail).toContain('deadline');
+  });
+
   it('keeps its own region out of the way: the port is refused and the top-level entry is reused', async () => {
     let err: unknown;
     const { vcpu, mem } = vmWith(async (g) => {

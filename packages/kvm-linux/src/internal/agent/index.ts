@@ -37,6 +37,9 @@ function hostOf(vcpu: LinuxVcpu, opts: { timeoutMs?: number }): AgentVcpuHost {
     setRegs: (r) => vcpu.setRegs(r),
     hostBytes: (gpa, length) => vcpu.vm.hostBytes(gpa, length),
     guestSymbols: () => vcpu.vm.guestSymbols,
+    get timeoutMs() {
+      return opts.timeoutMs ?? vcpu.vm.runTimeoutMs;
+    },
   };
 }
 

@@ -103,6 +103,8 @@ export class AgentRunner {
   private resumeFn: (() => void) | undefined;
   private poisoned: AgentUnwind | undefined;
   private runSeq = 0;
+  /** When the run in flight started (performance.now()). */
+  private runStart = 0;
   /** Operations executed by the agent (for tests and benches). */
   ops = 0;
 
@@ -171,6 +173,7 @@ export class AgentRunner {
     const wasIdle = this.state === 'idle';
     this.state = 'running';
     const seq = ++this.runSeq;
+    this.runStart = performance.now();
     // A program that awaits anything but its own Guest operations never reaches an exit: once every
     // microtask has drained (setImmediate), a run still in flight is stuck.
     setImmediate(() => {
@@ -382,8 +385,24 @@ export class AgentRunner {
     return this.host.decodeExit();
   }
 
+  /**
+   * True when the run in flight has lasted longer than the watchdog's deadline: a program that keeps
+   * the vCPU busy with operations (a loop, a handler that always retries) is stopped as one stuck
+   * in an instruction is, like the simulator's run budget.
+   */
+  private overBudget(): boolean {
+    return performance.now() - this.runStart > this.host.timeoutMs;
+  }
+
   /** Runs a posted synchronous operation; true when it completed, false on an exception. */
   execSync(name: () => string): boolean {
+    if (this.overBudget())
+      this.unwind(
+        { reason: 'intr', budgetExhausted: true },
+        `the run went on past its ${this.host.timeoutMs} ms deadline inside the synchronous operation ${name()}; ` +
+          'a JavaScript guest cannot be suspended there, so the program was unwound (await an async guest ' +
+          'operation in long loops, or raise the run timeout)',
+      );
     const e = this.kvmRun();
     if (e !== undefined)
       this.unwind(
@@ -402,6 +421,11 @@ export class AgentRunner {
    */
   async execAsync(own?: (e: Exit) => boolean): Promise<boolean | Exit> {
     for (;;) {
+      if (this.overBudget()) {
+        // Past the deadline at an operation that can wait: the run ends with `intr`, the next resumes.
+        await this.exitToHost({ reason: 'intr', budgetExhausted: true });
+        if (this.poisoned !== undefined) throw this.poisoned;
+      }
       const e = this.kvmRun();
       if (e === undefined) return this.mb!.getUint32(MAILBOX.status, true) === STATUS.done;
       const mine = own?.(e) === true;
