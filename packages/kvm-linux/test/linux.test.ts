@@ -1,7 +1,7 @@
 // The linux backend on the real /dev/kvm: errnos the kernel gives, and tiny real-mode guests.
 
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CAP, DEVICE_ATTR, type Exit, isKvmError, KvmError, MEM_FLAG, tryKvm } from '@kvmtest/kvm';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -41,6 +41,25 @@ describe('openLinuxKvm', () => {
     })();
     expect(isKvmError(e, 'ENOENT')).toBe(true);
     expect(String(e)).toMatch(/does not exist/);
+  });
+
+  it('names EACCES when the process may not open the device (run as nobody)', (ctx) => {
+    const mode = statSync('/dev/kvm', { throwIfNoEntry: false })?.mode ?? 0;
+    // Only checkable as root (to drop to uid 65534) on a device others may not open.
+    if (process.getuid?.() !== 0 || (mode & 0o006) !== 0) ctx.skip();
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--conditions=@kvmtest/source',
+        '--import',
+        'tsx',
+        join(import.meta.dirname, 'fixtures', 'open-kvm.ts'),
+      ],
+      { encoding: 'utf8', uid: 65534, gid: 65534, timeout: 20_000 },
+    );
+    // The child could not even start as nobody (a checkout others cannot read): nothing to check.
+    if (r.status !== 0 || r.stdout === '') ctx.skip();
+    expect(r.stdout).toMatch(/^EACCES: .*may not open it/);
   });
 
   it('names ENOTTY when the path is not a KVM device', () => {
