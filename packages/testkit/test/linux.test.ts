@@ -22,10 +22,6 @@ import {
   vmCreateWithVcpus,
   vmInstallExceptionHandler,
 } from '../src/index.js';
-// Until kvm-linux registers its guest agent when the backend opens (REQUESTS-agent.md), register it here.
-import { registerGuestAgent } from '../../kvm-linux/src/internal/agent/index.js';
-
-registerGuestAgent();
 
 let kvm: (Kvm & { close?(): void }) | undefined;
 let skip = '';
@@ -109,10 +105,13 @@ describe.skipIf(kvm === undefined)('testkit on /dev/kvm', () => {
   });
 
   test('two vCPUs of one VM each report through their own agent pages, one run at a time', async () => {
-    const guest = defineGuest(async (g) => {
-      await guestSync(g, 1n, BigInt(g.vcpuId), g.readU64(g.global('answer')));
-      await guestDone(g);
-    }, { globals: { answer: 7n } });
+    const guest = defineGuest(
+      async (g) => {
+        await guestSync(g, 1n, BigInt(g.vcpuId), g.readU64(g.global('answer')));
+        await guestDone(g);
+      },
+      { globals: { answer: 7n } },
+    );
     using vm = vmCreateWithVcpus(2, guest, 'default', { kvm: kvm! });
     for (const vcpu of vm.vcpus) {
       const sync = await runUcall(vcpu);
