@@ -12,9 +12,9 @@ import type { Bench } from '../../../scripts/bench/measure.js';
 import { kvmAvailability, type LinuxVcpu, openLinuxKvm } from '../src/index.js';
 import { SEGMENT, SREGS } from '../src/internal/uapi.js';
 
-const ROUNDS = 5;
-const EXIT_OPS = 20_000;
-const CREATE_OPS = 200;
+const ROUNDS = 9;
+const EXIT_OPS = 10_000;
+const CREATE_OPS = 100;
 
 const avail = kvmAvailability();
 const cc = ['gcc', 'cc', 'clang'].find((c) => spawnSync(c, ['--version']).status === 0);
