@@ -27,7 +27,7 @@ import {
   sysMmap,
 } from './sys.js';
 import { IOCTL, RUN, SIZE, SREGS } from './uapi.js';
-import { beginRun, endRun } from './watchdog.js';
+import { beginRun, endRun, wasKicked } from './watchdog.js';
 import type { LinuxVm } from './vm.js';
 import { encryptOpVcpu } from './encrypt.js';
 
@@ -255,46 +255,47 @@ export function runOnce(vcpu: LinuxVcpu, opts?: LinuxRunOptions): number {
   completeExit(vcpu.takePending(), v, vcpu.runBytes);
   const immediate = opts?.immediateExit === true;
   const timeoutMs = opts?.timeoutMs ?? vcpu.vm.runTimeoutMs;
+  // One watchdog period for the whole run, retries after stray signals included (a thread that
+  // keeps receiving signals must still time out).
+  const seq = beginRun(vcpu.runAddr, timeoutMs);
+  let r: number;
+  let err: ReturnType<typeof lastErrno> | undefined;
   for (;;) {
     v.setUint8(RUN.immediate_exit, immediate ? 1 : 0);
-    const seq = beginRun(vcpu.runAddr, timeoutMs);
-    const r = ioctlIntRaw(vcpu.fd, IOCTL.KVM_RUN, 0);
-    const fired = endRun(seq);
-    if (r >= 0) {
-      v.setUint8(RUN.immediate_exit, 0);
-      return v.getUint32(RUN.exit_reason, true);
-    }
-    const err = lastErrno();
-    v.setUint8(RUN.immediate_exit, 0);
-    if (err.code === 'EINTR') {
-      if (fired) {
-        vcpu.setExitForHost({ reason: 'intr', budgetExhausted: true });
-        throw new KvmError(
-          'EINTR',
-          'KVM_RUN',
-          `watchdog: vCPU ${vcpu.id} of VM fd ${vcpu.vm.fd} was still in KVM_RUN after its ${timeoutMs} ms deadline (a guest that never exits: an endless loop, or VMCALL on a host that does not complete it); the run was interrupted`,
-          { vcpu: vcpu.id, vmFd: vcpu.vm.fd, timeoutMs, watchdog: true },
-        );
-      }
-      if (immediate)
-        throw new KvmError(
-          'EINTR',
-          'KVM_RUN',
-          'immediate_exit was set: KVM_RUN returned before entering the guest',
-          {
-            vcpu: vcpu.id,
-          },
-        );
-      // A stray signal (or a late kick meant for an earlier run): run again.
-      continue;
-    }
-    if (err.code === 'EFAULT' && v.getUint32(RUN.exit_reason, true) === KVM_EXIT.MEMORY_FAULT)
-      return KVM_EXIT.MEMORY_FAULT;
-    throw new KvmError(err.code, 'KVM_RUN', `KVM_RUN on vCPU ${vcpu.id} failed`, {
-      vcpu: vcpu.id,
-      errno: err.errno,
-    });
+    r = ioctlIntRaw(vcpu.fd, IOCTL.KVM_RUN, 0);
+    err = r < 0 ? lastErrno() : undefined;
+    // A stray signal (or a late kick meant for an earlier run) while the guest ran: run on.
+    if (err?.code === 'EINTR' && !immediate && !wasKicked(seq)) continue;
+    break;
   }
+  const fired = endRun(seq);
+  v.setUint8(RUN.immediate_exit, 0);
+  if (!err) return v.getUint32(RUN.exit_reason, true);
+  if (err.code === 'EINTR') {
+    if (fired) {
+      vcpu.setExitForHost({ reason: 'intr', budgetExhausted: true });
+      throw new KvmError(
+        'EINTR',
+        'KVM_RUN',
+        `watchdog: vCPU ${vcpu.id} of VM fd ${vcpu.vm.fd} was still in KVM_RUN after its ${timeoutMs} ms deadline (a guest that never exits: an endless loop, or VMCALL on a host that does not complete it); the run was interrupted`,
+        { vcpu: vcpu.id, vmFd: vcpu.vm.fd, timeoutMs, watchdog: true },
+      );
+    }
+    throw new KvmError(
+      'EINTR',
+      'KVM_RUN',
+      'immediate_exit was set: KVM_RUN returned before entering the guest',
+      {
+        vcpu: vcpu.id,
+      },
+    );
+  }
+  if (err.code === 'EFAULT' && v.getUint32(RUN.exit_reason, true) === KVM_EXIT.MEMORY_FAULT)
+    return KVM_EXIT.MEMORY_FAULT;
+  throw new KvmError(err.code, 'KVM_RUN', `KVM_RUN on vCPU ${vcpu.id} failed`, {
+    vcpu: vcpu.id,
+    errno: err.errno,
+  });
 }
 
 function checkU32(name: string, v: number, op: string): void {

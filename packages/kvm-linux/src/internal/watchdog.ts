@@ -142,6 +142,11 @@ export function beginRun(runAddr: bigint, timeoutMs: number): number {
   return seq;
 }
 
+/** True when the watchdog has kicked run `seq` (still in progress). */
+export function wasKicked(seq: number): boolean {
+  return Atomics.load(i32, I_FIRED) === seq;
+}
+
 /** Marks the end of run `seq`; true when the watchdog kicked that run. */
 export function endRun(seq: number): boolean {
   Atomics.add(i32, I_SEQ, 1); // now even
