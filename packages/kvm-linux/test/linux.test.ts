@@ -141,6 +141,19 @@ describe.skipIf(!kvmAvailable)('system and VM ioctls on /dev/kvm', () => {
     expect(tryKvm(region(2, 0x100000n, new Uint8Array(4096)))).toBe('EFAULT'); // not backend memory
   });
 
+  it('uses KVM_SET_USER_MEMORY_REGION where the kernel lacks REGION2 (GUEST_MEMFD then refused by the kernel)', () => {
+    const { kvm, vm, mem } = emptyVm();
+    (kvm as { hasUserMemory2: boolean }).hasUserMemory2 = false; // as on a kernel before 6.8
+    const region = { slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x10000n, userspace: mem };
+    expect(tryKvm(() => vm.setUserMemoryRegion(region))).toBeUndefined();
+    expect(
+      tryKvm(() =>
+        vm.setUserMemoryRegion({ ...region, slot: 1, flags: MEM_FLAG.GUEST_MEMFD, guestPhysAddr: 0x100000n }),
+      ),
+    ).toBe('EINVAL');
+    expect(vm.hostBytes(0x1000n, 4)?.byteOffset).toBe(0x1000);
+  });
+
   it('gives EEXIST for a duplicate vCPU id and EINVAL for an id at KVM_CAP_MAX_VCPU_ID', () => {
     const { kvm, vm } = emptyVm();
     vm.createVcpu(0);
