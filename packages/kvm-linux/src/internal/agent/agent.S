@@ -26,6 +26,8 @@ header:
         .long   0x61676e74                  # +12 magic "tnga"
         .long   optable - header            # +16 operation table (offsets from the header)
         .long   (optable_end - optable) / 4 # +20 number of operations
+        .long   qword_ladder - header       # +24 the qword copy ladder (14 bytes a pair)
+        .long   byte_ladder - header        # +28 the byte copy ladder (6 bytes a pair)
 
 # Mailbox offsets (u64 each): 0x00 the GVA of the operation's code (the host writes it from the
 # operation table, so dispatch is one indirect jump), 0x08..0x28 args A0..A4, 0x40..0x58 results
@@ -71,35 +73,45 @@ agent_entry:
 
         .balign 4
 optable:
-        .long   op_nop - header             # 0  NOP
-        .long   op_rd8 - header             # 1  READ8
-        .long   op_rd16 - header            # 2  READ16
-        .long   op_rd32 - header            # 3  READ32
-        .long   op_rd64 - header            # 4  READ64
-        .long   op_wr8 - header             # 5  WRITE8
-        .long   op_wr16 - header            # 6  WRITE16
-        .long   op_wr32 - header            # 7  WRITE32
-        .long   op_wr64 - header            # 8  WRITE64
-        .long   op_bts - header             # 9  LOCK BTS
-        .long   op_btr - header             # 10 LOCK BTR
-        .long   op_rdbytes - header         # 11 copy GVA -> data page
-        .long   op_wrbytes - header         # 12 copy data page -> GVA
-        .long   op_cpuid - header           # 13 CPUID
-        .long   op_rdmsr - header           # 14 RDMSR
-        .long   op_wrmsr - header           # 15 WRMSR
-        .long   op_rdcr - header            # 16 MOV from CR0/2/3/4
-        .long   op_wrcr - header            # 17 MOV to CR0/3/4
-        .long   op_in - header              # 18 IN 1/2/4
-        .long   op_out - header             # 19 OUT 1/2/4
-        .long   op_hlt - header             # 20 HLT
-        .long   op_ud2 - header             # 21 UD2
-        .long   op_vmcall - header          # 22 VMCALL
-        .long   op_lidt - header            # 23 LIDT
-        .long   op_mmio_rd - header         # 24 read through the MMIO window
-        .long   op_mmio_wr - header         # 25 write through the MMIO window
-        .long   op_pvalidate - header       # 26 PVALIDATE
-        .long   op_vmgexit - header         # 27 VMGEXIT (REP VMMCALL)
-        .long   op_tdcall - header          # 28 TDCALL
+        .long   op_nop - header             # 0
+        .long   op_rd8 - header             # 1
+        .long   op_rd16 - header            # 2
+        .long   op_rd32 - header            # 3
+        .long   op_rd64 - header            # 4
+        .long   op_wr8 - header             # 5
+        .long   op_wr16 - header            # 6
+        .long   op_wr32 - header            # 7
+        .long   op_wr64 - header            # 8
+        .long   op_bts - header             # 9
+        .long   op_btr - header             # 10
+        .long   op_rdbytes - header         # 11
+        .long   op_wrbytes - header         # 12
+        .long   op_cpuid - header           # 13
+        .long   op_rdmsr - header           # 14
+        .long   op_wrmsr - header           # 15
+        .long   op_rdcr - header            # 16
+        .long   op_wrcr - header            # 17
+        .long   op_in8 - header             # 18
+        .long   op_in16 - header            # 19
+        .long   op_in32 - header            # 20
+        .long   op_out8 - header            # 21
+        .long   op_out16 - header           # 22
+        .long   op_out32 - header           # 23
+        .long   op_hlt - header             # 24
+        .long   op_ud2 - header             # 25
+        .long   op_vmcall - header          # 26
+        .long   op_lidt - header            # 27
+        .long   op_mmio_rd8 - header        # 28
+        .long   op_mmio_rd16 - header       # 29
+        .long   op_mmio_rd32 - header       # 30
+        .long   op_mmio_rd64 - header       # 31
+        .long   op_mmio_wr8 - header        # 32
+        .long   op_mmio_wr16 - header       # 33
+        .long   op_mmio_wr32 - header       # 34
+        .long   op_mmio_wr64 - header       # 35
+        .long   op_pvalidate - header       # 36
+        .long   op_vmgexit - header         # 37
+        .long   op_tdcall - header          # 38
 optable_end:
 
 op_nop:
@@ -160,17 +172,45 @@ op_btr:
         setc    byte ptr [rbx + 0x40]
         signal
 
-op_rdbytes:
+op_rdbytes:                                 # A0 = GVA, A1 = ladder entry, A2 = length (1..4096)
         mov     rsi, [rbx + 0x08]
         lea     rdi, [rbx + 4096]
         mov     rcx, [rbx + 0x18]
-        rep movsb
-        signal
+        jmp     qword ptr [rbx + 0x10]
 op_wrbytes:
         lea     rsi, [rbx + 4096]
         mov     rdi, [rbx + 0x08]
         mov     rcx, [rbx + 0x18]
-        rep movsb
+        jmp     qword ptr [rbx + 0x10]
+
+# Copies RCX bytes from [RSI] to [RDI] with as few instructions as the length allows (every one
+# costs microseconds on PVM; REP MOVSB is emulated a byte at a time). For RCX >= 8 the host enters
+# the qword ladder at the pair that copies qword RCX/8 - 1 (pairs copy descending offsets, down to
+# 0), and the last, possibly overlapping, qword at RCX - 8 follows; for RCX < 8 it enters the byte
+# ladder at the pair for byte RCX - 1. Each pair is 14 (qword) or 6 (byte) bytes of code; the
+# displacements are spelled as bytes so that every pair has the same size.
+        .balign 16
+qword_ladder:
+        .set    off, 4088
+        .rept   512
+        .byte   0x48, 0x8b, 0x86            # mov rax, [rsi + disp32]
+        .long   off
+        .byte   0x48, 0x89, 0x87            # mov [rdi + disp32], rax
+        .long   off
+        .set    off, off - 8
+        .endr
+        mov     rax, [rsi + rcx - 8]
+        mov     [rdi + rcx - 8], rax
+        signal
+
+        .balign 16
+byte_ladder:
+        .set    off, 6
+        .rept   7
+        .byte   0x8a, 0x46, off             # mov al, [rsi + disp8]
+        .byte   0x88, 0x47, off             # mov [rdi + disp8], al
+        .set    off, off - 1
+        .endr
         signal
 
 op_cpuid:
@@ -230,37 +270,44 @@ op_wrcr:
 3:      mov     cr3, rax
         signal
 
-op_in:
+op_in8:
         signal_unless_exit
         mov     edx, dword ptr [rbx + 0x08]
-        mov     rcx, [rbx + 0x10]
         xor     eax, eax
-        cmp     rcx, 1
-        je      1f
-        cmp     rcx, 2
-        je      2f
+        in      al, dx
+        mov     [rbx + 0x40], rax
+        exit_next
+op_in16:
+        signal_unless_exit
+        mov     edx, dword ptr [rbx + 0x08]
+        xor     eax, eax
+        in      ax, dx
+        mov     [rbx + 0x40], rax
+        exit_next
+op_in32:
+        signal_unless_exit
+        mov     edx, dword ptr [rbx + 0x08]
         in      eax, dx
-        jmp     4f
-1:      in      al, dx
-        jmp     4f
-2:      in      ax, dx
-4:      mov     [rbx + 0x40], rax
+        mov     [rbx + 0x40], rax
         exit_next
 
-op_out:
+op_out8:
         signal_unless_exit
         mov     edx, dword ptr [rbx + 0x08]
-        mov     rcx, [rbx + 0x10]
-        mov     rax, [rbx + 0x18]
-        cmp     rcx, 1
-        je      1f
-        cmp     rcx, 2
-        je      2f
+        mov     eax, dword ptr [rbx + 0x10]
+        out     dx, al
+        exit_next
+op_out16:
+        signal_unless_exit
+        mov     edx, dword ptr [rbx + 0x08]
+        mov     eax, dword ptr [rbx + 0x10]
+        out     dx, ax
+        exit_next
+op_out32:
+        signal_unless_exit
+        mov     edx, dword ptr [rbx + 0x08]
+        mov     eax, dword ptr [rbx + 0x10]
         out     dx, eax
-        exit_next
-1:      out     dx, al
-        exit_next
-2:      out     dx, ax
         exit_next
 
 op_hlt:
@@ -287,47 +334,70 @@ op_lidt:
         lidt    [rbx + 0x08]                # limit (u16) at +0x08, base (u64) at +0x0a
         signal
 
-op_mmio_rd:
+op_mmio_rd8:                               # A0 = GVA in the MMIO window
         signal_unless_exit
         mov     rsi, [rbx + 0x08]
-        mov     rcx, [rbx + 0x10]
         invlpg  [rsi]
         xor     eax, eax
-        cmp     rcx, 1
-        je      1f
-        cmp     rcx, 2
-        je      2f
-        cmp     rcx, 4
-        je      3f
-        mov     rax, qword ptr [rsi]
-        jmp     5f
-1:      mov     al, byte ptr [rsi]
-        jmp     5f
-2:      mov     ax, word ptr [rsi]
-        jmp     5f
-3:      mov     eax, dword ptr [rsi]
-5:      mov     [rbx + 0x40], rax
+        mov     al, byte ptr [rsi]
+        mov     [rbx + 0x40], rax
         jmp     qword ptr [rbx]
 
-op_mmio_wr:
+op_mmio_rd16:                               # A0 = GVA in the MMIO window
         signal_unless_exit
         mov     rsi, [rbx + 0x08]
-        mov     rcx, [rbx + 0x10]
-        mov     rax, [rbx + 0x18]
         invlpg  [rsi]
-        cmp     rcx, 1
-        je      1f
-        cmp     rcx, 2
-        je      2f
-        cmp     rcx, 4
-        je      3f
+        xor     eax, eax
+        mov     ax, word ptr [rsi]
+        mov     [rbx + 0x40], rax
+        jmp     qword ptr [rbx]
+
+op_mmio_rd32:                               # A0 = GVA in the MMIO window
+        signal_unless_exit
+        mov     rsi, [rbx + 0x08]
+        invlpg  [rsi]
+        mov     eax, dword ptr [rsi]
+        mov     [rbx + 0x40], rax
+        jmp     qword ptr [rbx]
+
+op_mmio_rd64:                               # A0 = GVA in the MMIO window
+        signal_unless_exit
+        mov     rsi, [rbx + 0x08]
+        invlpg  [rsi]
+        mov     rax, qword ptr [rsi]
+        mov     [rbx + 0x40], rax
+        jmp     qword ptr [rbx]
+
+op_mmio_wr8:                               # A0 = GVA in the MMIO window, A1 = value
+        signal_unless_exit
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        invlpg  [rsi]
+        mov     byte ptr [rsi], al
+        jmp     qword ptr [rbx]
+
+op_mmio_wr16:                               # A0 = GVA in the MMIO window, A1 = value
+        signal_unless_exit
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        invlpg  [rsi]
+        mov     word ptr [rsi], ax
+        jmp     qword ptr [rbx]
+
+op_mmio_wr32:                               # A0 = GVA in the MMIO window, A1 = value
+        signal_unless_exit
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        invlpg  [rsi]
+        mov     dword ptr [rsi], eax
+        jmp     qword ptr [rbx]
+
+op_mmio_wr64:                               # A0 = GVA in the MMIO window, A1 = value
+        signal_unless_exit
+        mov     rsi, [rbx + 0x08]
+        mov     rax, [rbx + 0x10]
+        invlpg  [rsi]
         mov     qword ptr [rsi], rax
-        jmp     qword ptr [rbx]
-1:      mov     byte ptr [rsi], al
-        jmp     qword ptr [rbx]
-2:      mov     word ptr [rsi], ax
-        jmp     qword ptr [rbx]
-3:      mov     dword ptr [rsi], eax
         jmp     qword ptr [rbx]
 
 op_pvalidate:

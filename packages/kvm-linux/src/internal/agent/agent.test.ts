@@ -109,6 +109,27 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     expect(mem.getUint8(0x6000 + 43)).toBe(299 & 0xff);
   });
 
+  it('copies every length exactly, without touching the bytes around it', async () => {
+    const lengths = [...Array.from({ length: 20 }, (_, i) => i + 1), 31, 32, 33, 63, 64, 65, 1089, 4096];
+    const back: Uint8Array[] = [];
+    const { vcpu, mem } = vmWith(async (g) => {
+      for (const [k, n] of lengths.entries()) {
+        const at = 0x8000n + BigInt(k % 8); // an unaligned start for most lengths
+        const data = Uint8Array.from({ length: n }, (_, i) => (i * 7 + k + 1) & 0xff || 1);
+        g.writeBytes(0x7000n, new Uint8Array(0x3000)); // clear 0x7000–0x9fff
+        g.writeBytes(at, data);
+        back.push(g.readBytes(at - 1n, n + 2));
+      }
+      await g.out(0x1000, 1, 0);
+    });
+    io(await vcpu.run());
+    for (const [k, n] of lengths.entries()) {
+      const want = [0, ...Array.from({ length: n }, (_, i) => (i * 7 + k + 1) & 0xff || 1), 0];
+      expect([n, ...back[k]!]).toEqual([n, ...want]);
+    }
+    expect(mem.getUint8(0x8000 + ((lengths.length - 1) % 8) + 4095)).not.toBe(0);
+  });
+
   it('surfaces port I/O, HLT and MMIO exits and continues the program at the next run', async () => {
     let got = 0;
     let mmio = 0n;

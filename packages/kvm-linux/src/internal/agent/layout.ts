@@ -29,7 +29,7 @@ export const AGENT_PAGE = {
   tss: 5,
   /** A PML4 whose entry 511 is the agent's, loaded as CR3 for a vCPU that has no paging of its own. */
   pml4: 6,
-  /** Code: up to 8 KiB. */
+  /** Code: up to 32 KiB (pages 8–15). */
   code: 8,
   /** First per-vCPU page: vCPU slot k uses stack, mailbox and data pages 16 + 3k, +1, +2. */
   vcpus: 16,
@@ -89,23 +89,46 @@ export const OP = {
   wrmsr: 15,
   readCr: 16,
   writeCr: 17,
-  in: 18,
-  out: 19,
-  hlt: 20,
-  ud2: 21,
-  vmcall: 22,
-  lidt: 23,
-  mmioRead: 24,
-  mmioWrite: 25,
-  pvalidate: 26,
-  vmgexit: 27,
-  tdcall: 28,
+  in8: 18,
+  in16: 19,
+  in32: 20,
+  out8: 21,
+  out16: 22,
+  out32: 23,
+  hlt: 24,
+  ud2: 25,
+  vmcall: 26,
+  lidt: 27,
+  mmioRead8: 28,
+  mmioRead16: 29,
+  mmioRead32: 30,
+  mmioRead64: 31,
+  mmioWrite8: 32,
+  mmioWrite16: 33,
+  mmioWrite32: 34,
+  mmioWrite64: 35,
+  pvalidate: 36,
+  vmgexit: 37,
+  tdcall: 38,
 } as const;
 
 /** Vectors for which the CPU pushes an error code (the others get a dummy 0 from the stub). */
 export const VECTORS_WITH_ERROR_CODE: ReadonlySet<number> = new Set([8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
 
 /** Byte offsets inside the agent code's header (u32 each; offsets are from the header). */
-export const CODE_HEADER = { entry: 0, stubs: 4, stride: 8, magic: 12, ops: 16, opCount: 20 } as const;
+export const CODE_HEADER = {
+  entry: 0,
+  stubs: 4,
+  stride: 8,
+  magic: 12,
+  ops: 16,
+  opCount: 20,
+  qwordLadder: 24,
+  byteLadder: 28,
+} as const;
+/** Bytes of code per pair of the qword and byte copy ladders. */
+export const LADDER_PAIR = { qword: 14, byte: 6 } as const;
+/** Pairs in the qword ladder (one page of qwords) and the byte ladder. */
+export const LADDER_PAIRS = { qword: 512, byte: 7 } as const;
 /** The header's magic ("tnga" little-endian). */
 export const CODE_MAGIC = 0x61676e74;

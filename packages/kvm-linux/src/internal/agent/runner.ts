@@ -47,6 +47,8 @@ import { RUN } from '../uapi.js';
 import type { AgentVcpuHost } from './host.js';
 import {
   AGENT_PORT,
+  LADDER_PAIR,
+  LADDER_PAIRS,
   MAILBOX,
   MMIO_WINDOW_GVA,
   MMIO_WINDOW_PTE,
@@ -463,6 +465,14 @@ export class AgentRunner {
     this.execSync(() => 'lidt');
   }
 
+  /** Where readBytes / writeBytes of `n` bytes (1..4096) enter the agent's copy ladders. */
+  ladderEntry(n: number): bigint {
+    const a = this.agent!;
+    return n >= 8
+      ? a.qwordLadder + BigInt((LADDER_PAIRS.qword - Math.floor(n / 8)) * LADDER_PAIR.qword)
+      : a.byteLadder + BigInt((LADDER_PAIRS.byte - n) * LADDER_PAIR.byte);
+  }
+
   /** Points the MMIO window at `gpa`'s page; returns the GVA that reaches `gpa`. */
   mmioWindow(gpa: bigint): bigint {
     this.agent!.setPte(MMIO_WINDOW_PTE, gpa & ~0xfffn);
@@ -645,7 +655,7 @@ export class AgentGuest implements Guest {
       // Page by page, as the simulator: a skipped page reads as zeros.
       const at = BigInt.asUintN(64, gva + BigInt(done));
       const n = Math.min(length - done, PAGE - Number(at & 0xfffn));
-      if (this.sync(OP.readBytes, () => `readBytes(${hex(at)})`, at, 0n, BigInt(n)))
+      if (this.sync(OP.readBytes, () => `readBytes(${hex(at)})`, at, this.r.ladderEntry(n), BigInt(n)))
         out.set(this.r.data().subarray(0, n), done);
       done += n;
     }
@@ -661,7 +671,7 @@ export class AgentGuest implements Guest {
       const n = Math.min(data.length - done, PAGE - Number(at & 0xfffn));
       this.r.check();
       this.r.data().set(data.subarray(done, done + n));
-      this.sync(OP.writeBytes, () => `writeBytes(${hex(at)})`, at, 0n, BigInt(n));
+      this.sync(OP.writeBytes, () => `writeBytes(${hex(at)})`, at, this.r.ladderEntry(n), BigInt(n));
       done += n;
     }
   }
@@ -753,13 +763,15 @@ export class AgentGuest implements Guest {
     if (typeof value !== 'number' || !Number.isInteger(value))
       throw new TypeError(`out: value must be an integer, got ${String(value)}`);
     const own = (e: Exit) => e.reason === 'io' && e.direction === 'out' && e.port === port;
-    await this.async(OP.out, () => `out(${hex(port)})`, own, BigInt(port), BigInt(size), BigInt(value >>> 0));
+    const op = size === 1 ? OP.out8 : size === 2 ? OP.out16 : OP.out32;
+    await this.async(op, () => `out(${hex(port)})`, own, BigInt(port), BigInt(value >>> 0));
   }
 
   async in(port: number, size: IoSize): Promise<number> {
     checkPort('in', port, size);
     const own = (e: Exit) => e.reason === 'io' && e.direction === 'in' && e.port === port;
-    const r = await this.async(OP.in, () => `in(${hex(port)})`, own, BigInt(port), BigInt(size));
+    const op = size === 1 ? OP.in8 : size === 2 ? OP.in16 : OP.in32;
+    const r = await this.async(op, () => `in(${hex(port)})`, own, BigInt(port));
     if (r === false) return 0;
     // The value IN loads is the data the host handed back in the exit (or, without an exit, R0).
     const v = r === true ? Number(this.r0() & 0xffff_ffffn) : Number(le(exitData(r), size));
@@ -774,11 +786,10 @@ export class AgentGuest implements Guest {
     const gva = this.r.mmioWindow(gpa);
     const own = (e: Exit) => e.reason === 'mmio' && e.isWrite && e.gpa === gpa;
     await this.async(
-      OP.mmioWrite,
+      MMIO_WRITE[size]!,
       () => `mmioWrite(${hex(gpa)})`,
       own,
       gva,
-      BigInt(size),
       BigInt.asUintN(size * 8, value),
     );
   }
@@ -788,7 +799,7 @@ export class AgentGuest implements Guest {
     this.ready();
     const gva = this.r.mmioWindow(gpa);
     const own = (e: Exit) => e.reason === 'mmio' && !e.isWrite && e.gpa === gpa;
-    const r = await this.async(OP.mmioRead, () => `mmioRead(${hex(gpa)})`, own, gva, BigInt(size));
+    const r = await this.async(MMIO_READ[size]!, () => `mmioRead(${hex(gpa)})`, own, gva);
     if (r === false) return 0n;
     return BigInt.asUintN(size * 8, r === true ? this.r0() : le(exitData(r), size));
   }
@@ -837,6 +848,20 @@ export class AgentGuest implements Guest {
     return undefined as never;
   }
 }
+
+/** The MMIO window operations by access size. */
+const MMIO_READ: Record<number, number> = {
+  1: OP.mmioRead8,
+  2: OP.mmioRead16,
+  4: OP.mmioRead32,
+  8: OP.mmioRead64,
+};
+const MMIO_WRITE: Record<number, number> = {
+  1: OP.mmioWrite8,
+  2: OP.mmioWrite16,
+  4: OP.mmioWrite32,
+  8: OP.mmioWrite64,
+};
 
 /** The data of an io or mmio exit (what the host wrote into it for an IN or an MMIO read). */
 function exitData(e: Exit): Uint8Array {

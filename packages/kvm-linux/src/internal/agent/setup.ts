@@ -57,6 +57,9 @@ export class AgentVm {
   readonly entryGva: bigint;
   /** GVA of the code of each operation, by operation code (what the host posts in the mailbox). */
   readonly opGva: readonly bigint[];
+  /** GVAs of the qword and byte copy ladders of readBytes / writeBytes. */
+  readonly qwordLadder: bigint;
+  readonly byteLadder: bigint;
   private nextIndex = 0;
   private released = false;
 
@@ -67,10 +70,14 @@ export class AgentVm {
     this.bytes = memory.bytes;
     this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     const code = new DataView(AGENT_CODE.buffer, AGENT_CODE.byteOffset, AGENT_CODE.byteLength);
+    if (AGENT_CODE.byteLength > (AGENT_PAGE.vcpus - AGENT_PAGE.code) * PAGE)
+      throw new Error(`the guest agent's code (${AGENT_CODE.byteLength} bytes) does not fit its pages`);
     if (code.getUint32(CODE_HEADER.magic, true) !== CODE_MAGIC)
       throw new Error('the guest agent code has no valid header (agent-bytes.ts is not from agent.S)');
     const codeGva = agentPageGva(AGENT_PAGE.code);
     this.entryGva = codeGva + BigInt(code.getUint32(CODE_HEADER.entry, true));
+    this.qwordLadder = codeGva + BigInt(code.getUint32(CODE_HEADER.qwordLadder, true));
+    this.byteLadder = codeGva + BigInt(code.getUint32(CODE_HEADER.byteLadder, true));
     const table = code.getUint32(CODE_HEADER.ops, true);
     this.opGva = Array.from(
       { length: code.getUint32(CODE_HEADER.opCount, true) },
