@@ -128,9 +128,8 @@ export class AgentRunner {
     this.program = program;
   }
 
-  /** Releases the agent's memory of this VM (call when the VM closes). */
+  /** Ends the program for good (the vCPU or its VM is being closed): later guest operations throw. */
   dispose(): void {
-    this.agent?.release();
     this.poison(`vCPU ${this.host.id} was destroyed`);
   }
 

@@ -61,11 +61,10 @@ export class AgentVm {
   readonly qwordLadder: bigint;
   readonly byteLadder: bigint;
   private nextIndex = 0;
-  private released = false;
 
   constructor(
     readonly vm: Vm,
-    private readonly memory: UserMemory,
+    memory: UserMemory,
   ) {
     this.bytes = memory.bytes;
     this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
@@ -139,13 +138,6 @@ export class AgentVm {
   setPte(index: number, gpaPage: bigint): void {
     this.setU64(AGENT_PAGE.pt, index, (gpaPage & ADDR_MASK) | PTE_P_RW);
   }
-
-  /** Drops the memslot's memory once the VM is closed (idempotent). */
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.memory.release();
-  }
 }
 
 const agentVms = new WeakMap<Vm, AgentVm>();
@@ -163,9 +155,10 @@ export function agentVmOf(vm: Vm): AgentVm {
         memorySize: BigInt(AGENT_BYTES),
         userspace: memory.bytes,
       });
-    } catch (e) {
+    } finally {
+      // The agent lives exactly as long as its memslot: the backend frees the memory once no memslot
+      // of an open VM maps it (and never while a view of it can still be used), i.e. with the VM.
       memory.release();
-      throw e;
     }
     a = new AgentVm(vm, memory);
     agentVms.set(vm, a);
