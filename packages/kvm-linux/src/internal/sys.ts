@@ -59,24 +59,25 @@ export function sigusr2Handled(): boolean {
 
 /**
  * Makes sure SIGUSR2 has a handler in this process, so the watchdog's signal interrupts KVM_RUN
- * instead of killing the process (default action) or vanishing (ignored). The main thread asks
- * Node (a no-op listener: libuv installs its handler). A worker thread cannot; there, when the
- * disposition is SIG_DFL or SIG_IGN, a C function that is harmless in a signal handler is
- * installed with sigaction(2): usleep, whose int argument is the signal number (12 µs of sleep).
+ * instead of killing the process (default action) or vanishing (ignored). When the disposition
+ * is SIG_DFL or SIG_IGN, a C function that does nothing harmful in a signal handler is installed
+ * with sigaction(2): getpid (async-signal-safe, no errno change). Not Node's `process.on`: libuv
+ * restores SIG_DFL when it closes its signal handle at exit, and a kick still in flight then
+ * would kill the process. A handler someone else installed (a JS listener: libuv's) is kept.
  */
-export function ensureSigusr2Handler(mainThread: boolean): void {
-  if (mainThread) {
-    if (process.listenerCount('SIGUSR2') === 0) process.on('SIGUSR2', () => {});
-    return;
-  }
-  if (sigusr2Handled()) return; // someone handles it already
-  const usleep = BigInt(c.dlsym(0, 'usleep'));
-  if (usleep === 0n) return;
+export function ensureSigusr2Handler(): void {
+  if (sigusr2Handled()) return;
+  const fn = BigInt(c.dlsym(0, 'getpid'));
+  if (fn === 0n)
+    throw new Error(
+      'kvm-linux: dlsym("getpid") failed: cannot install the SIGUSR2 handler the watchdog needs',
+    );
   const act = new Uint8Array(152);
   const v = new DataView(act.buffer);
-  v.setBigUint64(0, usleep, true);
-  v.setInt32(136, 0x10000000, true); // SA_RESTART: other threads' interrupted syscalls resume
-  c.sigaction(SIGUSR2, act, null);
+  v.setBigUint64(0, fn, true);
+  v.setInt32(136, 0x10000000, true); // SA_RESTART: other syscalls interrupted by a late kick resume
+  if (c.sigaction(SIGUSR2, act, null) !== 0)
+    throw sysError('sigaction', 'installing the SIGUSR2 handler failed');
 }
 
 /** SIGUSR2's number on x86-64 Linux. */

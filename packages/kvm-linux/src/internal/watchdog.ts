@@ -82,7 +82,7 @@ function start(): void {
   i32 = new Int32Array(sab);
   b64 = new BigInt64Array(sab);
   // An unhandled SIGUSR2 terminates the process: make sure it has a handler before the first kick.
-  ensureSigusr2Handler(isMainThread);
+  ensureSigusr2Handler();
   worker = new Worker(WORKER_SOURCE, {
     eval: true,
     // The thread that runs KVM_RUN is the one that loaded this module (one watchdog per JS thread).
