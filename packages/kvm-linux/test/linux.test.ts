@@ -345,6 +345,18 @@ describe.skipIf(!kvmAvailable)('real-mode guests', () => {
     expect([a.port, a.data[0], b.port, b.data[0]]).toEqual([0x20, 1, 0x21, 2]);
   });
 
+  it('a vCPU whose VM fd is closed keeps running (the kernel keeps the VM while a vCPU fd is open)', async () => {
+    const { kvm, vm, vcpu, mem } = guest([0xb0, 0x07, 0xe6, 0x20, 0xf4]);
+    kvm.closeFd(vm.fd);
+    expect(vm.closed).toBe(true);
+    expect(tryKvm(() => vm.checkExtension(CAP.USER_MEMORY))).toBe('EBADF');
+    const e = expectExit(await vcpu.run(), 'io');
+    expect(e.data[0]).toBe(7);
+    expect(vm.hostBytes(BigInt(CODE), 1)?.[0]).toBe(mem[CODE]);
+    kvm.closeFd(vcpu.fd);
+    expect(vm.hostBytes(BigInt(CODE), 1)).toBeUndefined(); // the VM is gone: its memory is let go
+  });
+
   it('a closed VM and its vCPUs fail with EBADF', async () => {
     const { kvm, vm, vcpu } = guest([0xf4]);
     const vmFd = vm.fd;

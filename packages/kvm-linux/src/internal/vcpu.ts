@@ -245,6 +245,7 @@ export class LinuxVcpu implements Vcpu {
     this.fdOpen = false;
     detachFileMapping(this.runBytes.buffer as ArrayBuffer);
     sysClose(this.fd);
+    this.vm.dropSlotsIfDead();
   }
 }
 

@@ -247,11 +247,19 @@ export class LinuxVm implements Vm {
     this.kvm.closeFd(this.fd);
   }
 
-  /** The VM fd was closed through Kvm.closeFd: drop the memslots' memory (unmapped at GC). */
+  /** The VM fd was closed through Kvm.closeFd. */
   releaseFd(): void {
     this.fdOpen = false;
     sysClose(this.fd);
-    this.slots.clear();
+    this.dropSlotsIfDead();
+  }
+
+  /**
+   * Once the VM fd and every vCPU fd are closed the kernel destroys the VM: drop the memslots'
+   * memory then (unmapped at GC). While a vCPU fd is open the VM lives on and can still run.
+   */
+  dropSlotsIfDead(): void {
+    if (!this.fdOpen && this.vcpuList.every((v) => !v.isOpen)) this.slots.clear();
   }
 
   [Symbol.dispose](): void {
