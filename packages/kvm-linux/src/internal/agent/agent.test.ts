@@ -297,6 +297,20 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     expect(later.reason === 'internal-error' && later.detail).toContain('deadline');
   });
 
+  it('rejects the run with the kernel error when KVM_RUN itself fails mid-program', async () => {
+    let after = false;
+    const { vcpu } = vmWith(async (g) => {
+      await g.out(0x1000, 1, 0);
+      g.readU64(0x5000n);
+      after = true;
+    });
+    io(await vcpu.run());
+    vcpu.vm.kvm.closeFd(vcpu.fd);
+    await expect(vcpu.run()).rejects.toMatchObject({ code: 'EBADF' });
+    await expect(vcpu.run()).rejects.toMatchObject({ code: 'EBADF' });
+    expect(after).toBe(false);
+  });
+
   it('keeps its own region out of the way: the port is refused and the top-level entry is reused', async () => {
     let err: unknown;
     const { vcpu, mem } = vmWith(async (g) => {

@@ -85,7 +85,7 @@ type Resume = 'retry' | 'skip';
 type RunState = 'idle' | 'running' | 'at-exit' | 'ended';
 
 /** How a program ended, for the runs after it. */
-type Ending = { kind: 'halt' } | { kind: 'replay'; exit: Exit };
+type Ending = { kind: 'halt' } | { kind: 'replay'; exit: Exit } | { kind: 'error'; error: unknown };
 
 /** Drives one vCPU's guest program through the agent; kvm-linux's Vcpu delegates setEntry/run to it. */
 export class AgentRunner {
@@ -148,7 +148,8 @@ export class AgentRunner {
       try {
         return Promise.resolve(this.setExit(this.afterEnd()));
       } catch (e) {
-        return Promise.reject(e);
+        const end = this.ending;
+        return Promise.reject(end?.kind === 'error' ? end.error : e);
       }
     }
     if (this.program === undefined) {
@@ -265,6 +266,7 @@ export class AgentRunner {
   private afterEnd(): Exit {
     const end = this.ending!;
     if (end.kind === 'replay') return end.exit;
+    if (end.kind === 'error') throw end.error;
     for (;;) {
       this.post(OP.hlt);
       const e = this.kvmRun();
@@ -279,11 +281,13 @@ export class AgentRunner {
     try {
       exit = make();
     } catch (e) {
+      if (this.ending === undefined || this.ending.kind === 'halt') this.ending = { kind: 'error', error: e };
       this.current = undefined;
       const rej = this.runReject;
       this.runResolve = undefined;
       this.runReject = undefined;
-      rej?.(e);
+      const end = this.ending;
+      rej?.(end.kind === 'error' ? end.error : e);
       return;
     }
     this.finishRun(exit);
@@ -371,10 +375,32 @@ export class AgentRunner {
     }
   }
 
+  /**
+   * KVM_RUN itself failed (EBADF after close, EIO for a dead VM, …): the run in flight rejects with
+   * the kernel's error, as a bare run would, the program is unwound, and later runs reject the same way.
+   */
+  private fail(error: unknown): never {
+    const u = new AgentUnwind(`KVM_RUN failed: ${error instanceof Error ? error.message : String(error)}`);
+    this.poisoned = u;
+    this.ending = { kind: 'error', error };
+    this.state = 'ended';
+    this.current = undefined;
+    const rej = this.runReject;
+    this.runResolve = undefined;
+    this.runReject = undefined;
+    rej?.(error);
+    throw u;
+  }
+
   /** One KVM_RUN: undefined when the agent signalled, else the guest's exit. */
   private kvmRun(): Exit | undefined {
     this.ops++;
-    const t = this.host.runOnce();
+    let t: Exit | undefined;
+    try {
+      t = this.host.runOnce();
+    } catch (e) {
+      this.fail(e);
+    }
     if (t !== undefined) return t;
     const v = this.host.runView;
     if (
