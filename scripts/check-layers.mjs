@@ -13,6 +13,7 @@ export const LAYERS = {
   '@kvmtest/coco': 0,
   '@kvmtest/kvm': 1,
   '@kvmtest/kvm-sim': 2,
+  '@kvmtest/kvm-linux': 2,
   '@kvmtest/ucall': 2,
   '@kvmtest/testkit': 3,
   '@kvmtest/cli': 4,

@@ -62,6 +62,7 @@ export type {
   Kvm,
   MemoryAttributes,
   RunOptions,
+  UserMemory,
   UserMemoryRegion,
   Vcpu,
   Vm,

@@ -46,9 +46,27 @@ export interface RunOptions {
   immediateExit?: boolean;
 }
 
+/** Host memory a backend hands out for memslots: page-aligned, zero-filled, a zero-copy view. */
+export interface UserMemory {
+  /** The whole allocation (a view of mmap'd memory on linux). Subarrays of it may back memslots. */
+  readonly bytes: Uint8Array;
+  /**
+   * The owner is done with it. The backend frees (or recycles) it only once no memslot of an
+   * open VM maps it any more, and never while a JS view of it can still be used. Idempotent.
+   */
+  release(): void;
+}
+
 /** The system scope: an open /dev/kvm and the process's descriptor table. */
 export interface Kvm {
   readonly backend: Backend;
+  /** KVM_GET_API_VERSION on /dev/kvm (12). */
+  getApiVersion(): number;
+  /**
+   * Page-aligned, zero-filled host memory for memslots (mmap on linux); `size` a positive multiple
+   * of 4096. On linux a memslot's `userspace` must be a view into memory from here (else EFAULT).
+   */
+  allocateUserMemory(size: number): UserMemory;
   /** KVM_CHECK_EXTENSION on /dev/kvm. KVM_CAP_VM_TYPES answers a bitmask of VM type numbers. */
   checkExtension(cap: number): number;
   /** KVM_GET_SUPPORTED_CPUID. */

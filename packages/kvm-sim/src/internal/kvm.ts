@@ -1,11 +1,20 @@
 // System scope: one simulated process with /dev/kvm open, and its descriptor table.
 
 import { isVmType, VM_TYPE_NUMBER, type VmType, vmTypeFromNumber } from '@kvmtest/coco';
-import { CAP, type CpuidEntry, type Kvm, KvmError, MEMORY_ATTRIBUTE, type Vm } from '@kvmtest/kvm';
+import {
+  CAP,
+  type CpuidEntry,
+  type Kvm,
+  KvmError,
+  MEMORY_ATTRIBUTE,
+  type UserMemory,
+  type Vm,
+} from '@kvmtest/kvm';
 import { hostArchOps } from './arch/dispatch.js';
 import type { ArchKvm, ArchOps, ArchVm, FdKind } from './arch/ops.js';
 import { type ResolvedConfig, resolveConfig, type SimConfig, supportedCpuid } from './config.js';
 import type { GmemFile } from './memory.js';
+import { UserMemoryPool } from './user-memory.js';
 import { SimVm } from './vm.js';
 import type { SimVcpu } from './vcpu.js';
 
@@ -101,6 +110,24 @@ export class SimKvm implements Kvm, ArchKvm {
   }
 
   // ---- Kvm ----------------------------------------------------------------------------------
+
+  /** KVM_GET_API_VERSION: KVM_API_VERSION (include/uapi/linux/kvm.h). */
+  getApiVersion(): number {
+    this.requireOpen('KVM_GET_API_VERSION');
+    return 12;
+  }
+
+  private readonly userMemory = new UserMemoryPool({
+    mapsBuffer: (buf) => {
+      for (const vm of this.liveVms) if (vm.mapsBuffer(buf)) return true;
+      return false;
+    },
+  });
+
+  /** Zero-filled, page-sized memory for memslots, recycled once no live VM's memslot maps it. */
+  allocateUserMemory(size: number): UserMemory {
+    return this.userMemory.allocate(size);
+  }
 
   checkExtension(cap: number): number {
     checkInt('cap', cap, 'KVM_CHECK_EXTENSION');

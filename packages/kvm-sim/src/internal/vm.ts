@@ -92,6 +92,13 @@ export class SimVm implements Vm, ArchVm {
     return n;
   }
 
+  /** True when a memslot of this VM is backed by (part of) `buffer`. */
+  mapsBuffer(buffer: ArrayBufferLike): boolean {
+    for (const table of this.slots)
+      for (const s of table.values()) if (s.userspace.buffer === buffer) return true;
+    return false;
+  }
+
   // ---- the ioctl gate -----------------------------------------------------------------------
 
   /** The fd check (EBADF) and the dead-VM gate (spec §2: every VM ioctl, EIO) in that order. */

@@ -35,9 +35,7 @@ import {
   type TdxInitVmData,
   tryKvm,
   type Vcpu,
-  type Vm,
 } from '@kvmtest/kvm';
-import { acquireBacking } from './backing.js';
 import { TestkitError } from './errors.js';
 import { guestCodeAddress, guestCodeAt, wrapGuest } from './runtime.js';
 import { kvmAssert } from './sev.js';
@@ -113,12 +111,15 @@ function bootPages(capacity: number): number {
  * TD_BOOT_PARAMETERS_GPA whose pages are allocated private (measured at launch) and identity-mapped.
  */
 export function tdxAddBootRegion(
-  raw: Vm,
+  vm: TestVm,
   memory: PhysicalMemory,
   space: AddressSpace,
   capacity: number,
 ): { boot: TdxKitState['boot'] } {
-  const backing = acquireBacking(Number(TD_BOOT_REGION_SIZE));
+  const raw = vm.raw;
+  const userMemory = vm.kvm.allocateUserMemory(Number(TD_BOOT_REGION_SIZE));
+  vm.userMemory.push(userMemory);
+  const backing = userMemory.bytes;
   const gmemFd = raw.createGuestMemfd(TD_BOOT_REGION_SIZE);
   try {
     raw.setUserMemoryRegion({

@@ -33,11 +33,11 @@ import {
   type Kvm,
   MEM_FLAG,
   SEV_CMD,
+  type UserMemory,
   type Vcpu,
   type Vm,
 } from '@kvmtest/kvm';
 import { type UcallPool, type UcallTransport, ucallInit, ucallPoolOf } from '@kvmtest/ucall';
-import { acquireBacking, releaseBacking } from './backing.js';
 import {
   type TdxKitState,
   tdxAddBootRegion,
@@ -136,6 +136,8 @@ export class TestVm implements Disposable {
   cpuid: readonly CpuidEntry[] | undefined;
   /** @internal a TD's boot parameters and GPAW (tdx VMs made by vmCreate). */
   tdx: TdxKitState | undefined;
+  /** @internal host memory from kvm.allocateUserMemory behind this VM's memslots, released at close. */
+  readonly userMemory: UserMemory[] = [];
   private disposed = false;
 
   /** @internal TestVms are made by the creation tiers. */
@@ -279,9 +281,9 @@ export class TestVm implements Disposable {
       for (const fd of [this.mem?.gmemFd, this.sevFd, this.tdx?.boot.gmemFd])
         if (fd !== undefined && this.kvm.isFdOpen(fd)) this.kvm.closeFd(fd);
       this.sevFd = undefined;
-      if (this.mem && this.raw.closed) {
-        releaseBacking(this.mem.slot0.backing);
-        if (this.tdx !== undefined) releaseBacking(this.tdx.boot.backing);
+      if (this.raw.closed) {
+        // The backend frees (or recycles) it once no memslot of an open VM maps it.
+        for (const m of this.userMemory.splice(0)) m.release();
         this.mem = undefined;
       }
     }
@@ -480,7 +482,9 @@ export function vmCreate(shape?: ShapeLike, opts: VmCreateOptions = {}, guest?: 
   vm.cpuid = cpuid;
   try {
     const size = BigInt(pages) * 4096n;
-    const backing = acquireBacking(pages * 4096);
+    const userMemory = kvm.allocateUserMemory(pages * 4096);
+    vm.userMemory.push(userMemory);
+    const backing = userMemory.bytes;
     const gmemFd = gmem ? raw.createGuestMemfd(size) : undefined;
     raw.setUserMemoryRegion({
       slot: 0,
@@ -501,7 +505,7 @@ export function vmCreate(shape?: ShapeLike, opts: VmCreateOptions = {}, guest?: 
     if (gpaw !== undefined)
       vm.tdx = {
         gpaw,
-        ...tdxAddBootRegion(raw, memory, space, withUcall ? slots : KVM_LIMITS.MAX_VCPUS),
+        ...tdxAddBootRegion(vm, memory, space, withUcall ? slots : KVM_LIMITS.MAX_VCPUS),
         capacity: withUcall ? slots : KVM_LIMITS.MAX_VCPUS,
         vcpusInitialized: 0,
       };

@@ -1,0 +1,329 @@
+import {
+  type Exit,
+  type ExceptionFrame,
+  type Guest,
+  GuestException,
+  type GuestProgram,
+  VECTOR,
+} from '@kvmtest/kvm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type LinuxKvm, openLinuxKvm } from '../kvm.js';
+import { kvmAvailability } from '../probe.js';
+import type { LinuxVcpu } from '../vcpu.js';
+import { AGENT_CODE } from './agent-bytes.js';
+import { assembleAgent, haveBinutils } from './assemble.js';
+import { registerGuestAgent } from './index.js';
+import { AGENT_GVA, AGENT_PORT, CODE_HEADER, CODE_MAGIC, VECTORS_WITH_ERROR_CODE } from './layout.js';
+
+describe('the agent code', () => {
+  it.skipIf(!haveBinutils())('is what GNU as makes of agent.S', () => {
+    expect(Buffer.from(assembleAgent()).toString('hex')).toBe(Buffer.from(AGENT_CODE).toString('hex'));
+  });
+
+  it('has a header naming the entry point and 32 IDT stubs that push their vector', () => {
+    const v = new DataView(AGENT_CODE.buffer, AGENT_CODE.byteOffset, AGENT_CODE.byteLength);
+    expect(v.getUint32(CODE_HEADER.magic, true)).toBe(CODE_MAGIC);
+    const stubs = v.getUint32(CODE_HEADER.stubs, true);
+    const stride = v.getUint32(CODE_HEADER.stride, true);
+    expect(stride).toBe(16);
+    for (let n = 0; n < 32; n++) {
+      const at = stubs + n * stride;
+      // push imm8: 6a ib. Vectors without an error code push a dummy 0 first.
+      const expected = VECTORS_WITH_ERROR_CODE.has(n) ? [0x6a, n] : [0x6a, 0, 0x6a, n];
+      expect([...AGENT_CODE.subarray(at, at + expected.length)]).toEqual(expected);
+    }
+  });
+});
+
+const availability = kvmAvailability();
+
+describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent', () => {
+  let kvm: LinuxKvm;
+  beforeAll(() => {
+    registerGuestAgent();
+    kvm = openLinuxKvm({ runTimeoutMs: 2000 });
+  });
+  afterAll(() => kvm?.close());
+
+  /**
+   * A VM whose 64 KiB at GPA 0 hold 4-level page tables (PML4 0x1000, PDPT 0x2000, PD 0x3000):
+   * PD[0] maps GPA 0–2 MiB with one 2 MiB page, PD[1] points at the PT at 0x4000 (no entries yet).
+   */
+  function vmWith(program: GuestProgram, timeoutMs = 2000): { vcpu: LinuxVcpu; mem: DataView } {
+    const vm = kvm.createVm();
+    vm.runTimeoutMs = timeoutMs;
+    const bytes = kvm.allocateUserMemory(0x10000).bytes;
+    const mem = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    mem.setBigUint64(0x1000, 0x2003n, true);
+    mem.setBigUint64(0x2000, 0x3003n, true);
+    mem.setBigUint64(0x3000, 0x83n, true);
+    mem.setBigUint64(0x3008, 0x4003n, true);
+    vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x10000n, userspace: bytes });
+    const vcpu = vm.createVcpu(0);
+    vcpu.setCpuid(kvm.getSupportedCpuid());
+    const s = vcpu.getSregs();
+    s.cr0 |= 0x8000_0011n;
+    s.cr4 |= 0x20n;
+    s.efer |= 0x500n;
+    s.cr3 = 0x1000n;
+    vcpu.setSregs(s);
+    vcpu.setEntry(program);
+    return { vcpu, mem };
+  }
+
+  const io = (e: Exit) => {
+    if (e.reason !== 'io') throw new Error(`expected an io exit, got ${e.reason}`);
+    return e;
+  };
+
+  it('reads and writes memory through the guest page tables, with locked bit operations and byte copies', async () => {
+    const seen: unknown[] = [];
+    const { vcpu, mem } = vmWith(async (g) => {
+      g.writeU64(0x5000n, 0x1122_3344_5566_7788n);
+      g.writeU8(0x5008n, 0xab);
+      g.writeU16(0x500an, 0xbeef);
+      g.writeU32(0x500cn, 0xdead_beef);
+      seen.push(g.readU64(0x5000n), g.readU8(0x5008n), g.readU16(0x500an), g.readU32(0x500cn));
+      seen.push(g.testAndSetBit(0x5100n, 65), g.testAndSetBit(0x5100n, 65), g.readU64(0x5108n));
+      g.clearBit(0x5100n, 65);
+      seen.push(g.readU64(0x5108n));
+      const data = Uint8Array.from({ length: 300 }, (_, i) => i & 0xff);
+      g.writeBytes(0x5f00n, data); // crosses into the next page
+      seen.push(g.readBytes(0x5f00n, 300));
+      await g.out(0x1000, 1, 0);
+    });
+    expect(io(await vcpu.run()).port).toBe(0x1000);
+    expect(seen.slice(0, 8)).toEqual([
+      0x1122_3344_5566_7788n,
+      0xab,
+      0xbeef,
+      0xdead_beef,
+      false,
+      true,
+      2n,
+      0n,
+    ]);
+    expect([...(seen[8] as Uint8Array)]).toEqual(Array.from({ length: 300 }, (_, i) => i & 0xff));
+    // The guest's writes are in the VMM's memory, where its page tables put them.
+    expect(mem.getBigUint64(0x5000, true)).toBe(0x1122_3344_5566_7788n);
+    expect(mem.getUint8(0x6000 + 43)).toBe(299 & 0xff);
+  });
+
+  it('copies every length exactly, without touching the bytes around it', async () => {
+    const lengths = [...Array.from({ length: 20 }, (_, i) => i + 1), 31, 32, 33, 63, 64, 65, 1089, 4096];
+    const back: Uint8Array[] = [];
+    const { vcpu, mem } = vmWith(async (g) => {
+      for (const [k, n] of lengths.entries()) {
+        const at = 0x8000n + BigInt(k % 8); // an unaligned start for most lengths
+        const data = Uint8Array.from({ length: n }, (_, i) => (i * 7 + k + 1) & 0xff || 1);
+        g.writeBytes(at - 8n, new Uint8Array(n + 16)); // clear the range and its neighbours
+        g.writeBytes(at, data);
+        back.push(g.readBytes(at - 1n, n + 2));
+      }
+      await g.out(0x1000, 1, 0);
+    }, 20_000);
+    io(await vcpu.run());
+    for (const [k, n] of lengths.entries()) {
+      const want = [0, ...Array.from({ length: n }, (_, i) => (i * 7 + k + 1) & 0xff || 1), 0];
+      expect([n, ...back[k]!]).toEqual([n, ...want]);
+    }
+    expect(mem.getUint8(0x8000 + ((lengths.length - 1) % 8) + 4095)).not.toBe(0);
+  });
+
+  it('surfaces port I/O, HLT and MMIO exits and continues the program at the next run', async () => {
+    let got = 0;
+    let mmio = 0n;
+    let ram = 0n;
+    const { vcpu } = vmWith(async (g) => {
+      await g.out(0x1000, 4, 0x1234_5678);
+      got = await g.in(0x1001, 2);
+      await g.hlt();
+      await g.mmioWrite(0xc000_0000n, 4, 0xcafen);
+      mmio = await g.mmioRead(0xc000_0008n, 8);
+      // A GPA that memory backs: no exit, the access reads RAM (the agent signals it done itself).
+      g.writeU64(0x5000n, 0x600d_f00dn);
+      ram = await g.mmioRead(0x5000n, 4);
+      await g.out(0x1002, 2, got);
+    });
+    const out = io(await vcpu.run());
+    expect([out.direction, out.port, out.size, [...out.data]]).toEqual([
+      'out',
+      0x1000,
+      4,
+      [0x78, 0x56, 0x34, 0x12],
+    ]);
+    const inn = io(await vcpu.run());
+    expect([inn.direction, inn.port, inn.size]).toEqual(['in', 0x1001, 2]);
+    inn.data.set([0xcd, 0xab]);
+    expect((await vcpu.run()).reason).toBe('hlt');
+    const w = await vcpu.run();
+    expect(w).toMatchObject({ reason: 'mmio', gpa: 0xc000_0000n, isWrite: true, len: 4 });
+    const r = await vcpu.run();
+    expect(r).toMatchObject({ reason: 'mmio', gpa: 0xc000_0008n, isWrite: false, len: 8 });
+    if (r.reason === 'mmio') r.data.set([1, 2, 3, 4, 5, 6, 7, 8]);
+    const last = io(await vcpu.run());
+    expect(got).toBe(0xabcd);
+    expect(mmio).toBe(0x0807_0605_0403_0201n);
+    expect(ram).toBe(0x600d_f00dn);
+    expect([...last.data]).toEqual([0xcd, 0xab]);
+    // A program that returned halts the vCPU, on every later run.
+    expect((await vcpu.run()).reason).toBe('hlt');
+    expect((await vcpu.run()).reason).toBe('hlt');
+  });
+
+  it('executes CPUID, RDMSR and MOV from CR as real instructions', async () => {
+    const seen: bigint[] = [];
+    let vendor = '';
+    const { vcpu } = vmWith(async (g) => {
+      const c = g.cpuid(0);
+      vendor = String.fromCharCode(
+        ...[c.ebx, c.edx, c.ecx].flatMap((r) => [r & 0xff, (r >> 8) & 0xff, (r >> 16) & 0xff, r >>> 24]),
+      );
+      seen.push(g.rdmsr(0xc000_0080), g.readCr!(0), g.readCr!(3), g.readCr!(4));
+      g.wrmsr(0xc000_0102, 0x1234n); // KERNEL_GS_BASE
+      seen.push(g.rdmsr(0xc000_0102));
+      await g.out(0x1000, 1, 0);
+    });
+    io(await vcpu.run());
+    const leaf0 = kvm.getSupportedCpuid().find((e) => e.function === 0)!;
+    const want = String.fromCharCode(
+      ...[leaf0.ebx, leaf0.edx, leaf0.ecx].flatMap((r) => [
+        r & 0xff,
+        (r >> 8) & 0xff,
+        (r >> 16) & 0xff,
+        r >>> 24,
+      ]),
+    );
+    expect(vendor).toBe(want);
+    expect(seen[0]! & 0x500n).toBe(0x500n); // EFER.LME | LMA
+    expect(seen[1]! & 0x8000_0001n).toBe(0x8000_0001n); // CR0.PG | PE
+    expect(seen[2]).toBe(0x1000n);
+    expect(seen[3]! & 0x20n).toBe(0x20n);
+    expect(seen[4]).toBe(0x1234n);
+  });
+
+  it('delivers exceptions with vector, error code and CR2; retry re-executes, skip abandons', async () => {
+    const frames: ExceptionFrame[] = [];
+    const results: unknown[] = [];
+    const { vcpu } = vmWith(async (g: Guest) => {
+      g.setExceptionHandler((f) => {
+        frames.push(f);
+        if (f.vector === VECTOR.PF && f.cr2 === 0x20_3000n) {
+          // Map the page (PT[3] → GPA 0x7000) and run the access again.
+          g.writeU64(0x4018n, 0x7003n);
+          return 'retry';
+        }
+        return 'skip';
+      });
+      g.writeU64(0x7000n, 77n);
+      results.push(g.readU64(0x20_3000n)); // not present → handler maps it → 77
+      results.push(g.readU64(0x20_4000n)); // not present → skip → 0
+      results.push(g.rdmsr(0x1234_5678)); // #GP(0) → skip → 0
+      g.ud2(); // #UD → skip
+      results.push('after ud2');
+      await g.out(0x1000, 1, 0);
+    });
+    io(await vcpu.run());
+    expect(results).toEqual([77n, 0n, 0n, 'after ud2']);
+    expect(frames.map((f) => [f.vector, f.errorCode, f.cr2, f.operation])).toEqual([
+      [VECTOR.PF, 0, 0x20_3000n, 'readU64(0x203000)'],
+      [VECTOR.PF, 0, 0x20_4000n, 'readU64(0x204000)'],
+      [VECTOR.GP, 0, undefined, 'rdmsr(0x12345678)'],
+      [VECTOR.UD, undefined, undefined, 'ud2'],
+    ]);
+  });
+
+  it('reports a write fault with the W bit and throws GuestException without a handler, then triple-faults', async () => {
+    let caught: unknown;
+    const { vcpu } = vmWith(async (g) => {
+      try {
+        g.writeU32(0x20_5000n, 1);
+      } catch (e) {
+        caught = e;
+      }
+      await g.out(0x1000, 1, 0);
+      g.readU64(0x20_6000n);
+    });
+    io(await vcpu.run());
+    expect(caught).toBeInstanceOf(GuestException);
+    expect((caught as GuestException).frame).toMatchObject({
+      vector: VECTOR.PF,
+      errorCode: 2,
+      cr2: 0x20_5000n,
+    });
+    const e = await vcpu.run();
+    expect(e.reason).toBe('shutdown');
+    expect(e.reason === 'shutdown' && e.detail).toContain('#PF');
+    expect((await vcpu.run()).reason).toBe('shutdown');
+  });
+
+  it('triple-faults in the instruction itself once the program removed its exception entry', async () => {
+    let after = false;
+    const { vcpu } = vmWith(async (g) => {
+      g.setExceptionHandler(() => 'skip');
+      g.setExceptionHandler(undefined);
+      await g.out(0x1000, 1, 0);
+      g.ud2();
+      after = true;
+    });
+    io(await vcpu.run());
+    expect(await vcpu.run()).toEqual({ reason: 'shutdown' });
+    expect(after).toBe(false);
+  });
+
+  it('ends a run stuck in VMCALL with the watchdog (intr), and a synchronous access to MMIO unwinds the program', async () => {
+    const { vcpu } = vmWith(async (g) => {
+      await g.hypercall(0n);
+    }, 100);
+    const e = await vcpu.run();
+    // PVM never completes VMCALL; elsewhere KVM answers -KVM_ENOSYS and the program returns (hlt).
+    expect(e.reason === 'intr' ? e.budgetExhausted : e.reason).toBe(e.reason === 'intr' ? true : 'hlt');
+
+    const { vcpu: v2 } = vmWith(async (g) => {
+      g.readU64(0x10_0000n); // GPA 1 MiB: inside the 2 MiB page, past the 64 KiB slot
+    });
+    expect(await v2.run()).toMatchObject({ reason: 'mmio', gpa: 0x10_0000n, isWrite: false });
+    const later = await v2.run();
+    expect(later.reason === 'internal-error' && later.detail).toContain('cannot resume');
+  });
+
+  it('stops a program that keeps the vCPU busy past the deadline, as a run budget', async () => {
+    const { vcpu } = vmWith(async (g) => {
+      g.setExceptionHandler(() => 'retry');
+      g.ud2(); // #UD, retried forever
+    }, 150);
+    expect(await vcpu.run()).toEqual({ reason: 'intr', budgetExhausted: true });
+    const later = await vcpu.run();
+    expect(later.reason === 'internal-error' && later.detail).toContain('deadline');
+  });
+
+  it('rejects the run with the kernel error when KVM_RUN itself fails mid-program', async () => {
+    let after = false;
+    const { vcpu } = vmWith(async (g) => {
+      await g.out(0x1000, 1, 0);
+      g.readU64(0x5000n);
+      after = true;
+    });
+    io(await vcpu.run());
+    vcpu.vm.kvm.closeFd(vcpu.fd);
+    await expect(vcpu.run()).rejects.toMatchObject({ code: 'EBADF' });
+    await expect(vcpu.run()).rejects.toMatchObject({ code: 'EBADF' });
+    expect(after).toBe(false);
+  });
+
+  it('keeps its own region out of the way: the port is refused and the top-level entry is reused', async () => {
+    let err: unknown;
+    const { vcpu, mem } = vmWith(async (g) => {
+      try {
+        await g.out(AGENT_PORT, 1, 0);
+      } catch (e) {
+        err = e;
+      }
+      await g.out(0x1000, 1, 0);
+    });
+    io(await vcpu.run());
+    expect(String(err)).toContain('reserved');
+    expect(mem.getBigUint64(0x1000 + 511 * 8, true) & 0xfff_ffff_f000n).toBe(0xe_0000_0000n);
+    expect(AGENT_GVA >> 39n).toBe((1n << 25n) - 1n);
+  });
+});
