@@ -19,7 +19,8 @@ describe('KVM_RUN: exits and resumption', () => {
     expect((await v.run()).reason).toBe('hlt');
     expect(got).toBe(0x04030201);
   });
-  it('immediateExit completes the pending IN and returns intr without running the guest', async () => {
+  // arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run(): complete_userspace_io, then `!vcpu->wants_to_run` -> EINTR.
+  it('immediate_exit completes the pending IN, fails KVM_RUN with EINTR and leaves the exit untouched', async () => {
     const { vcpu } = guestVm(createSimKvm());
     const seen: number[] = [];
     const v = vcpu(async (g) => {
@@ -28,7 +29,8 @@ describe('KVM_RUN: exits and resumption', () => {
     });
     const e = await v.run();
     if (e.reason === 'io') e.data[0] = 7;
-    expect(await v.run({ immediateExit: true })).toEqual({ reason: 'intr' });
+    await expect(v.run({ immediateExit: true })).rejects.toMatchObject({ code: 'EINTR' });
+    expect(v.exit).toBe(e);
     expect(seen).toEqual([]);
     expect(await v.run()).toMatchObject({ reason: 'io', port: 0x61 });
     expect(seen).toEqual([7]);

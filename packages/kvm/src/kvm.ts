@@ -42,7 +42,10 @@ export interface EncRegion {
 
 /** Options of one KVM_RUN. */
 export interface RunOptions {
-  /** `kvm_run.immediate_exit`: complete pending I/O and return at once with an `intr` exit. */
+  /**
+   * `kvm_run.immediate_exit`: complete pending I/O, then fail KVM_RUN with EINTR (KvmError 'EINTR')
+   * without entering the guest; the previous exit (`vcpu.exit`) is left as it was.
+   */
   immediateExit?: boolean;
 }
 

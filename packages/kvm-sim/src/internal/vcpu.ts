@@ -342,11 +342,10 @@ export class SimVcpu implements Vcpu, ArchVcpu {
       this.resumeValue = this.completion(this.exit);
       this.completion = undefined;
     }
-    if (opts?.immediateExit) {
-      const e: Exit = { reason: 'intr' };
-      this.exit = e;
-      return Promise.resolve(e);
-    }
+    // arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run(): the pending I/O completes first, then
+    // `!vcpu->wants_to_run` (immediate_exit set) fails KVM_RUN with EINTR; exit_reason stays as it was.
+    if (opts?.immediateExit)
+      return Promise.reject(new KvmError('EINTR', 'KVM_RUN', 'kvm_run.immediate_exit is set'));
     if (this.state === 'ended') {
       this.exit = this.endExit!;
       return Promise.resolve(this.endExit!);
