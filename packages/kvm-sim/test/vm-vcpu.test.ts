@@ -105,6 +105,14 @@ describe('KVM_MEMORY_ENCRYPT_OP and REG/UNREG_REGION without a vendor op (spec Â
 });
 
 describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () => {
+  // arch/x86/kvm/x86.c: kvm_vcpu_reset() runs in KVM_CREATE_VCPU, before any KVM_SET_CPUID2.
+  it('kvm_vcpu_reset: a new vCPU starts at RIP 0xfff0, RDX 0x600, RFLAGS 0x2, CR0 0x60000010', () => {
+    for (const type of ['default', 'sev', 'sev-es', 'sev-snp'] as const) {
+      const v = createSimKvm().createVm(type).createVcpu(0);
+      expect(v.getRegs(), type).toEqual({ ...zeroRegs(), rip: 0xfff0n, rdx: 0x600n, rflags: 2n });
+      expect(v.getSregs(), type).toEqual({ cr0: 0x60000010n, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n });
+    }
+  });
   it('round-trips registers and sregs', () => {
     const v = createSimKvm().createVm().createVcpu(0);
     const r = { ...zeroRegs(), rax: 1n, rip: 0x1000n };

@@ -62,6 +62,20 @@ const EFER_VALID = (1n << 0n) | (1n << 8n) | (1n << 10n) | (1n << 11n);
 /** Architectural reset CR0: CD | NW | ET. */
 const CR0_RESET = 0x60000010n;
 
+/**
+ * The register file of a vCPU at RESET. arch/x86/kvm/x86.c: kvm_vcpu_reset(): every GPR zero
+ * except RDX, which holds CPUID.1.EAX (family/model/stepping) or KVM's default 0x600 when no
+ * CPUID.1 entry is found — always so at RESET, which runs in KVM_CREATE_VCPU before userspace
+ * can set any CPUID; RFLAGS is X86_EFLAGS_FIXED (0x2) and RIP 0xfff0 (with CS base 0xffff0000,
+ * svm.c: init_vmcb() / vmx.c: vmx_vcpu_reset(), the first instruction is at 0xfffffff0).
+ */
+function resetRegs(): Regs {
+  const r = zeroRegs();
+  r.rdx = 0x600n;
+  r.rip = 0xfff0n;
+  return r;
+}
+
 // ---- the macrotask watchdog (one setImmediate covers every run in flight) ----------------------
 
 // The runs in flight are the listed vCPUs whose `flightSeq` is non-zero: a run start sets it to the
@@ -104,7 +118,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   readonly fd: number;
   arch: unknown = undefined;
   fdOpen = true;
-  readonly regs: Regs = zeroRegs();
+  readonly regs: Regs = resetRegs();
   readonly sregs: Sregs = { cr0: CR0_RESET, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n };
   cpuid: CpuidEntry[];
   private readonly msrs = new Map<number, bigint>();
