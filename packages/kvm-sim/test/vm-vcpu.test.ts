@@ -43,6 +43,16 @@ describe('KVM_CREATE_VCPU (kvm_main.c kvm_vm_ioctl_create_vcpu)', () => {
     expect(tryKvm(() => vm.enableCap(CAP.MAX_VCPU_ID, [4]))).toBeUndefined();
     expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.MAX_VCPU_ID, [16385]))).toBe('EINVAL');
   });
+  // arch/x86/kvm/x86.c: kvm_arch_vcpu_precreate() sets an unset max_vcpu_ids to KVM_MAX_VCPU_IDS;
+  // kvm_vm_ioctl_enable_cap() then accepts that value again and refuses any other.
+  it('KVM_CAP_MAX_VCPU_ID after the first vCPU accepts the value in force (KVM_MAX_VCPU_IDS) and refuses others', () => {
+    const kvm = createSimKvm();
+    const max = kvm.checkExtension(CAP.MAX_VCPU_ID);
+    const vm = kvm.createVm();
+    vm.createVcpu(0);
+    expect(tryKvm(() => vm.enableCap(CAP.MAX_VCPU_ID, [max]))).toBeUndefined();
+    expect(tryKvm(() => vm.enableCap(CAP.MAX_VCPU_ID, [max - 1]))).toBe('EINVAL');
+  });
 });
 
 describe('KVM_ENABLE_CAP (spec §2, x86.c kvm_vm_ioctl_enable_cap)', () => {
@@ -74,9 +84,14 @@ describe('KVM_ENABLE_CAP (spec §2, x86.c kvm_vm_ioctl_enable_cap)', () => {
     expect(() => vm.enableCap(CAP.EXIT_HYPERCALL, ['x' as never])).toThrow(TypeError);
     expect(() => vm.enableCap(CAP.EXIT_HYPERCALL, [1, 2, 3, 4, 5])).toThrow(RangeError);
   });
+  // arch/x86/kvm/ioapic.h: MAX_NR_RESERVED_IOAPIC_PINS is KVM_MAX_IRQ_ROUTES (4096).
+  it('KVM_CAP_SPLIT_IRQCHIP takes up to MAX_NR_RESERVED_IOAPIC_PINS (KVM_MAX_IRQ_ROUTES, 4096) reserved pins', () => {
+    expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.SPLIT_IRQCHIP, [4096]))).toBeUndefined();
+    expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.SPLIT_IRQCHIP, [49]))).toBeUndefined();
+    expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.SPLIT_IRQCHIP, [4097]))).toBe('EINVAL');
+  });
   it('enables a split irqchip once, and only before vCPUs exist (EEXIST otherwise)', () => {
     const vm = createSimKvm().createVm();
-    expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [49]))).toBe('EINVAL');
     expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [24]))).toBeUndefined();
     expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [24]))).toBe('EEXIST');
     const vm2 = createSimKvm().createVm();
