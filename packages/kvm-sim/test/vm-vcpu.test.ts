@@ -152,6 +152,44 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
     expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LMA }))).toBe('EINVAL');
     expect(v.getSregs()).toEqual(before);
   });
+  // arch/x86/kvm/x86.c: kvm_is_valid_sregs() -> kvm_is_valid_cr4(), kvm_is_valid_cr0(), kvm_valid_efer().
+  it('kvm_is_valid_sregs: KVM_SET_SREGS rejects invalid CR0, CR4 and EFER with EINVAL, changing nothing', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    const before = v.getSregs();
+    const bad: [string, Partial<typeof before>][] = [
+      ['CR0 bit 32', { cr0: before.cr0 | (1n << 32n) }],
+      ['CR0 bit 63', { cr0: before.cr0 | (1n << 63n) }],
+      ['CR0.NW without CD', { cr0: CR.CR0_ET | CR.CR0_NW }],
+      ['CR0.PG without PE', { cr0: CR.CR0_ET | CR.CR0_PG }],
+      ['CR4 reserved bit 15', { cr4: 1n << 15n }],
+      ['CR4 reserved bit 63', { cr4: 1n << 63n }],
+      ['CR4.VMXE on AMD (CPUID.1.ECX.VMX clear)', { cr4: CR.CR4_VMXE }],
+      ['CR4.PCIDE without CPUID PCID', { cr4: CR.CR4_PCIDE }],
+      ['EFER reserved bit 2', { efer: 1n << 2n }],
+      ['EFER.LMA without LME and PG', { efer: CR.EFER_LMA }],
+    ];
+    for (const [what, patch] of bad)
+      expect(
+        tryKvm(() => v.setSregs({ ...before, ...patch })),
+        what,
+      ).toBe('EINVAL');
+    expect(v.getSregs()).toEqual(before);
+    // Valid: CD|NW, PE without PG, a CR4 feature the CPUID has (LA57), EFER.SCE/NXE/LME without paging.
+    expect(tryKvm(() => v.setSregs({ ...before, cr0: before.cr0 | CR.CR0_PE }))).toBeUndefined();
+    expect(tryKvm(() => v.setSregs({ ...before, cr4: CR.CR4_LA57 | CR.CR4_PAE }))).toBeUndefined();
+    expect(
+      tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_SCE | CR.EFER_NXE | CR.EFER_LME })),
+    ).toBeUndefined();
+  });
+  it('kvm_valid_efer and cr4_guest_rsvd_bits follow the vCPU CPUID: no LM, NX or LA57 there -> EINVAL', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    const before = v.getSregs();
+    v.setCpuid(v.getCpuid().filter((e) => e.function !== 0x8000_0001 && e.function !== 7));
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LME }))).toBe('EINVAL');
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_NXE }))).toBe('EINVAL');
+    expect(tryKvm(() => v.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBe('EINVAL');
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_SCE }))).toBeUndefined();
+  });
   it('throws TypeError for a register that is not a bigint', () => {
     const v = createSimKvm().createVm().createVcpu(0);
     expect(() => v.setRegs({ ...zeroRegs(), rax: 1 as never })).toThrow(TypeError);

@@ -11,6 +11,7 @@
 import {
   CPUID_FLAG_SIGNIFICANT_INDEX,
   CR,
+  findCpuid,
   type CpuidEntry,
   type Exit,
   GuestException,
@@ -58,6 +59,29 @@ export const MSR = {
 
 /** EFER bits a guest or host may set: SCE, LME, LMA, NXE. */
 const EFER_VALID = (1n << 0n) | (1n << 8n) | (1n << 10n) | (1n << 11n);
+
+/**
+ * CR4 bits KVM knows (VME … SMXE, FSGSBASE, PCIDE, OSXSAVE, KL, SMEP, SMAP, PKE, CET, PKS, LAM_SUP);
+ * any other is in cr4_reserved_bits (arch/x86/kvm/x86.h: __cr4_reserved_bits()).
+ */
+const CR4_KNOWN =
+  0x7fffn | (1n << 16n) | (1n << 17n) | (1n << 18n) | (1n << 19n) | (0xfn << 20n) | (1n << 24n) | (1n << 28n);
+/**
+ * CR4 bits reserved unless the vCPU's CPUID has the feature (x86.h __cr4_reserved_bits(), evaluated
+ * on guest CPUID into cr4_guest_rsvd_bits): [CR4 bit, name, CPUID leaf, register, feature bit].
+ */
+const CR4_FEATURE_BITS = [
+  [11, 'UMIP', 7, 'ecx', 2],
+  [12, 'LA57', 7, 'ecx', 16],
+  [13, 'VMXE', 1, 'ecx', 5],
+  [14, 'SMXE', 1, 'ecx', 6],
+  [16, 'FSGSBASE', 7, 'ebx', 0],
+  [17, 'PCIDE', 1, 'ecx', 17],
+  [18, 'OSXSAVE', 1, 'ecx', 26],
+  [20, 'SMEP', 7, 'ebx', 7],
+  [21, 'SMAP', 7, 'ebx', 20],
+  [22, 'PKE', 7, 'ecx', 3],
+] as const;
 
 /** Architectural reset CR0: CD | NW | ET. */
 const CR0_RESET = 0x60000010n;
@@ -214,20 +238,47 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     if (typeof sregs !== 'object' || sregs === null) throw new TypeError(`${op}: sregs must be an object`);
     for (const n of ['cr0', 'cr2', 'cr3', 'cr4', 'efer'] as const) checkU64(`sregs.${n}`, sregs[n], op);
     this.protectedGate(op);
-    // x86.c kvm_is_valid_sregs: long mode with paging needs PAE and LMA; LMA without both is invalid.
     const { cr0, cr3, cr4, efer } = sregs;
-    if ((efer & ~EFER_VALID) !== 0n)
-      throw new KvmError('EINVAL', op, `EFER 0x${efer.toString(16)} has reserved bits`);
-    if ((efer & CR.EFER_LME) !== 0n && (cr0 & CR.CR0_PG) !== 0n) {
-      if ((cr4 & CR.CR4_PAE) === 0n) throw new KvmError('EINVAL', op, 'long mode with paging needs CR4.PAE');
-      if ((efer & CR.EFER_LMA) === 0n)
-        throw new KvmError('EINVAL', op, 'long mode with paging needs EFER.LMA');
-      if (cr3 >> BigInt(this.vm.kvm.config.maxPhysAddr) !== 0n)
-        throw new KvmError('EINVAL', op, `CR3 0x${cr3.toString(16)} has bits above MAXPHYADDR`);
-    } else if ((efer & CR.EFER_LMA) !== 0n)
-      throw new KvmError('EINVAL', op, 'EFER.LMA needs EFER.LME and CR0.PG');
+    const why = this.invalidSregs(sregs);
+    if (why !== undefined) throw new KvmError('EINVAL', op, why);
     Object.assign(this.sregs, { cr0, cr2: sregs.cr2, cr3, cr4, efer });
     this.guest.flush();
+  }
+
+  /**
+   * arch/x86/kvm/x86.c (regs.c in newer trees): kvm_is_valid_sregs(), the check KVM_SET_SREGS makes
+   * before changing anything: long mode with paging needs CR4.PAE, EFER.LMA and a legal CR3; EFER.LMA
+   * needs both; then kvm_is_valid_cr4() (reserved bits, and bits of features the vCPU's CPUID lacks),
+   * kvm_is_valid_cr0() (bits 63:32, NW without CD, PG without PE) and kvm_valid_efer() (reserved bits,
+   * LME/LMA without CPUID LM, NXE without CPUID NX). Returns why the state is invalid.
+   */
+  private invalidSregs(sregs: Sregs): string | undefined {
+    const { cr0, cr3, cr4, efer } = sregs;
+    const hex = (v: bigint): string => `0x${v.toString(16)}`;
+    if ((efer & CR.EFER_LME) !== 0n && (cr0 & CR.CR0_PG) !== 0n) {
+      if ((cr4 & CR.CR4_PAE) === 0n) return 'long mode with paging (EFER.LME and CR0.PG) needs CR4.PAE';
+      if ((efer & CR.EFER_LMA) === 0n) return 'long mode with paging (EFER.LME and CR0.PG) needs EFER.LMA';
+      if (cr3 >> BigInt(this.vm.kvm.config.maxPhysAddr) !== 0n)
+        return `CR3 ${hex(cr3)} has bits above MAXPHYADDR ${this.vm.kvm.config.maxPhysAddr}`;
+    } else if ((efer & CR.EFER_LMA) !== 0n) return 'EFER.LMA needs EFER.LME and CR0.PG';
+    const cr4Reserved = cr4 & ~CR4_KNOWN;
+    if (cr4Reserved !== 0n) return `CR4 ${hex(cr4)} sets reserved bits ${hex(cr4Reserved)}`;
+    for (const [bit, name, leaf, reg, fbit] of CR4_FEATURE_BITS) {
+      if ((cr4 & (1n << BigInt(bit))) === 0n) continue;
+      const e = findCpuid(this.cpuid, leaf, 0);
+      if (e === undefined || ((e[reg] >>> fbit) & 1) === 0)
+        return `CR4 ${hex(cr4)} sets ${name} (bit ${bit}) but the vCPU's CPUID.0x${leaf.toString(16)}.${reg.toUpperCase()}[${fbit}] is 0`;
+    }
+    if (cr0 >> 32n !== 0n) return `CR0 ${hex(cr0)} sets bits 63:32`;
+    if ((cr0 & CR.CR0_NW) !== 0n && (cr0 & CR.CR0_CD) === 0n) return `CR0 ${hex(cr0)} sets NW without CD`;
+    if ((cr0 & CR.CR0_PG) !== 0n && (cr0 & CR.CR0_PE) === 0n) return `CR0 ${hex(cr0)} sets PG without PE`;
+    if ((efer & ~EFER_VALID) !== 0n) return `EFER ${hex(efer)} has reserved bits ${hex(efer & ~EFER_VALID)}`;
+    const ext = findCpuid(this.cpuid, 0x8000_0001, 0);
+    if ((efer & (CR.EFER_LME | CR.EFER_LMA)) !== 0n && ((ext?.edx ?? 0) & (1 << 29)) === 0)
+      return `EFER ${hex(efer)} sets LME/LMA but the vCPU's CPUID.0x80000001.EDX.LM[29] is 0`;
+    if ((efer & CR.EFER_NXE) !== 0n && ((ext?.edx ?? 0) & (1 << 20)) === 0)
+      return `EFER ${hex(efer)} sets NXE but the vCPU's CPUID.0x80000001.EDX.NX[20] is 0`;
+    return undefined;
   }
 
   // ---- CPUID and MSRs -----------------------------------------------------------------------
