@@ -55,7 +55,8 @@ export type ExceptionResume = 'retry' | 'skip';
 
 /**
  * The guest's exception entry (its IDT, reduced to one dispatcher). It runs synchronously inside the
- * faulting operation; throwing from it, or having none, makes the operation throw GuestException.
+ * faulting operation; throwing from it makes the operation throw GuestException. Having none (an
+ * empty IDT) is a triple fault: the run ends with a `shutdown` exit and the program cannot go on.
  */
 export type ExceptionHandler = (frame: ExceptionFrame) => ExceptionResume;
 
@@ -159,7 +160,10 @@ export interface Guest {
   /** Raises an invalid-opcode exception (UD2). */
   ud2(): never;
 
-  /** Installs (or removes) the guest's exception entry — LIDT, in effect. */
+  /**
+   * Installs (or removes) the guest's exception entry — LIDT, in effect. With none, an exception
+   * triple-faults: the vCPU's run resolves with a `shutdown` exit, on every VM type.
+   */
   setExceptionHandler(handler: ExceptionHandler | undefined): void;
 }
 

@@ -296,11 +296,23 @@ export class SimGuest implements Guest, ArchCpu {
     this.handler = handler;
   }
 
-  /** Delivers an exception to the guest's handler; throws GuestException when none resolves it. */
+  /**
+   * Delivers an exception to the guest's handler; throws GuestException when the handler does not
+   * resolve it. With no handler (no exception entry: an empty IDT) the CPU cannot deliver it: a
+   * triple fault, which ends the run with KVM_EXIT_SHUTDOWN on every VM type (svm.c:
+   * shutdown_interception(), vmx.c: handle_triple_fault(), tdx.c: tdx_handle_triple_fault()).
+   */
   private deliver(frame: ExceptionFrame): 'retry' | 'skip' {
     if (frame.vector === VECTOR.PF && frame.cr2 !== undefined) this.vcpu.sregs.cr2 = frame.cr2;
     const h = this.handler;
-    if (h === undefined) throw new GuestException(frame);
+    if (h === undefined) {
+      const detail = `triple fault: ${new GuestException(frame).message} with no exception entry (setExceptionHandler)`;
+      const exit: Exit = { reason: 'shutdown', detail };
+      const u = new GuestUnwind(detail);
+      this.poisoned = u;
+      this.vcpu.end(exit, exit);
+      throw u;
+    }
     let r: unknown;
     try {
       r = h(frame);
