@@ -141,6 +141,22 @@ describe('KVM_RUN: guest failures end in reports, never a host crash', () => {
     if (e.reason === 'shutdown')
       expect(e.detail).toMatch(/#PF error code 0x0 at 0xdead0000 in readU64\(0xdead0000\)/);
   });
+  // svm.c: shutdown_interception() / vmx.c: handle_triple_fault(): an exception the CPU cannot deliver.
+  it('triple fault: a fault with no exception entry ends the run with shutdown; the program cannot catch it and go on', async () => {
+    const { vcpu } = guestVm(createSimKvm());
+    let wentOn = false;
+    const v = vcpu(async (g) => {
+      try {
+        g.ud2();
+      } catch {
+        wentOn = true;
+        await g.out(0x80, 1, 0);
+      }
+    });
+    expect(await v.run()).toMatchObject({ reason: 'shutdown', detail: /triple fault: #UD/ });
+    expect(wentOn).toBe(true);
+    expect((await v.run()).reason).toBe('shutdown');
+  });
   it('delivers #PF with the architectural error code and CR2 to the handler; skip reads 0', async () => {
     const { vcpu } = guestVm(createSimKvm());
     const frames: unknown[] = [];
