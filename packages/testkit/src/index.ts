@@ -60,6 +60,7 @@ export {
   GuestAssertionError,
   GuestUnhandledError,
   lastUcall,
+  type RunUcallOptions,
   runUcall,
   runUcallExpect,
   vcpuRun,
