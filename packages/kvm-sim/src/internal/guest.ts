@@ -168,21 +168,40 @@ export class SimGuest implements Guest, ArchCpu {
   private poisoned: GuestUnwind | undefined;
   /** Why the guest was poisoned, until `poisoned` is made from it (see poison). */
   private poisonWhy: string | undefined;
-  private readonly params4: PagingParams;
-  private readonly params5: PagingParams;
+  private params4: PagingParams;
+  private params5: PagingParams;
   private readonly reader = { readU64: (gpa: bigint) => this.readPte(gpa) };
 
-  private readonly vm: SimVcpu['vm'];
+  private vm: SimVcpu['vm'];
   /** True while PVALIDATE translates its operand (MemAccess.pvalidate). */
   private pvalidating = false;
 
-  constructor(readonly vcpu: SimVcpu) {
+  constructor(public vcpu: SimVcpu) {
     this.vm = vcpu.vm;
     this.budget = vcpu.vm.kvm.config.runBudget;
     const physBits = vcpu.vm.kvm.config.maxPhysAddr;
     const tag = vcpu.vm.ops.tagBit?.(vcpu.vm);
     this.params4 = tag === undefined ? { levels: 4, physBits } : { levels: 4, physBits, tagBit: tag };
     this.params5 = tag === undefined ? { levels: 5, physBits } : { levels: 5, physBits, tagBit: tag };
+  }
+
+  /**
+   * Moves this guest (and so the program holding it) to another vCPU: an encryption-context move
+   * hands the guest's point of execution to the destination (see SimVcpu.adoptGuest). Every cached
+   * translation is dropped; the destination VM's memslots and keys answer from now on.
+   */
+  rebind(vcpu: SimVcpu): void {
+    this.vcpu = vcpu;
+    this.vm = vcpu.vm;
+    const physBits = vcpu.vm.kvm.config.maxPhysAddr;
+    const tag = vcpu.vm.ops.tagBit?.(vcpu.vm);
+    this.params4 = tag === undefined ? { levels: 4, physBits } : { levels: 4, physBits, tagBit: tag };
+    this.params5 = tag === undefined ? { levels: 5, physBits } : { levels: 5, physBits, tagBit: tag };
+    this.tlb.clear();
+    this.last = undefined;
+    this.prev = undefined;
+    this.ptPages.clear();
+    this.gen = -1;
   }
 
   get vcpuId(): number {

@@ -153,11 +153,13 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   listed = false;
   exit: Exit | undefined = undefined;
   program: GuestProgram | undefined = undefined;
-  readonly guest: SimGuest;
+  guest: SimGuest;
 
   state: RunState = 'idle';
   /** The exit later runs replay once the program can no longer run. */
   private endExit: Exit | undefined;
+  /** The exit a moved guest stopped at on its source vCPU, for the completion of that exit. */
+  private pendingExit: Exit | undefined;
   private resumeFn: ((v: unknown) => void) | undefined;
   private completion: ((e: Exit) => unknown) | undefined;
   private resumeValue: unknown;
@@ -381,6 +383,40 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.program = program;
   }
 
+  /**
+   * The destination side of an encryption-context move (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM): with
+   * `registers` (SEV-ES, arch/x86/kvm/svm/sev.c: sev_migrate_from() moves each vCPU's VMSA, which
+   * holds the control registers, EFER, the GPRs, RIP and the syscall MSRs) this vCPU takes `from`'s
+   * register state. If this vCPU has no guest program of its own and has not run, it also takes
+   * `from`'s guest program where it stopped — the simulator's stand-in for the guest's code and RIP
+   * — so the guest goes on here; `from` keeps a fresh, idle guest.
+   */
+  adoptGuest(from: SimVcpu, registers: boolean): void {
+    if (registers) {
+      Object.assign(this.regs, from.regs);
+      Object.assign(this.sregs, from.sregs);
+      for (const [k, v] of from.msrs) if (this.msrs.has(k)) this.msrs.set(k, v);
+      this.guest.flush();
+    }
+    if (this.state !== 'idle' || this.program !== undefined || this.hasRun) return;
+    if (from.program === undefined || from.state === 'running' || from.state === 'ended') return;
+    const moved = from.guest;
+    this.program = from.program;
+    this.state = from.state;
+    this.resumeFn = from.resumeFn;
+    this.completion = from.completion;
+    this.resumeValue = from.resumeValue;
+    this.pendingExit = from.exit;
+    moved.rebind(this);
+    this.guest = moved;
+    from.program = undefined;
+    from.state = 'idle';
+    from.resumeFn = undefined;
+    from.completion = undefined;
+    from.resumeValue = undefined;
+    from.guest = new SimGuest(from);
+  }
+
   // ---- KVM_RUN ------------------------------------------------------------------------------
 
   run(opts?: RunOptions): Promise<Exit> {
@@ -403,10 +439,12 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.hasRun = true;
     this.guest.enterRun();
     // complete_userspace_io: the data the host left in kvm_run finishes the pending IN/MMIO/hypercall.
-    if (this.completion !== undefined && this.exit !== undefined) {
-      this.resumeValue = this.completion(this.exit);
+    const pending = this.exit ?? this.pendingExit;
+    if (this.completion !== undefined && pending !== undefined) {
+      this.resumeValue = this.completion(pending);
       this.completion = undefined;
     }
+    this.pendingExit = undefined;
     // arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run(): the pending I/O completes first, then
     // `!vcpu->wants_to_run` (immediate_exit set) fails KVM_RUN with EINTR; exit_reason stays as it was.
     if (opts?.immediateExit)

@@ -115,6 +115,11 @@ export interface ArchVcpu {
   readonly fd: number;
   /** The arch's own per-vCPU state (set it in vcpuCreated). */
   arch: unknown;
+  /**
+   * Destination side of an encryption-context move: take `from`'s register state (when `registers`)
+   * and, if this vCPU has no program of its own, its guest program where it stopped.
+   */
+  adoptGuest?(from: ArchVcpu, registers: boolean): void;
 }
 
 /** A guest memory access the arch classifies (after the page walk, before touching any backing). */

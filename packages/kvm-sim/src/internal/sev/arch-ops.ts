@@ -122,6 +122,9 @@ class ArchSevVcpu implements SevVcpuView {
   constructor(readonly vcpu: ArchVcpu) {
     this.id = vcpu.id;
   }
+  adoptFrom(from: SevVcpuView, registers: boolean): void {
+    if (from instanceof ArchSevVcpu) this.vcpu.adoptGuest?.(from.vcpu, registers);
+  }
   // The core's vCPU keeps `regs` / `sregs` fields (KVM's vcpu->arch.regs); the VMSA is built from them.
   regs(): Regs {
     return { ...((this.vcpu as unknown as { regs?: Regs }).regs ?? zeroRegs()) };
