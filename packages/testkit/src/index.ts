@@ -125,6 +125,17 @@ export {
   vmTdxLaunch,
 } from './internal/tdx.js';
 export {
+  type AddedMemslot,
+  addrGpa2Hva,
+  kvmCpuHas,
+  kvmHasDeviceAttr,
+  thisCpuHas,
+  vcpuArgsSet,
+  vcpuCpuidHas,
+  type VmMemAddOptions,
+  vmMemAdd,
+} from './internal/selftest-lib.js';
+export {
   BASE_GUEST_PAGES,
   DEFAULT_GUEST_STACK_VADDR_MIN,
   DEFAULT_STACK_PAGES,
@@ -133,6 +144,7 @@ export {
   vmNrPagesRequired,
 } from './internal/sizing.js';
 export {
+  type LaunchPolicy,
   type LaunchStage,
   MIN_UCALL_SLOTS,
   type ShapeLike,

@@ -23,7 +23,14 @@ import { firstFrame, displayLocation, isTestkitSource } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
 import { vmSnpLaunch } from './snp.js';
 import { vmTdxLaunch } from './tdx.js';
-import { asTestVm, requireLaunchImplemented, type TestVm, type VmLike } from './vm.js';
+import {
+  asTestVm,
+  type LaunchPolicy,
+  policyValue,
+  requireLaunchImplemented,
+  type TestVm,
+  type VmLike,
+} from './vm.js';
 import type { GuestProgram } from '@kvmtest/kvm';
 import type { GuestMode } from '@kvmtest/coco';
 import { toShape, type VmCreateOptions, vmCreateWithOneVcpu } from './vm.js';
@@ -187,10 +194,10 @@ function requireSev(vm: TestVm): void {
 }
 
 /** LAUNCH_START with `policy` (default: the VM's), then asserts GUEST_STATUS = LAUNCH_UPDATE with that policy. */
-export function sevLaunchStart(vmLike: VmLike, policy?: number): void {
+export function sevLaunchStart(vmLike: VmLike, policy?: LaunchPolicy): void {
   const vm = asTestVm(vmLike);
   requireSev(vm);
-  const p = policy ?? vm.policy;
+  const p = policy === undefined ? vm.policy : Number(policyValue(policy, 32));
   const data: SevLaunchStartData = { handle: 0, policy: p };
   sevIoctl(vm, SEV_CMD.LAUNCH_START, data);
   vm.policy = p;
@@ -276,7 +283,7 @@ export function sevLaunchFinish(vmLike: VmLike): void {
 /** Options of vmSevLaunch. */
 export interface SevLaunchOptions {
   /** Launch policy (default: the VM's — 0 for sev, SEV_POLICY_ES for sev-es). */
-  policy?: number;
+  policy?: LaunchPolicy;
 }
 
 /** vm_sev_launch: START, UPDATE (+VMSA), MEASURE, FINISH; returns the launch measurement. */

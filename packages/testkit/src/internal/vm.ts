@@ -90,8 +90,31 @@ export interface VmCreateOptions extends VmBaseOptions {
   ucallSlots?: number;
   /** Force a guest_memfd-backed slot 0 (default: when the type keeps private memory in guest_memfd and has a tag bit). */
   guestMemfd?: boolean;
-  /** Launch policy for confidential types (SEV: u32 policy; default 0 for sev, ES for sev-es). */
-  policy?: number;
+  /** Launch policy for confidential types (a u32; default 0 for sev, ES for sev-es, RSVD_MBO | SMT for SNP). */
+  policy?: LaunchPolicy;
+}
+
+/**
+ * A launch policy as every kit helper takes it: a number or a bigint (SEV's is a u32, SNP's a u64),
+ * so ports pass `SEV_POLICY_ES` and `snp_default_policy()` the same way.
+ */
+export type LaunchPolicy = number | bigint;
+
+/** @internal a launch policy as a non-negative bigint no wider than `bits`, or a BAD_ARGUMENT error naming it. */
+export function policyValue(policy: unknown, bits: 32 | 64): bigint {
+  const v =
+    typeof policy === 'bigint'
+      ? policy
+      : typeof policy === 'number' && Number.isSafeInteger(policy)
+        ? BigInt(policy)
+        : undefined;
+  if (v === undefined || v < 0n || v >> BigInt(bits) !== 0n)
+    throw new TestkitError(
+      'BAD_ARGUMENT',
+      `launch policy ${String(policy)} must be a u${bits} (a number or a bigint)`,
+      { policy },
+    );
+  return v;
 }
 
 /** State the kit keeps for a memory-backed VM. */
@@ -137,6 +160,8 @@ export class TestVm implements Disposable {
   /** @internal a TD's boot parameters and GPAW (tdx VMs made by vmCreate). */
   tdx: TdxKitState | undefined;
   private disposed = false;
+  /** Descriptors the kit opened for this VM besides slot 0's (vmMemAdd's guest_memfds), closed with it. */
+  private readonly ownedFds: number[] = [];
 
   /** @internal TestVms are made by the creation tiers. */
   constructor(raw: Vm, kvm: Kvm, shape: VmShape, barebones: boolean, nrVcpus: number, policy: number) {
@@ -269,6 +294,11 @@ export class TestVm implements Disposable {
     return vcpu;
   }
 
+  /** @internal a descriptor the kit opened for this VM, to close with it. */
+  ownFd(fd: number): void {
+    this.ownedFds.push(fd);
+  }
+
   /** Closes the VM and its vCPUs, and the descriptors the kit opened for it (guest_memfd, /dev/sev). Idempotent. */
   close(): void {
     if (this.disposed) return;
@@ -276,7 +306,7 @@ export class TestVm implements Disposable {
     try {
       if (!this.raw.closed) this.raw.close();
     } finally {
-      for (const fd of [this.mem?.gmemFd, this.sevFd, this.tdx?.boot.gmemFd])
+      for (const fd of [this.mem?.gmemFd, this.sevFd, this.tdx?.boot.gmemFd, ...this.ownedFds])
         if (fd !== undefined && this.kvm.isFdOpen(fd)) this.kvm.closeFd(fd);
       this.sevFd = undefined;
       if (this.mem && this.raw.closed) {
@@ -441,11 +471,7 @@ export function vmCreateBarebones(shape?: ShapeLike, opts: VmBaseOptions = {}): 
 }
 
 function checkPolicy(policy: unknown): number {
-  if (typeof policy !== 'number' || !Number.isInteger(policy) || policy < 0 || policy > 0xffff_ffff)
-    throw new TestkitError('BAD_ARGUMENT', `launch policy ${String(policy)} must be a u32 number`, {
-      policy,
-    });
-  return policy;
+  return Number(policyValue(policy, 32));
 }
 
 /**
