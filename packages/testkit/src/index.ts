@@ -124,6 +124,7 @@ export {
   tryTdxVmIoctl,
   vmTdxLaunch,
 } from './internal/tdx.js';
+export { vmCreateMigrationTarget } from './internal/migrate.js';
 export {
   type AddedMemslot,
   addrGpa2Hva,

@@ -180,16 +180,16 @@ export function guestCpuView(cpu: ArchCpu): SevGuestCpuView {
 const cpuViews = new WeakMap<ArchCpu, SevGuestCpuView>();
 
 function newGuestCpuView(cpu: ArchCpu): SevGuestCpuView {
-  const vm = cpu.vcpu.vm;
+  // The VM is read through cpu.vcpu each time: a context move hands the guest to another vCPU.
   return {
     get vm() {
-      return vmView(vm);
+      return vmView(cpu.vcpu.vm);
     },
     get vcpu() {
       return vcpuView(cpu.vcpu);
     },
     resolveGpa(gpa) {
-      const slot = vm.memslotAt(gpa);
+      const slot = cpu.vcpu.vm.memslotAt(gpa);
       if (slot === undefined || slot.userspace.length === 0) return undefined;
       return { buffer: slot.userspace, offset: Number(gpa - slot.gpa) };
     },
