@@ -1,5 +1,14 @@
 export type { CapName } from './caps.js';
-export { CAP, DEVICE_ATTR, KVM_HC, KVM_LIMITS, MAP_GPA_RANGE, MEM_FLAG, MEMORY_ATTRIBUTE } from './caps.js';
+export {
+  CAP,
+  DEVICE_ATTR,
+  FALLOC_FL,
+  KVM_HC,
+  KVM_LIMITS,
+  MAP_GPA_RANGE,
+  MEM_FLAG,
+  MEMORY_ATTRIBUTE,
+} from './caps.js';
 export type {
   HostPtr,
   SevCommand,

@@ -66,6 +66,12 @@ export interface Kvm {
   closeFd(fd: number): void;
   /** True while `fd` is open in this process. */
   isFdOpen(fd: number): boolean;
+  /**
+   * fallocate(fd, mode, offset, len) on a descriptor this process opened — for a guest_memfd,
+   * FALLOC_FL.KEEP_SIZE allocates the range and KEEP_SIZE | PUNCH_HOLE frees it (the guest then
+   * finds zeroed private pages). Fails as vfs_fallocate() and kvm_gmem_fallocate() do.
+   */
+  fallocate(fd: number, mode: number, offset: bigint, len: bigint): void;
 }
 
 /** A VM (the VM file descriptor). */

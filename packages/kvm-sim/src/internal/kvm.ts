@@ -1,13 +1,24 @@
 // System scope: one simulated process with /dev/kvm open, and its descriptor table.
 
 import { isVmType, VM_TYPE_NUMBER, type VmType, vmTypeFromNumber } from '@kvmtest/coco';
-import { CAP, type CpuidEntry, type Kvm, KvmError, MEMORY_ATTRIBUTE, type Vm } from '@kvmtest/kvm';
+import { CAP, type CpuidEntry, FALLOC_FL, type Kvm, KvmError, MEMORY_ATTRIBUTE, type Vm } from '@kvmtest/kvm';
 import { hostArchOps } from './arch/dispatch.js';
 import type { ArchKvm, ArchOps, ArchVm, FdKind } from './arch/ops.js';
 import { type ResolvedConfig, resolveConfig, type SimConfig, supportedCpuid } from './config.js';
 import type { GmemFile } from './memory.js';
 import { SimVm } from './vm.js';
 import type { SimVcpu } from './vcpu.js';
+
+/** FALLOC_FL_MODE_MASK (include/linux/falloc.h): the mutually exclusive operation bits. */
+const FALLOC_MODE_MASK =
+  FALLOC_FL.PUNCH_HOLE |
+  FALLOC_FL.COLLAPSE_RANGE |
+  FALLOC_FL.ZERO_RANGE |
+  FALLOC_FL.INSERT_RANGE |
+  FALLOC_FL.UNSHARE_RANGE |
+  FALLOC_FL.WRITE_ZEROES;
+/** MAX_LFS_FILESIZE on 64-bit: the largest offset + len vfs_fallocate() lets through (else EFBIG). */
+const MAX_LFS_FILESIZE = (1n << 63n) - 1n;
 
 /** One open descriptor: its kind and the object behind it. */
 export type FdEntry =
@@ -226,6 +237,78 @@ export class SimKvm implements Kvm, ArchKvm {
 
   isFdOpen(fd: number): boolean {
     return this.fds.has(fd);
+  }
+
+  fallocate(fd: number, mode: number, offset: bigint, len: bigint): void {
+    const op = 'fallocate';
+    checkInt('fd', fd, op);
+    checkInt('mode', mode, op);
+    if (typeof offset !== 'bigint')
+      throw new TypeError(`${op}: offset must be a bigint, got ${typeof offset}`);
+    if (typeof len !== 'bigint') throw new TypeError(`${op}: len must be a bigint, got ${typeof len}`);
+    const e = this.fds.get(fd);
+    if (e === undefined) throw new KvmError('EBADF', op, `descriptor ${fd} is not open`);
+    // fs/open.c: vfs_fallocate(), in its order.
+    if (offset < 0n || len <= 0n)
+      throw new KvmError('EINVAL', op, `offset ${offset} must be >= 0 and len ${len} > 0`);
+    if ((mode & ~(FALLOC_MODE_MASK | FALLOC_FL.KEEP_SIZE)) !== 0)
+      throw new KvmError('EOPNOTSUPP', op, `mode 0x${mode.toString(16)} has unknown bits`);
+    const kind = mode & FALLOC_MODE_MASK;
+    const keep = (mode & FALLOC_FL.KEEP_SIZE) !== 0;
+    const exclusive = kind === 0 || (kind & (kind - 1)) === 0;
+    if (
+      !exclusive ||
+      (kind === FALLOC_FL.PUNCH_HOLE && !keep) ||
+      ((kind === FALLOC_FL.COLLAPSE_RANGE ||
+        kind === FALLOC_FL.INSERT_RANGE ||
+        kind === FALLOC_FL.WRITE_ZEROES) &&
+        keep)
+    )
+      throw new KvmError('EOPNOTSUPP', op, `mode 0x${mode.toString(16)} is not a valid combination`);
+    // KVM's VM and vCPU descriptors are anonymous inodes, /dev/sev a character device: not files.
+    if (e.kind !== 'guest-memfd')
+      throw new KvmError('ENODEV', op, `descriptor ${fd} (${e.kind}) is not a regular file or block device`);
+    if (offset + len > MAX_LFS_FILESIZE)
+      throw new KvmError(
+        'EFBIG',
+        op,
+        `offset + len 0x${(offset + len).toString(16)} exceeds the largest file size`,
+      );
+    // virt/kvm/guest_memfd.c: kvm_gmem_fallocate().
+    const g = e.gmem;
+    if (!keep)
+      throw new KvmError('EOPNOTSUPP', op, 'guest_memfd needs FALLOC_FL_KEEP_SIZE (its size is fixed)');
+    if ((mode & ~(FALLOC_FL.KEEP_SIZE | FALLOC_FL.PUNCH_HOLE)) !== 0)
+      throw new KvmError(
+        'EOPNOTSUPP',
+        op,
+        `guest_memfd supports only allocation and PUNCH_HOLE, not mode 0x${mode.toString(16)}`,
+      );
+    if ((offset | len) & 0xfffn)
+      throw new KvmError(
+        'EINVAL',
+        op,
+        `offset 0x${offset.toString(16)} and len 0x${len.toString(16)} must be page aligned`,
+      );
+    const first = Number(offset / 4096n);
+    if ((mode & FALLOC_FL.PUNCH_HOLE) !== 0) {
+      // kvm_gmem_punch_hole(): the range's pages are truncated (past the end there is nothing to free)
+      // and every bound VM's mappings of them are zapped.
+      let stop = offset + len;
+      if (stop > g.size) stop = g.size;
+      const end = Number(stop / 4096n);
+      if (end > first) g.punchHole(first, end);
+      e.vm.flushTlbs();
+      return;
+    }
+    // kvm_gmem_allocate(): the file is immutable in size.
+    if (offset + len > g.size)
+      throw new KvmError(
+        'EINVAL',
+        op,
+        `range 0x${offset.toString(16)}+0x${len.toString(16)} is past the guest_memfd size 0x${g.size.toString(16)}`,
+      );
+    g.allocate(first, Number((offset + len) / 4096n));
   }
 
   stats(): SimStats {
