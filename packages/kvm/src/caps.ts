@@ -5,6 +5,8 @@ export const CAP = {
   USER_MEMORY: 3,
   NR_VCPUS: 9,
   NR_MEMSLOTS: 10,
+  XSAVE: 55,
+  XCRS: 56,
   MAX_VCPUS: 66,
   SPLIT_IRQCHIP: 121,
   MAX_VCPU_ID: 128,

@@ -75,5 +75,13 @@ export type {
   Vcpu,
   Vm,
 } from './kvm.js';
-export type { CpuidEntry, Regs, Sregs } from './regs.js';
-export { CPUID_FLAG_SIGNIFICANT_INDEX, CR, findCpuid, REG_NAMES, zeroRegs } from './regs.js';
+export type { CpuidEntry, Regs, Sregs, XcrEntry } from './regs.js';
+export {
+  CPUID_FLAG_SIGNIFICANT_INDEX,
+  CR,
+  findCpuid,
+  REG_NAMES,
+  XFEATURE,
+  XSAVE_LAYOUT,
+  zeroRegs,
+} from './regs.js';

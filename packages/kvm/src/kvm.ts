@@ -6,7 +6,7 @@ import type { VmType } from '@kvmtest/coco';
 import type { HostPtr, SevCommand, TdxCommand } from './commands.js';
 import type { Exit } from './exit.js';
 import type { GuestProgram } from './guest.js';
-import type { CpuidEntry, Regs, Sregs } from './regs.js';
+import type { CpuidEntry, Regs, Sregs, XcrEntry } from './regs.js';
 
 /** Which implementation answers: the embedded simulator or the kernel's /dev/kvm. */
 export type Backend = 'sim' | 'linux';
@@ -130,6 +130,14 @@ export interface Vcpu {
   setSregs(sregs: Sregs): void;
   /** KVM_SET_CPUID2. */
   setCpuid(entries: readonly CpuidEntry[]): void;
+  /** KVM_GET_XSAVE: the vCPU's x87/SSE/AVX state as a 4096-byte standard-format XSAVE area (XSAVE_LAYOUT). */
+  getXsave(): Uint8Array;
+  /** KVM_SET_XSAVE: loads a 4096-byte XSAVE area (EINVAL for unsupported XSTATE_BV bits, a compacted header, reserved MXCSR bits). */
+  setXsave(area: Uint8Array): void;
+  /** KVM_GET_XCRS (KVM_CAP_XCRS): the extended control registers, i.e. XCR0. */
+  getXcrs(): XcrEntry[];
+  /** KVM_SET_XCRS: sets XCR0 under __kvm_set_xcr()'s rules (x87 always on, AVX needs SSE, supported bits only). */
+  setXcrs(xcrs: readonly XcrEntry[]): void;
   /** KVM_GET_CPUID2. */
   getCpuid(): CpuidEntry[];
   /** KVM_GET_MSRS for one MSR. */

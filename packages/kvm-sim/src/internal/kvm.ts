@@ -132,6 +132,10 @@ export class SimKvm implements Kvm, ArchKvm {
       case CAP.SPLIT_IRQCHIP:
       case CAP.MEMORY_FAULT_INFO:
         return 1;
+      // x86.c: kvm_vm_ioctl_check_extension(): KVM_CAP_XSAVE and KVM_CAP_XCRS follow the host's XSAVE.
+      case CAP.XSAVE:
+      case CAP.XCRS:
+        return 1;
       // spec §1.2: both are in x86's unconditional "r = 1" list, even where the op is missing.
       case CAP.VM_COPY_ENC_CONTEXT_FROM:
       case CAP.VM_MOVE_ENC_CONTEXT_FROM:

@@ -25,13 +25,19 @@ import {
   type Sregs,
   type TdxCommand,
   type Vcpu,
+  type XcrEntry,
+  XFEATURE,
+  XSAVE_LAYOUT,
   zeroRegs,
 } from '@kvmtest/kvm';
 import type { ArchVcpu } from './arch/ops.js';
 import { checkInt, checkU64 } from './kvm.js';
 import { GuestUnwind, SimGuest } from './guest.js';
 import type { SimVm } from './vm.js';
+import { loadComponents, resetXsaveArea, SUPPORTED_XCR0, xcrProblem, xsaveAreaProblem } from './xsave.js';
 
+/** KVM_MAX_XCRS. */
+const MAX_XCRS = 16;
 /** KVM_MAX_CPUID_ENTRIES. */
 const MAX_CPUID_ENTRIES = 256;
 /** The fields of a kvm_cpuid_entry2, in the order KVM_SET_CPUID2 checks them. */
@@ -144,6 +150,10 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   fdOpen = true;
   readonly regs: Regs = resetRegs();
   readonly sregs: Sregs = { cr0: CR0_RESET, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n };
+  /** XCR0: x87 only at RESET (arch/x86/kvm/x86.c: kvm_vcpu_reset(), __kvm_set_xcr(vcpu, 0, XFEATURE_MASK_FP)). */
+  xcr0: bigint = XFEATURE.FP;
+  /** The x87/SSE/AVX state as a standard-format XSAVE area (XINUSE in its XSTATE_BV field). */
+  readonly fpu: Uint8Array = resetXsaveArea();
   cpuid: CpuidEntry[];
   private readonly msrs = new Map<number, bigint>();
   /** KVM_RUN was entered at least once (kvm_vcpu_has_run). */
@@ -283,6 +293,56 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     return undefined;
   }
 
+  // ---- XSAVE state and XCRs -----------------------------------------------------------------
+
+  /** guest_supported_xcr0: CPUID.(0xD,0) EDX:EAX of the vCPU's CPUID, masked by what KVM saves. */
+  guestSupportedXcr0(): bigint {
+    const e = findCpuid(this.cpuid, 0xd, 0);
+    return e === undefined ? 0n : ((BigInt(e.edx) << 32n) | BigInt(e.eax)) & SUPPORTED_XCR0;
+  }
+
+  /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_get_xsave(): the state in the uABI (standard) format. */
+  getXsave(): Uint8Array {
+    this.protectedGate('KVM_GET_XSAVE');
+    return this.fpu.slice();
+  }
+
+  /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_set_xsave() -> fpu_copy_uabi_to_guest_fpstate(). */
+  setXsave(area: Uint8Array): void {
+    const op = 'KVM_SET_XSAVE';
+    if (!(area instanceof Uint8Array) || area.length !== XSAVE_LAYOUT.size)
+      throw new TypeError(`${op}: area must be a ${XSAVE_LAYOUT.size}-byte Uint8Array (struct kvm_xsave)`);
+    this.protectedGate(op);
+    const why = xsaveAreaProblem(area, SUPPORTED_XCR0);
+    if (why !== undefined) throw new KvmError('EINVAL', op, why);
+    loadComponents(this.fpu, area, SUPPORTED_XCR0);
+  }
+
+  /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_get_xcrs(): one XCR, XCR0. */
+  getXcrs(): XcrEntry[] {
+    this.protectedGate('KVM_GET_XCRS');
+    return [{ xcr: 0, value: this.xcr0 }];
+  }
+
+  /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_set_xcrs(): at most KVM_MAX_XCRS (16); the first XCR0 entry counts. */
+  setXcrs(xcrs: readonly XcrEntry[]): void {
+    const op = 'KVM_SET_XCRS';
+    if (!Array.isArray(xcrs)) throw new TypeError(`${op}: xcrs must be an array`);
+    xcrs.forEach((x, i) => {
+      if (typeof x !== 'object' || x === null) throw new TypeError(`${op}: xcrs[${i}] must be an object`);
+      checkInt(`xcrs[${i}].xcr`, x.xcr, op);
+      checkU64(`xcrs[${i}].value`, x.value, op);
+    });
+    this.protectedGate(op);
+    if (xcrs.length > MAX_XCRS)
+      throw new KvmError('EINVAL', op, `${xcrs.length} XCRs exceed KVM_MAX_XCRS ${MAX_XCRS}`);
+    const x = xcrs.find((e) => e.xcr === 0);
+    if (x === undefined) return;
+    const why = xcrProblem(0, x.value, this.guestSupportedXcr0());
+    if (why !== undefined) throw new KvmError('EINVAL', op, why);
+    this.xcr0 = x.value;
+  }
+
   // ---- CPUID and MSRs -----------------------------------------------------------------------
 
   setCpuid(entries: readonly CpuidEntry[]): void {
@@ -396,6 +456,8 @@ export class SimVcpu implements Vcpu, ArchVcpu {
       Object.assign(this.regs, from.regs);
       Object.assign(this.sregs, from.sregs);
       for (const [k, v] of from.msrs) if (this.msrs.has(k)) this.msrs.set(k, v);
+      this.xcr0 = from.xcr0;
+      this.fpu.set(from.fpu);
       this.guest.flush();
     }
     if (this.state !== 'idle' || this.program !== undefined || this.hasRun) return;

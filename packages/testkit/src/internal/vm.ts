@@ -5,6 +5,7 @@
 
 import {
   cBitFromCpuid,
+  cpuidHas,
   GUEST_MODE_PARAMS,
   tdxSharedBit,
   VM_TYPE_NUMBER,
@@ -14,6 +15,7 @@ import {
   type VmType,
   type VmTypeTraits,
   vmShape,
+  X86_FEATURE,
 } from '@kvmtest/coco';
 import {
   AddressSpace,
@@ -280,9 +282,14 @@ export class TestVm implements Disposable {
     }
     this.cpuid ??= supportedCpuid(this.kvm);
     vcpu.setCpuid(this.cpuid);
+    // vcpu_init_sregs / vcpu_init_xcrs: with XSAVE, CR4.OSXSAVE and XCR0 = every feature KVM supports.
+    const xcr0 = xsaveXcr0(this.kvm, this.cpuid);
     const sregs = vcpu.getSregs();
     sregs.cr0 |= CR.CR0_PE | CR.CR0_PG | CR.CR0_WP;
-    sregs.cr4 |= CR.CR4_PAE | (this.shape.mode === '5-level' ? CR.CR4_LA57 : 0n);
+    sregs.cr4 |=
+      CR.CR4_PAE |
+      (this.shape.mode === '5-level' ? CR.CR4_LA57 : 0n) |
+      (xcr0 !== undefined ? CR.CR4_OSXSAVE : 0n);
     sregs.efer |= CR.EFER_LME | CR.EFER_LMA | CR.EFER_NXE;
     sregs.cr3 = space.pageTables.root;
     vcpu.setSregs(sregs);
@@ -290,6 +297,7 @@ export class TestVm implements Disposable {
     regs.rsp = stack + stackSize - 8n; // SysV: the stack top minus a return address
     regs.rflags |= 2n;
     vcpu.setRegs(regs);
+    if (xcr0 !== undefined) vcpu.setXcrs([{ xcr: 0, value: xcr0 }]);
     if (guest !== undefined) vcpu.setEntry(wrapGuest(guest));
     return vcpu;
   }
@@ -321,6 +329,16 @@ export class TestVm implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * kvm_cpu_supported_xcr0(): the XCR0 a kit vCPU starts with when KVM has XSAVE (CPUID XSAVE and
+ * KVM_CAP_XCRS), i.e. CPUID.(0xD,0) EDX:EAX; undefined without XSAVE.
+ */
+function xsaveXcr0(kvm: Kvm, cpuid: readonly CpuidEntry[]): bigint | undefined {
+  if (!cpuidHas(cpuid, X86_FEATURE.XSAVE) || kvm.checkExtension(CAP.XCRS) <= 0) return undefined;
+  const d = findCpuid(cpuid, 0xd, 0);
+  return d === undefined ? undefined : (BigInt(d.edx) << 32n) | BigInt(d.eax);
 }
 
 /** A kit VM or a contract VM: helpers that issue ioctls accept either. */

@@ -177,7 +177,8 @@ export type InterceptEvent =
   | { readonly kind: 'cpuid'; readonly leaf: number; readonly subleaf: number }
   | { readonly kind: 'rdmsr' | 'wrmsr'; readonly msr: number }
   | { readonly kind: 'hypercall' }
-  | { readonly kind: 'hlt' };
+  | { readonly kind: 'hlt' }
+  | { readonly kind: 'xsetbv' };
 
 /** An exception the arch asks the core to raise in the guest. */
 export interface ArchException {

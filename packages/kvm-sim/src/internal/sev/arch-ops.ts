@@ -274,6 +274,7 @@ const VC_EVENT: Record<InterceptEvent['kind'], VcEvent | undefined> = {
   wrmsr: 'msr',
   hypercall: 'vmmcall',
   hlt: undefined,
+  xsetbv: 'xsetbv',
 };
 
 /** The SEV model's ops, shared by the SEV VM types and the AMD vendor extras. */
