@@ -85,3 +85,5 @@ export {
   XSAVE_LAYOUT,
   zeroRegs,
 } from './regs.js';
+export type { BinaryStats, StatsEntry, StatsHeader } from './stats.js';
+export { KVM_STATS, readBinaryStats } from './stats.js';

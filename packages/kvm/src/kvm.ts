@@ -72,6 +72,13 @@ export interface Kvm {
    * finds zeroed private pages). Fails as vfs_fallocate() and kvm_gmem_fallocate() do.
    */
   fallocate(fd: number, mode: number, offset: bigint, len: bigint): void;
+  /**
+   * pread(fd, length, offset): up to `length` bytes at `offset` of a descriptor this process opened
+   * — a binary-stats descriptor (KVM_GET_STATS_FD) reads its header, id, descriptors and live data
+   * (virt/kvm/binary_stats.c: kvm_stats_read()); fewer bytes at the end, none past it. Descriptors
+   * with no read operation (VM, vCPU, guest_memfd) fail with EINVAL.
+   */
+  pread(fd: number, length: number, offset: number): Uint8Array;
 }
 
 /** A VM (the VM file descriptor). */
@@ -93,6 +100,8 @@ export interface Vm extends Disposable {
   getMemoryAttributes(gpa: bigint): bigint;
   /** KVM_CREATE_VCPU. */
   createVcpu(id: number): Vcpu;
+  /** KVM_GET_STATS_FD on the VM (KVM_CAP_BINARY_STATS_FD): a new descriptor to pread the VM's statistics. */
+  getStatsFd(): number;
   /** KVM_ENABLE_CAP on the VM; a Vm in `args` stands for its descriptor. */
   enableCap(cap: number, args?: readonly (number | bigint | Vm)[], flags?: number): void;
   /** KVM_MEMORY_ENCRYPT_OP on the VM fd; `undefined` is a NULL argument. Writes `error`/`hwError` back. */
@@ -144,6 +153,8 @@ export interface Vcpu {
   getMsr(index: number): bigint;
   /** KVM_SET_MSRS for one MSR. */
   setMsr(index: number, value: bigint): void;
+  /** KVM_GET_STATS_FD on the vCPU: a new descriptor to pread the vCPU's statistics. */
+  getStatsFd(): number;
   /** KVM_MEMORY_ENCRYPT_OP on the vCPU fd (TDX INIT_VCPU, INIT_MEM_REGION, GET_CPUID). */
   memEncryptOp(cmd: TdxCommand | undefined): void;
   /**

@@ -6,6 +6,7 @@ import { hostArchOps } from './arch/dispatch.js';
 import type { ArchKvm, ArchOps, ArchVm, FdKind } from './arch/ops.js';
 import { type ResolvedConfig, resolveConfig, type SimConfig, supportedCpuid } from './config.js';
 import type { GmemFile } from './memory.js';
+import type { StatsBlock } from './stats.js';
 import { SimVm } from './vm.js';
 import type { SimVcpu } from './vcpu.js';
 
@@ -26,6 +27,7 @@ export type FdEntry =
   | { kind: 'vm'; vm: SimVm }
   | { kind: 'vcpu'; vcpu: SimVcpu }
   | { kind: 'guest-memfd'; gmem: GmemFile; vm: SimVm }
+  | { kind: 'stats'; block: StatsBlock; id: string; vm: SimVm }
   | { kind: 'sev-device' };
 
 /** Counts of what a simulated process holds (for leak checks). */
@@ -160,7 +162,9 @@ export class SimKvm implements Kvm, ArchKvm {
       case CAP.VM_TYPES:
         return this.vmTypesMask;
       // KVM_GET_STATS_FD and KVM_PRE_FAULT_MEMORY are not modelled: say so rather than advertise them.
+      // virt/kvm/kvm_main.c: kvm_vm_ioctl_check_extension_generic(): KVM_CAP_BINARY_STATS_FD is 1.
       case CAP.BINARY_STATS_FD:
+        return 1;
       case CAP.PRE_FAULT_MEMORY:
         return 0;
       default:
@@ -234,6 +238,9 @@ export class SimKvm implements Kvm, ArchKvm {
       case 'guest-memfd':
         e.vm.releaseGmem(e.gmem);
         break;
+      case 'stats':
+        e.vm.statsFdReleased();
+        break;
       default:
         break;
     }
@@ -241,6 +248,24 @@ export class SimKvm implements Kvm, ArchKvm {
 
   isFdOpen(fd: number): boolean {
     return this.fds.has(fd);
+  }
+
+  pread(fd: number, length: number, offset: number): Uint8Array {
+    const op = 'pread';
+    checkInt('fd', fd, op);
+    checkInt('length', length, op);
+    checkInt('offset', offset, op);
+    if (length < 0) throw new RangeError(`${op}: length ${length} must not be negative`);
+    const e = this.fds.get(fd);
+    if (e === undefined) throw new KvmError('EBADF', op, `descriptor ${fd} is not open`);
+    // fs/read_write.c: ksys_pread64(): a negative position is EINVAL; vfs_read() of a file with no
+    // read operation (KVM's VM, vCPU and guest_memfd files, /dev/kvm, /dev/sev) is EINVAL.
+    if (offset < 0) throw new KvmError('EINVAL', op, `offset ${offset} is negative`);
+    if (e.kind !== 'stats') throw new KvmError('EINVAL', op, `descriptor ${fd} (${e.kind}) cannot be read`);
+    // virt/kvm/binary_stats.c: kvm_stats_read(): the live contents from `offset`, at most `length` bytes.
+    const img = e.block.image(e.id);
+    const start = Math.min(offset, img.length);
+    return img.slice(start, Math.min(img.length, start + length));
   }
 
   fallocate(fd: number, mode: number, offset: bigint, len: bigint): void {

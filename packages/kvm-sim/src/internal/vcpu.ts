@@ -33,6 +33,7 @@ import {
 import type { ArchVcpu } from './arch/ops.js';
 import { checkInt, checkU64 } from './kvm.js';
 import { GuestUnwind, SimGuest } from './guest.js';
+import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
 import type { SimVm } from './vm.js';
 import { loadComponents, resetXsaveArea, SUPPORTED_XCR0, xcrProblem, xsaveAreaProblem } from './xsave.js';
 
@@ -152,6 +153,8 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   readonly sregs: Sregs = { cr0: CR0_RESET, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n };
   /** XCR0: x87 only at RESET (arch/x86/kvm/x86.c: kvm_vcpu_reset(), __kvm_set_xcr(vcpu, 0, XFEATURE_MASK_FP)). */
   xcr0: bigint = XFEATURE.FP;
+  /** The vCPU's binary statistics (KVM_GET_STATS_FD); exits are counted as they reach the host. */
+  readonly stats: StatsBlock = vcpuStats();
   /** The x87/SSE/AVX state as a standard-format XSAVE area (XINUSE in its XSTATE_BV field). */
   readonly fpu: Uint8Array = resetXsaveArea();
   cpuid: CpuidEntry[];
@@ -423,6 +426,15 @@ export class SimVcpu implements Vcpu, ArchVcpu {
       );
   }
 
+  /**
+   * KVM_GET_STATS_FD on the vCPU (virt/kvm/kvm_main.c: kvm_vcpu_ioctl_get_stats_fd()): id
+   * "kvm-<pid>/vcpu-<id>"; the file holds a reference on the VM.
+   */
+  getStatsFd(): number {
+    this.gate('KVM_GET_STATS_FD');
+    return this.vm.openStatsFd(this.stats, `kvm-${statsPid()}/vcpu-${this.id}`);
+  }
+
   memEncryptOp(cmd: TdxCommand | undefined): void {
     const op = 'KVM_MEMORY_ENCRYPT_OP';
     if (cmd !== undefined && (typeof cmd !== 'object' || cmd === null))
@@ -589,6 +601,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
 
   private finishRun(exit: Exit): void {
     this.flightSeq = 0;
+    countExit(this.stats, exit);
     this.current = undefined;
     this.exit = exit;
     const res = this.runResolve;
@@ -644,6 +657,30 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.resumeFn = undefined;
     this.completion = undefined;
     this.guest.poison(`vCPU ${this.id} was destroyed`);
+  }
+}
+
+/** The x86 exit statistics an exit to the host adds to (vcpu->stat.exits, io_exits, mmio_exits, …). */
+function countExit(stats: StatsBlock, exit: Exit): void {
+  stats.bump('exits');
+  switch (exit.reason) {
+    case 'io':
+      stats.bump('io_exits');
+      return;
+    case 'mmio':
+      stats.bump('mmio_exits');
+      return;
+    case 'hlt':
+      stats.bump('halt_exits');
+      return;
+    case 'hypercall':
+      stats.bump('hypercalls');
+      return;
+    case 'intr':
+      stats.bump('signal_exits');
+      return;
+    default:
+      return;
   }
 }
 

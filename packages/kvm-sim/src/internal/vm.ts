@@ -16,6 +16,7 @@ import {
 import type { ArchOps, ArchVm, HostPtrTarget } from './arch/ops.js';
 import { checkInt, checkU64, type SimKvm } from './kvm.js';
 import { AttributeMap, GmemFile, Memslot, PAGE } from './memory.js';
+import { type StatsBlock, statsPid, vmStats } from './stats.js';
 import { SimVcpu } from './vcpu.js';
 
 const U64 = (1n << 64n) - 1n;
@@ -61,6 +62,8 @@ export class SimVm implements Vm, ArchVm {
   symbols: ReadonlyMap<string, bigint> = new Map();
   /** References keeping `struct kvm` alive: the VM fd, each vCPU fd, each guest_memfd file. */
   private refs = 1;
+  /** The VM's binary statistics (KVM_GET_STATS_FD). */
+  readonly stats: StatsBlock = vmStats();
   vmFdOpen = true;
   destroyed = false;
   /** Bumped whenever a change invalidates guest translations or access decisions (vCPUs compare it). */
@@ -535,6 +538,27 @@ export class SimVm implements Vm, ArchVm {
   /** The VM fd was closed. */
   releaseVmFd(): void {
     this.vmFdOpen = false;
+    this.put();
+  }
+
+  /**
+   * KVM_GET_STATS_FD on the VM (virt/kvm/kvm_main.c: kvm_vm_ioctl_get_stats_fd()): a read-only file
+   * of the VM's statistics; it holds a reference on the VM (kvm_get_kvm).
+   */
+  getStatsFd(): number {
+    this.gate('KVM_GET_STATS_FD');
+    return this.openStatsFd(this.stats, `kvm-${statsPid()}`);
+  }
+
+  /** @internal a stats descriptor of this VM or one of its vCPUs. */
+  openStatsFd(block: StatsBlock, id: string): number {
+    const fd = this.kvm.allocFd({ kind: 'stats', block, id, vm: this });
+    this.refs++;
+    return fd;
+  }
+
+  /** A stats fd was closed (kvm_vm_stats_release / kvm_vcpu_stats_release -> kvm_put_kvm). */
+  statsFdReleased(): void {
     this.put();
   }
 

@@ -40,7 +40,7 @@ import type { Exit, Regs, SevCommand, TdcallRegs, TdxCommand } from '@kvmtest/kv
 import type { ResolvedConfig } from '../config.js';
 
 /** What the core knows about a descriptor of this process (the `struct file` behind an fd). */
-export type FdKind = 'kvm' | 'vm' | 'vcpu' | 'guest-memfd' | 'sev-device';
+export type FdKind = 'kvm' | 'vm' | 'vcpu' | 'guest-memfd' | 'sev-device' | 'stats';
 
 /** System scope as the arch sees it: the host configuration and the fd table (for `sevFd`, source VM fds). */
 export interface ArchKvm {
