@@ -137,3 +137,5 @@ export {
   vmShape,
   vmTypeFromNumber,
 } from './vm-type.js';
+export type { CpuidLookupEntry, CpuidReg, X86Feature, X86FeatureName } from './x86-features.js';
+export { cpuidHas, X86_FEATURE } from './x86-features.js';

@@ -2,7 +2,15 @@
 // long-mode activation by CR0.PG and TLB flushes (SDM vol. 2 MOV to CR, vol. 3 §2.5, §9.8.5;
 // KVM's kvm_set_cr0 / kvm_set_cr3 / kvm_set_cr4 / set_efer).
 
-import { CR, type Exit, type Guest, GuestException, type Sregs, VECTOR } from '@kvmtest/kvm';
+import {
+  CR,
+  type ExceptionFrame,
+  type Exit,
+  type Guest,
+  GuestException,
+  type Sregs,
+  VECTOR,
+} from '@kvmtest/kvm';
 import { describe, expect, test } from 'vitest';
 import { createSimKvm } from '../src/index.js';
 import { DATA_GVA, guestVm } from './helpers.js';
@@ -28,8 +36,12 @@ async function run(program: (g: Guest, root: bigint) => void | Promise<void>, st
   return { exit, sregs: vcpu.getSregs(), root: t.pt.root, mem: t.mem };
 }
 
-/** The GuestException a write threw (or undefined), so tests can check vector and reason. */
-function gp(f: () => void): GuestException | undefined {
+/**
+ * The GuestException a write threw (or undefined), so tests can check vector and reason. The guest
+ * needs an exception entry for that: with none, the fault would be a triple fault (shutdown).
+ */
+function gp(g: Guest, f: () => void): GuestException | undefined {
+  g.setExceptionHandler(rethrow);
   try {
     f();
   } catch (e) {
@@ -37,6 +49,11 @@ function gp(f: () => void): GuestException | undefined {
     throw e;
   }
   return undefined;
+}
+
+/** An exception entry that hands the fault back to the faulting operation as a GuestException. */
+function rethrow(frame: ExceptionFrame): never {
+  throw new GuestException(frame);
 }
 
 describe('a guest turns paging on itself (MOV to CR4, CR3, CR0)', () => {
@@ -99,7 +116,7 @@ describe('an invalid MOV to CR raises #GP(0) and changes nothing', () => {
     let after: bigint[] = [];
     await run((g) => {
       before = [g.readCr!(0), g.readCr!(3), g.readCr!(4)];
-      e = gp(() => g.writeCr!(n, value));
+      e = gp(g, () => g.writeCr!(n, value));
       after = [g.readCr!(0), g.readCr!(3), g.readCr!(4)];
     }, start);
     expect(e?.frame.vector).toBe(VECTOR.GP);
@@ -169,7 +186,7 @@ describe('WRMSR(EFER) from the guest (set_efer, not host-initiated)', () => {
   test('EFER.LME cannot change while paging is on', async () => {
     let e: GuestException | undefined;
     await run((g) => {
-      e = gp(() => g.wrmsr(EFER, CR.EFER_NXE));
+      e = gp(g, () => g.wrmsr(EFER, CR.EFER_NXE));
     }, LONG);
     expect(e?.frame.vector).toBe(VECTOR.GP);
     expect(e?.frame.detail).toMatch(/EFER\.LME changed while CR0\.PG is set/);

@@ -2,7 +2,17 @@
 // (private_mem_kvm_exits_test, private_mem_conversions_test).
 
 import { PageTables, PhysicalMemory } from '@kvmtest/guest-memory';
-import { CAP, CR, type Exit, KVM_HC, MAP_GPA_RANGE, MEM_FLAG, MEMORY_ATTRIBUTE } from '@kvmtest/kvm';
+import {
+  CAP,
+  CR,
+  type Exit,
+  FALLOC_FL,
+  KVM_HC,
+  MAP_GPA_RANGE,
+  MEM_FLAG,
+  MEMORY_ATTRIBUTE,
+  tryKvm,
+} from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm, simStats } from '../src/index.js';
 
@@ -160,5 +170,59 @@ describe('private_mem_conversions_test', () => {
     expect(e.reason).toBe('hlt');
     expect(seen).toEqual([0xaaaan, 0n, 0xaaaan, 0xbbbbn]);
     expect(dv.getBigUint64(0, true)).toBe(0xaaaan);
+  });
+});
+
+// virt/kvm/guest_memfd.c: kvm_gmem_fallocate() (after fs/open.c: vfs_fallocate()).
+describe('kvm_gmem_fallocate: guest_memfd fallocate and PUNCH_HOLE', () => {
+  const KEEP = FALLOC_FL.KEEP_SIZE;
+  const PUNCH = FALLOC_FL.KEEP_SIZE | FALLOC_FL.PUNCH_HOLE;
+
+  it('a punched private page reads back as zeroes in the guest; the other pages keep their data', async () => {
+    const { vm, kvm, gmem, vcpu } = setup(true);
+    vm.setMemoryAttributes({ address: TEST_GPA, size: 4n * 4096n, attributes: P });
+    const seen: bigint[] = [];
+    const v = vcpu(async (g) => {
+      g.writeU64(TEST_GVA, 0x1111n);
+      g.writeU64(TEST_GVA + 4096n, 0x2222n);
+      await g.hlt();
+      seen.push(g.readU64(TEST_GVA), g.readU64(TEST_GVA + 4096n));
+    });
+    expect((await v.run()).reason).toBe('hlt');
+    kvm.fallocate(gmem!, PUNCH, 0n, 4096n);
+    expect((await v.run()).reason).toBe('hlt');
+    expect(seen).toEqual([0n, 0x2222n]);
+  });
+
+  it('allocation and punching work after the VM is closed (the file holds its own reference)', () => {
+    const { vm, kvm, gmem } = setup(true);
+    vm.close();
+    expect(kvm.isFdOpen(gmem!)).toBe(true);
+    kvm.fallocate(gmem!, KEEP, 0n, 4n * 4096n);
+    expect(simStats(kvm).gmemBytes).toBe(4 * 4096);
+    kvm.fallocate(gmem!, PUNCH, 4096n, 2n * 4096n);
+    expect(simStats(kvm).gmemBytes).toBe(2 * 4096);
+    kvm.closeFd(gmem!);
+  });
+
+  it('fails as vfs_fallocate and kvm_gmem_fallocate do', () => {
+    const { vm, kvm, gmem } = setup(true);
+    const fd = gmem!;
+    const tryF = (f: number, mode: number, off: bigint, len: bigint) =>
+      tryKvm(() => kvm.fallocate(f, mode, off, len));
+    expect(tryF(9999, KEEP, 0n, 4096n)).toBe('EBADF');
+    expect(tryF(fd, KEEP, -4096n, 4096n)).toBe('EINVAL');
+    expect(tryF(fd, KEEP, 0n, 0n)).toBe('EINVAL');
+    expect(tryF(fd, 0x100, 0n, 4096n)).toBe('EOPNOTSUPP');
+    expect(tryF(fd, FALLOC_FL.PUNCH_HOLE, 0n, 4096n)).toBe('EOPNOTSUPP');
+    expect(tryF(vm.fd, KEEP, 0n, 4096n)).toBe('ENODEV');
+    expect(tryF(fd, KEEP, 1n << 62n, 1n << 62n)).toBe('EFBIG');
+    expect(tryF(fd, 0, 0n, 4096n)).toBe('EOPNOTSUPP');
+    expect(tryF(fd, KEEP | FALLOC_FL.ZERO_RANGE, 0n, 4096n)).toBe('EOPNOTSUPP');
+    expect(tryF(fd, KEEP, 0n, 100n)).toBe('EINVAL');
+    expect(tryF(fd, KEEP, 0n, 5n * 4096n)).toBe('EINVAL');
+    // Punching past the end frees what there is and succeeds.
+    expect(tryF(fd, PUNCH, 0n, 64n * 4096n)).toBeUndefined();
+    expect(tryF(fd, KEEP, 0n, 4n * 4096n)).toBeUndefined();
   });
 });

@@ -19,7 +19,8 @@ describe('KVM_RUN: exits and resumption', () => {
     expect((await v.run()).reason).toBe('hlt');
     expect(got).toBe(0x04030201);
   });
-  it('immediateExit completes the pending IN and returns intr without running the guest', async () => {
+  // arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run(): complete_userspace_io, then `!vcpu->wants_to_run` -> EINTR.
+  it('immediate_exit completes the pending IN, fails KVM_RUN with EINTR and leaves the exit untouched', async () => {
     const { vcpu } = guestVm(createSimKvm());
     const seen: number[] = [];
     const v = vcpu(async (g) => {
@@ -28,7 +29,8 @@ describe('KVM_RUN: exits and resumption', () => {
     });
     const e = await v.run();
     if (e.reason === 'io') e.data[0] = 7;
-    expect(await v.run({ immediateExit: true })).toEqual({ reason: 'intr' });
+    await expect(v.run({ immediateExit: true })).rejects.toMatchObject({ code: 'EINTR' });
+    expect(v.exit).toBe(e);
     expect(seen).toEqual([]);
     expect(await v.run()).toMatchObject({ reason: 'io', port: 0x61 });
     expect(seen).toEqual([7]);
@@ -138,6 +140,22 @@ describe('KVM_RUN: guest failures end in reports, never a host crash', () => {
     expect(e.reason).toBe('shutdown');
     if (e.reason === 'shutdown')
       expect(e.detail).toMatch(/#PF error code 0x0 at 0xdead0000 in readU64\(0xdead0000\)/);
+  });
+  // svm.c: shutdown_interception() / vmx.c: handle_triple_fault(): an exception the CPU cannot deliver.
+  it('triple fault: a fault with no exception entry ends the run with shutdown; the program cannot catch it and go on', async () => {
+    const { vcpu } = guestVm(createSimKvm());
+    let wentOn = false;
+    const v = vcpu(async (g) => {
+      try {
+        g.ud2();
+      } catch {
+        wentOn = true;
+        await g.out(0x80, 1, 0);
+      }
+    });
+    expect(await v.run()).toMatchObject({ reason: 'shutdown', detail: /triple fault: #UD/ });
+    expect(wentOn).toBe(true);
+    expect((await v.run()).reason).toBe('shutdown');
   });
   it('delivers #PF with the architectural error code and CR2 to the handler; skip reads 0', async () => {
     const { vcpu } = guestVm(createSimKvm());

@@ -43,6 +43,16 @@ describe('KVM_CREATE_VCPU (kvm_main.c kvm_vm_ioctl_create_vcpu)', () => {
     expect(tryKvm(() => vm.enableCap(CAP.MAX_VCPU_ID, [4]))).toBeUndefined();
     expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.MAX_VCPU_ID, [16385]))).toBe('EINVAL');
   });
+  // arch/x86/kvm/x86.c: kvm_arch_vcpu_precreate() sets an unset max_vcpu_ids to KVM_MAX_VCPU_IDS;
+  // kvm_vm_ioctl_enable_cap() then accepts that value again and refuses any other.
+  it('KVM_CAP_MAX_VCPU_ID after the first vCPU accepts the value in force (KVM_MAX_VCPU_IDS) and refuses others', () => {
+    const kvm = createSimKvm();
+    const max = kvm.checkExtension(CAP.MAX_VCPU_ID);
+    const vm = kvm.createVm();
+    vm.createVcpu(0);
+    expect(tryKvm(() => vm.enableCap(CAP.MAX_VCPU_ID, [max]))).toBeUndefined();
+    expect(tryKvm(() => vm.enableCap(CAP.MAX_VCPU_ID, [max - 1]))).toBe('EINVAL');
+  });
 });
 
 describe('KVM_ENABLE_CAP (spec §2, x86.c kvm_vm_ioctl_enable_cap)', () => {
@@ -74,9 +84,14 @@ describe('KVM_ENABLE_CAP (spec §2, x86.c kvm_vm_ioctl_enable_cap)', () => {
     expect(() => vm.enableCap(CAP.EXIT_HYPERCALL, ['x' as never])).toThrow(TypeError);
     expect(() => vm.enableCap(CAP.EXIT_HYPERCALL, [1, 2, 3, 4, 5])).toThrow(RangeError);
   });
+  // arch/x86/kvm/ioapic.h: MAX_NR_RESERVED_IOAPIC_PINS is KVM_MAX_IRQ_ROUTES (4096).
+  it('KVM_CAP_SPLIT_IRQCHIP takes up to MAX_NR_RESERVED_IOAPIC_PINS (KVM_MAX_IRQ_ROUTES, 4096) reserved pins', () => {
+    expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.SPLIT_IRQCHIP, [4096]))).toBeUndefined();
+    expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.SPLIT_IRQCHIP, [49]))).toBeUndefined();
+    expect(tryKvm(() => createSimKvm().createVm().enableCap(CAP.SPLIT_IRQCHIP, [4097]))).toBe('EINVAL');
+  });
   it('enables a split irqchip once, and only before vCPUs exist (EEXIST otherwise)', () => {
     const vm = createSimKvm().createVm();
-    expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [49]))).toBe('EINVAL');
     expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [24]))).toBeUndefined();
     expect(tryKvm(() => vm.enableCap(CAP.SPLIT_IRQCHIP, [24]))).toBe('EEXIST');
     const vm2 = createSimKvm().createVm();
@@ -105,6 +120,14 @@ describe('KVM_MEMORY_ENCRYPT_OP and REG/UNREG_REGION without a vendor op (spec �
 });
 
 describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () => {
+  // arch/x86/kvm/x86.c: kvm_vcpu_reset() runs in KVM_CREATE_VCPU, before any KVM_SET_CPUID2.
+  it('kvm_vcpu_reset: a new vCPU starts at RIP 0xfff0, RDX 0x600, RFLAGS 0x2, CR0 0x60000010', () => {
+    for (const type of ['default', 'sev', 'sev-es', 'sev-snp'] as const) {
+      const v = createSimKvm().createVm(type).createVcpu(0);
+      expect(v.getRegs(), type).toEqual({ ...zeroRegs(), rip: 0xfff0n, rdx: 0x600n, rflags: 2n });
+      expect(v.getSregs(), type).toEqual({ cr0: 0x60000010n, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n });
+    }
+  });
   it('round-trips registers and sregs', () => {
     const v = createSimKvm().createVm().createVcpu(0);
     const r = { ...zeroRegs(), rax: 1n, rip: 0x1000n };
@@ -128,6 +151,44 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
     expect(tryKvm(() => v.setSregs({ ...bad, cr4: CR.CR4_PAE, efer: CR.EFER_LME }))).toBe('EINVAL');
     expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LMA }))).toBe('EINVAL');
     expect(v.getSregs()).toEqual(before);
+  });
+  // arch/x86/kvm/x86.c: kvm_is_valid_sregs() -> kvm_is_valid_cr4(), kvm_is_valid_cr0(), kvm_valid_efer().
+  it('kvm_is_valid_sregs: KVM_SET_SREGS rejects invalid CR0, CR4 and EFER with EINVAL, changing nothing', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    const before = v.getSregs();
+    const bad: [string, Partial<typeof before>][] = [
+      ['CR0 bit 32', { cr0: before.cr0 | (1n << 32n) }],
+      ['CR0 bit 63', { cr0: before.cr0 | (1n << 63n) }],
+      ['CR0.NW without CD', { cr0: CR.CR0_ET | CR.CR0_NW }],
+      ['CR0.PG without PE', { cr0: CR.CR0_ET | CR.CR0_PG }],
+      ['CR4 reserved bit 15', { cr4: 1n << 15n }],
+      ['CR4 reserved bit 63', { cr4: 1n << 63n }],
+      ['CR4.VMXE on AMD (CPUID.1.ECX.VMX clear)', { cr4: CR.CR4_VMXE }],
+      ['CR4.PCIDE without CPUID PCID', { cr4: CR.CR4_PCIDE }],
+      ['EFER reserved bit 2', { efer: 1n << 2n }],
+      ['EFER.LMA without LME and PG', { efer: CR.EFER_LMA }],
+    ];
+    for (const [what, patch] of bad)
+      expect(
+        tryKvm(() => v.setSregs({ ...before, ...patch })),
+        what,
+      ).toBe('EINVAL');
+    expect(v.getSregs()).toEqual(before);
+    // Valid: CD|NW, PE without PG, a CR4 feature the CPUID has (LA57), EFER.SCE/NXE/LME without paging.
+    expect(tryKvm(() => v.setSregs({ ...before, cr0: before.cr0 | CR.CR0_PE }))).toBeUndefined();
+    expect(tryKvm(() => v.setSregs({ ...before, cr4: CR.CR4_LA57 | CR.CR4_PAE }))).toBeUndefined();
+    expect(
+      tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_SCE | CR.EFER_NXE | CR.EFER_LME })),
+    ).toBeUndefined();
+  });
+  it('kvm_valid_efer and cr4_guest_rsvd_bits follow the vCPU CPUID: no LM, NX or LA57 there -> EINVAL', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    const before = v.getSregs();
+    v.setCpuid(v.getCpuid().filter((e) => e.function !== 0x8000_0001 && e.function !== 7));
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LME }))).toBe('EINVAL');
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_NXE }))).toBe('EINVAL');
+    expect(tryKvm(() => v.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBe('EINVAL');
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_SCE }))).toBeUndefined();
   });
   it('throws TypeError for a register that is not a bigint', () => {
     const v = createSimKvm().createVm().createVcpu(0);

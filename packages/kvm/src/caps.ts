@@ -5,6 +5,8 @@ export const CAP = {
   USER_MEMORY: 3,
   NR_VCPUS: 9,
   NR_MEMSLOTS: 10,
+  XSAVE: 55,
+  XCRS: 56,
   MAX_VCPUS: 66,
   SPLIT_IRQCHIP: 121,
   MAX_VCPU_ID: 128,
@@ -65,4 +67,19 @@ export const KVM_LIMITS = {
   MAX_VCPUS: 512,
   MEMSLOTS_PER_AS: 32764,
   ADDRESS_SPACES: 2,
+} as const;
+
+/**
+ * fallocate(2) mode bits (include/uapi/linux/falloc.h). guest_memfd takes KEEP_SIZE alone (allocate)
+ * or KEEP_SIZE | PUNCH_HOLE (free the range); virt/kvm/guest_memfd.c: kvm_gmem_fallocate().
+ */
+export const FALLOC_FL = {
+  KEEP_SIZE: 0x01,
+  PUNCH_HOLE: 0x02,
+  NO_HIDE_STALE: 0x04,
+  COLLAPSE_RANGE: 0x08,
+  ZERO_RANGE: 0x10,
+  INSERT_RANGE: 0x20,
+  UNSHARE_RANGE: 0x40,
+  WRITE_ZEROES: 0x80,
 } as const;

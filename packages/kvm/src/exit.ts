@@ -94,8 +94,9 @@ export interface InternalErrorExit {
   detail: string;
 }
 /**
- * KVM_EXIT_INTR: KVM_RUN returned EINTR — after `immediateExit`, or when the run's guest budget
- * (the simulator's watchdog, like a signal from a VMM timer) was spent (`budgetExhausted`).
+ * KVM_EXIT_INTR: the run was interrupted — when the run's guest budget (the simulator's watchdog,
+ * like a signal from a VMM timer) was spent (`budgetExhausted`). `immediateExit` is not an exit:
+ * KVM_RUN fails with EINTR instead.
  */
 export interface IntrExit {
   reason: 'intr';

@@ -55,7 +55,8 @@ export type ExceptionResume = 'retry' | 'skip';
 
 /**
  * The guest's exception entry (its IDT, reduced to one dispatcher). It runs synchronously inside the
- * faulting operation; throwing from it, or having none, makes the operation throw GuestException.
+ * faulting operation; throwing from it makes the operation throw GuestException. Having none (an
+ * empty IDT) is a triple fault: the run ends with a `shutdown` exit and the program cannot go on.
  */
 export type ExceptionHandler = (frame: ExceptionFrame) => ExceptionResume;
 
@@ -142,6 +143,18 @@ export interface Guest {
    */
   writeCr?(n: WritableCr, value: bigint): void;
 
+  /** XGETBV: XCR `index` (0: XCR0); #UD unless CR4.OSXSAVE. Optional like readCr. */
+  xgetbv?(index: number): bigint;
+  /** XSETBV: writes XCR `index`; #UD unless CR4.OSXSAVE, #GP(0) for an invalid value. Optional like readCr. */
+  xsetbv?(index: number, value: bigint): void;
+  /**
+   * XSAVE to the 64-byte-aligned area at `gva`: the state components in `rfbm` & XCR0 in standard
+   * format (XSAVE_LAYOUT) and their XSTATE_BV bits. #UD unless CR4.OSXSAVE. Optional like readCr.
+   */
+  xsave?(gva: bigint, rfbm: bigint): void;
+  /** XRSTOR from the area at `gva`: loads the components in `rfbm` & XCR0 (init state where XSTATE_BV is clear). */
+  xrstor?(gva: bigint, rfbm: bigint): void;
+
   out(port: number, size: IoSize, value: number): Promise<void>;
   in(port: number, size: IoSize): Promise<number>;
   /** A write to guest-physical MMIO (no memslot behind `gpa`). */
@@ -159,7 +172,10 @@ export interface Guest {
   /** Raises an invalid-opcode exception (UD2). */
   ud2(): never;
 
-  /** Installs (or removes) the guest's exception entry — LIDT, in effect. */
+  /**
+   * Installs (or removes) the guest's exception entry — LIDT, in effect. With none, an exception
+   * triple-faults: the vCPU's run resolves with a `shutdown` exit, on every VM type.
+   */
   setExceptionHandler(handler: ExceptionHandler | undefined): void;
 }
 

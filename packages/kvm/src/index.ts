@@ -1,5 +1,14 @@
 export type { CapName } from './caps.js';
-export { CAP, DEVICE_ATTR, KVM_HC, KVM_LIMITS, MAP_GPA_RANGE, MEM_FLAG, MEMORY_ATTRIBUTE } from './caps.js';
+export {
+  CAP,
+  DEVICE_ATTR,
+  FALLOC_FL,
+  KVM_HC,
+  KVM_LIMITS,
+  MAP_GPA_RANGE,
+  MEM_FLAG,
+  MEMORY_ATTRIBUTE,
+} from './caps.js';
 export type {
   HostPtr,
   SevCommand,
@@ -67,5 +76,15 @@ export type {
   Vcpu,
   Vm,
 } from './kvm.js';
-export type { CpuidEntry, Regs, Sregs } from './regs.js';
-export { CPUID_FLAG_SIGNIFICANT_INDEX, CR, findCpuid, REG_NAMES, zeroRegs } from './regs.js';
+export type { CpuidEntry, Regs, Sregs, XcrEntry } from './regs.js';
+export {
+  CPUID_FLAG_SIGNIFICANT_INDEX,
+  CR,
+  findCpuid,
+  REG_NAMES,
+  XFEATURE,
+  XSAVE_LAYOUT,
+  zeroRegs,
+} from './regs.js';
+export type { BinaryStats, StatsEntry, StatsHeader } from './stats.js';
+export { KVM_STATS, readBinaryStats } from './stats.js';

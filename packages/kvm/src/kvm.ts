@@ -6,7 +6,7 @@ import type { VmType } from '@kvmtest/coco';
 import type { HostPtr, SevCommand, TdxCommand } from './commands.js';
 import type { Exit } from './exit.js';
 import type { GuestProgram } from './guest.js';
-import type { CpuidEntry, Regs, Sregs } from './regs.js';
+import type { CpuidEntry, Regs, Sregs, XcrEntry } from './regs.js';
 
 /** Which implementation answers: the embedded simulator or the kernel's /dev/kvm. */
 export type Backend = 'sim' | 'linux';
@@ -42,7 +42,10 @@ export interface EncRegion {
 
 /** Options of one KVM_RUN. */
 export interface RunOptions {
-  /** `kvm_run.immediate_exit`: complete pending I/O and return at once with an `intr` exit. */
+  /**
+   * `kvm_run.immediate_exit`: complete pending I/O, then fail KVM_RUN with EINTR (KvmError 'EINTR')
+   * without entering the guest; the previous exit (`vcpu.exit`) is left as it was.
+   */
   immediateExit?: boolean;
 }
 
@@ -81,6 +84,19 @@ export interface Kvm {
   closeFd(fd: number): void;
   /** True while `fd` is open in this process. */
   isFdOpen(fd: number): boolean;
+  /**
+   * fallocate(fd, mode, offset, len) on a descriptor this process opened — for a guest_memfd,
+   * FALLOC_FL.KEEP_SIZE allocates the range and KEEP_SIZE | PUNCH_HOLE frees it (the guest then
+   * finds zeroed private pages). Fails as vfs_fallocate() and kvm_gmem_fallocate() do.
+   */
+  fallocate(fd: number, mode: number, offset: bigint, len: bigint): void;
+  /**
+   * pread(fd, length, offset): up to `length` bytes at `offset` of a descriptor this process opened
+   * — a binary-stats descriptor (KVM_GET_STATS_FD) reads its header, id, descriptors and live data
+   * (virt/kvm/binary_stats.c: kvm_stats_read()); fewer bytes at the end, none past it. Descriptors
+   * with no read operation (VM, vCPU, guest_memfd) fail with EINVAL.
+   */
+  pread(fd: number, length: number, offset: number): Uint8Array;
 }
 
 /** A VM (the VM file descriptor). */
@@ -102,6 +118,8 @@ export interface Vm extends Disposable {
   getMemoryAttributes(gpa: bigint): bigint;
   /** KVM_CREATE_VCPU. */
   createVcpu(id: number): Vcpu;
+  /** KVM_GET_STATS_FD on the VM (KVM_CAP_BINARY_STATS_FD): a new descriptor to pread the VM's statistics. */
+  getStatsFd(): number;
   /** KVM_ENABLE_CAP on the VM; a Vm in `args` stands for its descriptor. */
   enableCap(cap: number, args?: readonly (number | bigint | Vm)[], flags?: number): void;
   /** KVM_MEMORY_ENCRYPT_OP on the VM fd; `undefined` is a NULL argument. Writes `error`/`hwError` back. */
@@ -139,12 +157,22 @@ export interface Vcpu {
   setSregs(sregs: Sregs): void;
   /** KVM_SET_CPUID2. */
   setCpuid(entries: readonly CpuidEntry[]): void;
+  /** KVM_GET_XSAVE: the vCPU's x87/SSE/AVX state as a 4096-byte standard-format XSAVE area (XSAVE_LAYOUT). */
+  getXsave(): Uint8Array;
+  /** KVM_SET_XSAVE: loads a 4096-byte XSAVE area (EINVAL for unsupported XSTATE_BV bits, a compacted header, reserved MXCSR bits). */
+  setXsave(area: Uint8Array): void;
+  /** KVM_GET_XCRS (KVM_CAP_XCRS): the extended control registers, i.e. XCR0. */
+  getXcrs(): XcrEntry[];
+  /** KVM_SET_XCRS: sets XCR0 under __kvm_set_xcr()'s rules (x87 always on, AVX needs SSE, supported bits only). */
+  setXcrs(xcrs: readonly XcrEntry[]): void;
   /** KVM_GET_CPUID2. */
   getCpuid(): CpuidEntry[];
   /** KVM_GET_MSRS for one MSR. */
   getMsr(index: number): bigint;
   /** KVM_SET_MSRS for one MSR. */
   setMsr(index: number, value: bigint): void;
+  /** KVM_GET_STATS_FD on the vCPU: a new descriptor to pread the vCPU's statistics. */
+  getStatsFd(): number;
   /** KVM_MEMORY_ENCRYPT_OP on the vCPU fd (TDX INIT_VCPU, INIT_MEM_REGION, GET_CPUID). */
   memEncryptOp(cmd: TdxCommand | undefined): void;
   /**

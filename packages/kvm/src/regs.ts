@@ -81,6 +81,7 @@ export const CR = {
   CR4_VMXE: 1n << 13n,
   CR4_SMXE: 1n << 14n,
   CR4_PCIDE: 1n << 17n,
+  CR4_OSXSAVE: 1n << 18n,
   EFER_SCE: 1n << 0n,
   EFER_LME: 1n << 8n,
   EFER_LMA: 1n << 10n,
@@ -106,4 +107,44 @@ export function findCpuid(entries: readonly CpuidEntry[], fn: number, index = 0)
   return entries.find(
     (e) => e.function === fn && ((e.flags & CPUID_FLAG_SIGNIFICANT_INDEX) === 0 || e.index === index),
   );
+}
+
+/** XSAVE state-component bits (XCR0, XSTATE_BV): x87 (FP), SSE (XMM, MXCSR) and AVX (the upper YMM halves). */
+export const XFEATURE = {
+  FP: 1n << 0n,
+  SSE: 1n << 1n,
+  YMM: 1n << 2n,
+} as const;
+
+/**
+ * Byte offsets of the standard-format XSAVE area as `struct kvm_xsave` carries it (4096 bytes,
+ * little-endian): the legacy FXSAVE region (x87 control/status, MXCSR, ST0–7 in 16-byte slots,
+ * XMM0–15), the XSAVE header (XSTATE_BV, XCOMP_BV, reserved) and the AVX component (YMM_Hi128).
+ */
+export const XSAVE_LAYOUT = {
+  size: 4096,
+  fcw: 0,
+  fsw: 2,
+  /** Abridged tag word (one bit per register: 1 = valid). */
+  ftw: 4,
+  fop: 6,
+  fip: 8,
+  fdp: 16,
+  mxcsr: 24,
+  mxcsrMask: 28,
+  st: 32,
+  xmm: 160,
+  xmmEnd: 416,
+  xstateBv: 512,
+  xcompBv: 520,
+  headerReserved: 528,
+  headerEnd: 576,
+  ymmHi: 576,
+  ymmHiEnd: 832,
+} as const;
+
+/** One extended control register value (`struct kvm_xcr`); XCR0 (index 0) is the XSAVE feature mask. */
+export interface XcrEntry {
+  xcr: number;
+  value: bigint;
 }

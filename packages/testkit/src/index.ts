@@ -60,6 +60,7 @@ export {
   GuestAssertionError,
   GuestUnhandledError,
   lastUcall,
+  type RunUcallOptions,
   runUcall,
   runUcallExpect,
   vcpuRun,
@@ -123,6 +124,18 @@ export {
   tryTdxVmIoctl,
   vmTdxLaunch,
 } from './internal/tdx.js';
+export { vmCreateMigrationTarget } from './internal/migrate.js';
+export {
+  type AddedMemslot,
+  addrGpa2Hva,
+  kvmCpuHas,
+  kvmHasDeviceAttr,
+  thisCpuHas,
+  vcpuArgsSet,
+  vcpuCpuidHas,
+  type VmMemAddOptions,
+  vmMemAdd,
+} from './internal/selftest-lib.js';
 export {
   BASE_GUEST_PAGES,
   DEFAULT_GUEST_STACK_VADDR_MIN,
@@ -132,6 +145,7 @@ export {
   vmNrPagesRequired,
 } from './internal/sizing.js';
 export {
+  type LaunchPolicy,
   type LaunchStage,
   MIN_UCALL_SLOTS,
   type ShapeLike,

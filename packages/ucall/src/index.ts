@@ -33,7 +33,7 @@ export { formatGuestString } from './internal/format.js';
 export type { AssertWhere, DecodedSlot, SlotContents } from './internal/slot.js';
 export { decodeSlot, encodeSlot } from './internal/slot.js';
 export type { UcallInitOptions, UcallInitTarget } from './internal/pool.js';
-export { UcallPool, ucallInit, ucallPoolOf, ucallReapply } from './internal/pool.js';
+export { UcallPool, ucallInit, ucallMovePool, ucallPoolOf, ucallReapply } from './internal/pool.js';
 export type { Ucall } from './internal/host.js';
 export { describeUcall, getUcall, isUcallExit } from './internal/host.js';
 export { guestGhcb, ucall, ucallAssert, ucallFmt, ucallNone } from './internal/guest.js';

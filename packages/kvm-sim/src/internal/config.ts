@@ -199,10 +199,21 @@ export function supportedCpuid(cfg: ResolvedConfig): CpuidEntry[] {
   const maxExt = amd ? 0x8000001f : 0x80000008;
   const out: CpuidEntry[] = [
     entry(0, 0xd, v[0], v[2], v[1]),
-    // family 0x19 (AMD) / 6 (Intel); ECX bit 31 = hypervisor present; EDX: FPU, PSE, MSR, PAE, APIC, …
-    entry(1, amd ? 0x00a00f11 : 0x000806f8, 0, (1 << 31) | (1 << 0) | (1 << 23), 0x178bfbff),
+    // family 0x19 (AMD) / 6 (Intel); ECX bit 31 = hypervisor present, 26 XSAVE, 28 AVX; EDX: FPU, PSE, MSR, PAE, APIC, …
+    entry(
+      1,
+      amd ? 0x00a00f11 : 0x000806f8,
+      0,
+      (1 << 31) | (1 << 0) | (1 << 23) | (1 << 26) | (1 << 28),
+      0x178bfbff,
+    ),
     // leaf 7: ECX bit 16 = LA57 (5-level paging)
     entry(7, 0, 0, 1 << 16, 0, 0),
+    // leaf 0xD (XSAVE): XCR0 may enable x87 | SSE | AVX; the standard area of all of them is 832 bytes,
+    // AVX's component (YMM_Hi128) is 256 bytes at offset 576.
+    entry(0xd, 0x7, 832, 832, 0, 0),
+    entry(0xd, 0, 0, 0, 0, 1),
+    entry(0xd, 256, 576, 0, 0, 2),
     entry(0x40000000, 0x40000001, str4('KVMK'), str4('VMKV'), str4('M\0\0\0')),
     entry(
       0x40000001,

@@ -41,6 +41,7 @@ import { walk, type PagingParams } from '@kvmtest/guest-memory';
 import type { AccessDecision, ArchCpu, ArchException, InterceptEvent, PageCipher } from './arch/ops.js';
 import type { Memslot } from './memory.js';
 import type { SimVcpu } from './vcpu.js';
+import { loadComponents, saveComponents, XSAVE_AREA_BYTES, xcrProblem, xsaveAreaProblem } from './xsave.js';
 
 const U64 = (1n << 64n) - 1n;
 /** MSR_EFER. */
@@ -168,21 +169,40 @@ export class SimGuest implements Guest, ArchCpu {
   private poisoned: GuestUnwind | undefined;
   /** Why the guest was poisoned, until `poisoned` is made from it (see poison). */
   private poisonWhy: string | undefined;
-  private readonly params4: PagingParams;
-  private readonly params5: PagingParams;
+  private params4: PagingParams;
+  private params5: PagingParams;
   private readonly reader = { readU64: (gpa: bigint) => this.readPte(gpa) };
 
-  private readonly vm: SimVcpu['vm'];
+  private vm: SimVcpu['vm'];
   /** True while PVALIDATE translates its operand (MemAccess.pvalidate). */
   private pvalidating = false;
 
-  constructor(readonly vcpu: SimVcpu) {
+  constructor(public vcpu: SimVcpu) {
     this.vm = vcpu.vm;
     this.budget = vcpu.vm.kvm.config.runBudget;
     const physBits = vcpu.vm.kvm.config.maxPhysAddr;
     const tag = vcpu.vm.ops.tagBit?.(vcpu.vm);
     this.params4 = tag === undefined ? { levels: 4, physBits } : { levels: 4, physBits, tagBit: tag };
     this.params5 = tag === undefined ? { levels: 5, physBits } : { levels: 5, physBits, tagBit: tag };
+  }
+
+  /**
+   * Moves this guest (and so the program holding it) to another vCPU: an encryption-context move
+   * hands the guest's point of execution to the destination (see SimVcpu.adoptGuest). Every cached
+   * translation is dropped; the destination VM's memslots and keys answer from now on.
+   */
+  rebind(vcpu: SimVcpu): void {
+    this.vcpu = vcpu;
+    this.vm = vcpu.vm;
+    const physBits = vcpu.vm.kvm.config.maxPhysAddr;
+    const tag = vcpu.vm.ops.tagBit?.(vcpu.vm);
+    this.params4 = tag === undefined ? { levels: 4, physBits } : { levels: 4, physBits, tagBit: tag };
+    this.params5 = tag === undefined ? { levels: 5, physBits } : { levels: 5, physBits, tagBit: tag };
+    this.tlb.clear();
+    this.last = undefined;
+    this.prev = undefined;
+    this.ptPages.clear();
+    this.gen = -1;
   }
 
   get vcpuId(): number {
@@ -296,11 +316,23 @@ export class SimGuest implements Guest, ArchCpu {
     this.handler = handler;
   }
 
-  /** Delivers an exception to the guest's handler; throws GuestException when none resolves it. */
+  /**
+   * Delivers an exception to the guest's handler; throws GuestException when the handler does not
+   * resolve it. With no handler (no exception entry: an empty IDT) the CPU cannot deliver it: a
+   * triple fault, which ends the run with KVM_EXIT_SHUTDOWN on every VM type (svm.c:
+   * shutdown_interception(), vmx.c: handle_triple_fault(), tdx.c: tdx_handle_triple_fault()).
+   */
   private deliver(frame: ExceptionFrame): 'retry' | 'skip' {
     if (frame.vector === VECTOR.PF && frame.cr2 !== undefined) this.vcpu.sregs.cr2 = frame.cr2;
     const h = this.handler;
-    if (h === undefined) throw new GuestException(frame);
+    if (h === undefined) {
+      const detail = `triple fault: ${new GuestException(frame).message} with no exception entry (setExceptionHandler)`;
+      const exit: Exit = { reason: 'shutdown', detail };
+      const u = new GuestUnwind(detail);
+      this.poisoned = u;
+      this.vcpu.end(exit, exit);
+      throw u;
+    }
     let r: unknown;
     try {
       r = h(frame);
@@ -875,6 +907,96 @@ export class SimGuest implements Guest, ArchCpu {
       const why = n === 0 ? this.setCr0(v) : n === 3 ? this.setCr3(v) : this.setCr4(v);
       if (why === undefined) return;
       // MOV to CR with an invalid value: #GP(0), nothing changed (SDM vol. 2 "MOV—Move to/from Control Registers").
+      if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: why }) === 'skip') return;
+    }
+  }
+
+  // ---- XSAVE ---------------------------------------------------------------------------------
+
+  /** The #UD of an XSAVE-family instruction with CR4.OSXSAVE clear (SDM: XGETBV, XSETBV, XSAVE, XRSTOR). */
+  private osxsaveOff(op: string): 'skip' | 'retry' | undefined {
+    if ((this.vcpu.sregs.cr4 & CR.CR4_OSXSAVE) !== 0n) return undefined;
+    return this.deliver({
+      vector: VECTOR.UD,
+      errorCode: undefined,
+      operation: op,
+      detail: 'CR4.OSXSAVE is clear',
+    });
+  }
+
+  xgetbv(index: number): bigint {
+    if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
+      throw new TypeError(`xgetbv: index must be a u32, got ${String(index)}`);
+    const op = `xgetbv(${index})`;
+    for (;;) {
+      this.tick('xgetbv');
+      const ud = this.osxsaveOff(op);
+      if (ud === 'skip') return 0n;
+      if (ud === 'retry') continue;
+      // XCR1 (XINUSE) needs CPUID.(0xD,1).EAX.XGETBV_EC1, not modelled: only XCR0 reads.
+      if (index === 0) return this.vcpu.xcr0;
+      const detail = `XCR${index} does not exist`;
+      if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail }) === 'skip') return 0n;
+    }
+  }
+
+  xsetbv(index: number, value: bigint): void {
+    if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
+      throw new TypeError(`xsetbv: index must be a u32, got ${String(index)}`);
+    if (typeof value !== 'bigint') throw new TypeError(`xsetbv: value must be a bigint, got ${typeof value}`);
+    const op = `xsetbv(${index}, ${hex(BigInt.asUintN(64, value))})`;
+    for (;;) {
+      this.tick('xsetbv');
+      const ud = this.osxsaveOff(op);
+      if (ud === 'skip') return;
+      if (ud === 'retry') continue;
+      const vc = this.intercepted({ kind: 'xsetbv' }, 'xsetbv', index, value);
+      if (vc === 'skip') return;
+      if (vc === 'retry') continue;
+      // arch/x86/kvm/x86.c: kvm_emulate_xsetbv() -> __kvm_set_xcr(); a failure is #GP(0).
+      const why = xcrProblem(index, BigInt.asUintN(64, value), this.vcpu.guestSupportedXcr0());
+      if (why === undefined) {
+        this.vcpu.xcr0 = BigInt.asUintN(64, value);
+        return;
+      }
+      if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: why }) === 'skip') return;
+    }
+  }
+
+  xsave(gva: bigint, rfbm: bigint): void {
+    const op = `xsave(${hex(gva)}, ${hex(rfbm)})`;
+    for (;;) {
+      this.tick('xsave');
+      const ud = this.osxsaveOff(op);
+      if (ud === 'skip') return;
+      if (ud === 'retry') continue;
+      if ((gva & 63n) !== 0n) {
+        const detail = 'the XSAVE area is not 64-byte aligned';
+        if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail }) === 'skip') return;
+        continue;
+      }
+      // Read first: XSAVE leaves the bytes of components outside RFBM (and reserved bytes) as they were.
+      const area = this.readBytes(gva, XSAVE_AREA_BYTES);
+      saveComponents(this.vcpu.fpu, area, BigInt.asUintN(64, rfbm) & this.vcpu.xcr0);
+      this.writeBytes(gva, area);
+      return;
+    }
+  }
+
+  xrstor(gva: bigint, rfbm: bigint): void {
+    const op = `xrstor(${hex(gva)}, ${hex(rfbm)})`;
+    for (;;) {
+      this.tick('xrstor');
+      const ud = this.osxsaveOff(op);
+      if (ud === 'skip') return;
+      if (ud === 'retry') continue;
+      const area = (gva & 63n) === 0n ? this.readBytes(gva, XSAVE_AREA_BYTES) : undefined;
+      const why =
+        area === undefined ? 'the XSAVE area is not 64-byte aligned' : xsaveAreaProblem(area, this.vcpu.xcr0);
+      if (why === undefined) {
+        loadComponents(this.vcpu.fpu, area!, BigInt.asUintN(64, rfbm) & this.vcpu.xcr0);
+        return;
+      }
       if (this.deliver({ vector: VECTOR.GP, errorCode: 0, operation: op, detail: why }) === 'skip') return;
     }
   }

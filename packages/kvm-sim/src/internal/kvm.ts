@@ -4,6 +4,7 @@ import { isVmType, VM_TYPE_NUMBER, type VmType, vmTypeFromNumber } from '@kvmtes
 import {
   CAP,
   type CpuidEntry,
+  FALLOC_FL,
   type Kvm,
   KvmError,
   MEMORY_ATTRIBUTE,
@@ -14,9 +15,21 @@ import { hostArchOps } from './arch/dispatch.js';
 import type { ArchKvm, ArchOps, ArchVm, FdKind } from './arch/ops.js';
 import { type ResolvedConfig, resolveConfig, type SimConfig, supportedCpuid } from './config.js';
 import type { GmemFile } from './memory.js';
+import type { StatsBlock } from './stats.js';
 import { UserMemoryPool } from './user-memory.js';
 import { SimVm } from './vm.js';
 import type { SimVcpu } from './vcpu.js';
+
+/** FALLOC_FL_MODE_MASK (include/linux/falloc.h): the mutually exclusive operation bits. */
+const FALLOC_MODE_MASK =
+  FALLOC_FL.PUNCH_HOLE |
+  FALLOC_FL.COLLAPSE_RANGE |
+  FALLOC_FL.ZERO_RANGE |
+  FALLOC_FL.INSERT_RANGE |
+  FALLOC_FL.UNSHARE_RANGE |
+  FALLOC_FL.WRITE_ZEROES;
+/** MAX_LFS_FILESIZE on 64-bit: the largest offset + len vfs_fallocate() lets through (else EFBIG). */
+const MAX_LFS_FILESIZE = (1n << 63n) - 1n;
 
 /** One open descriptor: its kind and the object behind it. */
 export type FdEntry =
@@ -24,6 +37,7 @@ export type FdEntry =
   | { kind: 'vm'; vm: SimVm }
   | { kind: 'vcpu'; vcpu: SimVcpu }
   | { kind: 'guest-memfd'; gmem: GmemFile; vm: SimVm }
+  | { kind: 'stats'; block: StatsBlock; id: string; vm: SimVm }
   | { kind: 'sev-device' };
 
 /** Counts of what a simulated process holds (for leak checks). */
@@ -148,6 +162,10 @@ export class SimKvm implements Kvm, ArchKvm {
       case CAP.SPLIT_IRQCHIP:
       case CAP.MEMORY_FAULT_INFO:
         return 1;
+      // x86.c: kvm_vm_ioctl_check_extension(): KVM_CAP_XSAVE and KVM_CAP_XCRS follow the host's XSAVE.
+      case CAP.XSAVE:
+      case CAP.XCRS:
+        return 1;
       // spec §1.2: both are in x86's unconditional "r = 1" list, even where the op is missing.
       case CAP.VM_COPY_ENC_CONTEXT_FROM:
       case CAP.VM_MOVE_ENC_CONTEXT_FROM:
@@ -172,7 +190,9 @@ export class SimKvm implements Kvm, ArchKvm {
       case CAP.VM_TYPES:
         return this.vmTypesMask;
       // KVM_GET_STATS_FD and KVM_PRE_FAULT_MEMORY are not modelled: say so rather than advertise them.
+      // virt/kvm/kvm_main.c: kvm_vm_ioctl_check_extension_generic(): KVM_CAP_BINARY_STATS_FD is 1.
       case CAP.BINARY_STATS_FD:
+        return 1;
       case CAP.PRE_FAULT_MEMORY:
         return 0;
       default:
@@ -246,6 +266,9 @@ export class SimKvm implements Kvm, ArchKvm {
       case 'guest-memfd':
         e.vm.releaseGmem(e.gmem);
         break;
+      case 'stats':
+        e.vm.statsFdReleased();
+        break;
       default:
         break;
     }
@@ -253,6 +276,96 @@ export class SimKvm implements Kvm, ArchKvm {
 
   isFdOpen(fd: number): boolean {
     return this.fds.has(fd);
+  }
+
+  pread(fd: number, length: number, offset: number): Uint8Array {
+    const op = 'pread';
+    checkInt('fd', fd, op);
+    checkInt('length', length, op);
+    checkInt('offset', offset, op);
+    if (length < 0) throw new RangeError(`${op}: length ${length} must not be negative`);
+    const e = this.fds.get(fd);
+    if (e === undefined) throw new KvmError('EBADF', op, `descriptor ${fd} is not open`);
+    // fs/read_write.c: ksys_pread64(): a negative position is EINVAL; vfs_read() of a file with no
+    // read operation (KVM's VM, vCPU and guest_memfd files, /dev/kvm, /dev/sev) is EINVAL.
+    if (offset < 0) throw new KvmError('EINVAL', op, `offset ${offset} is negative`);
+    if (e.kind !== 'stats') throw new KvmError('EINVAL', op, `descriptor ${fd} (${e.kind}) cannot be read`);
+    // virt/kvm/binary_stats.c: kvm_stats_read(): the live contents from `offset`, at most `length` bytes.
+    const img = e.block.image(e.id);
+    const start = Math.min(offset, img.length);
+    return img.slice(start, Math.min(img.length, start + length));
+  }
+
+  fallocate(fd: number, mode: number, offset: bigint, len: bigint): void {
+    const op = 'fallocate';
+    checkInt('fd', fd, op);
+    checkInt('mode', mode, op);
+    if (typeof offset !== 'bigint')
+      throw new TypeError(`${op}: offset must be a bigint, got ${typeof offset}`);
+    if (typeof len !== 'bigint') throw new TypeError(`${op}: len must be a bigint, got ${typeof len}`);
+    const e = this.fds.get(fd);
+    if (e === undefined) throw new KvmError('EBADF', op, `descriptor ${fd} is not open`);
+    // fs/open.c: vfs_fallocate(), in its order.
+    if (offset < 0n || len <= 0n)
+      throw new KvmError('EINVAL', op, `offset ${offset} must be >= 0 and len ${len} > 0`);
+    if ((mode & ~(FALLOC_MODE_MASK | FALLOC_FL.KEEP_SIZE)) !== 0)
+      throw new KvmError('EOPNOTSUPP', op, `mode 0x${mode.toString(16)} has unknown bits`);
+    const kind = mode & FALLOC_MODE_MASK;
+    const keep = (mode & FALLOC_FL.KEEP_SIZE) !== 0;
+    const exclusive = kind === 0 || (kind & (kind - 1)) === 0;
+    if (
+      !exclusive ||
+      (kind === FALLOC_FL.PUNCH_HOLE && !keep) ||
+      ((kind === FALLOC_FL.COLLAPSE_RANGE ||
+        kind === FALLOC_FL.INSERT_RANGE ||
+        kind === FALLOC_FL.WRITE_ZEROES) &&
+        keep)
+    )
+      throw new KvmError('EOPNOTSUPP', op, `mode 0x${mode.toString(16)} is not a valid combination`);
+    // KVM's VM and vCPU descriptors are anonymous inodes, /dev/sev a character device: not files.
+    if (e.kind !== 'guest-memfd')
+      throw new KvmError('ENODEV', op, `descriptor ${fd} (${e.kind}) is not a regular file or block device`);
+    if (offset + len > MAX_LFS_FILESIZE)
+      throw new KvmError(
+        'EFBIG',
+        op,
+        `offset + len 0x${(offset + len).toString(16)} exceeds the largest file size`,
+      );
+    // virt/kvm/guest_memfd.c: kvm_gmem_fallocate().
+    const g = e.gmem;
+    if (!keep)
+      throw new KvmError('EOPNOTSUPP', op, 'guest_memfd needs FALLOC_FL_KEEP_SIZE (its size is fixed)');
+    if ((mode & ~(FALLOC_FL.KEEP_SIZE | FALLOC_FL.PUNCH_HOLE)) !== 0)
+      throw new KvmError(
+        'EOPNOTSUPP',
+        op,
+        `guest_memfd supports only allocation and PUNCH_HOLE, not mode 0x${mode.toString(16)}`,
+      );
+    if ((offset | len) & 0xfffn)
+      throw new KvmError(
+        'EINVAL',
+        op,
+        `offset 0x${offset.toString(16)} and len 0x${len.toString(16)} must be page aligned`,
+      );
+    const first = Number(offset / 4096n);
+    if ((mode & FALLOC_FL.PUNCH_HOLE) !== 0) {
+      // kvm_gmem_punch_hole(): the range's pages are truncated (past the end there is nothing to free)
+      // and every bound VM's mappings of them are zapped.
+      let stop = offset + len;
+      if (stop > g.size) stop = g.size;
+      const end = Number(stop / 4096n);
+      if (end > first) g.punchHole(first, end);
+      e.vm.flushTlbs();
+      return;
+    }
+    // kvm_gmem_allocate(): the file is immutable in size.
+    if (offset + len > g.size)
+      throw new KvmError(
+        'EINVAL',
+        op,
+        `range 0x${offset.toString(16)}+0x${len.toString(16)} is past the guest_memfd size 0x${g.size.toString(16)}`,
+      );
+    g.allocate(first, Number((offset + len) / 4096n));
   }
 
   stats(): SimStats {

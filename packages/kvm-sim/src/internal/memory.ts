@@ -32,6 +32,18 @@ export class GmemFile {
     return p;
   }
 
+  /** kvm_gmem_allocate(): pages [first, end) get backing now (zeroed, like a fresh folio). */
+  allocate(first: number, end: number): void {
+    for (let i = first; i < end; i++) this.page(i, true);
+  }
+
+  /** kvm_gmem_punch_hole(): pages [first, end) lose their backing; a later fault finds a zeroed page. */
+  punchHole(first: number, end: number): void {
+    if (end - first > this.pages.size) {
+      for (const i of [...this.pages.keys()]) if (i >= first && i < end) this.pages.delete(i);
+    } else for (let i = first; i < end; i++) this.pages.delete(i);
+  }
+
   /** kvm_gmem_bind overlap test: any existing binding intersecting [start, end) (in file pages). */
   overlaps(start: bigint, end: bigint): boolean {
     for (const s of this.bindings) {

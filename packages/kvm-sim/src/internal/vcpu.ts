@@ -11,6 +11,7 @@
 import {
   CPUID_FLAG_SIGNIFICANT_INDEX,
   CR,
+  findCpuid,
   type CpuidEntry,
   type Exit,
   GuestException,
@@ -24,13 +25,20 @@ import {
   type Sregs,
   type TdxCommand,
   type Vcpu,
+  type XcrEntry,
+  XFEATURE,
+  XSAVE_LAYOUT,
   zeroRegs,
 } from '@kvmtest/kvm';
 import type { ArchVcpu } from './arch/ops.js';
 import { checkInt, checkU64 } from './kvm.js';
 import { GuestUnwind, SimGuest } from './guest.js';
+import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
 import type { SimVm } from './vm.js';
+import { loadComponents, resetXsaveArea, SUPPORTED_XCR0, xcrProblem, xsaveAreaProblem } from './xsave.js';
 
+/** KVM_MAX_XCRS. */
+const MAX_XCRS = 16;
 /** KVM_MAX_CPUID_ENTRIES. */
 const MAX_CPUID_ENTRIES = 256;
 /** The fields of a kvm_cpuid_entry2, in the order KVM_SET_CPUID2 checks them. */
@@ -59,8 +67,45 @@ export const MSR = {
 /** EFER bits a guest or host may set: SCE, LME, LMA, NXE. */
 const EFER_VALID = (1n << 0n) | (1n << 8n) | (1n << 10n) | (1n << 11n);
 
+/**
+ * CR4 bits KVM knows (VME … SMXE, FSGSBASE, PCIDE, OSXSAVE, KL, SMEP, SMAP, PKE, CET, PKS, LAM_SUP);
+ * any other is in cr4_reserved_bits (arch/x86/kvm/x86.h: __cr4_reserved_bits()).
+ */
+const CR4_KNOWN =
+  0x7fffn | (1n << 16n) | (1n << 17n) | (1n << 18n) | (1n << 19n) | (0xfn << 20n) | (1n << 24n) | (1n << 28n);
+/**
+ * CR4 bits reserved unless the vCPU's CPUID has the feature (x86.h __cr4_reserved_bits(), evaluated
+ * on guest CPUID into cr4_guest_rsvd_bits): [CR4 bit, name, CPUID leaf, register, feature bit].
+ */
+const CR4_FEATURE_BITS = [
+  [11, 'UMIP', 7, 'ecx', 2],
+  [12, 'LA57', 7, 'ecx', 16],
+  [13, 'VMXE', 1, 'ecx', 5],
+  [14, 'SMXE', 1, 'ecx', 6],
+  [16, 'FSGSBASE', 7, 'ebx', 0],
+  [17, 'PCIDE', 1, 'ecx', 17],
+  [18, 'OSXSAVE', 1, 'ecx', 26],
+  [20, 'SMEP', 7, 'ebx', 7],
+  [21, 'SMAP', 7, 'ebx', 20],
+  [22, 'PKE', 7, 'ecx', 3],
+] as const;
+
 /** Architectural reset CR0: CD | NW | ET. */
 const CR0_RESET = 0x60000010n;
+
+/**
+ * The register file of a vCPU at RESET. arch/x86/kvm/x86.c: kvm_vcpu_reset(): every GPR zero
+ * except RDX, which holds CPUID.1.EAX (family/model/stepping) or KVM's default 0x600 when no
+ * CPUID.1 entry is found — always so at RESET, which runs in KVM_CREATE_VCPU before userspace
+ * can set any CPUID; RFLAGS is X86_EFLAGS_FIXED (0x2) and RIP 0xfff0 (with CS base 0xffff0000,
+ * svm.c: init_vmcb() / vmx.c: vmx_vcpu_reset(), the first instruction is at 0xfffffff0).
+ */
+function resetRegs(): Regs {
+  const r = zeroRegs();
+  r.rdx = 0x600n;
+  r.rip = 0xfff0n;
+  return r;
+}
 
 // ---- the macrotask watchdog (one setImmediate covers every run in flight) ----------------------
 
@@ -104,8 +149,14 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   readonly fd: number;
   arch: unknown = undefined;
   fdOpen = true;
-  readonly regs: Regs = zeroRegs();
+  readonly regs: Regs = resetRegs();
   readonly sregs: Sregs = { cr0: CR0_RESET, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n };
+  /** XCR0: x87 only at RESET (arch/x86/kvm/x86.c: kvm_vcpu_reset(), __kvm_set_xcr(vcpu, 0, XFEATURE_MASK_FP)). */
+  xcr0: bigint = XFEATURE.FP;
+  /** The vCPU's binary statistics (KVM_GET_STATS_FD); exits are counted as they reach the host. */
+  readonly stats: StatsBlock = vcpuStats();
+  /** The x87/SSE/AVX state as a standard-format XSAVE area (XINUSE in its XSTATE_BV field). */
+  readonly fpu: Uint8Array = resetXsaveArea();
   cpuid: CpuidEntry[];
   private readonly msrs = new Map<number, bigint>();
   /** KVM_RUN was entered at least once (kvm_vcpu_has_run). */
@@ -115,11 +166,13 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   listed = false;
   exit: Exit | undefined = undefined;
   program: GuestProgram | undefined = undefined;
-  readonly guest: SimGuest;
+  guest: SimGuest;
 
   state: RunState = 'idle';
   /** The exit later runs replay once the program can no longer run. */
   private endExit: Exit | undefined;
+  /** The exit a moved guest stopped at on its source vCPU, for the completion of that exit. */
+  private pendingExit: Exit | undefined;
   private resumeFn: ((v: unknown) => void) | undefined;
   private completion: ((e: Exit) => unknown) | undefined;
   private resumeValue: unknown;
@@ -200,20 +253,97 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     if (typeof sregs !== 'object' || sregs === null) throw new TypeError(`${op}: sregs must be an object`);
     for (const n of ['cr0', 'cr2', 'cr3', 'cr4', 'efer'] as const) checkU64(`sregs.${n}`, sregs[n], op);
     this.protectedGate(op);
-    // x86.c kvm_is_valid_sregs: long mode with paging needs PAE and LMA; LMA without both is invalid.
     const { cr0, cr3, cr4, efer } = sregs;
-    if ((efer & ~EFER_VALID) !== 0n)
-      throw new KvmError('EINVAL', op, `EFER 0x${efer.toString(16)} has reserved bits`);
-    if ((efer & CR.EFER_LME) !== 0n && (cr0 & CR.CR0_PG) !== 0n) {
-      if ((cr4 & CR.CR4_PAE) === 0n) throw new KvmError('EINVAL', op, 'long mode with paging needs CR4.PAE');
-      if ((efer & CR.EFER_LMA) === 0n)
-        throw new KvmError('EINVAL', op, 'long mode with paging needs EFER.LMA');
-      if (cr3 >> BigInt(this.vm.kvm.config.maxPhysAddr) !== 0n)
-        throw new KvmError('EINVAL', op, `CR3 0x${cr3.toString(16)} has bits above MAXPHYADDR`);
-    } else if ((efer & CR.EFER_LMA) !== 0n)
-      throw new KvmError('EINVAL', op, 'EFER.LMA needs EFER.LME and CR0.PG');
+    const why = this.invalidSregs(sregs);
+    if (why !== undefined) throw new KvmError('EINVAL', op, why);
     Object.assign(this.sregs, { cr0, cr2: sregs.cr2, cr3, cr4, efer });
     this.guest.flush();
+  }
+
+  /**
+   * arch/x86/kvm/x86.c (regs.c in newer trees): kvm_is_valid_sregs(), the check KVM_SET_SREGS makes
+   * before changing anything: long mode with paging needs CR4.PAE, EFER.LMA and a legal CR3; EFER.LMA
+   * needs both; then kvm_is_valid_cr4() (reserved bits, and bits of features the vCPU's CPUID lacks),
+   * kvm_is_valid_cr0() (bits 63:32, NW without CD, PG without PE) and kvm_valid_efer() (reserved bits,
+   * LME/LMA without CPUID LM, NXE without CPUID NX). Returns why the state is invalid.
+   */
+  private invalidSregs(sregs: Sregs): string | undefined {
+    const { cr0, cr3, cr4, efer } = sregs;
+    const hex = (v: bigint): string => `0x${v.toString(16)}`;
+    if ((efer & CR.EFER_LME) !== 0n && (cr0 & CR.CR0_PG) !== 0n) {
+      if ((cr4 & CR.CR4_PAE) === 0n) return 'long mode with paging (EFER.LME and CR0.PG) needs CR4.PAE';
+      if ((efer & CR.EFER_LMA) === 0n) return 'long mode with paging (EFER.LME and CR0.PG) needs EFER.LMA';
+      if (cr3 >> BigInt(this.vm.kvm.config.maxPhysAddr) !== 0n)
+        return `CR3 ${hex(cr3)} has bits above MAXPHYADDR ${this.vm.kvm.config.maxPhysAddr}`;
+    } else if ((efer & CR.EFER_LMA) !== 0n) return 'EFER.LMA needs EFER.LME and CR0.PG';
+    const cr4Reserved = cr4 & ~CR4_KNOWN;
+    if (cr4Reserved !== 0n) return `CR4 ${hex(cr4)} sets reserved bits ${hex(cr4Reserved)}`;
+    for (const [bit, name, leaf, reg, fbit] of CR4_FEATURE_BITS) {
+      if ((cr4 & (1n << BigInt(bit))) === 0n) continue;
+      const e = findCpuid(this.cpuid, leaf, 0);
+      if (e === undefined || ((e[reg] >>> fbit) & 1) === 0)
+        return `CR4 ${hex(cr4)} sets ${name} (bit ${bit}) but the vCPU's CPUID.0x${leaf.toString(16)}.${reg.toUpperCase()}[${fbit}] is 0`;
+    }
+    if (cr0 >> 32n !== 0n) return `CR0 ${hex(cr0)} sets bits 63:32`;
+    if ((cr0 & CR.CR0_NW) !== 0n && (cr0 & CR.CR0_CD) === 0n) return `CR0 ${hex(cr0)} sets NW without CD`;
+    if ((cr0 & CR.CR0_PG) !== 0n && (cr0 & CR.CR0_PE) === 0n) return `CR0 ${hex(cr0)} sets PG without PE`;
+    if ((efer & ~EFER_VALID) !== 0n) return `EFER ${hex(efer)} has reserved bits ${hex(efer & ~EFER_VALID)}`;
+    const ext = findCpuid(this.cpuid, 0x8000_0001, 0);
+    if ((efer & (CR.EFER_LME | CR.EFER_LMA)) !== 0n && ((ext?.edx ?? 0) & (1 << 29)) === 0)
+      return `EFER ${hex(efer)} sets LME/LMA but the vCPU's CPUID.0x80000001.EDX.LM[29] is 0`;
+    if ((efer & CR.EFER_NXE) !== 0n && ((ext?.edx ?? 0) & (1 << 20)) === 0)
+      return `EFER ${hex(efer)} sets NXE but the vCPU's CPUID.0x80000001.EDX.NX[20] is 0`;
+    return undefined;
+  }
+
+  // ---- XSAVE state and XCRs -----------------------------------------------------------------
+
+  /** guest_supported_xcr0: CPUID.(0xD,0) EDX:EAX of the vCPU's CPUID, masked by what KVM saves. */
+  guestSupportedXcr0(): bigint {
+    const e = findCpuid(this.cpuid, 0xd, 0);
+    return e === undefined ? 0n : ((BigInt(e.edx) << 32n) | BigInt(e.eax)) & SUPPORTED_XCR0;
+  }
+
+  /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_get_xsave(): the state in the uABI (standard) format. */
+  getXsave(): Uint8Array {
+    this.protectedGate('KVM_GET_XSAVE');
+    return this.fpu.slice();
+  }
+
+  /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_set_xsave() -> fpu_copy_uabi_to_guest_fpstate(). */
+  setXsave(area: Uint8Array): void {
+    const op = 'KVM_SET_XSAVE';
+    if (!(area instanceof Uint8Array) || area.length !== XSAVE_LAYOUT.size)
+      throw new TypeError(`${op}: area must be a ${XSAVE_LAYOUT.size}-byte Uint8Array (struct kvm_xsave)`);
+    this.protectedGate(op);
+    const why = xsaveAreaProblem(area, SUPPORTED_XCR0);
+    if (why !== undefined) throw new KvmError('EINVAL', op, why);
+    loadComponents(this.fpu, area, SUPPORTED_XCR0);
+  }
+
+  /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_get_xcrs(): one XCR, XCR0. */
+  getXcrs(): XcrEntry[] {
+    this.protectedGate('KVM_GET_XCRS');
+    return [{ xcr: 0, value: this.xcr0 }];
+  }
+
+  /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_set_xcrs(): at most KVM_MAX_XCRS (16); the first XCR0 entry counts. */
+  setXcrs(xcrs: readonly XcrEntry[]): void {
+    const op = 'KVM_SET_XCRS';
+    if (!Array.isArray(xcrs)) throw new TypeError(`${op}: xcrs must be an array`);
+    xcrs.forEach((x, i) => {
+      if (typeof x !== 'object' || x === null) throw new TypeError(`${op}: xcrs[${i}] must be an object`);
+      checkInt(`xcrs[${i}].xcr`, x.xcr, op);
+      checkU64(`xcrs[${i}].value`, x.value, op);
+    });
+    this.protectedGate(op);
+    if (xcrs.length > MAX_XCRS)
+      throw new KvmError('EINVAL', op, `${xcrs.length} XCRs exceed KVM_MAX_XCRS ${MAX_XCRS}`);
+    const x = xcrs.find((e) => e.xcr === 0);
+    if (x === undefined) return;
+    const why = xcrProblem(0, x.value, this.guestSupportedXcr0());
+    if (why !== undefined) throw new KvmError('EINVAL', op, why);
+    this.xcr0 = x.value;
   }
 
   // ---- CPUID and MSRs -----------------------------------------------------------------------
@@ -296,6 +426,15 @@ export class SimVcpu implements Vcpu, ArchVcpu {
       );
   }
 
+  /**
+   * KVM_GET_STATS_FD on the vCPU (virt/kvm/kvm_main.c: kvm_vcpu_ioctl_get_stats_fd()): id
+   * "kvm-<pid>/vcpu-<id>"; the file holds a reference on the VM.
+   */
+  getStatsFd(): number {
+    this.gate('KVM_GET_STATS_FD');
+    return this.vm.openStatsFd(this.stats, `kvm-${statsPid()}/vcpu-${this.id}`);
+  }
+
   memEncryptOp(cmd: TdxCommand | undefined): void {
     const op = 'KVM_MEMORY_ENCRYPT_OP';
     if (cmd !== undefined && (typeof cmd !== 'object' || cmd === null))
@@ -314,6 +453,42 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     if (this.state !== 'idle')
       throw new Error(`setEntry: vCPU ${this.id} has already started its guest program`);
     this.program = program;
+  }
+
+  /**
+   * The destination side of an encryption-context move (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM): with
+   * `registers` (SEV-ES, arch/x86/kvm/svm/sev.c: sev_migrate_from() moves each vCPU's VMSA, which
+   * holds the control registers, EFER, the GPRs, RIP and the syscall MSRs) this vCPU takes `from`'s
+   * register state. If this vCPU has no guest program of its own and has not run, it also takes
+   * `from`'s guest program where it stopped — the simulator's stand-in for the guest's code and RIP
+   * — so the guest goes on here; `from` keeps a fresh, idle guest.
+   */
+  adoptGuest(from: SimVcpu, registers: boolean): void {
+    if (registers) {
+      Object.assign(this.regs, from.regs);
+      Object.assign(this.sregs, from.sregs);
+      for (const [k, v] of from.msrs) if (this.msrs.has(k)) this.msrs.set(k, v);
+      this.xcr0 = from.xcr0;
+      this.fpu.set(from.fpu);
+      this.guest.flush();
+    }
+    if (this.state !== 'idle' || this.program !== undefined || this.hasRun) return;
+    if (from.program === undefined || from.state === 'running' || from.state === 'ended') return;
+    const moved = from.guest;
+    this.program = from.program;
+    this.state = from.state;
+    this.resumeFn = from.resumeFn;
+    this.completion = from.completion;
+    this.resumeValue = from.resumeValue;
+    this.pendingExit = from.exit;
+    moved.rebind(this);
+    this.guest = moved;
+    from.program = undefined;
+    from.state = 'idle';
+    from.resumeFn = undefined;
+    from.completion = undefined;
+    from.resumeValue = undefined;
+    from.guest = new SimGuest(from);
   }
 
   // ---- KVM_RUN ------------------------------------------------------------------------------
@@ -338,15 +513,16 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.hasRun = true;
     this.guest.enterRun();
     // complete_userspace_io: the data the host left in kvm_run finishes the pending IN/MMIO/hypercall.
-    if (this.completion !== undefined && this.exit !== undefined) {
-      this.resumeValue = this.completion(this.exit);
+    const pending = this.exit ?? this.pendingExit;
+    if (this.completion !== undefined && pending !== undefined) {
+      this.resumeValue = this.completion(pending);
       this.completion = undefined;
     }
-    if (opts?.immediateExit) {
-      const e: Exit = { reason: 'intr' };
-      this.exit = e;
-      return Promise.resolve(e);
-    }
+    this.pendingExit = undefined;
+    // arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run(): the pending I/O completes first, then
+    // `!vcpu->wants_to_run` (immediate_exit set) fails KVM_RUN with EINTR; exit_reason stays as it was.
+    if (opts?.immediateExit)
+      return Promise.reject(new KvmError('EINTR', 'KVM_RUN', 'kvm_run.immediate_exit is set'));
     if (this.state === 'ended') {
       this.exit = this.endExit!;
       return Promise.resolve(this.endExit!);
@@ -425,6 +601,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
 
   private finishRun(exit: Exit): void {
     this.flightSeq = 0;
+    countExit(this.stats, exit);
     this.current = undefined;
     this.exit = exit;
     const res = this.runResolve;
@@ -480,6 +657,30 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.resumeFn = undefined;
     this.completion = undefined;
     this.guest.poison(`vCPU ${this.id} was destroyed`);
+  }
+}
+
+/** The x86 exit statistics an exit to the host adds to (vcpu->stat.exits, io_exits, mmio_exits, …). */
+function countExit(stats: StatsBlock, exit: Exit): void {
+  stats.bump('exits');
+  switch (exit.reason) {
+    case 'io':
+      stats.bump('io_exits');
+      return;
+    case 'mmio':
+      stats.bump('mmio_exits');
+      return;
+    case 'hlt':
+      stats.bump('halt_exits');
+      return;
+    case 'hypercall':
+      stats.bump('hypercalls');
+      return;
+    case 'intr':
+      stats.bump('signal_exits');
+      return;
+    default:
+      return;
   }
 }
 

@@ -16,13 +16,17 @@ import {
 import type { ArchOps, ArchVm, HostPtrTarget } from './arch/ops.js';
 import { checkInt, checkU64, type SimKvm } from './kvm.js';
 import { AttributeMap, GmemFile, Memslot, PAGE } from './memory.js';
+import { type StatsBlock, statsPid, vmStats } from './stats.js';
 import { SimVcpu } from './vcpu.js';
 
 const U64 = (1n << 64n) - 1n;
 /** KVM_MEM_MAX_NR_PAGES: (1 << 31) - 1 pages per memslot. */
 const MAX_NR_PAGES = (1n << 31n) - 1n;
-/** MAX_NR_RESERVED_IOAPIC_PINS (x86 KVM_CAP_SPLIT_IRQCHIP). */
-const MAX_RESERVED_IOAPIC_PINS = 48n;
+/**
+ * MAX_NR_RESERVED_IOAPIC_PINS, the most reserved pins KVM_CAP_SPLIT_IRQCHIP takes: arch/x86/kvm/ioapic.h
+ * defines it as KVM_MAX_IRQ_ROUTES, 4096 (include/linux/kvm_host.h).
+ */
+const MAX_RESERVED_IOAPIC_PINS = 4096n;
 /** KVM_EXIT_HYPERCALL_VALID_MASK: only KVM_HC_MAP_GPA_RANGE. */
 const EXIT_HYPERCALL_VALID = 1n << 12n;
 
@@ -58,6 +62,8 @@ export class SimVm implements Vm, ArchVm {
   symbols: ReadonlyMap<string, bigint> = new Map();
   /** References keeping `struct kvm` alive: the VM fd, each vCPU fd, each guest_memfd file. */
   private refs = 1;
+  /** The VM's binary statistics (KVM_GET_STATS_FD). */
+  readonly stats: StatsBlock = vmStats();
   vmFdOpen = true;
   destroyed = false;
   /** Bumped whenever a change invalidates guest translations or access decisions (vCPUs compare it). */
@@ -175,22 +181,33 @@ export class SimVm implements Vm, ArchVm {
         return;
       }
       case CAP.MAX_VCPU_ID: {
-        // x86.c: above KVM_MAX_VCPU_IDS -> EINVAL; once set (or vCPUs exist) only the same value passes.
+        // arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap(): above KVM_MAX_VCPU_IDS -> EINVAL; the value in
+        // force (set by this cap, or KVM_MAX_VCPU_IDS set at the first vCPU's pre-create) is accepted
+        // again; an unset one is set; anything else -> EINVAL.
         const max = this.kvm.config.maxVcpuId;
         if (arg0 > BigInt(max))
           throw new KvmError('EINVAL', op, `KVM_CAP_MAX_VCPU_ID ${arg0} exceeds KVM_MAX_VCPU_IDS ${max}`);
         const v = Number(arg0);
         if (this.maxVcpuIds === v) return;
-        if (this.maxVcpuIds === 0 && this.createdVcpus === 0) {
+        if (this.maxVcpuIds === 0) {
           this.maxVcpuIds = v;
           return;
         }
-        throw new KvmError('EINVAL', op, 'KVM_CAP_MAX_VCPU_ID is already set or vCPUs exist');
+        throw new KvmError(
+          'EINVAL',
+          op,
+          `KVM_CAP_MAX_VCPU_ID ${v}: the VM's maximum vCPU id is already ${this.maxVcpuIds}${this.createdVcpus > 0 && this.maxVcpuIds === max ? ' (KVM_MAX_VCPU_IDS, set when the first vCPU was created)' : ''}`,
+        );
       }
       case CAP.SPLIT_IRQCHIP:
-        // x86.c: too many reserved pins -> EINVAL; an irqchip already, or vCPUs created -> EEXIST.
+        // arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap(): more than MAX_NR_RESERVED_IOAPIC_PINS -> EINVAL;
+        // an irqchip already, or vCPUs created -> EEXIST.
         if (arg0 > MAX_RESERVED_IOAPIC_PINS)
-          throw new KvmError('EINVAL', op, `KVM_CAP_SPLIT_IRQCHIP: ${arg0} reserved pins exceed 48`);
+          throw new KvmError(
+            'EINVAL',
+            op,
+            `KVM_CAP_SPLIT_IRQCHIP: ${arg0} reserved pins exceed MAX_NR_RESERVED_IOAPIC_PINS ${MAX_RESERVED_IOAPIC_PINS}`,
+          );
         if (this.splitIrqchip || this.createdVcpus > 0)
           throw new KvmError('EEXIST', op, 'KVM_CAP_SPLIT_IRQCHIP: an irqchip exists or vCPUs were created');
         this.splitIrqchip = true;
@@ -452,8 +469,10 @@ export class SimVm implements Vm, ArchVm {
       });
     if (this.createdVcpus >= cfg.maxVcpus)
       throw new KvmError('EINVAL', op, `the VM already has KVM_MAX_VCPUS ${cfg.maxVcpus} vCPUs`, { id });
-    // x86 kvm_arch_vcpu_precreate: an id beyond KVM_CAP_MAX_VCPU_ID's value -> EINVAL, then the vendor.
-    if (this.maxVcpuIds !== 0 && id >= this.maxVcpuIds)
+    // arch/x86/kvm/x86.c: kvm_arch_vcpu_precreate(): an unset max_vcpu_ids becomes KVM_MAX_VCPU_IDS
+    // (and stays so even if this creation fails); an id beyond it -> EINVAL, then the vendor.
+    if (this.maxVcpuIds === 0) this.maxVcpuIds = cfg.maxVcpuId;
+    if (id >= this.maxVcpuIds)
       throw new KvmError(
         'EINVAL',
         op,
@@ -526,6 +545,27 @@ export class SimVm implements Vm, ArchVm {
   /** The VM fd was closed. */
   releaseVmFd(): void {
     this.vmFdOpen = false;
+    this.put();
+  }
+
+  /**
+   * KVM_GET_STATS_FD on the VM (virt/kvm/kvm_main.c: kvm_vm_ioctl_get_stats_fd()): a read-only file
+   * of the VM's statistics; it holds a reference on the VM (kvm_get_kvm).
+   */
+  getStatsFd(): number {
+    this.gate('KVM_GET_STATS_FD');
+    return this.openStatsFd(this.stats, `kvm-${statsPid()}`);
+  }
+
+  /** @internal a stats descriptor of this VM or one of its vCPUs. */
+  openStatsFd(block: StatsBlock, id: string): number {
+    const fd = this.kvm.allocFd({ kind: 'stats', block, id, vm: this });
+    this.refs++;
+    return fd;
+  }
+
+  /** A stats fd was closed (kvm_vm_stats_release / kvm_vcpu_stats_release -> kvm_put_kvm). */
+  statsFdReleased(): void {
     this.put();
   }
 

@@ -77,25 +77,35 @@ export class GuestUnhandledError extends TestAssertionError {
 
 const lastUcalls = new WeakMap<Vcpu, Ucall | undefined>();
 
-/** Throws the host failure for an ABORT or UNHANDLED ucall; returns the others. */
-export function checkUcall(uc: Ucall): Ucall {
-  if (uc.cmd === UCALL.ABORT) throw new GuestAssertionError(uc);
+/**
+ * How a kit run treats a guest's ABORT ucall (a failed GUEST_ASSERT*, GUEST_FAIL): `'throw'` (the
+ * default) re-raises it as GuestAssertionError; `'return'` hands it back as data, for hosts that
+ * expect failed assertions and run the guest on (upstream's guest_print_test). UNHANDLED always throws.
+ */
+export interface RunUcallOptions {
+  abort?: 'throw' | 'return';
+}
+
+/** Throws the host failure for an ABORT (unless `abort: 'return'`) or UNHANDLED ucall; returns the others. */
+export function checkUcall(uc: Ucall, opts?: RunUcallOptions): Ucall {
+  if (uc.cmd === UCALL.ABORT && opts?.abort !== 'return') throw new GuestAssertionError(uc);
   if (uc.cmd === UCALL.UNHANDLED) throw new GuestUnhandledError(uc);
   return uc;
 }
 
 /**
  * _vcpu_run: launches the VM first if its type needs it, runs the vCPU, decodes a ucall exit
- * (kept for lastUcall) and throws GuestAssertionError / GuestUnhandledError for ABORT / UNHANDLED.
- * Returns the exit.
+ * (kept for lastUcall) and throws GuestAssertionError / GuestUnhandledError for ABORT / UNHANDLED
+ * (ABORT only returns with `abort: 'return'`). Returns the exit.
  */
-export async function vcpuRun(vcpu: Vcpu): Promise<Exit> {
+export async function vcpuRun(vcpu: Vcpu, opts?: RunUcallOptions): Promise<Exit> {
+  checkRunOptions('vcpuRun', opts);
   const vm = testVmOfVcpu(vcpu);
   if (vm.launchPending) vmLaunch(vm);
   const exit = await vcpu.run();
   const uc = vm.ucallPool === undefined ? undefined : getUcall(vcpu);
   lastUcalls.set(vcpu, uc);
-  if (uc !== undefined) checkUcall(uc);
+  if (uc !== undefined) checkUcall(uc, opts);
   return exit;
 }
 
@@ -106,10 +116,12 @@ export function lastUcall(vcpu: Vcpu): Ucall | undefined {
 
 /**
  * Runs the vCPU until its next ucall and returns it: launches first if needed, throws
- * GuestAssertionError / GuestUnhandledError for ABORT / UNHANDLED, and a NOT_A_UCALL error naming
- * the exit (describeExit) when the vCPU stopped for anything else.
+ * GuestAssertionError / GuestUnhandledError for ABORT / UNHANDLED (with `{ abort: 'return' }` an
+ * ABORT is returned instead; the guest goes on from its assertion at the next run), and a
+ * NOT_A_UCALL error naming the exit (describeExit) when the vCPU stopped for anything else.
  */
-export async function runUcall(vcpu: Vcpu): Promise<Ucall> {
+export async function runUcall(vcpu: Vcpu, opts?: RunUcallOptions): Promise<Ucall> {
+  checkRunOptions('runUcall', opts);
   const vm = testVmOfVcpu(vcpu);
   if (vm.ucallPool === undefined)
     throw new TestkitError(
@@ -127,12 +139,27 @@ export async function runUcall(vcpu: Vcpu): Promise<Ucall> {
       `vCPU ${vcpu.id} of the ${vm.type} VM exited with ${describeExit(exit)} instead of a ucall`,
       { vcpuId: vcpu.id, exit },
     );
-  return checkUcall(uc);
+  return checkUcall(uc, opts);
 }
 
-/** Runs until a ucall and asserts its command (e.g. UCALL.DONE); returns it. */
+function checkRunOptions(fn: string, opts: RunUcallOptions | undefined): void {
+  if (opts === undefined) return;
+  if (typeof opts !== 'object' || opts === null)
+    throw new TestkitError('BAD_ARGUMENT', `${fn}: options must be an object, got ${String(opts)}`, {});
+  if (opts.abort !== undefined && opts.abort !== 'throw' && opts.abort !== 'return')
+    throw new TestkitError(
+      'BAD_ARGUMENT',
+      `${fn}: abort must be 'throw' or 'return', got ${String(opts.abort)}`,
+      { abort: opts.abort },
+    );
+}
+
+/**
+ * Runs until a ucall and asserts its command (e.g. UCALL.DONE); returns it. Expecting UCALL.ABORT
+ * receives the guest's failed assertion as data (the guest goes on at the next run).
+ */
 export async function runUcallExpect(vcpu: Vcpu, cmd: number): Promise<Ucall> {
-  const uc = await runUcall(vcpu);
+  const uc = await runUcall(vcpu, cmd === UCALL.ABORT ? { abort: 'return' } : undefined);
   if (uc.cmd !== cmd)
     throw new TestAssertionError({
       location: displayLocation(callerOf(runUcallExpect)),

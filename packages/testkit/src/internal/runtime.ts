@@ -78,11 +78,6 @@ function handlerAt(address: bigint): GuestExceptionHandler | undefined {
   return handlerTable.at(address);
 }
 
-/** Thrown inside the guest after it reported ABORT: unwinds the guest program, which then ends. */
-class GuestHalt extends Error {
-  override readonly name = 'GuestHalt';
-}
-
 /** Where an unhandled exception happened, captured by the dispatcher while the faulting frame is live. */
 const unhandledSite = new WeakMap<Guest, { frame: ExceptionFrame; site: CallSite | undefined }>();
 
@@ -125,8 +120,7 @@ function dispatch(g: Guest, frame: ExceptionFrame): ExceptionResume {
 
 /**
  * Wraps a guest program as a vCPU entry point: installs the exception dispatcher, runs the
- * program, reports an exception nobody handled as UCALL_UNHANDLED, and ends quietly after a
- * guest assertion was reported.
+ * program and reports an exception nobody handled as UCALL_UNHANDLED.
  */
 export function wrapGuest(program: GuestProgram): GuestProgram {
   return async (g: Guest) => {
@@ -134,7 +128,6 @@ export function wrapGuest(program: GuestProgram): GuestProgram {
     try {
       await program(g);
     } catch (e) {
-      if (e instanceof GuestHalt) return;
       if (e instanceof GuestException) {
         await reportUnhandled(g, e);
         return;
@@ -219,13 +212,16 @@ export function guestPrintf(g: Guest, fmt: string, ...values: FormatValue[]): Pr
   return ucallFmt(g, UCALL.PRINTF, fmt, ...values);
 }
 
+// tools/testing/selftests/kvm/lib/ucall_common.c: ucall_assert() makes the ABORT ucall and returns:
+// the guest goes on after a failed assertion, and the host decides whether the test ends (runUcall
+// throws on ABORT unless asked to return it).
 async function abort(
   g: Guest,
   expression: string,
   site: CallSite | undefined,
   fmt: string,
   values: readonly unknown[],
-): Promise<never> {
+): Promise<void> {
   const loc = displayLocation(site);
   await ucallAssert(
     g,
@@ -234,12 +230,12 @@ async function abort(
     fmt,
     ...values,
   );
-  throw new GuestHalt('guest reported ABORT');
 }
 
 /**
  * GUEST_ASSERT / __GUEST_ASSERT: unless `cond`, reports ABORT with this call's file:line, the text
- * of the condition (read from the source at that line) and the formatted message; the guest then ends.
+ * of the condition (read from the source at that line) and the formatted message, then returns (as
+ * upstream's ucall_assert does) once the host runs the vCPU again.
  */
 export async function guestAssert(
   g: Guest,
@@ -291,7 +287,7 @@ export async function guestAssertNe(
   return abort(g, `${ea} != ${eb}`, site, `%s${extra}`, [eqMessage(a, b, ea, eb, '=='), ...values]);
 }
 
-/** GUEST_FAIL: reports ABORT ("Unconditional guest failure") with the formatted message; the guest ends. */
-export async function guestFail(g: Guest, fmt: string, ...values: FormatValue[]): Promise<never> {
+/** GUEST_FAIL: reports ABORT ("Unconditional guest failure") with the formatted message, then returns. */
+export async function guestFail(g: Guest, fmt: string, ...values: FormatValue[]): Promise<void> {
   return abort(g, 'Unconditional guest failure', callerOf(guestFail), fmt, values);
 }

@@ -19,11 +19,20 @@ import {
   type SevLaunchStartData,
   type Vm,
 } from '@kvmtest/kvm';
+import { ucallMovePool, ucallPoolOf } from '@kvmtest/ucall';
 import { firstFrame, displayLocation, isTestkitSource } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
+import { migrationSourceOf } from './migrate.js';
 import { vmSnpLaunch } from './snp.js';
 import { vmTdxLaunch } from './tdx.js';
-import { asTestVm, requireLaunchImplemented, type TestVm, type VmLike } from './vm.js';
+import {
+  asTestVm,
+  type LaunchPolicy,
+  policyValue,
+  requireLaunchImplemented,
+  type TestVm,
+  type VmLike,
+} from './vm.js';
 import type { GuestProgram } from '@kvmtest/kvm';
 import type { GuestMode } from '@kvmtest/coco';
 import { toShape, type VmCreateOptions, vmCreateWithOneVcpu } from './vm.js';
@@ -147,10 +156,25 @@ export function sevGuestStatus(vm: VmLike): SevGuestStatusData {
 function moveFrom(dst: VmLike, src: VmLike): void {
   const d = asTestVm(dst);
   const s = asTestVm(src);
+  const target = migrationSourceOf(d) === s;
+  // Plain SEV: KVM moves no register state; the VMM carries it (KVM_GET/SET_SREGS, KVM_GET/SET_REGS)
+  // before the source dies. SEV-ES moves it with the VMSA (sev_migrate_from()).
+  if (target && !isSevEs(s))
+    d.vcpus.forEach((v, i) => {
+      const from = s.vcpus[i];
+      if (from === undefined) return;
+      v.setSregs(from.getSregs());
+      v.setRegs(from.getRegs());
+    });
   d.raw.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [s.raw]);
   // The launch state moves with the encryption context.
   d.launchStage = s.launchStage;
   d.policy = s.policy;
+  if (target) {
+    d.ptProtected = s.ptProtected;
+    // The guest keeps the pool it was given: its ucalls now arrive on the target's vCPUs.
+    if (ucallPoolOf(s.raw) !== undefined) ucallMovePool(s.raw, d.raw);
+  }
 }
 /** KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM: moves `src`'s encryption context (and launch state) into `dst`; `src` becomes dead. */
 export function sevMigrateFrom(dst: VmLike, src: VmLike): void {
@@ -187,10 +211,10 @@ function requireSev(vm: TestVm): void {
 }
 
 /** LAUNCH_START with `policy` (default: the VM's), then asserts GUEST_STATUS = LAUNCH_UPDATE with that policy. */
-export function sevLaunchStart(vmLike: VmLike, policy?: number): void {
+export function sevLaunchStart(vmLike: VmLike, policy?: LaunchPolicy): void {
   const vm = asTestVm(vmLike);
   requireSev(vm);
-  const p = policy ?? vm.policy;
+  const p = policy === undefined ? vm.policy : Number(policyValue(policy, 32));
   const data: SevLaunchStartData = { handle: 0, policy: p };
   sevIoctl(vm, SEV_CMD.LAUNCH_START, data);
   vm.policy = p;
@@ -276,7 +300,7 @@ export function sevLaunchFinish(vmLike: VmLike): void {
 /** Options of vmSevLaunch. */
 export interface SevLaunchOptions {
   /** Launch policy (default: the VM's — 0 for sev, SEV_POLICY_ES for sev-es). */
-  policy?: number;
+  policy?: LaunchPolicy;
 }
 
 /** vm_sev_launch: START, UPDATE (+VMSA), MEASURE, FINISH; returns the launch measurement. */

@@ -21,7 +21,7 @@ import {
 } from '@kvmtest/kvm';
 import { TestkitError } from './errors.js';
 import { kvmAssert, sevFdOf, sevIoctl } from './sev.js';
-import { asTestVm, type TestVm, type VmLike } from './vm.js';
+import { asTestVm, type LaunchPolicy, policyValue, type TestVm, type VmLike } from './vm.js';
 
 /** snp_default_policy(): RSVD_MBO (bit 17) | SMT (bit 16; the simulated host has SMT on). */
 export const SNP_DEFAULT_POLICY: bigint =
@@ -40,14 +40,14 @@ export function snpInit(vmLike: VmLike): void {
 }
 
 /** SNP_LAUNCH_START with `policy` (default: the VM's, RSVD_MBO | SMT); enables the MAP_GPA_RANGE exit first. */
-export function snpLaunchStart(vmLike: VmLike, policy?: bigint): void {
+export function snpLaunchStart(vmLike: VmLike, policy?: LaunchPolicy): void {
   const vm = asTestVm(vmLike);
   requireSnp(vm, 'snpLaunchStart');
   // vm_sev_launch for SNP: page-state changes must reach userspace (spec §12.7).
   kvmAssert('KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)', () =>
     vm.raw.enableCap(CAP.EXIT_HYPERCALL, [1n << BigInt(KVM_HC.MAP_GPA_RANGE)]),
   );
-  const p = policy ?? BigInt(vm.policy);
+  const p = policy === undefined ? BigInt(vm.policy) : policyValue(policy, 64);
   const data: SnpLaunchStartData = { policy: p, flags: 0 };
   sevIoctl(vm, SEV_CMD.SNP_LAUNCH_START, data);
   vm.policy = Number(p & 0xffff_ffffn);
@@ -104,7 +104,7 @@ export function snpLaunchFinish(vmLike: VmLike, data: Partial<SnpLaunchFinishDat
 }
 
 /** vm_sev_launch for SNP: the launch from the VM's current stage on (START, UPDATE, FINISH). */
-export function vmSnpLaunch(vmLike: VmLike, opts: { policy?: bigint } = {}): void {
+export function vmSnpLaunch(vmLike: VmLike, opts: { policy?: LaunchPolicy } = {}): void {
   const vm = asTestVm(vmLike);
   requireSnp(vm, 'vmSnpLaunch');
   if (vm.launchStage === 'none') snpLaunchStart(vm, opts.policy);

@@ -5,6 +5,7 @@
 
 import {
   cBitFromCpuid,
+  cpuidHas,
   GUEST_MODE_PARAMS,
   tdxSharedBit,
   VM_TYPE_NUMBER,
@@ -14,6 +15,7 @@ import {
   type VmType,
   type VmTypeTraits,
   vmShape,
+  X86_FEATURE,
 } from '@kvmtest/coco';
 import {
   AddressSpace,
@@ -90,8 +92,31 @@ export interface VmCreateOptions extends VmBaseOptions {
   ucallSlots?: number;
   /** Force a guest_memfd-backed slot 0 (default: when the type keeps private memory in guest_memfd and has a tag bit). */
   guestMemfd?: boolean;
-  /** Launch policy for confidential types (SEV: u32 policy; default 0 for sev, ES for sev-es). */
-  policy?: number;
+  /** Launch policy for confidential types (a u32; default 0 for sev, ES for sev-es, RSVD_MBO | SMT for SNP). */
+  policy?: LaunchPolicy;
+}
+
+/**
+ * A launch policy as every kit helper takes it: a number or a bigint (SEV's is a u32, SNP's a u64),
+ * so ports pass `SEV_POLICY_ES` and `snp_default_policy()` the same way.
+ */
+export type LaunchPolicy = number | bigint;
+
+/** @internal a launch policy as a non-negative bigint no wider than `bits`, or a BAD_ARGUMENT error naming it. */
+export function policyValue(policy: unknown, bits: 32 | 64): bigint {
+  const v =
+    typeof policy === 'bigint'
+      ? policy
+      : typeof policy === 'number' && Number.isSafeInteger(policy)
+        ? BigInt(policy)
+        : undefined;
+  if (v === undefined || v < 0n || v >> BigInt(bits) !== 0n)
+    throw new TestkitError(
+      'BAD_ARGUMENT',
+      `launch policy ${String(policy)} must be a u${bits} (a number or a bigint)`,
+      { policy },
+    );
+  return v;
 }
 
 /** State the kit keeps for a memory-backed VM. */
@@ -139,6 +164,8 @@ export class TestVm implements Disposable {
   /** @internal host memory from kvm.allocateUserMemory behind this VM's memslots, released at close. */
   readonly userMemory: UserMemory[] = [];
   private disposed = false;
+  /** Descriptors the kit opened for this VM besides slot 0's (vmMemAdd's guest_memfds), closed with it. */
+  private readonly ownedFds: number[] = [];
 
   /** @internal TestVms are made by the creation tiers. */
   constructor(raw: Vm, kvm: Kvm, shape: VmShape, barebones: boolean, nrVcpus: number, policy: number) {
@@ -257,9 +284,14 @@ export class TestVm implements Disposable {
     }
     this.cpuid ??= supportedCpuid(this.kvm);
     vcpu.setCpuid(this.cpuid);
+    // vcpu_init_sregs / vcpu_init_xcrs: with XSAVE, CR4.OSXSAVE and XCR0 = every feature KVM supports.
+    const xcr0 = xsaveXcr0(this.kvm, this.cpuid);
     const sregs = vcpu.getSregs();
     sregs.cr0 |= CR.CR0_PE | CR.CR0_PG | CR.CR0_WP;
-    sregs.cr4 |= CR.CR4_PAE | (this.shape.mode === '5-level' ? CR.CR4_LA57 : 0n);
+    sregs.cr4 |=
+      CR.CR4_PAE |
+      (this.shape.mode === '5-level' ? CR.CR4_LA57 : 0n) |
+      (xcr0 !== undefined ? CR.CR4_OSXSAVE : 0n);
     sregs.efer |= CR.EFER_LME | CR.EFER_LMA | CR.EFER_NXE;
     sregs.cr3 = space.pageTables.root;
     vcpu.setSregs(sregs);
@@ -267,8 +299,14 @@ export class TestVm implements Disposable {
     regs.rsp = stack + stackSize - 8n; // SysV: the stack top minus a return address
     regs.rflags |= 2n;
     vcpu.setRegs(regs);
+    if (xcr0 !== undefined) vcpu.setXcrs([{ xcr: 0, value: xcr0 }]);
     if (guest !== undefined) vcpu.setEntry(wrapGuest(guest));
     return vcpu;
+  }
+
+  /** @internal a descriptor the kit opened for this VM, to close with it. */
+  ownFd(fd: number): void {
+    this.ownedFds.push(fd);
   }
 
   /** Closes the VM and its vCPUs, and the descriptors the kit opened for it (guest_memfd, /dev/sev). Idempotent. */
@@ -278,7 +316,7 @@ export class TestVm implements Disposable {
     try {
       if (!this.raw.closed) this.raw.close();
     } finally {
-      for (const fd of [this.mem?.gmemFd, this.sevFd, this.tdx?.boot.gmemFd])
+      for (const fd of [this.mem?.gmemFd, this.sevFd, this.tdx?.boot.gmemFd, ...this.ownedFds])
         if (fd !== undefined && this.kvm.isFdOpen(fd)) this.kvm.closeFd(fd);
       this.sevFd = undefined;
       if (this.raw.closed) {
@@ -293,6 +331,16 @@ export class TestVm implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * kvm_cpu_supported_xcr0(): the XCR0 a kit vCPU starts with when KVM has XSAVE (CPUID XSAVE and
+ * KVM_CAP_XCRS), i.e. CPUID.(0xD,0) EDX:EAX; undefined without XSAVE.
+ */
+function xsaveXcr0(kvm: Kvm, cpuid: readonly CpuidEntry[]): bigint | undefined {
+  if (!cpuidHas(cpuid, X86_FEATURE.XSAVE) || kvm.checkExtension(CAP.XCRS) <= 0) return undefined;
+  const d = findCpuid(cpuid, 0xd, 0);
+  return d === undefined ? undefined : (BigInt(d.edx) << 32n) | BigInt(d.eax);
 }
 
 /** A kit VM or a contract VM: helpers that issue ioctls accept either. */
@@ -443,11 +491,7 @@ export function vmCreateBarebones(shape?: ShapeLike, opts: VmBaseOptions = {}): 
 }
 
 function checkPolicy(policy: unknown): number {
-  if (typeof policy !== 'number' || !Number.isInteger(policy) || policy < 0 || policy > 0xffff_ffff)
-    throw new TestkitError('BAD_ARGUMENT', `launch policy ${String(policy)} must be a u32 number`, {
-      policy,
-    });
-  return policy;
+  return Number(policyValue(policy, 32));
 }
 
 /**

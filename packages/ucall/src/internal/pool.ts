@@ -46,7 +46,7 @@ const pools = new WeakMap<Vm, UcallPool>();
 
 /** The ucall pool of one VM: where it is, how its guest sends, and the GHCB pages of the ghcb transport. */
 export class UcallPool {
-  readonly vm: Vm;
+  #vm: Vm;
   readonly space: AddressSpace;
   /** GVA of the pool (the in-use bitmap) in this VM's address space. */
   readonly gva: bigint;
@@ -80,7 +80,7 @@ export class UcallPool {
       ghcb: { gva: bigint; gpa: bigint; count: number } | undefined;
     },
   ) {
-    this.vm = target.vm;
+    this.#vm = target.vm;
     this.space = target.space;
     this.#image = target.image;
     this.gva = init.gva;
@@ -93,6 +93,16 @@ export class UcallPool {
     this.#firstSlotNum = Number(this.firstSlotGpa);
     this.mmioGpa = init.mmioGpa;
     this.ghcb = init.ghcb === undefined ? undefined : Object.freeze({ ...init.ghcb });
+  }
+
+  /** The VM whose guest uses this pool (the destination, after ucallMovePool). */
+  get vm(): Vm {
+    return this.#vm;
+  }
+
+  /** @internal ucallMovePool re-homes the pool. */
+  moveTo(vm: Vm): void {
+    this.#vm = vm;
   }
 
   /** The image whose globals point at this pool (the latest one ucallReapply wrote). */
@@ -323,6 +333,30 @@ export function ucallInit(target: UcallInitTarget, opts: UcallInitOptions = {}):
   writeGlobals(p, image);
   pools.set(vm, p);
   return p;
+}
+
+/**
+ * Moves `from`'s ucall pool to `to`, a VM that maps the same guest memory (the destination of an
+ * intra-host migration, KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM): the guest keeps its pool and the host
+ * decodes its ucalls on `to`'s vCPUs. NO_POOL when `from` has none, ALREADY_INITIALIZED when `to` has one.
+ */
+export function ucallMovePool(from: Vm, to: Vm): UcallPool {
+  const pool = pools.get(from);
+  if (pool === undefined)
+    throw new UcallError('NO_POOL', `ucallMovePool: VM fd ${from.fd} has no ucall pool to move`, {
+      fd: from.fd,
+    });
+  const existing = pools.get(to);
+  if (existing !== undefined)
+    throw new UcallError(
+      'ALREADY_INITIALIZED',
+      `ucallMovePool: VM fd ${to.fd} already has a ${existing.describe()}`,
+      { fd: to.fd, gpa: existing.gpa },
+    );
+  pools.delete(from);
+  pool.moveTo(to);
+  pools.set(to, pool);
+  return pool;
 }
 
 /** The ucall pool of `vm`, or undefined when ucallInit was not called for it. */

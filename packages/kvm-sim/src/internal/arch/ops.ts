@@ -40,7 +40,7 @@ import type { Exit, Regs, SevCommand, TdcallRegs, TdxCommand } from '@kvmtest/kv
 import type { ResolvedConfig } from '../config.js';
 
 /** What the core knows about a descriptor of this process (the `struct file` behind an fd). */
-export type FdKind = 'kvm' | 'vm' | 'vcpu' | 'guest-memfd' | 'sev-device';
+export type FdKind = 'kvm' | 'vm' | 'vcpu' | 'guest-memfd' | 'sev-device' | 'stats';
 
 /** System scope as the arch sees it: the host configuration and the fd table (for `sevFd`, source VM fds). */
 export interface ArchKvm {
@@ -115,6 +115,11 @@ export interface ArchVcpu {
   readonly fd: number;
   /** The arch's own per-vCPU state (set it in vcpuCreated). */
   arch: unknown;
+  /**
+   * Destination side of an encryption-context move: take `from`'s register state (when `registers`)
+   * and, if this vCPU has no program of its own, its guest program where it stopped.
+   */
+  adoptGuest?(from: ArchVcpu, registers: boolean): void;
 }
 
 /** A guest memory access the arch classifies (after the page walk, before touching any backing). */
@@ -172,7 +177,8 @@ export type InterceptEvent =
   | { readonly kind: 'cpuid'; readonly leaf: number; readonly subleaf: number }
   | { readonly kind: 'rdmsr' | 'wrmsr'; readonly msr: number }
   | { readonly kind: 'hypercall' }
-  | { readonly kind: 'hlt' };
+  | { readonly kind: 'hlt' }
+  | { readonly kind: 'xsetbv' };
 
 /** An exception the arch asks the core to raise in the guest. */
 export interface ArchException {

@@ -122,6 +122,9 @@ class ArchSevVcpu implements SevVcpuView {
   constructor(readonly vcpu: ArchVcpu) {
     this.id = vcpu.id;
   }
+  adoptFrom(from: SevVcpuView, registers: boolean): void {
+    if (from instanceof ArchSevVcpu) this.vcpu.adoptGuest?.(from.vcpu, registers);
+  }
   // The core's vCPU keeps `regs` / `sregs` fields (KVM's vcpu->arch.regs); the VMSA is built from them.
   regs(): Regs {
     return { ...((this.vcpu as unknown as { regs?: Regs }).regs ?? zeroRegs()) };
@@ -177,16 +180,16 @@ export function guestCpuView(cpu: ArchCpu): SevGuestCpuView {
 const cpuViews = new WeakMap<ArchCpu, SevGuestCpuView>();
 
 function newGuestCpuView(cpu: ArchCpu): SevGuestCpuView {
-  const vm = cpu.vcpu.vm;
+  // The VM is read through cpu.vcpu each time: a context move hands the guest to another vCPU.
   return {
     get vm() {
-      return vmView(vm);
+      return vmView(cpu.vcpu.vm);
     },
     get vcpu() {
       return vcpuView(cpu.vcpu);
     },
     resolveGpa(gpa) {
-      const slot = vm.memslotAt(gpa);
+      const slot = cpu.vcpu.vm.memslotAt(gpa);
       if (slot === undefined || slot.userspace.length === 0) return undefined;
       return { buffer: slot.userspace, offset: Number(gpa - slot.gpa) };
     },
@@ -271,6 +274,7 @@ const VC_EVENT: Record<InterceptEvent['kind'], VcEvent | undefined> = {
   wrmsr: 'msr',
   hypercall: 'vmmcall',
   hlt: undefined,
+  xsetbv: 'xsetbv',
 };
 
 /** The SEV model's ops, shared by the SEV VM types and the AMD vendor extras. */

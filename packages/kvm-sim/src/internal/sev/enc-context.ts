@@ -151,11 +151,23 @@ function migrateFrom(dst: SevVmView, src: SevVmView): void {
     list.push(dst);
   }
 
-  if (!d.esActive) return;
   const sv = src.vcpus();
+  if (!d.esActive) {
+    // Plain SEV: KVM moves no register state (the VMM carries it with KVM_GET/SET_REGS), but the
+    // guest's code is in the memory the destination maps: a destination vCPU with no program of its
+    // own goes on with the source vCPU's.
+    dst.vcpus().forEach((dv, i) => {
+      const from = sv[i];
+      if (from !== undefined) dv.adoptFrom?.(from, false);
+    });
+    return;
+  }
   dst.vcpus().forEach((dv, i) => {
     const from = sv[i];
     if (from === undefined) return;
+    // arch/x86/kvm/svm/sev.c: sev_migrate_from() moves each vCPU's VMSA (and with it the register
+    // state: CRs, EFER, GPRs, RIP) to the destination vCPU of the same index.
+    dv.adoptFrom?.(from, true);
     Object.assign(dv.sev, from.sev);
     dv.sev.guestStateProtected = true;
     from.sev.guestStateProtected = false;

@@ -22,7 +22,17 @@ import { sevEsGuest, sevSnpGuest, type SevVmState } from './state.js';
 import type { SevGuestCpuView, SevVcpuView } from './views.js';
 
 /** Guest events that an SEV-ES guest cannot let the hypervisor see directly (they raise #VC instead). */
-export type VcEvent = 'io' | 'cpuid' | 'msr' | 'vmmcall' | 'mmio' | 'rdtsc' | 'rdtscp' | 'wbinvd' | 'invd';
+export type VcEvent =
+  | 'io'
+  | 'cpuid'
+  | 'msr'
+  | 'vmmcall'
+  | 'mmio'
+  | 'rdtsc'
+  | 'rdtscp'
+  | 'wbinvd'
+  | 'invd'
+  | 'xsetbv';
 
 /** The #VC vector (X86_TRAP_VC, spec §12.1). */
 export const VC_VECTOR = 29;
@@ -37,6 +47,8 @@ const VC_CODE: Record<VcEvent, number> = {
   rdtscp: SVM_EXIT.RDTSCP,
   wbinvd: SVM_EXIT.WBINVD,
   invd: SVM_EXIT.INVD,
+  // XSETBV is intercepted for SEV-ES guests (svm.c: init_vmcb() sets INTERCEPT_XSETBV).
+  xsetbv: SVM_EXIT.XSETBV,
 };
 
 /**

@@ -20,6 +20,7 @@ import {
   CAP,
   type Exit,
   type Guest,
+  type ExceptionFrame,
   GuestException,
   KvmError,
   MAP_GPA_RANGE,
@@ -67,6 +68,11 @@ function errOf(fn: () => unknown): { code: string | undefined; fw: number | unde
 }
 
 /** A launched SNP VM with vCPU 0 running `program`. */
+/** An exception entry that hands the fault back to the faulting operation (none would triple-fault). */
+function rethrow(frame: ExceptionFrame): never {
+  throw new GuestException(frame);
+}
+
 function launched(
   program: (g: Guest) => Promise<void>,
   policy = SNP_POLICY,
@@ -391,6 +397,7 @@ describe('SNP guest memory: RMP, PVALIDATE, #VC (APM §15.36, spec §12.7)', () 
   it('use before PVALIDATE → #VC with error code PAGE_NOT_VALIDATED (0x404)', async () => {
     let frame: { vector: number; errorCode: number | undefined } | undefined;
     const s = launched(async (g) => {
+      g.setExceptionHandler(rethrow);
       try {
         g.readU64(PEND_GVA);
       } catch (e) {
@@ -469,6 +476,7 @@ describe('SNP page-state changes and MAP_GPA_RANGE (spec §12.3, §12.7)', () =>
   it('private → shared → private round trip: PSC exit (nr 12), host conversion, shared access, re-PVALIDATE', async () => {
     const log: string[] = [];
     const s = launched(async (g) => {
+      g.setExceptionHandler(rethrow);
       // The guest rescinds validation, asks for shared, uses the page shared.
       g.pvalidate(PEND_GVA, true);
       g.writeU64(PEND_GVA, 7n);
@@ -576,6 +584,7 @@ describe('SNP page-state changes and MAP_GPA_RANGE (spec §12.3, §12.7)', () =>
     let rax = -1n;
     let vc: number | undefined;
     const s = launched(async (g) => {
+      g.setExceptionHandler(rethrow);
       try {
         await g.hypercall(12n, [PEND_GPA, 2n, MAP_GPA_RANGE.DECRYPTED]);
       } catch (e) {

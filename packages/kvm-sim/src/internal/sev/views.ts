@@ -20,6 +20,11 @@ export interface SevVcpuView {
   readonly guestDebug: boolean;
   /** DR7 as KVM holds it (`vmcb->save.dr7`). */
   readonly dr7: bigint;
+  /**
+   * Destination side of a context move: take `from`'s register state (the VMSA's, when `registers`)
+   * and its guest program where it stopped, unless this vCPU has one of its own.
+   */
+  adoptFrom?(from: SevVcpuView, registers: boolean): void;
 }
 
 /** What the SEV model needs from one VM (`struct kvm`, the parts sev.c touches). */

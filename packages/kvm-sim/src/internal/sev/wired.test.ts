@@ -336,6 +336,79 @@ describe('SEV guests through the simulator API', () => {
     expect(leaks(kvm).ownedAsids).toEqual([]);
   });
 
+  // arch/x86/kvm/svm/sev.c: sev_migrate_from() moves each vCPU's VMSA to the destination vCPU.
+  it('sev_migrate_from: SEV-ES destination vCPUs run from the moved VMSA (CRs, EFER, GPRs) without the host setting them', async () => {
+    const kvm = createSimKvm({ vendor: 'amd' });
+    const sevFd = kvm.openSevDevice();
+    const { vm, mem, pt } = sevGuestVm(kvm, 'sev-es');
+    new DataView(mem.buffer).setBigUint64(Number(DATA_GPA) + 8, 0xfeedn, true);
+    sevCmd(vm, sevFd, SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
+    const src = vcpuOf(vm, pt.root, async () => {});
+    src.setRegs({ ...src.getRegs(), rbx: 0x1234n, rsi: 0x5678n });
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_START, { handle: 0, policy: POLICY_ES });
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: { buffer: mem, offset: 0 }, len: 3 << 20 });
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_UPDATE_VMSA);
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_FINISH);
+
+    const dst = kvm.createVm('sev-es');
+    dst.setUserMemoryRegion({
+      slot: 0,
+      flags: 0,
+      guestPhysAddr: 0n,
+      memorySize: BigInt(mem.length),
+      userspace: mem,
+    });
+    const dv = dst.createVcpu(0);
+    let seen: bigint[] = [];
+    dv.setEntry(async (g) => {
+      seen = [g.readCr!(0), g.readCr!(3), g.readCr!(4), g.regs.rbx, g.regs.rsi, g.readU64(DATA_GVA + 8n)];
+    });
+    expect(move(dst, vm)).toBeUndefined();
+    const e = await dv.run();
+    expect(
+      e.reason,
+      JSON.stringify(e, (_k, v) => (typeof v === 'bigint' ? v.toString(16) : v)),
+    ).toBe('hlt');
+    expect(seen).toEqual([CR.CR0_PE | CR.CR0_PG | CR.CR0_WP, pt.root, CR.CR4_PAE, 0x1234n, 0x5678n, 0xfeedn]);
+    vm.close();
+    dst.close();
+  });
+
+  it('after a move, a destination vCPU with no program of its own goes on with the source guest where it stopped', async () => {
+    const kvm = createSimKvm({ vendor: 'amd' });
+    const sevFd = kvm.openSevDevice();
+    const { vm, mem, pt } = sevGuestVm(kvm, 'sev');
+    sevCmd(vm, sevFd, SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
+    const steps: string[] = [];
+    vcpuOf(vm, pt.root, async (g) => {
+      steps.push(`source vCPU ${g.vcpuId}`);
+      await g.hlt();
+      g.writeU64(DATA_GVA + 16n, 7n);
+      steps.push(`resumed, reads ${g.readU64(DATA_GVA + 16n)}`);
+      await g.out(0x80, 1, 1);
+    });
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_START, { handle: 0, policy: 0 });
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: { buffer: mem, offset: 0 }, len: 3 << 20 });
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_FINISH);
+    expect((await vm.vcpus[0]!.run()).reason).toBe('hlt');
+    const dst = kvm.createVm('sev');
+    dst.setUserMemoryRegion({
+      slot: 0,
+      flags: 0,
+      guestPhysAddr: 0n,
+      memorySize: BigInt(mem.length),
+      userspace: mem,
+    });
+    // Plain SEV: the VMM carries the registers itself (KVM_GET/SET_SREGS).
+    const dv = dst.createVcpu(0);
+    dv.setSregs(vm.vcpus[0]!.getSregs());
+    expect(move(dst, vm)).toBeUndefined();
+    expect(await dv.run()).toMatchObject({ reason: 'io', port: 0x80 });
+    expect(steps).toEqual(['source vCPU 0', 'resumed, reads 7']);
+    vm.close();
+    dst.close();
+  });
+
   it('spec §5.2: after LAUNCH_UPDATE_VMSA an sev-es VM refuses KVM_GET/SET_REGS with EINVAL; a legacy ES_INIT default VM does not', () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();

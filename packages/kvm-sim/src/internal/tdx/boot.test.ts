@@ -32,6 +32,10 @@ function td(gpaw: 48 | 52 = 48) {
 
 async function runOnce(vcpu: ReturnType<typeof td>['vcpu'], program: (g: Guest) => void | Promise<void>) {
   vcpu.setEntry(async (g) => {
+    // An exception entry that hands faults back to the faulting operation (none would triple-fault).
+    g.setExceptionHandler((frame) => {
+      throw new GuestException(frame);
+    });
     await program(g);
   });
   return vcpu.run();
