@@ -42,6 +42,7 @@ export {
   kvmFromEnv,
   looksLikePvm,
   parseBackendSpec,
+  SIM_HOSTS,
   setDefaultKvm,
   simHostFromEnv,
   simHostLike,

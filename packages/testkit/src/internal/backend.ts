@@ -22,6 +22,9 @@ import { TestkitError } from './errors.js';
 /** Backends KVMTEST_BACKEND may name (besides `auto` and `sim:<preset>`). */
 export const BACKENDS = ['sim', 'linux'] as const;
 
+/** The simulated hosts `sim:<preset>` and KVMTEST_SIM_HOST may name. */
+export const SIM_HOSTS: readonly string[] = SIM_HOST_PRESETS;
+
 /** A parsed backend spec. */
 export type BackendSpec = { kind: 'sim'; host?: SimHostPreset } | { kind: 'linux' } | { kind: 'auto' };
 
