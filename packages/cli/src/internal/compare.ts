@@ -23,7 +23,9 @@ export function compareCase(left: CaseResult, right: CaseResult, a: string, b: s
   if (left.status === 'skip' || right.status === 'skip') {
     const where =
       left.status === 'skip' && right.status === 'skip'
-        ? `skipped on both (${a}: ${left.message ?? ''}; ${b}: ${right.message ?? ''})`
+        ? left.message === right.message
+          ? `skipped on both: ${left.message ?? ''}`
+          : `skipped on both (${a}: ${left.message ?? ''}; ${b}: ${right.message ?? ''})`
         : left.status === 'skip'
           ? `skipped on ${a}: ${left.message ?? ''}`
           : `skipped on ${b}: ${right.message ?? ''}`;
