@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { backendNamed } from '@kvmtest/testkit';
 import { Parser } from 'tap-parser';
 import { describe, expect, test } from 'vitest';
 
@@ -71,6 +72,14 @@ test('KVMTEST_BACKEND is the default of --backend, and a bad value is a usage er
   const r = kvmtest(['run', 'demo:passes'], fixture, { KVMTEST_BACKEND: 'qemu' });
   expect(r.code).toBe(2);
   expect(r.stderr).toMatch(/KVMTEST_BACKEND must be sim, sim:<host>/);
+  const host = kvmtest(['run', 'demo:passes'], fixture, { KVMTEST_SIM_HOST: 'qemu' });
+  expect(host.code).toBe(2);
+  expect(host.stderr).toMatch(/KVMTEST_SIM_HOST="qemu" names no simulated host/);
+  const impossible = kvmtest(['run', 'demo:passes'], fixture, {
+    KVMTEST_SIM_HOST: '{"cpu":{"minSevAsid":600,"maxSevAsid":509}}',
+  });
+  expect(impossible.code).toBe(2);
+  expect(impossible.stderr).toMatch(/minSevAsid 600 is above cpu.maxSevAsid 509/);
   const tap = kvmtest(['run', 'hosts:limits', '--reporter', 'tap'], fixture, { KVMTEST_BACKEND: 'sim:pvm' });
   expect(tap.code).toBe(0);
   expect(tap.stdout).toMatch(/^# backend: sim:pvm\n(# .*\n)*ok 1 hosts: limits$/m);
@@ -192,20 +201,40 @@ describe('backends', () => {
     });
   });
 
-  test('auto takes sim when linux is unavailable and says why', () => {
+  // Whether this machine's /dev/kvm opens through testkit decides what auto and linux must do.
+  const linuxOpens = (() => {
+    try {
+      backendNamed('linux');
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  test('auto takes linux when /dev/kvm opens, else sim, and says which and why', () => {
     const r = kvmtest(['run', 'demo:passes', '--reporter', 'tap', '--backend', 'auto']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^# backend: sim \(auto: linux unavailable \(.+\)\)$/m);
+    if (linuxOpens) expect(r.stdout).toMatch(/^# backend: linux \(auto: \/dev\/kvm opened\)$/m);
+    else expect(r.stdout).toMatch(/^# backend: sim \(auto: linux unavailable \(.+\)\)$/m);
     expect(parseTap(r.stdout).asserts.map((a) => a.ok)).toEqual([true]);
   });
 
-  test('linux that cannot be opened skips every case with the reason, never a crash (exit 4)', () => {
-    const r = kvmtest(['run', 'hosts', '--reporter', 'tap', '--backend', 'linux']);
-    expect(r.code).toBe(4);
-    const { asserts } = parseTap(r.stdout);
-    expect(asserts).toHaveLength(4);
-    for (const a of asserts) expect(a.skip).toMatch(/^linux backend unavailable: /);
-    expect(r.stdout).toMatch(/^# backend: linux \(unavailable: .+\)$/m);
+  test.skipIf(linuxOpens)(
+    'linux that cannot be opened skips every case with the reason, never a crash (exit 4)',
+    () => {
+      const r = kvmtest(['run', 'hosts', '--reporter', 'tap', '--backend', 'linux']);
+      expect(r.code).toBe(4);
+      const { asserts } = parseTap(r.stdout);
+      expect(asserts).toHaveLength(4);
+      for (const a of asserts) expect(a.skip).toMatch(/^linux backend unavailable: /);
+      expect(r.stdout).toMatch(/^# backend: linux \(unavailable: .+\)$/m);
+    },
+  );
+
+  test.skipIf(!linuxOpens)('linux that opens runs the cases there and names it on each', () => {
+    const r = kvmtest(['run', 'hosts:limits', 'hosts:everywhere', '--reporter', 'tap', '--backend', 'linux']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.match(/^# backend: linux$/gm)?.length).toBe(3);
   });
 
   test('comparing two hosts that differ: `differs` with the first differing observation, `skipped on X`, `same`', () => {

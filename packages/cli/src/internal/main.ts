@@ -1,5 +1,6 @@
 // The `kvmtest` program: parse the command line, find the suites, run them, report.
 import { writeFileSync } from 'node:fs';
+import { TestkitError } from '@kvmtest/testkit';
 import { runSuiteListing } from './listing.js';
 import { type Command, parseCommand, USAGE, UsageError } from './args.js';
 import { resolveBackends } from './backends.js';
@@ -57,6 +58,15 @@ function bufferSink(isTTY: boolean): Sink & { text(): string } {
 }
 
 async function run(cmd: Extract<Command, { kind: 'run' }>, io: CliIo, suites: SuiteRef[]): Promise<number> {
+  let backends: ReturnType<typeof resolveBackends>;
+  try {
+    backends = resolveBackends(cmd.backends);
+  } catch (e) {
+    // KVMTEST_SIM_HOST naming no preset, or a SimConfig no host can have: the user's mistake.
+    if (e instanceof TestkitError || e instanceof TypeError || e instanceof RangeError)
+      throw new UsageError(e.message);
+    throw e;
+  }
   const selections = resolveSelectors(suites, cmd.selectors).map((s) => ({
     ...s,
     selection: { ...s.selection, filter: cmd.filter },
@@ -70,7 +80,6 @@ async function run(cmd: Extract<Command, { kind: 'run' }>, io: CliIo, suites: Su
         `unknown case ${unknown.map((n) => JSON.stringify(n)).join(', ')} in suite ${ref.name} (cases: ${known.join(', ')})`,
       );
   }
-  const backends = resolveBackends(cmd.backends);
   const fileOut = cmd.output === undefined ? undefined : bufferSink(false);
   const sink = fileOut ?? io.stdout;
   const name = cmd.reporter ?? (sink.isTTY ? 'pretty' : 'tap');
