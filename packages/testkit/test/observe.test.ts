@@ -94,6 +94,25 @@ describe('observations', () => {
   });
 });
 
+test('observeKvm on objects that refuse wrapping records that automatic observations are missing', () => {
+  const kvm = kvmFromEnv({});
+  const frozenVm = kvm.createVm();
+  Object.defineProperty(frozenVm, 'setUserMemoryRegion', {
+    value: frozenVm.setUserMemoryRegion,
+    writable: false,
+  });
+  const fake = Object.create(kvm, { createVm: { value: () => frozenVm, writable: true } }) as typeof kvm;
+  observeKvm(fake);
+  startObservations();
+  fake.createVm();
+  const obs = takeObservations();
+  expect(obs[0]).toEqual({
+    name: 'automatic observations',
+    value: '"unavailable: vm.setUserMemoryRegion of SimVm cannot be wrapped"',
+  });
+  frozenVm.close();
+});
+
 describe('backend specs', () => {
   test('sim, sim:<preset>, linux and auto parse; anything else names the known ones', () => {
     expect(parseBackendSpec('sim:pvm')).toEqual({ kind: 'sim', host: 'pvm' });

@@ -192,12 +192,28 @@ const VCPU_METHODS = [
 
 const instrumented = new WeakSet<object>();
 
+/**
+ * Patches `obj[name]` in place; when the object refuses (frozen, read-only method), records that
+ * automatic observations are missing, so a comparison shows it instead of a silent gap.
+ */
+function patch(obj: object, scope: string, name: string, wrapper: (...args: unknown[]) => unknown): void {
+  const o = obj as Record<string, unknown>;
+  try {
+    o[name] = wrapper;
+  } catch {}
+  if (o[name] !== wrapper)
+    observe(
+      'automatic observations',
+      `unavailable: ${scope}.${name} of ${obj.constructor?.name ?? 'an object'} cannot be wrapped`,
+    );
+}
+
 /** Replaces `obj[name]` by a wrapper recording the errno of each KvmError it throws as `errno <scope>.<name>`. */
 function recordErrors(obj: object, scope: string, name: string, after?: (result: unknown) => unknown): void {
   const o = obj as Record<string, unknown>;
   const orig = o[name];
   if (typeof orig !== 'function') return;
-  o[name] = function (this: unknown, ...args: unknown[]) {
+  patch(obj, scope, name, function (this: unknown, ...args: unknown[]) {
     let r: unknown;
     try {
       r = (orig as (...a: unknown[]) => unknown).apply(obj, args);
@@ -206,16 +222,16 @@ function recordErrors(obj: object, scope: string, name: string, after?: (result:
       throw e;
     }
     return after === undefined ? r : after(r);
-  };
+  });
 }
 
 function instrumentVcpu(vcpu: Vcpu): Vcpu {
-  if (instrumented.has(vcpu) || Object.isFrozen(vcpu)) return vcpu;
+  if (instrumented.has(vcpu)) return vcpu;
   instrumented.add(vcpu);
   for (const m of VCPU_METHODS) recordErrors(vcpu, 'vcpu', m);
   const run = vcpu.run;
-  (vcpu as { run: Vcpu['run'] }).run = (opts) =>
-    run.call(vcpu, opts).then(
+  patch(vcpu, 'vcpu', 'run', (opts) =>
+    run.call(vcpu, opts as Parameters<Vcpu['run']>[0]).then(
       (exit) => {
         // Exit fields without data: an OUT's bytes can be register noise (ucall's port), cases observe data themselves.
         const { data: _data, ...fields } = exitObservation(exit) as Record<string, Observable>;
@@ -226,12 +242,13 @@ function instrumentVcpu(vcpu: Vcpu): Vcpu {
         if (e instanceof KvmError) observe('errno vcpu.run', e.code);
         throw e;
       },
-    );
+    ),
+  );
   return vcpu;
 }
 
 function instrumentVm(vm: Vm): Vm {
-  if (instrumented.has(vm) || Object.isFrozen(vm)) return vm;
+  if (instrumented.has(vm)) return vm;
   instrumented.add(vm);
   for (const m of VM_METHODS)
     recordErrors(vm, 'vm', m, m === 'createVcpu' ? (v) => instrumentVcpu(v as Vcpu) : undefined);
@@ -245,7 +262,7 @@ function instrumentVm(vm: Vm): Vm {
  * stays) and returns `kvm`. Outside a recording the wrappers record nothing.
  */
 export function observeKvm(kvm: Kvm): Kvm {
-  if (instrumented.has(kvm) || Object.isFrozen(kvm)) return kvm;
+  if (instrumented.has(kvm)) return kvm;
   instrumented.add(kvm);
   for (const m of KVM_METHODS)
     recordErrors(kvm, 'kvm', m, m === 'createVm' ? (vm) => instrumentVm(vm as Vm) : undefined);
