@@ -53,11 +53,13 @@ export function resolveBackends(
 ): ResolvedBackend[] {
   const out: ResolvedBackend[] = [];
   let linux: ReturnType<typeof backendNamed> | undefined;
+  const opened: object[] = [];
   for (const r of requested) {
     const spec = parseSpec(r);
     if (spec.kind === 'linux') {
       try {
         linux = backendNamed(spec, env);
+        opened.push(linux.kvm);
         out.push({ requested: r, spec: 'linux', label: 'linux', env: {} });
       } catch (e) {
         out.push({
@@ -70,7 +72,10 @@ export function resolveBackends(
       }
     } else if (spec.kind === 'auto') {
       const choice = backendNamed(spec, env);
-      if (choice.name === 'linux') linux = choice;
+      if (choice.name === 'linux') {
+        linux = choice;
+        opened.push(choice.kvm);
+      }
       out.push({
         requested: r,
         spec: choice.name === 'linux' ? 'linux' : 'sim',
@@ -83,7 +88,31 @@ export function resolveBackends(
       out.push({ requested: r, spec: r, label: choice.name, env: {} });
     }
   }
-  // Comparing a plain simulator with a real host: shape the simulator like that host.
+  try {
+    shapeSimLikeLinux(out, linux, env);
+  } finally {
+    for (const k of opened) release(k);
+  }
+  return out;
+}
+
+/**
+ * Lets go of a Kvm this process opened only to look at it: the suites open their own. The contract
+ * has no close for /dev/kvm; a backend that offers one (`close()` or `Symbol.dispose`) gets it
+ * called, so nothing it holds (a descriptor, a watchdog) outlives the probe.
+ */
+function release(kvm: object): void {
+  const k = kvm as { close?: () => void; [Symbol.dispose]?: () => void };
+  if (typeof k[Symbol.dispose] === 'function') k[Symbol.dispose]!();
+  else if (typeof k.close === 'function') k.close();
+}
+
+/** Comparing a plain simulator with a real host: the simulator takes the shape of that host. */
+function shapeSimLikeLinux(
+  out: ResolvedBackend[],
+  linux: ReturnType<typeof backendNamed> | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): void {
   if (out.length === 2 && linux !== undefined && !(env.KVMTEST_SIM_HOST ?? '').trim()) {
     const i = out.findIndex((b) => b.spec === 'sim');
     if (i >= 0) {
@@ -97,5 +126,4 @@ export function resolveBackends(
       };
     }
   }
-  return out;
 }
