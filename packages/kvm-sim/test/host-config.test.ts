@@ -176,9 +176,15 @@ describe('simHostMatching: a simulated host answering like a given Kvm', () => {
     expect(pvm.notes).toEqual([]);
   });
   it('carries the measured limits and notes where the host departs from the preset', () => {
-    const real = createSimKvm({ host: 'mainline-amd', maxVcpus: 288, maxVcpuId: 1152 });
+    const real = createSimKvm({
+      host: 'mainline-amd',
+      maxVcpus: 288,
+      maxVcpuId: 1152,
+      cpu: { maxPhysAddr: 48 },
+    });
     const m = simHostMatching(real);
-    expect(m.notes).toEqual(['maxVcpus 288', 'maxVcpuId 1152']);
+    expect(m.notes).toEqual(['maxPhysAddr 48', 'maxVcpus 288', 'maxVcpuId 1152']);
+    expect(m.config.cpu).toEqual({ maxPhysAddr: 48 });
     const sim = createSimKvm(m.config);
     for (const cap of [
       CAP.MAX_VCPUS,

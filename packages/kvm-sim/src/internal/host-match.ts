@@ -34,7 +34,7 @@ function cpuidVendor(kvm: Kvm): 'amd' | 'intel' | undefined {
 }
 
 /**
- * Reads `kvm` (KVM_GET_SUPPORTED_CPUID leaf 0, KVM_CAP_VM_TYPES, MAX_VCPUS, MAX_VCPU_ID,
+ * Reads `kvm` (KVM_GET_SUPPORTED_CPUID leaves 0 and 0x80000008, KVM_CAP_VM_TYPES, MAX_VCPUS, MAX_VCPU_ID,
  * NR_MEMSLOTS, GUEST_MEMFD, MEMORY_ATTRIBUTES, X86_SMM) and returns the SimConfig answering the same.
  */
 export function simHostMatching(kvm: Kvm, hints: SimHostHints = {}): SimHostMatch {
@@ -51,12 +51,18 @@ export function simHostMatching(kvm: Kvm, hints: SimHostHints = {}): SimHostMatc
   };
   const preset: SimHostPreset = hints.pvm ? 'pvm' : vendor === 'amd' ? 'mainline-amd' : 'mainline-intel';
   const base = resolveConfig(simHostPreset(preset));
+  const notes: string[] = [];
+  // CPUID 0x80000008 EAX[7:0]: MAXPHYADDR, which bounds memslot GPAs with TDP (kvm_mmu_max_gfn()).
+  const leaf = kvm.getSupportedCpuid().find((e) => e.function === 0x80000008);
+  const maxPhysAddr = leaf === undefined ? undefined : leaf.eax & 0xff;
+  const cpu = maxPhysAddr !== undefined && maxPhysAddr >= 32 && maxPhysAddr <= 52 ? { maxPhysAddr } : {};
+  if (cpu.maxPhysAddr !== undefined && cpu.maxPhysAddr !== base.maxPhysAddr)
+    notes.push(`maxPhysAddr ${cpu.maxPhysAddr}`);
   const measured = {
     maxVcpus: kvm.checkExtension(CAP.MAX_VCPUS),
     maxVcpuId: kvm.checkExtension(CAP.MAX_VCPU_ID),
     memslotsPerAddressSpace: kvm.checkExtension(CAP.NR_MEMSLOTS),
   };
-  const notes: string[] = [];
   if (base.vendor !== vendor) notes.push(`CPU vendor ${vendor}`);
   if (base.vmTypes.join() !== vmTypes.join()) notes.push(`VM types ${vmTypes.join(', ')}`);
   for (const [k, v] of Object.entries(features))
@@ -68,6 +74,7 @@ export function simHostMatching(kvm: Kvm, hints: SimHostHints = {}): SimHostMatc
     vendor,
     vmTypes,
     features,
+    cpu,
     ...(measured.maxVcpus > 0 ? { maxVcpus: measured.maxVcpus } : {}),
     ...(measured.maxVcpuId > 0 ? { maxVcpuId: Math.max(measured.maxVcpuId, measured.maxVcpus) } : {}),
     ...(measured.memslotsPerAddressSpace > 0
