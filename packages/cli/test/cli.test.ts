@@ -3,17 +3,18 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { backendNamed } from '@kvmtest/testkit';
 import { Parser } from 'tap-parser';
 import { describe, expect, test } from 'vitest';
 
 const bin = join(import.meta.dirname, '..', 'src', 'bin.ts');
 const fixture = join(import.meta.dirname, 'fixtures', 'ws');
 
-function kvmtest(args: string[], cwd = fixture) {
+function kvmtest(args: string[], cwd = fixture, env: Record<string, string> = {}) {
   const r = spawnSync(process.execPath, ['--conditions=@kvmtest/source', '--import', 'tsx', bin, ...args], {
     cwd,
     encoding: 'utf8',
-    env: { ...process.env, FORCE_COLOR: '0' },
+    env: { ...process.env, KVMTEST_BACKEND: '', KVMTEST_SIM_HOST: '', FORCE_COLOR: '0', ...env },
     timeout: 60_000,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -46,9 +47,18 @@ describe('command line errors', () => {
     [['run', '--reporter', 'xml'], /--reporter must be one of pretty, tap, junit, got "xml"/],
     [['run', '--colour'], /Unknown option '--colour'/],
     [['run', '--filter', '('], /--filter "\(" is not a regular expression/],
-    [['run', 'nosuch'], /unknown suite "nosuch" \(suites: demo, quiet\)/],
+    [['run', 'nosuch'], /unknown suite "nosuch" \(suites: demo, hosts, quiet\)/],
     [['run', 'demo:nosuch'], /unknown case "nosuch" in suite demo \(cases: passes, /],
-    [['run', '--backend', 'linux'], /--backend linux is not available yet/],
+    [
+      ['run', '--backend', 'qemu'],
+      /--backend must be sim, sim:<host> \(mainline-amd, mainline-intel, pvm\), linux or auto, or two of them separated by a comma; "qemu" is none of these/,
+    ],
+    [['run', '--backend', 'sim:nosuch'], /"sim:nosuch" is none of these/],
+    [
+      ['run', '--backend', 'sim,linux,auto'],
+      /--backend compares two backends at most, got 3 in "sim,linux,auto"/,
+    ],
+    [['run', '--backend', 'sim,'], /"" is none of these/],
   ])('%j is a usage error: exit 2 with the reason and the usage', (args, reason) => {
     const r = kvmtest(args);
     expect(r.code).toBe(2);
@@ -58,6 +68,23 @@ describe('command line errors', () => {
   });
 });
 
+test('KVMTEST_BACKEND is the default of --backend, and a bad value is a usage error naming it', () => {
+  const r = kvmtest(['run', 'demo:passes'], fixture, { KVMTEST_BACKEND: 'qemu' });
+  expect(r.code).toBe(2);
+  expect(r.stderr).toMatch(/KVMTEST_BACKEND must be sim, sim:<host>/);
+  const host = kvmtest(['run', 'demo:passes'], fixture, { KVMTEST_SIM_HOST: 'qemu' });
+  expect(host.code).toBe(2);
+  expect(host.stderr).toMatch(/KVMTEST_SIM_HOST="qemu" names no simulated host/);
+  const impossible = kvmtest(['run', 'demo:passes'], fixture, {
+    KVMTEST_SIM_HOST: '{"cpu":{"minSevAsid":600,"maxSevAsid":509}}',
+  });
+  expect(impossible.code).toBe(2);
+  expect(impossible.stderr).toMatch(/minSevAsid 600 is above cpu.maxSevAsid 509/);
+  const tap = kvmtest(['run', 'hosts:limits', '--reporter', 'tap'], fixture, { KVMTEST_BACKEND: 'sim:pvm' });
+  expect(tap.code).toBe(0);
+  expect(tap.stdout).toMatch(/^# backend: sim:pvm\n(# .*\n)*ok 1 hosts: limits$/m);
+});
+
 describe('kvmtest list', () => {
   test('lists every suite of the workspace with its cases', () => {
     const r = kvmtest(['list']);
@@ -65,6 +92,7 @@ describe('kvmtest list', () => {
     expect(r.stdout).toContain('demo — fixture suite with every outcome');
     expect(r.stdout).toContain('  demo:hangs');
     expect(r.stdout).toContain('  quiet:b');
+    expect(r.stdout).toContain('  hosts:needs sev');
   });
 
   test('--json gives a machine-readable listing', () => {
@@ -152,5 +180,108 @@ describe('kvmtest run', () => {
     const r = kvmtest(['run', '--filter', 'nothing-matches-this']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('no case matched the selection');
+  });
+});
+
+describe('backends', () => {
+  test('every report names the backend: pretty header, a TAP comment per case, a JUnit property', () => {
+    const pretty = kvmtest(['run', 'demo:passes', '--reporter', 'pretty', '--backend', 'sim:mainline-intel']);
+    expect(pretty.code).toBe(0);
+    expect(pretty.stdout).toMatch(/^backend: sim:mainline-intel\n/);
+    const tap = kvmtest(['run', 'demo:passes', 'demo:skips', '--reporter', 'tap']);
+    expect(tap.stdout.match(/^# backend: sim$/gm)?.length).toBe(3); // the run, then each case
+    const out = join(mkdtempSync(join(tmpdir(), 'kvmtest-')), 'report.xml');
+    kvmtest(['run', 'demo:passes', '--reporter', 'junit', '--backend', 'sim:pvm', '--output', out]);
+    const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '' }).parse(
+      readFileSync(out, 'utf8'),
+    );
+    expect(doc.testsuites.testsuite.testcase.properties.property).toEqual({
+      name: 'backend',
+      value: 'sim:pvm',
+    });
+  });
+
+  // Whether this machine's /dev/kvm opens through testkit decides what auto and linux must do.
+  const linuxOpens = (() => {
+    try {
+      backendNamed('linux');
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  test('auto takes linux when /dev/kvm opens, else sim, and says which and why', () => {
+    const r = kvmtest(['run', 'demo:passes', '--reporter', 'tap', '--backend', 'auto']);
+    expect(r.code).toBe(0);
+    if (linuxOpens) expect(r.stdout).toMatch(/^# backend: linux \(auto: \/dev\/kvm opened\)$/m);
+    else expect(r.stdout).toMatch(/^# backend: sim \(auto: linux unavailable \(.+\)\)$/m);
+    expect(parseTap(r.stdout).asserts.map((a) => a.ok)).toEqual([true]);
+  });
+
+  test.skipIf(linuxOpens)(
+    'linux that cannot be opened skips every case with the reason, never a crash (exit 4)',
+    () => {
+      const r = kvmtest(['run', 'hosts', '--reporter', 'tap', '--backend', 'linux']);
+      expect(r.code).toBe(4);
+      const { asserts } = parseTap(r.stdout);
+      expect(asserts).toHaveLength(4);
+      for (const a of asserts) expect(a.skip).toMatch(/^linux backend unavailable: /);
+      expect(r.stdout).toMatch(/^# backend: linux \(unavailable: .+\)$/m);
+    },
+  );
+
+  test.skipIf(!linuxOpens)('linux that opens runs the cases there and names it on each', () => {
+    const r = kvmtest(['run', 'hosts:limits', 'hosts:everywhere', '--reporter', 'tap', '--backend', 'linux']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.match(/^# backend: linux$/gm)?.length).toBe(3);
+  });
+
+  test('comparing two hosts that differ: `differs` with the first differing observation, `skipped on X`, `same`', () => {
+    const r = kvmtest(['run', 'hosts', '--reporter', 'tap', '--backend', 'sim:mainline-amd,sim:pvm']);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.split('\n');
+    const comparison = (name: string) => {
+      const i = lines.indexOf(
+        `ok ${['limits', 'sev vm', 'needs sev', 'everywhere'].indexOf(name) + 1} hosts: ${name}`,
+      );
+      return lines[i - 1];
+    };
+    // MAX_VCPUS (observation 1) agrees; VM_TYPES (observation 2) is the first difference.
+    expect(comparison('limits')).toBe(
+      '# comparison: differs at observation #2 VM_TYPES: sim:mainline-amd 29, sim:pvm 1',
+    );
+    // The automatic errno of KVM_CREATE_VM(sev) on the host without SEV.
+    expect(comparison('sev vm')).toBe(
+      '# comparison: differs at observation #1 after: sim:mainline-amd after = "done", sim:pvm errno kvm.createVm = "EINVAL"',
+    );
+    expect(comparison('needs sev')).toMatch(/^# comparison: skipped on sim:pvm: /);
+    expect(comparison('everywhere')).toBe('# comparison: same');
+    expect(r.stdout).toContain('# backend: sim:mainline-amd,sim:pvm');
+    const pretty = kvmtest(['run', 'hosts', '--reporter', 'pretty', '--backend', 'sim:mainline-amd,sim:pvm']);
+    expect(pretty.stdout).toMatch(/^comparing backends: sim:mainline-amd with sim:pvm\n/);
+    expect(pretty.stdout).toMatch(/✓ limits \d+ ms differs at observation #2 VM_TYPES/);
+    expect(pretty.stdout).toMatch(/compared: 1 same, 2 differ, 1 skipped on a backend/);
+  });
+
+  test('comparing identical hosts: every case `same` (or skipped on both)', () => {
+    const r = kvmtest(['run', 'hosts', '--reporter', 'junit', '--backend', 'sim:pvm,sim:pvm']);
+    expect(r.code).toBe(0);
+    const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '' }).parse(r.stdout);
+    const verdicts = doc.testsuites.testsuite.testcase.map(
+      (c: { properties: { property: { name: string; value: string }[] } }) =>
+        c.properties.property.find((p) => p.name === 'comparison')!.value,
+    );
+    expect(verdicts[0]).toBe('same');
+    expect(verdicts[1]).toBe('same');
+    expect(verdicts[2]).toMatch(/^skipped on both/);
+    expect(verdicts[3]).toBe('same');
+  });
+
+  test('a case failing on one side only differs, and the run fails', () => {
+    const r = kvmtest(['run', 'demo:passes', 'demo:fails', '--reporter', 'tap', '--backend', 'sim,sim:pvm']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('# comparison: same'); // passes, and fails the same way on both
+    expect(r.stdout).toMatch(/\[sim\] Error: expected 0x10 but got 0x20/);
   });
 });

@@ -4,6 +4,20 @@
 // TAP. The vitest helpers live in the `@kvmtest/testkit/vitest` entry.
 
 export {
+  exitObservation,
+  firstDifference,
+  type Observable,
+  type Observation,
+  type ObservationDifference,
+  observationValue,
+  observe,
+  observeErrno,
+  observeKvm,
+  observing,
+  startObservations,
+  takeObservations,
+} from './internal/observe.js';
+export {
   addrGva2Gpa,
   addrGva2Hva,
   readGuestGlobal,
@@ -16,7 +30,23 @@ export {
   writeGuestGlobal,
 } from './internal/access.js';
 export { testAssert, testAssertEq, testFail, testRequire } from './internal/asserts.js';
-export { BACKENDS, getKvm, kvmFromEnv, setDefaultKvm } from './internal/backend.js';
+export {
+  BACKENDS,
+  type BackendChoice,
+  type BackendSpec,
+  backendFromEnv,
+  backendNamed,
+  defaultBackend,
+  formatBackendSpec,
+  getKvm,
+  kvmFromEnv,
+  looksLikePvm,
+  parseBackendSpec,
+  SIM_HOSTS,
+  setDefaultKvm,
+  simHostFromEnv,
+  simHostLike,
+} from './internal/backend.js';
 export {
   type AssertionInfo,
   assertionBanner,

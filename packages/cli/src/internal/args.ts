@@ -1,10 +1,11 @@
 // Command-line parsing: `kvmtest list`, `kvmtest run [selector…] [options]`.
 import { parseArgs } from 'node:util';
+import { parseBackendSpec, SIM_HOSTS } from './backends.js';
 
 /** Output formats of `kvmtest run`. */
 export type ReporterName = 'pretty' | 'tap' | 'junit';
-/** Backends a run can ask for. */
-export type BackendName = 'sim' | 'auto' | 'linux';
+/** Backends a run can ask for: the simulator (optionally shaped like a named host), /dev/kvm, or auto. */
+export type BackendName = 'sim' | 'auto' | 'linux' | `sim:${string}`;
 
 /** A parsed command line. */
 export type Command =
@@ -18,7 +19,8 @@ export type Command =
       reporter: ReporterName | undefined;
       jobs: number;
       timeoutMs: number;
-      backend: BackendName;
+      /** One backend, or two to compare (`--backend sim,linux`). */
+      backends: readonly BackendName[];
       output: string | undefined;
     };
 
@@ -34,7 +36,10 @@ commands:
   run [suite | suite:case …]    run suites (all when none is named)
 
 run options:
-  --backend sim|auto|linux      hypervisor backend (default sim; auto picks sim until a real backend exists)
+  --backend B[,B]               sim, sim:<host>, linux or auto (default: $KVMTEST_BACKEND, else sim);
+                                auto takes linux when /dev/kvm opens, else sim; two backends
+                                separated by a comma run each case on both and compare them
+                                (hosts: ${SIM_HOSTS.join(', ')})
   --reporter pretty|tap|junit   output format (default: pretty on a terminal, tap otherwise)
   --jobs N                      run up to N suites at once, each in its own process (default 1)
   --timeout SECONDS             per-case timeout (default 45, as kselftest's runner)
@@ -44,7 +49,20 @@ run options:
 exit codes: 0 all passed, 1 a case failed, 4 every case was skipped, 2 usage error`;
 
 const REPORTERS: readonly ReporterName[] = ['pretty', 'tap', 'junit'];
-const BACKENDS: readonly BackendName[] = ['sim', 'auto', 'linux'];
+
+/** Parses `--backend` (or KVMTEST_BACKEND): one backend spec, or two separated by a comma. */
+export function parseBackends(flag: string, v: string): BackendName[] {
+  const parts = v.split(',').map((p) => p.trim());
+  const form = `sim, sim:<host> (${SIM_HOSTS.join(', ')}), linux or auto, or two of them separated by a comma`;
+  if (parts.length > 2)
+    throw new UsageError(
+      `${flag} compares two backends at most, got ${parts.length} in ${JSON.stringify(v)}`,
+    );
+  for (const p of parts)
+    if (parseBackendSpec(p) === undefined)
+      throw new UsageError(`${flag} must be ${form}; ${JSON.stringify(p)} is none of these`);
+  return parts as BackendName[];
+}
 
 function positiveInt(flag: string, v: string): number {
   if (!/^\d+$/.test(v) || Number(v) < 1)
@@ -70,8 +88,14 @@ function oneOf<T extends string>(flag: string, v: string | undefined, allowed: r
   return v as T;
 }
 
-/** Parses argv (without node and the script); throws UsageError naming the bad flag or value. */
-export function parseCommand(argv: readonly string[]): Command {
+/**
+ * Parses argv (without node and the script); throws UsageError naming the bad flag or value.
+ * KVMTEST_BACKEND in `env` is the default of `--backend`.
+ */
+export function parseCommand(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): Command {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') return { kind: 'help' };
   if (cmd === '--version' || cmd === 'version') return { kind: 'version' };
@@ -114,7 +138,12 @@ export function parseCommand(argv: readonly string[]): Command {
     reporter: oneOf('--reporter', str('reporter'), REPORTERS),
     jobs: str('jobs') === undefined ? 1 : positiveInt('--jobs', str('jobs')!),
     timeoutMs: timeout === undefined ? 45_000 : positiveInt('--timeout', timeout) * 1000,
-    backend: oneOf('--backend', str('backend'), BACKENDS) ?? 'sim',
+    backends:
+      str('backend') !== undefined
+        ? parseBackends('--backend', str('backend')!)
+        : env.KVMTEST_BACKEND?.trim()
+          ? parseBackends('KVMTEST_BACKEND', env.KVMTEST_BACKEND.trim())
+          : ['sim'],
     output: str('output'),
   };
 }

@@ -1,7 +1,19 @@
 // The suite process: loads one suite module, runs the requested cases in order and reports each
 // over IPC. Started by the scheduler with: <module path> <case index>… ; the parent enforces timeouts.
 import { pathToFileURL } from 'node:url';
-import { caseContext, describeFailure, KsftSkip } from '@kvmtest/testkit';
+import { createHash } from 'node:crypto';
+import {
+  type BackendChoice,
+  backendFromEnv,
+  caseContext,
+  describeFailure,
+  KsftSkip,
+  type Observation,
+  observeKvm,
+  setDefaultKvm,
+  startObservations,
+  takeObservations,
+} from '@kvmtest/testkit';
 import type { ChildMessage, ChildRequest } from './protocol.js';
 import { suiteFromModule } from './suite.js';
 
@@ -16,13 +28,43 @@ function send(msg: ChildMessage): Promise<void> {
   });
 }
 
-/** True for the skip signal of testkit's `testRequire` (or an error of that name from another copy of testkit). */
+/**
+ * True for the skip signal of testkit's `testRequire` (or an error of that name from another copy
+ * of testkit), and for a backend that cannot be opened (no /dev/kvm, no permission, …): a skip
+ * that says which and why, never a crash.
+ */
 function isSkip(e: unknown): e is Error {
   return e instanceof KsftSkip || (e instanceof Error && e.name === 'KsftSkip');
 }
 
 function skipReason(e: Error): string {
   return e instanceof KsftSkip ? e.reason : e.message;
+}
+
+/** Observations sent per case at most; the rest travel as a count and a digest, which still compares. */
+const MAX_OBSERVATIONS = 5000;
+
+function capObservations(all: Observation[]): Observation[] {
+  if (all.length <= MAX_OBSERVATIONS) return all;
+  const h = createHash('sha256');
+  for (const o of all.slice(MAX_OBSERVATIONS)) h.update(`${o.name}\0${o.value}\n`);
+  return [
+    ...all.slice(0, MAX_OBSERVATIONS),
+    { name: `(${all.length - MAX_OBSERVATIONS} more)`, value: h.digest('hex').slice(0, 16) },
+  ];
+}
+
+/** Opens the backend KVMTEST_BACKEND names (observed when comparing), or says why it cannot. */
+function openBackend(observe: boolean): { choice?: BackendChoice; error?: string } {
+  try {
+    const choice = backendFromEnv();
+    setDefaultKvm(observe ? observeKvm(choice.kvm) : choice.kvm);
+    return { choice };
+  } catch (e) {
+    if (e instanceof KsftSkip)
+      return { error: `${process.env.KVMTEST_BACKEND ?? 'sim'} backend unavailable: ${e.reason}` };
+    throw e;
+  }
 }
 
 async function main(): Promise<void> {
@@ -40,7 +82,17 @@ async function main(): Promise<void> {
         ? []
         : [i],
     );
-  await send({ type: 'suite', name: suite.name, cases: names, selected: indices });
+  const observe = request.observe === true;
+  // A listing runs no case and needs no backend.
+  const backend = indices.length > 0 ? openBackend(observe) : {};
+  await send({
+    type: 'suite',
+    name: suite.name,
+    cases: names,
+    selected: indices,
+    backend: backend.choice?.name ?? (process.env.KVMTEST_BACKEND || 'sim'),
+    ...(backend.error === undefined ? {} : { backendError: backend.error }),
+  });
 
   let current = -1;
   // Everything the suite prints belongs to the running case.
@@ -58,6 +110,11 @@ async function main(): Promise<void> {
     current = index;
     await send({ type: 'case-start', index });
     const t0 = performance.now();
+    if (backend.error !== undefined) {
+      await send({ type: 'case-end', index, status: 'skip', durationMs: 0, message: backend.error });
+      current = -1;
+      continue;
+    }
     let lastProgress = 0;
     const ctx = caseContext(
       suite.name,
@@ -70,9 +127,17 @@ async function main(): Promise<void> {
         void send({ type: 'case-progress', index, done, total });
       },
     );
+    if (observe) startObservations();
+    const observed = () => (observe ? { observations: capObservations(takeObservations()) } : {});
     try {
       await c.run(ctx);
-      await send({ type: 'case-end', index, status: 'pass', durationMs: performance.now() - t0 });
+      await send({
+        type: 'case-end',
+        index,
+        status: 'pass',
+        durationMs: performance.now() - t0,
+        ...observed(),
+      });
     } catch (e) {
       const skip = isSkip(e);
       await send({
@@ -81,6 +146,7 @@ async function main(): Promise<void> {
         status: skip ? 'skip' : 'fail',
         durationMs: performance.now() - t0,
         message: skip ? skipReason(e) : describeFailure(e).join('\n'),
+        ...observed(),
       });
     }
     current = -1;

@@ -1,7 +1,10 @@
 // The `kvmtest` program: parse the command line, find the suites, run them, report.
 import { writeFileSync } from 'node:fs';
+import { TestkitError } from '@kvmtest/testkit';
 import { runSuiteListing } from './listing.js';
 import { type Command, parseCommand, USAGE, UsageError } from './args.js';
+import { resolveBackends } from './backends.js';
+import { compareSuites } from './compare.js';
 import type { CaseResult } from './protocol.js';
 import { junitReporter } from './reporters/junit.js';
 import { prettyReporter } from './reporters/pretty.js';
@@ -55,11 +58,15 @@ function bufferSink(isTTY: boolean): Sink & { text(): string } {
 }
 
 async function run(cmd: Extract<Command, { kind: 'run' }>, io: CliIo, suites: SuiteRef[]): Promise<number> {
-  if (cmd.backend === 'linux')
-    throw new UsageError(
-      '--backend linux is not available yet: the real /dev/kvm backend is planned (packages/kvm-linux); use sim or auto',
-    );
-  const backend = cmd.backend === 'auto' ? 'sim' : cmd.backend;
+  let backends: ReturnType<typeof resolveBackends>;
+  try {
+    backends = resolveBackends(cmd.backends);
+  } catch (e) {
+    // KVMTEST_SIM_HOST naming no preset, or a SimConfig no host can have: the user's mistake.
+    if (e instanceof TestkitError || e instanceof TypeError || e instanceof RangeError)
+      throw new UsageError(e.message);
+    throw e;
+  }
   const selections = resolveSelectors(suites, cmd.selectors).map((s) => ({
     ...s,
     selection: { ...s.selection, filter: cmd.filter },
@@ -78,9 +85,24 @@ async function run(cmd: Extract<Command, { kind: 'run' }>, io: CliIo, suites: Su
   const name = cmd.reporter ?? (sink.isTTY ? 'pretty' : 'tap');
   const reporter: Reporter =
     name === 'pretty' ? prettyReporter(sink) : name === 'tap' ? tapReporter(sink) : junitReporter(sink);
+  reporter.runStart?.(backends);
   const t0 = performance.now();
+  const [first, second] = backends;
   const results = (
-    await runSuites(selections, { jobs: cmd.jobs, timeoutMs: cmd.timeoutMs, backend, listener: reporter })
+    second === undefined
+      ? await runSuites(selections, {
+          jobs: cmd.jobs,
+          timeoutMs: cmd.timeoutMs,
+          backend: first!.spec,
+          backendEnv: first!.env,
+          listener: reporter,
+        })
+      : await compareSuites(
+          selections,
+          [first!, second],
+          { jobs: cmd.jobs, timeoutMs: cmd.timeoutMs },
+          reporter,
+        )
   ).flat();
   const summary = summarize(results, performance.now() - t0);
   reporter.finish(results, summary);

@@ -1,11 +1,20 @@
 // Messages between the CLI and a suite process (over the Node IPC channel).
+import type { Observation, ObservationDifference } from '@kvmtest/testkit';
 
 /** How a case ended. `timeout` is decided by the parent, which killed the process. */
 export type CaseStatus = 'pass' | 'fail' | 'skip' | 'timeout';
 
 /** Child → parent messages. */
 export type ChildMessage =
-  | { type: 'suite'; name: string; cases: string[]; selected: number[] }
+  | {
+      type: 'suite';
+      name: string;
+      cases: string[];
+      selected: number[];
+      /** The backend the process opened (`sim`, `sim:pvm`, `linux`), or why it could not. */
+      backend: string;
+      backendError?: string;
+    }
   | { type: 'case-start'; index: number }
   | { type: 'case-log'; index: number; text: string }
   | { type: 'case-progress'; index: number; done: number; total: number }
@@ -15,6 +24,8 @@ export type ChildMessage =
       status: 'pass' | 'fail' | 'skip';
       durationMs: number;
       message?: string;
+      /** What the case observed (only when the request asked for observations). */
+      observations?: Observation[];
     }
   | { type: 'fatal'; message: string };
 
@@ -28,6 +39,26 @@ export interface CaseResult {
   message?: string;
   /** Output the case produced (logs, guest printf lines). */
   output: string;
+  /** The backend the case ran on (`sim`, `sim:pvm`, `linux`; both, comma-separated, when compared). */
+  backend?: string;
+  /** What the case observed (comparison runs). */
+  observations?: Observation[];
+  /** The comparison of the case's two runs (`--backend A,B`). */
+  comparison?: Comparison;
+}
+
+/** How a case compared on two backends. */
+export interface Comparison {
+  /** `same`: equal outcomes and observations; `differs`; `skipped`: skipped on one side or both. */
+  verdict: 'same' | 'differs' | 'skipped';
+  /** The two backends, left then right. */
+  backends: [string, string];
+  /** Each side's outcome. */
+  runs: [{ status: CaseStatus; message?: string }, { status: CaseStatus; message?: string }];
+  /** Where the observations first part (differs), if they do. */
+  difference?: ObservationDifference;
+  /** One line for reports: `same`, `differs at …`, `skipped on linux: …`. */
+  summary: string;
 }
 
 /** What the parent asks a suite process to run: explicit indices, or a selection it applies itself. */
@@ -38,4 +69,6 @@ export interface ChildRequest {
   filter?: string;
   /** The suite's name on the command line (its app folder), for the filter. */
   suiteRef: string;
+  /** Record observations for each case and send them with its result. */
+  observe?: boolean;
 }

@@ -13,7 +13,8 @@ export interface CaseSelection {
 
 /** Events the scheduler reports while it runs (reporters listen to them). */
 export interface RunListener {
-  suiteStart?(suite: string, cases: readonly string[]): void;
+  /** A suite process started; `backend` is the backend it opened (`sim`, `sim:pvm`, `linux`). */
+  suiteStart?(suite: string, cases: readonly string[], backend?: string): void;
   caseStart?(suite: string, name: string): void;
   caseProgress?(suite: string, name: string, done: number, total: number): void;
   caseEnd?(result: CaseResult): void;
@@ -24,7 +25,12 @@ export interface RunListener {
 export interface SchedulerOptions {
   jobs: number;
   timeoutMs: number;
+  /** The backend spec the suite processes get as KVMTEST_BACKEND (`sim`, `sim:pvm`, `linux`). */
   backend: string;
+  /** More environment for the suite processes (e.g. KVMTEST_SIM_HOST for a matched simulator). */
+  backendEnv?: Readonly<Record<string, string>>;
+  /** Record each case's observations (comparison runs). */
+  observe?: boolean;
   listener: RunListener;
 }
 
@@ -43,10 +49,12 @@ export async function runSuite(
   const results = new Map<number, CaseResult>();
   let cases: string[] | undefined;
   let selected: number[] | undefined;
+  let backend = opts.backend;
 
   const record = (index: number, r: CaseResult) => {
-    results.set(index, r);
-    L.caseEnd?.(r);
+    const withBackend = { ...r, backend };
+    results.set(index, withBackend);
+    L.caseEnd?.(withBackend);
   };
 
   for (;;) {
@@ -55,10 +63,11 @@ export async function runSuite(
     const request: ChildRequest = remaining
       ? { suiteRef: ref.name, indices: remaining }
       : { suiteRef: ref.name, names: [...sel.names], ...(sel.filter ? { filter: sel.filter.source } : {}) };
+    if (opts.observe) request.observe = true;
     const child = fork(childEntryPath(), [entry, JSON.stringify(request)], {
       cwd: ref.dir,
       execArgv: process.execArgv,
-      env: { ...process.env, KVMTEST_BACKEND: opts.backend },
+      env: { ...process.env, ...opts.backendEnv, KVMTEST_BACKEND: opts.backend },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     let stderr = '';
@@ -83,12 +92,14 @@ export async function runSuite(
       const msg = raw as ChildMessage;
       switch (msg.type) {
         case 'suite':
+          backend = msg.backend;
           if (!cases) {
             cases = msg.cases;
             selected = msg.selected;
             L.suiteStart?.(
               ref.name,
               selected.map((i) => cases![i]!),
+              backend,
             );
           }
           break;
@@ -115,6 +126,7 @@ export async function runSuite(
             durationMs: msg.durationMs,
             output: running?.index === msg.index ? running.output : '',
             ...(msg.message === undefined ? {} : { message: msg.message }),
+            ...(msg.observations === undefined ? {} : { observations: msg.observations }),
           });
           running = undefined;
           break;
@@ -135,8 +147,9 @@ export async function runSuite(
         durationMs: 0,
         message: fatal ?? died,
         output: '',
+        backend,
       };
-      L.suiteStart?.(ref.name, [r.name]);
+      L.suiteStart?.(ref.name, [r.name], backend);
       L.caseEnd?.(r);
       L.suiteEnd?.(ref.name, [r]);
       return [r];

@@ -8,6 +8,8 @@ export interface Summary {
   skipped: number;
   total: number;
   durationMs: number;
+  /** Comparison runs: how many cases were the same, differed, or skipped on a side. */
+  compared?: { same: number; differs: number; skipped: number };
 }
 
 /** Counts results; a timeout counts as a failure. */
@@ -20,7 +22,13 @@ export function summarize(results: readonly CaseResult[], durationMs: number): S
     else if (r.status === 'skip') skipped++;
     else failed++;
   }
-  return { passed, failed, skipped, total: results.length, durationMs };
+  const out: Summary = { passed, failed, skipped, total: results.length, durationMs };
+  if (results.some((r) => r.comparison)) {
+    const compared = { same: 0, differs: 0, skipped: 0 };
+    for (const r of results) if (r.comparison) compared[r.comparison.verdict]++;
+    out.compared = compared;
+  }
+  return out;
 }
 
 /** kselftest exit codes: KSFT_PASS 0, KSFT_FAIL 1, KSFT_SKIP 4 (every case skipped). */
@@ -35,5 +43,9 @@ export function exitCodeFor(s: Summary): number {
 
 /** The one-line summary printed at the end of a run. */
 export function summaryLine(s: Summary): string {
-  return `${s.passed} passed, ${s.failed} failed, ${s.skipped} skipped (${s.total} cases in ${(s.durationMs / 1000).toFixed(2)} s)`;
+  const line = `${s.passed} passed, ${s.failed} failed, ${s.skipped} skipped (${s.total} cases in ${(s.durationMs / 1000).toFixed(2)} s)`;
+  const c = s.compared;
+  return c
+    ? `${line}; compared: ${c.same} same, ${c.differs} differ, ${c.skipped} skipped on a backend`
+    : line;
 }

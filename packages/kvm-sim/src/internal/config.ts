@@ -10,6 +10,38 @@ import {
 } from '@kvmtest/coco';
 import { CPUID_FLAG_SIGNIFICANT_INDEX, type CpuidEntry } from '@kvmtest/kvm';
 
+/** Named simulated hosts: `createSimKvm({ host })` or KVMTEST_SIM_HOST (read by testkit). */
+export const SIM_HOST_PRESETS = ['mainline-amd', 'mainline-intel', 'pvm'] as const;
+
+/** A named simulated host. */
+export type SimHostPreset = (typeof SIM_HOST_PRESETS)[number];
+
+/** Host features that can be switched off to look like a given host (all on by default). */
+export interface SimFeatures {
+  /**
+   * guest_memfd (CONFIG_KVM_GUEST_MEMFD): off, KVM_CAP_GUEST_MEMFD answers 0 and
+   * KVM_CREATE_GUEST_MEMFD is not an ioctl (ENOTTY; virt/kvm/kvm_main.c: kvm_vm_ioctl()).
+   */
+  guestMemfd?: boolean;
+  /**
+   * Memory attributes (CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES): off, KVM_CAP_MEMORY_ATTRIBUTES
+   * answers 0 and KVM_SET_MEMORY_ATTRIBUTES is ENOTTY (virt/kvm/kvm_main.c: kvm_vm_ioctl()).
+   */
+  memoryAttributes?: boolean;
+  /**
+   * SMM (CONFIG_KVM_SMM): on, KVM_MAX_NR_ADDRESS_SPACES is 2 but a VM with private memory has one
+   * (arch/x86/include/asm/kvm_host.h: kvm_arch_nr_memslot_as_ids()); off, every VM has one address
+   * space and KVM_CAP_X86_SMM answers 0 (arch/x86/kvm/x86.c: kvm_vm_ioctl_check_extension()).
+   */
+  smm?: boolean;
+  /**
+   * Two-dimensional paging (tdp_enabled: EPT/NPT). Off (shadow paging), the memslot GPA limit is
+   * 52 bits whatever CPUID's MAXPHYADDR says (arch/x86/kvm/mmu.h: kvm_mmu_max_gfn()), and no VM
+   * type that needs TDP can exist.
+   */
+  tdp?: boolean;
+}
+
 /**
  * Configuration of a simulated host (one `createSimKvm` process).
  *
@@ -19,11 +51,15 @@ import { CPUID_FLAG_SIGNIFICANT_INDEX, type CpuidEntry } from '@kvmtest/kvm';
  * sw-protected, sev, sev-es, sev-snp; `intel` → default, sw-protected, tdx.
  */
 export interface SimConfig {
+  /** Start from a named host (its vendor, VM types, features and limits); the other fields override it. */
+  host?: SimHostPreset;
+  /** Host features (all on unless the preset or this says otherwise). */
+  features?: SimFeatures;
   /** VM types the host supports (KVM_CAP_VM_TYPES); default: every type the vendor allows. */
   vmTypes?: readonly VmType[];
   /** Restricts the host to one CPU vendor's real feature set (and its CPUID vendor string). */
   vendor?: 'amd' | 'intel';
-  /** KVM_CAP_MAX_VCPUS (x86 KVM_MAX_VCPUS: CONFIG_KVM_MAX_NR_VCPUS, 4096 with MAXSMP as distros build). */
+  /** KVM_CAP_MAX_VCPUS (x86 KVM_MAX_VCPUS = CONFIG_KVM_MAX_NR_VCPUS, 1024 in a default-config kernel). */
   maxVcpus?: number;
   /** KVM_CAP_MAX_VCPU_ID (x86 KVM_MAX_VCPU_IDS = KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO 4). */
   maxVcpuId?: number;
@@ -52,12 +88,19 @@ export interface SimConfig {
 
 /** A SimConfig with every field filled in and checked. */
 export interface ResolvedConfig {
+  /** The preset the host started from ('custom' without one). */
+  readonly host: SimHostPreset | 'custom';
+  readonly guestMemfd: boolean;
+  readonly memoryAttributes: boolean;
+  readonly smm: boolean;
+  readonly tdp: boolean;
   readonly vendor: 'amd' | 'intel' | 'any';
   readonly vmTypes: readonly VmType[];
   readonly maxVcpus: number;
   readonly maxVcpuId: number;
   readonly onlineCpus: number;
   readonly memslotsPerAddressSpace: number;
+  /** KVM_MAX_NR_ADDRESS_SPACES: 2 with SMM, else 1 (a VM with private memory always has 1). */
   readonly addressSpaces: number;
   readonly runBudget: number;
   readonly maxPhysAddr: number;
@@ -68,10 +111,14 @@ export interface ResolvedConfig {
   readonly sevVmsaFeatures: bigint;
 }
 
-/** Defaults of SimConfig (documented values of a mainline x86-64 host). */
+/**
+ * Defaults of SimConfig: a default-config mainline x86-64 kernel. KVM_MAX_VCPUS is
+ * CONFIG_KVM_MAX_NR_VCPUS (1024 unless MAXSMP) and KVM_MAX_VCPU_IDS is KVM_MAX_VCPUS *
+ * KVM_VCPU_ID_RATIO 4 (arch/x86/include/asm/kvm_host.h), as both measured 6.18 hosts answer.
+ */
 export const SIM_CONFIG_DEFAULTS = Object.freeze({
-  maxVcpus: 4096,
-  maxVcpuId: 4096 * 4,
+  maxVcpus: 1024,
+  maxVcpuId: 1024 * 4,
   onlineCpus: 16,
   memslotsPerAddressSpace: 32764,
   runBudget: 5_000_000,
@@ -86,6 +133,63 @@ export const SIM_CONFIG_DEFAULTS = Object.freeze({
 const AMD_TYPES: readonly VmType[] = ['default', 'sw-protected', 'sev', 'sev-es', 'sev-snp'];
 const INTEL_TYPES: readonly VmType[] = ['default', 'sw-protected', 'tdx'];
 
+/**
+ * VM types with private memory (kvm_arch_has_private_mem): they need guest_memfd and the PRIVATE
+ * memory attribute (arch/x86/kvm/x86.c: kvm_arch_init_vm(); svm/sev.c and vmx/tdx.c set
+ * has_private_mem for SNP and TDX).
+ */
+const PRIVATE_MEM_TYPES: readonly VmType[] = ['sw-protected', 'sev-snp', 'tdx'];
+
+/**
+ * VM types that exist only with two-dimensional paging: SW_PROTECTED needs the TDP MMU
+ * (arch/x86/kvm/x86.c: kvm_x86_vendor_init(), `tdp_mmu_enabled`), SEV needs NPT
+ * (arch/x86/kvm/svm/sev.c: sev_hardware_setup(), `!npt_enabled`), TDX needs EPT
+ * (arch/x86/kvm/vmx/tdx.c: tdx_bringup(), `!enable_ept`).
+ */
+const TDP_TYPES: readonly VmType[] = ['sw-protected', 'sev', 'sev-es', 'sev-snp', 'tdx'];
+
+/**
+ * The named hosts. `mainline-*` are default-config 6.18 kernels on an SEV-SNP EPYC and a TDX Xeon
+ * (CONFIG_KVM_SW_PROTECTED_VM depends on EXPERT and is off, so no SW_PROTECTED type). `pvm` is the
+ * out-of-tree Pagetable-based Virtual Machine module as these machines run it: GenuineIntel CPUID,
+ * DEFAULT VMs only, no guest_memfd, no memory attributes, no SMM, shadow paging.
+ */
+const PRESETS: Readonly<Record<SimHostPreset, SimConfig>> = Object.freeze({
+  'mainline-amd': {
+    vendor: 'amd',
+    vmTypes: ['default', 'sev', 'sev-es', 'sev-snp'],
+    features: { guestMemfd: true, memoryAttributes: true, smm: true, tdp: true },
+  },
+  'mainline-intel': {
+    vendor: 'intel',
+    vmTypes: ['default', 'tdx'],
+    features: { guestMemfd: true, memoryAttributes: true, smm: true, tdp: true },
+  },
+  pvm: {
+    vendor: 'intel',
+    vmTypes: ['default'],
+    features: { guestMemfd: false, memoryAttributes: false, smm: false, tdp: false },
+    maxVcpus: 1024,
+    maxVcpuId: 4096,
+    memslotsPerAddressSpace: 32764,
+  },
+});
+
+/** The SimConfig a preset stands for (a copy). */
+export function simHostPreset(name: SimHostPreset): SimConfig {
+  if (!isSimHostPreset(name))
+    throw new TypeError(
+      `unknown simulated host ${JSON.stringify(name)} (presets: ${SIM_HOST_PRESETS.join(', ')})`,
+    );
+  const p = PRESETS[name];
+  return { ...p, host: name, ...(p.vmTypes ? { vmTypes: [...p.vmTypes] } : {}), features: { ...p.features } };
+}
+
+/** True when `name` is a preset name. */
+export function isSimHostPreset(name: unknown): name is SimHostPreset {
+  return typeof name === 'string' && (SIM_HOST_PRESETS as readonly string[]).includes(name);
+}
+
 function positiveInt(name: string, v: unknown, dflt: number, max = 2 ** 31 - 1): number {
   if (v === undefined) return dflt;
   if (typeof v !== 'number' || !Number.isInteger(v))
@@ -94,15 +198,54 @@ function positiveInt(name: string, v: unknown, dflt: number, max = 2 ** 31 - 1):
   return v;
 }
 
-/** Validates a SimConfig and fills in defaults. Throws TypeError/RangeError naming the field. */
-export function resolveConfig(config: SimConfig = {}): ResolvedConfig {
-  if (typeof config !== 'object' || config === null) throw new TypeError('SimConfig must be an object');
+function flag(name: keyof SimFeatures, v: unknown): boolean {
+  if (v === undefined) return true;
+  if (typeof v !== 'boolean')
+    throw new TypeError(`SimConfig.features.${name} must be a boolean, got ${String(v)}`);
+  return v;
+}
+
+/** Why a VM type cannot exist with these features (undefined: it can). */
+function typeBlocker(t: VmType, f: Required<SimFeatures>): string | undefined {
+  if (PRIVATE_MEM_TYPES.includes(t) && !f.guestMemfd) return 'guest_memfd (features.guestMemfd)';
+  if (PRIVATE_MEM_TYPES.includes(t) && !f.memoryAttributes)
+    return 'memory attributes (features.memoryAttributes)';
+  if (TDP_TYPES.includes(t) && !f.tdp) return 'two-dimensional paging (features.tdp)';
+  return undefined;
+}
+
+/** Validates a SimConfig and fills in defaults. Throws TypeError/RangeError naming the field and the rule. */
+export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
+  if (typeof input !== 'object' || input === null) throw new TypeError('SimConfig must be an object');
+  const base: SimConfig = input.host === undefined ? {} : simHostPreset(input.host);
+  if (input.features !== undefined && (typeof input.features !== 'object' || input.features === null))
+    throw new TypeError('SimConfig.features must be an object');
+  const config: SimConfig = {
+    ...base,
+    ...input,
+    features: { ...base.features, ...input.features },
+    cpu: { ...base.cpu, ...input.cpu },
+  };
+  const fin = config.features ?? {};
+  const features: Required<SimFeatures> = {
+    guestMemfd: flag('guestMemfd', fin.guestMemfd),
+    memoryAttributes: flag('memoryAttributes', fin.memoryAttributes),
+    smm: flag('smm', fin.smm),
+    tdp: flag('tdp', fin.tdp),
+  };
+  // The PRIVATE attribute only means something with guest_memfd behind it
+  // (virt/kvm/kvm_main.c: kvm_supported_mem_attributes(); x86 selects both together).
+  if (features.memoryAttributes && !features.guestMemfd)
+    throw new RangeError(
+      'SimConfig.features: memoryAttributes needs guestMemfd (the PRIVATE attribute is backed by guest_memfd)',
+    );
   const vendor = config.vendor ?? 'any';
   if (vendor !== 'any' && vendor !== 'amd' && vendor !== 'intel')
     throw new TypeError(`SimConfig.vendor ${JSON.stringify(vendor)} must be 'amd' or 'intel'`);
   const allowed = vendor === 'amd' ? AMD_TYPES : vendor === 'intel' ? INTEL_TYPES : VM_TYPES;
   let vmTypes: VmType[];
-  if (config.vmTypes === undefined) vmTypes = [...allowed];
+  // Without a list: every type the vendor and the features allow, as the kernel advertises them.
+  if (config.vmTypes === undefined) vmTypes = allowed.filter((t) => typeBlocker(t, features) === undefined);
   else {
     if (!Array.isArray(config.vmTypes))
       throw new TypeError('SimConfig.vmTypes must be an array of VM type names');
@@ -113,8 +256,14 @@ export function resolveConfig(config: SimConfig = {}): ResolvedConfig {
         throw new RangeError(
           `SimConfig.vmTypes: ${t} needs a ${t === 'tdx' ? 'intel' : 'amd'} host, not ${vendor}`,
         );
+      const blocker = typeBlocker(t, features);
+      if (blocker !== undefined)
+        throw new RangeError(`SimConfig.vmTypes: ${t} VMs cannot exist on a host without ${blocker}`);
       if (!vmTypes.includes(t)) vmTypes.push(t);
     }
+    // KVM_X86_DEFAULT_VM is always supported (arch/x86/kvm/x86.c: kvm_x86_vendor_init()).
+    if (!vmTypes.includes('default'))
+      throw new RangeError('SimConfig.vmTypes must include default: every KVM host supports DEFAULT VMs');
     vmTypes.sort((a, b) => VM_TYPE_NUMBER[a] - VM_TYPE_NUMBER[b]);
   }
   const cpu = config.cpu ?? {};
@@ -126,6 +275,12 @@ export function resolveConfig(config: SimConfig = {}): ResolvedConfig {
   const maxSevAsid =
     cpu.maxSevAsid === 0 ? 0 : positiveInt('cpu.maxSevAsid', cpu.maxSevAsid, d.maxSevAsid, 0xffff);
   const minSevAsid = positiveInt('cpu.minSevAsid', cpu.minSevAsid, d.minSevAsid, 0xffff);
+  // CPUID 0x8000001F: EDX is the lowest plain-SEV ASID, ECX the highest ASID; SEV ASIDs are
+  // min..max (arch/x86/kvm/svm/sev.c: sev_hardware_setup()).
+  if (maxSevAsid > 0 && minSevAsid > maxSevAsid)
+    throw new RangeError(
+      `SimConfig.cpu.minSevAsid ${minSevAsid} is above cpu.maxSevAsid ${maxSevAsid}: SEV ASIDs run from the minimum to the maximum`,
+    );
   const tdxMaxGpaw = cpu.tdxMaxGpaw ?? d.tdxMaxGpaw;
   if (tdxMaxGpaw !== 48 && tdxMaxGpaw !== 52)
     throw new RangeError(`SimConfig.cpu.tdxMaxGpaw must be 48 or 52, got ${String(tdxMaxGpaw)}`);
@@ -135,16 +290,24 @@ export function resolveConfig(config: SimConfig = {}): ResolvedConfig {
       `SimConfig.cpu.sevVmsaFeatures must be a non-negative bigint, got ${String(sevVmsaFeatures)}`,
     );
   const maxVcpus = positiveInt('maxVcpus', config.maxVcpus, d.maxVcpus, 1 << 20);
+  const maxVcpuId = positiveInt(
+    'maxVcpuId',
+    config.maxVcpuId,
+    config.maxVcpus === undefined ? d.maxVcpuId : maxVcpus * 4,
+    1 << 22,
+  );
+  // KVM_MAX_VCPU_IDS is at least KVM_MAX_VCPUS (include/linux/kvm_host.h; x86 multiplies by 4).
+  if (maxVcpuId < maxVcpus)
+    throw new RangeError(
+      `SimConfig.maxVcpuId ${maxVcpuId} is below maxVcpus ${maxVcpus}: KVM_MAX_VCPU_IDS is never below KVM_MAX_VCPUS`,
+    );
   return Object.freeze({
+    host: input.host ?? 'custom',
+    ...features,
     vendor,
     vmTypes: Object.freeze(vmTypes),
     maxVcpus,
-    maxVcpuId: positiveInt(
-      'maxVcpuId',
-      config.maxVcpuId,
-      config.maxVcpus === undefined ? d.maxVcpuId : maxVcpus * 4,
-      1 << 22,
-    ),
+    maxVcpuId,
     onlineCpus: positiveInt('onlineCpus', config.onlineCpus, d.onlineCpus),
     memslotsPerAddressSpace: positiveInt(
       'memslotsPerAddressSpace',
@@ -152,8 +315,9 @@ export function resolveConfig(config: SimConfig = {}): ResolvedConfig {
       d.memslotsPerAddressSpace,
       32764,
     ),
-    // x86 with SMM: address space 0 (normal) and 1 (SMM); kvm_arch_nr_memslot_as_ids.
-    addressSpaces: 2,
+    // KVM_MAX_NR_ADDRESS_SPACES: 2 with CONFIG_KVM_SMM (normal and SMM), else the generic 1
+    // (arch/x86/include/asm/kvm_host.h, include/linux/kvm_host.h).
+    addressSpaces: features.smm ? 2 : 1,
     runBudget: positiveInt('runBudget', config.runBudget, d.runBudget, Number.MAX_SAFE_INTEGER),
     maxPhysAddr,
     cBit,

@@ -58,6 +58,10 @@ export interface SimStats {
 
 const U64 = (1n << 64n) - 1n;
 
+/** KVM_CAP_X86_SMM and KVM_CAP_MULTI_ADDRESS_SPACE (include/uapi/linux/kvm.h). */
+const CAP_X86_SMM = 117;
+const CAP_MULTI_ADDRESS_SPACE = 118;
+
 /** Stdin, stdout and stderr hold 0–2, as in a real process. */
 const FIRST_FD = 3;
 
@@ -182,11 +186,25 @@ export class SimKvm implements Kvm, ArchKvm {
         // KVM_EXIT_HYPERCALL_VALID_MASK: only KVM_HC_MAP_GPA_RANGE can be forwarded.
         return 1 << 12;
       case CAP.MEMORY_ATTRIBUTES:
+        // Without CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES the case is not compiled in: 0.
+        if (!c.memoryAttributes) return 0;
         // kvm_main.c kvm_supported_mem_attributes: PRIVATE on /dev/kvm, on a VM only with private memory.
         return vm === undefined || vm.hasPrivateMem ? Number(MEMORY_ATTRIBUTE.PRIVATE) : 0;
       case CAP.GUEST_MEMFD:
+        // Without guest_memfd the case is not compiled in: 0.
+        if (!c.guestMemfd) return 0;
         // kvm_main.c (6.17): `!kvm || kvm_arch_has_private_mem(kvm)`.
         return vm === undefined || vm.hasPrivateMem ? 1 : 0;
+      case CAP_X86_SMM:
+        // x86.c kvm_vm_ioctl_check_extension: 0 without CONFIG_KVM_SMM, else has_emulated_msr(SMBASE),
+        // which SEV-ES/SNP guests (svm.c: svm_has_emulated_msr()) and TDs (vmx/tdx.c) answer false.
+        if (!c.smm) return 0;
+        return vm === undefined || !['sev-es', 'sev-snp', 'tdx'].includes(vm.type) ? 1 : 0;
+      case CAP_MULTI_ADDRESS_SPACE:
+        // kvm_main.c kvm_vm_ioctl_check_extension_generic: only when KVM_MAX_NR_ADDRESS_SPACES > 1;
+        // on a VM, kvm_arch_nr_memslot_as_ids() (1 for a VM with private memory).
+        if (c.addressSpaces < 2) return 0;
+        return vm === undefined ? c.addressSpaces : vm.nrAddressSpaces;
       case CAP.VM_TYPES:
         return this.vmTypesMask;
       // KVM_GET_STATS_FD and KVM_PRE_FAULT_MEMORY are not modelled: say so rather than advertise them.

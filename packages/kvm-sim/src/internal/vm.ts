@@ -92,6 +92,11 @@ export class SimVm implements Vm, ArchVm {
     return !this.vmFdOpen;
   }
 
+  /** kvm_arch_nr_memslot_as_ids(): KVM_MAX_NR_ADDRESS_SPACES, or 1 for a VM with private memory (no SMM). */
+  get nrAddressSpaces(): number {
+    return this.hasPrivateMem ? 1 : this.kvm.config.addressSpaces;
+  }
+
   get memslotCount(): number {
     let n = 0;
     for (const m of this.slots) n += m.size;
@@ -264,7 +269,9 @@ export class SimVm implements Vm, ArchVm {
     const hasGmemFlag = (flags & MEM_FLAG.GUEST_MEMFD) !== 0;
     if (hasGmemFlag && ((gmemOffset & (PAGE - 1n)) !== 0n || gmemOffset + size > U64))
       fail(`guest_memfd_offset ${hex(gmemOffset)} is unaligned or wraps`);
-    if (asId >= cfg.addressSpaces) fail(`address space ${asId} is not below ${cfg.addressSpaces}`);
+    // kvm_arch_nr_memslot_as_ids(): 2 with SMM, but 1 for a VM with private memory.
+    const nrAs = this.nrAddressSpaces;
+    if (asId >= nrAs) fail(`address space ${asId} is not below ${nrAs} for a ${this.type} VM`);
     if (gpa + size > U64) fail('guestPhysAddr + memorySize wraps');
     if (size / PAGE > MAX_NR_PAGES) fail(`${size / PAGE} pages exceed KVM_MEM_MAX_NR_PAGES`);
     const table = this.slots[asId]!;
@@ -305,10 +312,14 @@ export class SimVm implements Vm, ArchVm {
             },
           );
       }
-      // x86 kvm_arch_prepare_memory_region: the last GFN must be within the MMU's reach (MAXPHYADDR).
-      const maxGfn = (1n << BigInt(cfg.maxPhysAddr - 12)) - 1n;
+      // x86 kvm_arch_prepare_memory_region: the last GFN must be within kvm_mmu_max_gfn() — host
+      // MAXPHYADDR with TDP, 52 bits with shadow paging (arch/x86/kvm/mmu.h).
+      const gpaBits = cfg.tdp ? cfg.maxPhysAddr : 52;
+      const maxGfn = (1n << BigInt(gpaBits - 12)) - 1n;
       if (gpa / PAGE + npages - 1n > maxGfn)
-        fail(`the slot ends beyond MAXPHYADDR ${cfg.maxPhysAddr} (max GFN ${hex(maxGfn)})`);
+        fail(
+          `the slot ends beyond ${cfg.tdp ? `MAXPHYADDR ${gpaBits}` : '52 bits (shadow paging)'} (max GFN ${hex(maxGfn)})`,
+        );
       this.ops.prepareMemoryRegion?.(this, gpa, size, flags);
     }
     let gmem: GmemFile | undefined;
@@ -393,6 +404,9 @@ export class SimVm implements Vm, ArchVm {
     checkU64('size', size, op);
     checkU64('flags', flags, op);
     this.gate(op);
+    // Without guest_memfd, kvm_vm_ioctl() has no such case and falls through to ENOTTY.
+    if (!this.kvm.config.guestMemfd)
+      throw new KvmError('ENOTTY', op, 'this host has no guest_memfd (KVM_CAP_GUEST_MEMFD is 0)');
     // guest_memfd.c kvm_gmem_create: no flags are supported (6.17); size > 0 and page aligned.
     if (flags !== 0n) throw new KvmError('EINVAL', op, `flags ${hex(flags)} are not supported`);
     if (size === 0n || (size & (PAGE - 1n)) !== 0n || size > (1n << 63n) - 1n)
@@ -427,6 +441,9 @@ export class SimVm implements Vm, ArchVm {
     const value = checkU64('attributes', attrs.attributes, op);
     const flags = attrs.flags === undefined ? 0n : checkU64('flags', attrs.flags, op);
     this.gate(op);
+    // Without CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES, kvm_vm_ioctl() has no such case: ENOTTY.
+    if (!this.kvm.config.memoryAttributes)
+      throw new KvmError('ENOTTY', op, 'this host has no memory attributes (KVM_CAP_MEMORY_ATTRIBUTES is 0)');
     // kvm_main.c kvm_vm_ioctl_set_mem_attributes, in its order.
     if (flags !== 0n) throw new KvmError('EINVAL', op, `flags ${hex(flags)} must be 0`);
     const supported = BigInt(this.kvm.extension(this, CAP.MEMORY_ATTRIBUTES));

@@ -5,7 +5,6 @@
 /** Codes of TestkitError, one per rule the kit enforces. */
 export const TESTKIT_ERROR = {
   /** KVMTEST_BACKEND names a backend that is not available in this build. */
-  BACKEND_UNAVAILABLE: 'BACKEND_UNAVAILABLE',
   /** KVMTEST_BACKEND names no known backend. */
   UNKNOWN_BACKEND: 'UNKNOWN_BACKEND',
   /** The operation needs guest memory, an image or ucall, and the VM is barebones. */

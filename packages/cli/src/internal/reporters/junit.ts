@@ -38,6 +38,13 @@ export function junitReporter(out: Sink): Reporter {
         for (const r of rs) {
           const open = `    <testcase classname="${xmlEscape(suite)}" name="${xmlEscape(r.name)}" time="${seconds(r.durationMs)}"`;
           const body: string[] = [];
+          const props: [string, string][] = [];
+          if (r.backend) props.push(['backend', r.backend]);
+          if (r.comparison) props.push(['comparison', r.comparison.summary]);
+          if (props.length)
+            body.push(
+              `      <properties>${props.map(([k, v]) => `<property name="${k}" value="${xmlEscape(v)}"/>`).join('')}</properties>`,
+            );
           if (r.status === 'fail' || r.status === 'timeout') {
             const first = (r.message ?? r.status).split('\n')[0] ?? '';
             body.push(

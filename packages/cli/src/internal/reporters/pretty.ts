@@ -27,7 +27,19 @@ export function prettyReporter(out: Sink): Reporter {
       .split('\n')
       .map((l) => `      ${l}`)
       .join('\n');
+  const verdict = (r: CaseResult) => {
+    const c = r.comparison;
+    if (!c) return '';
+    if (c.verdict === 'same') return ` ${green('same')}`;
+    if (c.verdict === 'skipped') return ` ${yellow(c.summary)}`;
+    return ` ${red(c.summary)}`;
+  };
   return {
+    runStart(backends) {
+      const named = (b: (typeof backends)[number]) => `${b.label}${b.note ? dim(` (${b.note})`) : ''}`;
+      if (backends.length === 1) out.write(`backend: ${named(backends[0]!)}\n`);
+      else out.write(`comparing backends: ${backends.map(named).join(' with ')}\n`);
+    },
     suiteStart(suite, cases) {
       clearProgress();
       out.write(`${suite} ${dim(`(${cases.length} cases)`)}\n`);
@@ -41,11 +53,15 @@ export function prettyReporter(out: Sink): Reporter {
     caseEnd(r: CaseResult) {
       clearProgress();
       const time = dim(ms(r.durationMs));
-      if (r.status === 'pass') out.write(`  ${green('✓')} ${r.name} ${time}\n`);
+      if (r.status === 'pass') out.write(`  ${green('✓')} ${r.name} ${time}${verdict(r)}\n`);
       else if (r.status === 'skip')
-        out.write(`  ${yellow('-')} ${r.name} ${yellow(`skipped: ${r.message ?? ''}`)}\n`);
+        out.write(
+          `  ${yellow('-')} ${r.name} ${yellow(r.comparison ? r.comparison.summary : `skipped: ${r.message ?? ''}`)}\n`,
+        );
       else {
-        out.write(`  ${red('✗')} ${r.name} ${time}${r.status === 'timeout' ? red(' TIMEOUT') : ''}\n`);
+        out.write(
+          `  ${red('✗')} ${r.name} ${time}${r.status === 'timeout' ? red(' TIMEOUT') : ''}${verdict(r)}\n`,
+        );
         if (r.message) out.write(`${indent(r.message)}\n`);
         if (r.output.trim()) out.write(`${dim(indent(r.output))}\n`);
       }

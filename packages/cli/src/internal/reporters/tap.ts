@@ -12,6 +12,10 @@ function diag(text: string): string {
     .join('\n');
 }
 
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, ' ').trim();
+}
+
 /** Escapes "#" in a description so it is not read as a directive. */
 function description(r: CaseResult): string {
   return `${r.suite}: ${r.name}`.replace(/#/g, '\\#');
@@ -22,9 +26,14 @@ export function tapReporter(out: Sink): Reporter {
   let n = 0;
   out.write('TAP version 13\n');
   return {
+    runStart(backends) {
+      for (const b of backends) out.write(`# backend: ${b.label}${b.note ? ` (${oneLine(b.note)})` : ''}\n`);
+    },
     caseEnd(r) {
       n++;
       if (r.output.trim()) out.write(`${diag(r.output)}\n`);
+      if (r.backend) out.write(`# backend: ${r.backend}\n`);
+      if (r.comparison) out.write(`# comparison: ${oneLine(r.comparison.summary)}\n`);
       switch (r.status) {
         case 'pass':
           out.write(`ok ${n} ${description(r)}\n`);
