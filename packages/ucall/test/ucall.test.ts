@@ -265,6 +265,21 @@ describe('messages', () => {
     expect(uc.truncated).toBe(true);
   });
 
+  it('ends a PRINTF with a huge width as an ABORT that the message does not fit, without building it', async () => {
+    const f = createFakeVm();
+    ucallInit(f.target);
+    const v = f.vcpu(0, async (g) => {
+      await ucallFmt(g, UCALL.PRINTF, '%999999999d', 1);
+      await ucallFmt(g, UCALL.PRINTF, '%.999999999lx', 1n);
+    });
+    for (let i = 0; i < 2; i++) {
+      const uc = (await next(v))!;
+      expect(uc.cmd).toBe(UCALL.ABORT);
+      expect(uc.expression).toBe(UCALL_OVERFLOW_ASSERT.expression);
+      expect(uc.message).toMatch(/^formatted message of more than 4096 characters does not fit the 1024-byte/);
+    }
+  });
+
   it('keeps a PRINTF of exactly 1023 bytes', async () => {
     const f = createFakeVm();
     ucallInit(f.target);

@@ -34,7 +34,7 @@ import {
   UCALL_TRANSPORT_CODE,
 } from './constants.js';
 import { hex, UcallError } from './errors.js';
-import { formatGuestString } from './format.js';
+import { formatGuestBounded } from './format.js';
 import { type AssertWhere, checkArg, checkCmd, encodeSlot, utf8 } from './slot.js';
 
 const PAGE = 4096n;
@@ -256,19 +256,24 @@ function fillPlain(cmd: number, args: readonly bigint[]): void {
  * UCALL_OVERFLOW_ASSERT's expression and file — as selftests' guest_vsnprintf asserts (guest_print_test).
  */
 export async function ucallFmt(g: Guest, cmd: number, fmt: string, ...values: unknown[]): Promise<void> {
-  const message = formatGuestString(fmt, values);
-  const size = utf8(message).length;
-  if (size + 1 > UCALL_BUFFER_LEN)
+  // A UTF-16 code unit is at most 3 UTF-8 bytes and at least 1, so formatting stops at FORMAT_LIMIT code
+  // units: past that the message cannot fit, and a huge width or precision costs no more than that.
+  const { text, overflow } = formatGuestBounded(fmt, values, FORMAT_LIMIT);
+  const size = overflow ? undefined : utf8(text).length;
+  if (size === undefined || size + 1 > UCALL_BUFFER_LEN)
     return sendSlot(
       g,
       encodeSlot({
         cmd: UCALL.ABORT,
-        message: `formatted message of ${size} bytes does not fit the ${UCALL_BUFFER_LEN}-byte ucall buffer with its NUL: ${message}`,
+        message: `formatted message of ${size === undefined ? `more than ${FORMAT_LIMIT} characters` : `${size} bytes`} does not fit the ${UCALL_BUFFER_LEN}-byte ucall buffer with its NUL: ${text}`,
         where: UCALL_OVERFLOW_ASSERT,
       }),
     );
-  return sendSlot(g, encodeSlot({ cmd, message }));
+  return sendSlot(g, encodeSlot({ cmd, message: text }));
 }
+
+/** Characters ucallFmt/ucallAssert format at most (4 buffers: any more cannot fit one). */
+const FORMAT_LIMIT = 4 * UCALL_BUFFER_LEN;
 
 /**
  * Sends `cmd` (normally ABORT) for a failed guest assertion (ucall_assert): the formatted message,
@@ -283,7 +288,9 @@ export async function ucallAssert(
   fmt: string,
   ...values: unknown[]
 ): Promise<void> {
-  return sendSlot(g, encodeSlot({ cmd, message: formatGuestString(fmt, values), where }));
+  // The message is cut to fit the buffer anyway: formatting stops once no more of it could fit.
+  const { text } = formatGuestBounded(fmt, values, FORMAT_LIMIT);
+  return sendSlot(g, encodeSlot({ cmd, message: text, where }));
 }
 
 /** A bare ucall exit with GPA 0 and no slot (GUEST_UCALL_NONE); the host decodes it as UCALL.NONE. */
