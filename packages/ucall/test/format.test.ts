@@ -94,7 +94,9 @@ describe('formatGuestString', () => {
   it('agrees with guest_sprintf.c on integers for every flag combination, width, precision and qualifier', () => {
     fc.assert(
       fc.property(
-        fc.subarray(['-', '0', '+', ' ', '#']).chain((fl) => fc.shuffledSubarray(fl, { minLength: fl.length })),
+        fc
+          .subarray(['-', '0', '+', ' ', '#'])
+          .chain((fl) => fc.shuffledSubarray(fl, { minLength: fl.length })),
         fc.integer({ min: 0, max: 30 }),
         fc.option(fc.integer({ min: 0, max: 25 }), { nil: undefined }),
         fc.constantFrom('', 'h', 'l', 'll'),

@@ -1004,7 +1004,12 @@ export class SimGuest implements Guest, ArchCpu {
     try {
       checkPort('out', port, size);
       if (typeof value !== 'number' || !Number.isInteger(value))
-        throw new TypeError(`out: value must be an integer, got ${String(value)}`);
+        throw new TypeError(`out: value must be an integer, got ${describeValue(value)}`);
+      // OUT writes AL, AX or EAX: a value that does not fit the access is a caller bug, not a truncation.
+      if (value < 0 || value >= IO_LIMIT[size])
+        throw new RangeError(
+          `out: value ${value} does not fit a ${size}-byte port access (0..0x${(IO_LIMIT[size] - 1).toString(16)})`,
+        );
       if (this.tickAsync()) return this.outLoop(port, size, value, true);
       const a = this.intercepted({ kind: 'io', port, size, in: false }, 'out', port);
       if (a === 'retry') return this.outLoop(port, size, value, false);
@@ -1357,11 +1362,24 @@ function leBytes(v: bigint, n: number): Uint8Array {
   return out;
 }
 
+/** One past the largest value of a 1-, 2- or 4-byte port access. */
+const IO_LIMIT = { 1: 0x100, 2: 0x1_0000, 4: 0x1_0000_0000 } as const;
+
+/** A value for an error message: its type and, for primitives, the value (bigints with their `n`). */
+function describeValue(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'bigint') return `bigint ${v}n`;
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (v === null || v === undefined || typeof v !== 'object')
+    return `${v === null ? 'null' : typeof v} ${String(v)}`;
+  return typeof v;
+}
+
 function checkPort(op: string, port: number, size: number): void {
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 0xffff)
-    throw new TypeError(`${op}: port must be an integer in 0..0xffff, got ${String(port)}`);
+    throw new TypeError(`${op}: port must be an integer in 0..0xffff, got ${describeValue(port)}`);
   if (size !== 1 && size !== 2 && size !== 4)
-    throw new TypeError(`${op}: size must be 1, 2 or 4, got ${String(size)}`);
+    throw new TypeError(`${op}: size must be 1, 2 or 4, got ${describeValue(size)}`);
 }
 
 function checkMmio(op: string, gpa: bigint, size: number): void {

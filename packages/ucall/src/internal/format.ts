@@ -49,7 +49,14 @@ class Out {
 
 // number() of guest_sprintf.c, with its `while (size-- > 0)` loops as counted pads (same output, its
 // `size--` side effects included: a loop that ran leaves size at -1).
-function number(out: Out, num: bigint, base: 8 | 10 | 16, sizeIn: number, precisionIn: number, typeIn: number): void {
+function number(
+  out: Out,
+  num: bigint,
+  base: 8 | 10 | 16,
+  sizeIn: number,
+  precisionIn: number,
+  typeIn: number,
+): void {
   let type = typeIn;
   let size = sizeIn;
   let precision = precisionIn;
@@ -115,7 +122,9 @@ export function formatGuestString(
   maxLength: number = GUEST_PRINTF_MAX_LENGTH,
 ): string {
   if (typeof maxLength !== 'number' || !Number.isSafeInteger(maxLength) || maxLength < 0)
-    throw new RangeError(`formatGuestString: maxLength must be a non-negative safe integer, got ${describe(maxLength)}`);
+    throw new RangeError(
+      `formatGuestString: maxLength must be a non-negative safe integer, got ${describe(maxLength)}`,
+    );
   const r = formatGuestBounded(fmt, values, maxLength);
   if (r.overflow)
     throw new RangeError(

@@ -39,6 +39,7 @@ import { type AssertWhere, checkArg, checkCmd, encodeSlot, utf8 } from './slot.j
 
 const PAGE = 4096n;
 const SLOT_GPA_FIELD = BigInt(UCALL_SLOT_LAYOUT.gpa);
+const U32_MAX = 0xffff_ffffn;
 const GHCB_MSR = SEV_MSR.MSR_AMD64_SEV_ES_GHCB;
 // sw_exit_info_1 of `out dx, eax` in 64-bit mode, as Linux's #VC handler builds it (vc_ioio_exitinfo).
 const IOIO_OUT_32 = encodeIoioExitInfo({
@@ -157,6 +158,14 @@ async function sendTdvmcall(g: Guest, value: bigint): Promise<void> {
 // it inside an async function, where a synchronous throw here surfaces exactly as a rejection would.
 function send(g: Guest, value: bigint): Promise<void> {
   const transport = Number(u64(g, UCALL_GLOBAL.transport));
+  // Every port request carries 4 bytes: a value that does not fit (a slot whose gpa field was
+  // overwritten) is reported here, never cut to its low bits (all ones of 64 bits would arrive as 0).
+  if (value > U32_MAX && transport !== UCALL_TRANSPORT_CODE.mmio)
+    throw new UcallError(
+      'FORGED_GPA',
+      `vCPU ${g.vcpuId}: ucall GPA ${hex(value)} does not fit the 4-byte port write (the slot's gpa field was overwritten?)`,
+      { vcpuId: g.vcpuId, gpa: value },
+    );
   switch (transport) {
     case UCALL_TRANSPORT_CODE.pio:
       return g.out(UCALL_PIO_PORT, 4, Number(value));
