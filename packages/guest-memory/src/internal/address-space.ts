@@ -216,16 +216,25 @@ export class AddressSpace {
       const gpa = this.allocator.alloc({ slot, pages: n, minGpa: this.physMinGpa, protected: isPrivate });
       let mapped = 0;
       try {
-        if (n === 1) {
-          this.pageTables.map(gva, gpa, PAGE_SIZE_4K, flags);
-          mapped = 1;
-        } else
-          for (; mapped < n; mapped++) {
-            const off = BigInt(mapped * PAGE_SIZE);
-            this.pageTables.map(gva + off, gpa + off, PAGE_SIZE_4K, flags);
-          }
+        this.pageTables.withUndo(
+          () => {
+            try {
+              if (n === 1) {
+                this.pageTables.map(gva, gpa, PAGE_SIZE_4K, flags);
+                mapped = 1;
+              } else
+                for (; mapped < n; mapped++) {
+                  const off = BigInt(mapped * PAGE_SIZE);
+                  this.pageTables.map(gva + off, gpa + off, PAGE_SIZE_4K, flags);
+                }
+            } catch (e) {
+              for (let i = 0; i < mapped; i++) this.pageTables.unmap(gva + BigInt(i * PAGE_SIZE));
+              throw e;
+            }
+          },
+          (page) => this.allocator.free(page),
+        );
       } catch (e) {
-        for (let i = 0; i < mapped; i++) this.pageTables.unmap(gva + BigInt(i * PAGE_SIZE));
         this.allocator.free(gpa, n);
         // A mapping made behind the allocator's back (PageTables.map): skip it and search again.
         if (e instanceof GuestMemoryError && e.code === GUEST_MEMORY_ERROR.ALREADY_MAPPED) {
@@ -281,17 +290,24 @@ export class AddressSpace {
     const visibility = flags.visibility === undefined ? undefined : this.visibilityOf(flags.visibility);
     const mapFlags: MapFlags = { writable: flags.writable !== false, user: flags.user, nx: flags.nx };
     let done = 0n;
-    try {
-      for (; done < size; done += pageSize) {
-        const p = gpa + done;
-        const isPrivate = visibility === undefined ? this.allocator.isProtected(p) : visibility === 'private';
-        mapFlags.tagged = flags.tagged ?? this.tagged(isPrivate);
-        this.pageTables.map(gva + done, p, pageSize, mapFlags);
-      }
-    } catch (e) {
-      for (let off = 0n; off < done; off += pageSize) this.pageTables.unmap(gva + off);
-      throw e;
-    }
+    // withUndo: table pages allocated on the way are unlinked and freed if a later page fails.
+    this.pageTables.withUndo(
+      () => {
+        try {
+          for (; done < size; done += pageSize) {
+            const p = gpa + done;
+            const isPrivate =
+              visibility === undefined ? this.allocator.isProtected(p) : visibility === 'private';
+            mapFlags.tagged = flags.tagged ?? this.tagged(isPrivate);
+            this.pageTables.map(gva + done, p, pageSize, mapFlags);
+          }
+        } catch (e) {
+          for (let off = 0n; off < done; off += pageSize) this.pageTables.unmap(gva + off);
+          throw e;
+        }
+      },
+      (page) => this.allocator.free(page),
+    );
     this.reserve(gva, gva + size);
   }
 

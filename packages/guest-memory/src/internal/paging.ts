@@ -334,6 +334,8 @@ export class PageTables {
   private readonly rootNum: number;
   private readonly plain: PhysicalMemory | undefined;
   private readonly allocTablePage: () => bigint;
+  // While an undo log is open: table pages allocated, and the entries written to link them in.
+  private undoLog: { pages: bigint[]; links: number[] } | undefined;
 
   /** Allocates the root table with `allocTablePage`, which must return the GPA of a fresh zeroed page. */
   constructor(memory: PhysWriter, params: PagingParams, allocTablePage: () => bigint) {
@@ -413,13 +415,19 @@ export class PageTables {
       }
     }
     // Allocate the missing tables (the only step that can still fail), then write top-down.
-    // (If allocTablePage throws part-way, pages it already returned stay allocated but unused.)
+    // (If allocTablePage throws part-way, the pages it returned are freed only under withUndo.)
     const fresh: bigint[] = level > leafLevel ? [] : NO_PAGES;
-    for (let l = level; l > leafLevel; l--) fresh.push(this.checkedTablePage());
+    for (let l = level; l > leafLevel; l--) {
+      const page = this.checkedTablePage();
+      fresh.push(page);
+      this.undoLog?.pages.push(page);
+    }
     for (const page of fresh) {
       const p = Number(page);
       const plo = p >>> 0;
-      this.writeEntry(table + indexAt(level, lo, hi) * 8, (plo | 7) >>> 0, (p - plo) / TWO32);
+      const at = table + indexAt(level, lo, hi) * 8;
+      this.writeEntry(at, (plo | 7) >>> 0, (p - plo) / TWO32);
+      this.undoLog?.links.push(at);
       table = p;
       level--;
     }
@@ -434,6 +442,25 @@ export class PageTables {
       lhi |= m.tagHi;
     }
     this.writeEntry(table + indexAt(leafLevel, lo, hi) * 8, llo >>> 0, lhi >>> 0);
+  }
+
+  /**
+   * Runs `fn` (which maps) so that a throw leaves the tables as they were: `fn` undoes its own leaves,
+   * then every table page allocated inside it is unlinked and handed to `freePage`. Not reentrant.
+   */
+  withUndo<T>(fn: () => T, freePage: (gpa: bigint) => void): T {
+    if (this.undoLog !== undefined) return fn();
+    const log: { pages: bigint[]; links: number[] } = { pages: [], links: [] };
+    this.undoLog = log;
+    try {
+      return fn();
+    } catch (e) {
+      for (let i = log.links.length - 1; i >= 0; i--) this.writeEntry(log.links[i]!, 0, 0);
+      for (const page of log.pages) freePage(page);
+      throw e;
+    } finally {
+      this.undoLog = undefined;
+    }
   }
 
   /** Removes the leaf mapping that starts at `gva`; NOT_MAPPED when absent, UNALIGNED when `gva` is inside a larger page. */
