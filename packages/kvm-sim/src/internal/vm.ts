@@ -100,6 +100,11 @@ export class SimVm implements Vm, ArchVm {
     if (this.dead) throw new KvmError('EIO', op, 'the VM is dead (kvm->vm_dead), spec §2');
   }
 
+  /** EBADF once the VM fd is closed, for the calls that are not ioctls (no dead-VM gate). */
+  checkFd(op: string): void {
+    if (!this.vmFdOpen) throw new KvmError('EBADF', op, `VM descriptor ${this.fd} is closed`);
+  }
+
   markDead(): void {
     this.dead = true;
   }
@@ -424,6 +429,7 @@ export class SimVm implements Vm, ArchVm {
 
   getMemoryAttributes(gpa: bigint): bigint {
     checkU64('gpa', gpa, 'getMemoryAttributes');
+    this.checkFd('getMemoryAttributes');
     return this.attributes.get(gpa / PAGE);
   }
 
@@ -505,6 +511,7 @@ export class SimVm implements Vm, ArchVm {
       if (typeof k !== 'string') throw new TypeError('setGuestSymbols: symbol names must be strings');
       checkU64(`symbol ${k}`, v, 'setGuestSymbols');
     }
+    this.checkFd('setGuestSymbols');
     this.symbols = new Map(symbols);
   }
 

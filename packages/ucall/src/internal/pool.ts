@@ -2,7 +2,7 @@
 // that tell this VM's image where the pool is and how to reach the host, and the Vm → pool registry.
 
 import type { AddressSpace, LoadedImage } from '@kvmtest/guest-memory';
-import type { Vm } from '@kvmtest/kvm';
+import { KvmError, type Vm } from '@kvmtest/kvm';
 import {
   transportFor,
   UCALL_DEFAULT_SLOTS,
@@ -154,6 +154,7 @@ function checkTarget(target: UcallInitTarget, what: string): void {
     throw new TypeError(`${what} needs { vm, space, image }`);
   const { vm, space, image } = target;
   if (typeof vm !== 'object' || vm === null) throw new TypeError(`${what}: target.vm must be a Vm`);
+  if (vm.closed) throw new KvmError('EBADF', what, `VM fd ${vm.fd} is closed`, { fd: vm.fd });
   if (typeof space !== 'object' || space === null || typeof space.vaddrAlloc !== 'function')
     throw new TypeError(`${what}: target.space must be an AddressSpace`);
   if (typeof image !== 'object' || image === null || typeof image.symbol !== 'function')
