@@ -68,3 +68,13 @@ export type {
 } from './kvm.js';
 export type { CpuidEntry, Regs, Sregs } from './regs.js';
 export { CPUID_FLAG_SIGNIFICANT_INDEX, CR, findCpuid, REG_NAMES, zeroRegs } from './regs.js';
+export {
+  argBigint,
+  argInteger,
+  argObject,
+  argOneOf,
+  argString,
+  argTypeError,
+  argU64,
+  describeValue,
+} from './validate.js';

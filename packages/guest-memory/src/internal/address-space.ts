@@ -8,11 +8,13 @@ import {
   KVM_UTIL_MIN_PFN,
   KVM_UTIL_MIN_VADDR,
   PAGE_SIZE,
+  PAGE_SIZE_1G,
+  PAGE_SIZE_2M,
   PAGE_SIZE_4K,
 } from './constants.js';
-import { GUEST_MEMORY_ERROR, GuestMemoryError, hex, toSlot, toU64, U64_MAX } from './errors.js';
+import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, hex, toSlot, toU64, U64_MAX } from './errors.js';
 import { type MapFlags, type PageSize, PageTables } from './paging.js';
-import type { PhysicalMemory } from './physical.js';
+import { PhysicalMemory } from './physical.js';
 
 /** Whether guest memory is private (encrypted / protected) or shared with the host. */
 export type Visibility = 'private' | 'shared';
@@ -137,6 +139,10 @@ export class AddressSpace {
   constructor(opts: AddressSpaceOptions) {
     if (typeof opts !== 'object' || opts === null)
       throw new TypeError('address space options must be an object');
+    if (!(opts.memory instanceof PhysicalMemory))
+      throw new TypeError(
+        `address space options.memory must be a PhysicalMemory, got ${describe(opts.memory)}`,
+      );
     this.memory = opts.memory;
     if (opts.tag !== undefined) {
       const { bit, setWhen } = opts.tag;
@@ -188,6 +194,8 @@ export class AddressSpace {
    */
   vaddrAlloc(size: bigint, opts: VaddrAllocOptions = {}): bigint {
     toU64(size, 'allocation size');
+    if (typeof opts !== 'object' || opts === null)
+      throw new TypeError(`vaddrAlloc options must be an object, got ${describe(opts)}`);
     if (size === 0n)
       throw new GuestMemoryError(GUEST_MEMORY_ERROR.ZERO_SIZE, 'vaddrAlloc of 0 bytes', { size });
     const sizeNum = Number(size);
@@ -272,7 +280,13 @@ export class AddressSpace {
     toU64(gva, 'GVA');
     toU64(gpa, 'GPA');
     toU64(size, 'size');
+    if (typeof flags !== 'object' || flags === null)
+      throw new TypeError(`mapRange flags must be an object, got ${describe(flags)}`);
     const pageSize = flags.pageSize ?? (PAGE as PageSize);
+    if (pageSize !== PAGE && pageSize !== PAGE_SIZE_2M && pageSize !== PAGE_SIZE_1G)
+      throw new TypeError(
+        `mapRange flags.pageSize must be 4096n, 2097152n or 1073741824n, got ${describe(pageSize)}`,
+      );
     if (size === 0n)
       throw new GuestMemoryError(GUEST_MEMORY_ERROR.ZERO_SIZE, 'mapRange of 0 bytes', { gva, gpa });
     if (size % pageSize !== 0n)

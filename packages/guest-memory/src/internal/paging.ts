@@ -4,7 +4,7 @@
 // from the region's DataView.
 
 import { PAGE_SIZE_1G, PAGE_SIZE_2M, PAGE_SIZE_4K } from './constants.js';
-import { GUEST_MEMORY_ERROR, GuestMemoryError, hex, toU64, U64_MAX } from './errors.js';
+import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, hex, toU64, U64_MAX } from './errors.js';
 import { PhysicalMemory, type PhysReader, type PhysWriter, type Region } from './physical.js';
 
 /** x86-64 page-table entry bits. */
@@ -313,7 +313,13 @@ export function walk(
   access?: AccessKind,
 ): WalkResult {
   const m = modeOf(params);
+  checkAccess(access);
   return walkMode(reader, plainMemory(reader), rootNumber(root, m), gva, m, access);
+}
+
+function checkAccess(access: unknown): void {
+  if (access !== undefined && (typeof access !== 'object' || access === null))
+    throw new TypeError(`walk access must be an object or undefined, got ${describe(access)}`);
 }
 
 function sizeName(size: bigint): string {
@@ -358,7 +364,9 @@ export class PageTables {
     const leafLevel =
       pageSize === PAGE_SIZE_4K ? 1 : pageSize === PAGE_SIZE_2M ? 2 : pageSize === PAGE_SIZE_1G ? 3 : 0;
     if (leafLevel === 0)
-      throw new RangeError(`page size ${String(pageSize)} must be 4096n, 2097152n or 1073741824n`);
+      throw new RangeError(`page size ${describe(pageSize)} must be 4096n, 2097152n or 1073741824n`);
+    if (typeof flags !== 'object' || flags === null)
+      throw new TypeError(`map flags must be an object, got ${describe(flags)}`);
     if (flags.tagged && m.tagBit === undefined)
       throw new RangeError('flags.tagged needs a tag bit in the paging params');
     // All checks below run on 32-bit halves: every valid GPA is below 2^52 and needs no bigint math.
@@ -545,6 +553,7 @@ export class PageTables {
 
   /** Walks these tables for `gva` (see walk()). */
   walk(gva: bigint, access?: AccessKind): WalkResult {
+    checkAccess(access);
     return walkMode(this.memory, this.plain, this.rootNum, gva, this.mode, access);
   }
 
