@@ -19,7 +19,7 @@ import {
   TDVMCALL_STATUS,
   tdvmcallStatusName,
 } from '@kvmtest/coco';
-import type { Guest } from '@kvmtest/kvm';
+import { argTypeError, type Guest } from '@kvmtest/kvm';
 import {
   UCALL,
   UCALL_BUFFER_LEN,
@@ -75,12 +75,24 @@ const VP_VMCALL = BigInt(TDCALL_LEAF.VP_VMCALL);
 // R10–R15 exposed to the VMM (TDVMCALL RCX bitmap).
 const TDVMCALL_EXPOSE_R10_R15 = 0xfc00n;
 
+/** The guest half is called with the guest of the running vCPU: anything else is a TypeError. */
+function checkGuest(g: Guest, op: string): void {
+  if (
+    typeof g !== 'object' ||
+    g === null ||
+    typeof g.global !== 'function' ||
+    typeof g.readU64 !== 'function'
+  )
+    throw argTypeError(op, 'g', 'the Guest of a running vCPU', g);
+}
+
 function u64(g: Guest, name: string): bigint {
   return g.readU64(g.global(name));
 }
 
 /** This vCPU's GHCB page (ghcb transport) as its guest finds it through the ucall globals, or undefined. */
 export function guestGhcb(g: Guest): { gva: bigint; gpa: bigint } | undefined {
+  checkGuest(g, 'guestGhcb');
   const count = u64(g, UCALL_GLOBAL.ghcbCount);
   if (BigInt(g.vcpuId) >= count) return undefined;
   const off = BigInt(g.vcpuId) * PAGE;
@@ -232,6 +244,7 @@ let plainArgs = 0;
 export function ucall(g: Guest, cmd: number, ...args: bigint[]): Promise<void> {
   // Not async: sendSlot's promise is returned as is; a failed check still rejects, as from an async function.
   try {
+    checkGuest(g, 'ucall');
     fillPlain(cmd, args);
   } catch (e) {
     return Promise.reject(e);
@@ -265,6 +278,8 @@ function fillPlain(cmd: number, args: readonly bigint[]): void {
  * UCALL_OVERFLOW_ASSERT's expression and file — as selftests' guest_vsnprintf asserts (guest_print_test).
  */
 export async function ucallFmt(g: Guest, cmd: number, fmt: string, ...values: unknown[]): Promise<void> {
+  checkGuest(g, 'ucallFmt');
+  checkCmd(cmd);
   // A UTF-16 code unit is at most 3 UTF-8 bytes and at least 1, so formatting stops at FORMAT_LIMIT code
   // units: past that the message cannot fit, and a huge width or precision costs no more than that.
   const { text, overflow } = formatGuestBounded(fmt, values, FORMAT_LIMIT);
@@ -297,6 +312,8 @@ export async function ucallAssert(
   fmt: string,
   ...values: unknown[]
 ): Promise<void> {
+  checkGuest(g, 'ucallAssert');
+  checkCmd(cmd);
   // The message is cut to fit the buffer anyway: formatting stops once no more of it could fit.
   const { text } = formatGuestBounded(fmt, values, FORMAT_LIMIT);
   return sendSlot(g, encodeSlot({ cmd, message: text, where }));
@@ -304,5 +321,6 @@ export async function ucallAssert(
 
 /** A bare ucall exit with GPA 0 and no slot (GUEST_UCALL_NONE); the host decodes it as UCALL.NONE. */
 export async function ucallNone(g: Guest): Promise<void> {
+  checkGuest(g, 'ucallNone');
   return send(g, 0n);
 }

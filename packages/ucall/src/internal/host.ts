@@ -1,6 +1,6 @@
 // The host half: recognise a ucall exit, validate the GPA against this VM's pool, copy the slot out.
 
-import { type Exit, KvmError, type Vcpu } from '@kvmtest/kvm';
+import { argTypeError, type Exit, KvmError, type Vcpu } from '@kvmtest/kvm';
 import {
   UCALL,
   UCALL_FAILED_GPA,
@@ -70,6 +70,7 @@ function u32At(data: Uint8Array, i: number): number {
  * MMIO GPA (does not validate or decode; see getUcall).
  */
 export function isUcallExit(vcpu: Vcpu): boolean {
+  checkVcpu(vcpu, 'isUcallExit');
   const exit = vcpu.exit;
   if (exit === undefined) return false;
   if (exit.reason === 'io') return exit.port === UCALL_PIO_PORT;
@@ -252,7 +253,7 @@ function exitValue(exit: Exit | undefined, mmioGpa: bigint | undefined): bigint 
 /** A Vcpu of an open VM: TypeError for anything else, KvmError EBADF once its VM is closed. */
 export function checkVcpu(vcpu: Vcpu, op: string): void {
   if (typeof vcpu !== 'object' || vcpu === null || typeof vcpu.vm !== 'object' || vcpu.vm === null)
-    throw new TypeError(`${op}: vcpu must be a Vcpu, got ${vcpu === null ? 'null' : typeof vcpu}`);
+    throw argTypeError(op, 'vcpu', 'a Vcpu', vcpu);
   // A closed VM's memory may already back another VM: its vCPU's last exit must not be decoded.
   if (vcpu.vm.closed)
     throw new KvmError('EBADF', op, `vCPU ${vcpu.id} belongs to VM fd ${vcpu.vm.fd}, which is closed`, {
@@ -263,6 +264,8 @@ export function checkVcpu(vcpu: Vcpu, op: string): void {
 
 /** `SYNC args [0x1, …]` / `ABORT "msg" at file:line (expr)`, for messages. */
 export function describeUcall(uc: Ucall): string {
+  if (typeof uc !== 'object' || uc === null || !Array.isArray(uc.args))
+    throw argTypeError('describeUcall', 'uc', 'a Ucall (from getUcall)', uc);
   const name = ucallCmdName(uc.cmd);
   if (uc.file !== undefined) return `${name} at ${uc.file}:${uc.line}: ${uc.expression ?? ''}: ${uc.message}`;
   if (uc.message !== '') return `${name} ${JSON.stringify(uc.message)}`;
