@@ -240,6 +240,17 @@ export class SimVm implements Vm, ArchVm {
     // __kvm_set_memory_region general sanity checks.
     if ((size & (PAGE - 1n)) !== 0n) fail(`memorySize ${hex(size)} is not a multiple of 4 KiB`);
     if ((gpa & (PAGE - 1n)) !== 0n) fail(`guestPhysAddr ${hex(gpa)} is not 4 KiB aligned`);
+    // A slot of guest memory needs host memory behind it (userspace_addr): without it every guest
+    // access would fault, so the simulator refuses it the way kvm-linux refuses memory it cannot map.
+    if (us === undefined && size !== 0n)
+      throw new KvmError(
+        'EFAULT',
+        op,
+        `slot ${slotArg} of ${hex(size)} bytes has no host memory (userspace is undefined)`,
+        {
+          slot: slotArg,
+        },
+      );
     if (us !== undefined && us.byteOffset % 4096 !== 0)
       fail(`userspace_addr is not 4 KiB aligned (byteOffset ${us.byteOffset})`);
     const hasGmemFlag = (flags & MEM_FLAG.GUEST_MEMFD) !== 0;
