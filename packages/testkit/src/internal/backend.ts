@@ -1,7 +1,7 @@
 // The process's default Kvm: the embedded simulator unless KVMTEST_BACKEND says otherwise, or
 // whatever setDefaultKvm installed. Every creation helper also takes a Kvm explicitly.
 
-import type { Kvm } from '@kvmtest/kvm';
+import { argTypeError, type Kvm } from '@kvmtest/kvm';
 import { createSimKvm } from '@kvmtest/kvm-sim';
 import { TestkitError } from './errors.js';
 
@@ -12,7 +12,11 @@ let defaultKvm: Kvm | undefined;
 
 /** Builds the Kvm KVMTEST_BACKEND names (`sim` when unset or empty); `linux` is not available yet. */
 export function kvmFromEnv(env: Readonly<Record<string, string | undefined>> = process.env): Kvm {
-  const name = (env.KVMTEST_BACKEND ?? '').trim() || 'sim';
+  if (typeof env !== 'object' || env === null) throw argTypeError('kvmFromEnv', 'env', 'an object', env);
+  const raw = env.KVMTEST_BACKEND;
+  if (raw !== undefined && typeof raw !== 'string')
+    throw argTypeError('kvmFromEnv', 'env.KVMTEST_BACKEND', 'a string or undefined', raw);
+  const name = (raw ?? '').trim() || 'sim';
   switch (name) {
     case 'sim':
       return createSimKvm();

@@ -2,6 +2,8 @@
 // and turn a guest ABORT or UNHANDLED into a host failure that shows the guest's message — after
 // every run, so a test cannot miss them (selftests' _vcpu_run → assert_on_unhandled_exception).
 
+import { argTypeError } from '@kvmtest/kvm';
+import { checkVcpu } from './check.js';
 import {
   describeExit,
   type Exit,
@@ -90,6 +92,7 @@ export function checkUcall(uc: Ucall): Ucall {
  * Returns the exit.
  */
 export async function vcpuRun(vcpu: Vcpu): Promise<Exit> {
+  checkVcpu(vcpu, 'vcpuRun');
   const vm = testVmOfVcpu(vcpu);
   if (vm.launchPending) vmLaunch(vm);
   const exit = await vcpu.run();
@@ -101,6 +104,7 @@ export async function vcpuRun(vcpu: Vcpu): Promise<Exit> {
 
 /** The ucall decoded by the vCPU's last kit run, or undefined when that exit was not a ucall. */
 export function lastUcall(vcpu: Vcpu): Ucall | undefined {
+  checkVcpu(vcpu, 'lastUcall');
   return lastUcalls.get(vcpu);
 }
 
@@ -110,6 +114,7 @@ export function lastUcall(vcpu: Vcpu): Ucall | undefined {
  * the exit (describeExit) when the vCPU stopped for anything else.
  */
 export async function runUcall(vcpu: Vcpu): Promise<Ucall> {
+  checkVcpu(vcpu, 'runUcall');
   const vm = testVmOfVcpu(vcpu);
   if (vm.ucallPool === undefined)
     throw new TestkitError(
@@ -132,6 +137,8 @@ export async function runUcall(vcpu: Vcpu): Promise<Ucall> {
 
 /** Runs until a ucall and asserts its command (e.g. UCALL.DONE); returns it. */
 export async function runUcallExpect(vcpu: Vcpu, cmd: number): Promise<Ucall> {
+  checkVcpu(vcpu, 'runUcallExpect');
+  ucallCmdName(cmd); // a TypeError for a cmd that is not an integer, before the run
   const uc = await runUcall(vcpu);
   if (uc.cmd !== cmd)
     throw new TestAssertionError({
@@ -144,6 +151,9 @@ export async function runUcallExpect(vcpu: Vcpu, cmd: number): Promise<Ucall> {
 
 /** TEST_ASSERT_KVM_EXIT_REASON: the vCPU's last exit had `reason`, else a failure naming both. */
 export function assertExitReason(vcpu: Vcpu, reason: ExitReason): void {
+  checkVcpu(vcpu, 'assertExitReason');
+  if (typeof reason !== 'string')
+    throw argTypeError('assertExitReason', 'reason', 'an exit reason name', reason);
   const exit = vcpu.exit;
   if (exit?.reason === reason) return;
   throw new TestAssertionError({
