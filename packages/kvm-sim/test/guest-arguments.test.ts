@@ -41,6 +41,11 @@ describe('a guest operation given a bad operand crashes the guest with a message
       'out: value -1 does not fit',
     ],
     ['out byte past 0xff (io-value-fits-size)', (g: Guest) => g.out(0x80, 1, 0x100), 'does not fit a 1-byte'],
+    [
+      'readBytes of a huge length (guest-sizes-bounded)',
+      (g: Guest) => g.readBytes(0x40_0000n, 2 ** 40),
+      'readBytes: length 1099511627776 is more than 67108864 bytes',
+    ],
     ['out port symbol', (g: Guest) => g.out(Symbol('p') as unknown as number, 1, 0), 'out: port must be'],
     [
       'hypercall nr',

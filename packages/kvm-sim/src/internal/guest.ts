@@ -657,7 +657,10 @@ export class SimGuest implements Guest, ArchCpu {
 
   readBytes(gva: bigint, length: number): Uint8Array {
     if (typeof length !== 'number' || !Number.isInteger(length) || length < 0)
-      throw new TypeError(`readBytes: length must be a non-negative integer, got ${String(length)}`);
+      throw new TypeError(`readBytes: length must be a non-negative integer, got ${describeValue(length)}`);
+    // The copy is allocated before the walk: a guest-chosen length is bounded first.
+    if (length > GUEST_MAX_READ)
+      throw new RangeError(`readBytes: length ${length} is more than ${GUEST_MAX_READ} bytes in one access`);
     this.tick('readBytes');
     return this.readSlow(gva, length, 'readBytes');
   }
@@ -1361,6 +1364,9 @@ function leBytes(v: bigint, n: number): Uint8Array {
   for (let i = 0; i < n; i++, x >>= 8n) out[i] = Number(x & 0xffn);
   return out;
 }
+
+/** Most bytes one readBytes copies (64 MiB): a guest-chosen length is bounded before the allocation. */
+const GUEST_MAX_READ = 64 << 20;
 
 /** One past the largest value of a 1-, 2- or 4-byte port access. */
 const IO_LIMIT = { 1: 0x100, 2: 0x1_0000, 4: 0x1_0000_0000 } as const;
