@@ -1,10 +1,21 @@
 // Bad-input fuzz of every public entry point of kvm-sim (see fuzz-kit.ts at the repository root):
 // createSimKvm and the Kvm, Vm and Vcpu objects it makes. Only KvmError or deliberate
 // TypeError/RangeError; no state change after a rejection.
-import { CAP, type Kvm, KvmError, SEV_CMD, TDX_CMD, tryKvm, type Vcpu, type Vm } from '@kvmtest/kvm';
+import {
+  CAP,
+  type Guest,
+  GuestException,
+  type Kvm,
+  KvmError,
+  SEV_CMD,
+  TDX_CMD,
+  tryKvm,
+  type Vcpu,
+  type Vm,
+} from '@kvmtest/kvm';
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { junk, K, runFuzz } from '../../../fuzz-kit.js';
+import { isDeliberate, junk, K, type Kind, runFuzz } from '../../../fuzz-kit.js';
 import {
   createSimKvm,
   resolveConfig,
@@ -14,6 +25,7 @@ import {
   tdxReport,
   tdxVcpuReport,
 } from '../src/index.js';
+import { DATA_GVA, guestVm } from './helpers.js';
 
 interface State {
   kvm: Kvm;
@@ -25,6 +37,12 @@ interface State {
 }
 
 const SIZE = 0x10000;
+const gvaK = K.u64(
+  fc.oneof(
+    fc.bigInt({ min: DATA_GVA - 0x1000n, max: DATA_GVA + 0x11000n }),
+    fc.constantFrom(0n, 2n ** 47n, 2n ** 64n - 8n),
+  ),
+);
 const u64 = K.u64(fc.oneof(fc.bigInt({ min: 0n, max: 0x20000n }), fc.constantFrom(0x1000n, 2n ** 64n - 1n)));
 const cap = K.any(fc.integer({ min: -1, max: 300 }));
 const fd = K.any(fc.integer({ min: 0, max: 40 }));
@@ -277,4 +295,124 @@ it('rejects every bad argument of every public entry point with a typed error an
   });
   expect(fig.examples, `seed ${fig.seed}`).toEqual([]);
   expect(fig.engine + fig.wrongSuccesses + fig.changedAfterRejection).toBe(0);
+}, 60_000);
+
+// The guest's side: a hostile guest program calls every Guest operation with arbitrary operands. Each
+// operation must succeed, raise a guest exception, or throw a typed error naming its operand — never an
+// engine error — and the host's run loop must keep control (every run returns).
+const GUEST_OPS: Record<string, { params: Kind[]; op: (g: Guest, a: unknown[]) => unknown }> = {
+  readU8: { params: [gvaK], op: (g, [a]) => g.readU8(a as bigint) },
+  readU16: { params: [gvaK], op: (g, [a]) => g.readU16(a as bigint) },
+  readU32: { params: [gvaK], op: (g, [a]) => g.readU32(a as bigint) },
+  readU64: { params: [gvaK], op: (g, [a]) => g.readU64(a as bigint) },
+  writeU8: { params: [gvaK, K.int(0, 0xff)], op: (g, [a, v]) => g.writeU8(a as bigint, v as number) },
+  writeU16: { params: [gvaK, K.int(0, 0xffff)], op: (g, [a, v]) => g.writeU16(a as bigint, v as number) },
+  writeU32: {
+    params: [gvaK, K.int(0, 0xffff_ffff)],
+    op: (g, [a, v]) => g.writeU32(a as bigint, v as number),
+  },
+  writeU64: { params: [gvaK, u64], op: (g, [a, v]) => g.writeU64(a as bigint, v as bigint) },
+  readBytes: { params: [gvaK, K.count(0x3000)], op: (g, [a, n]) => g.readBytes(a as bigint, n as number) },
+  writeBytes: { params: [gvaK, K.bytes(64)], op: (g, [a, d]) => g.writeBytes(a as bigint, d as Uint8Array) },
+  testAndSetBit: {
+    params: [gvaK, K.count(64)],
+    op: (g, [a, b]) => g.testAndSetBit(a as bigint, b as number),
+  },
+  clearBit: { params: [gvaK, K.count(64)], op: (g, [a, b]) => g.clearBit(a as bigint, b as number) },
+  global: { params: [K.string(fc.constantFrom('x', 'missing'))], op: (g, [n]) => g.global(n as string) },
+  cpuid: {
+    params: [K.int(0, 0xffff_ffff), K.any(fc.constantFrom(undefined, 0, 1))],
+    op: (g, [l, s]) => g.cpuid(l as number, s as number),
+  },
+  rdmsr: {
+    params: [K.any(fc.constantFrom(0x10, 0xc0000080, 0x1b, 0xdead))],
+    op: (g, [m]) => g.rdmsr(m as number),
+  },
+  wrmsr: {
+    params: [K.any(fc.constantFrom(0x10, 0xc0000080, 0xdead)), u64],
+    op: (g, [m, v]) => g.wrmsr(m as number, v as bigint),
+  },
+  out: {
+    params: [K.int(0, 0xffff), K.oneOf(1, 2, 4), K.int(0, 0xff)],
+    op: (g, [p, s, v]) => g.out(p as number, s as never, v as number),
+  },
+  in: { params: [K.int(0, 0xffff), K.oneOf(1, 2, 4)], op: (g, [p, s]) => g.in(p as number, s as never) },
+  mmioWrite: {
+    params: [K.u64(fc.constantFrom(0x100_0000n, 0x40_0000n)), K.oneOf(1, 2, 4, 8), u64],
+    op: (g, [a, s, v]) => g.mmioWrite(a as bigint, s as number, v as bigint),
+  },
+  mmioRead: {
+    params: [K.u64(fc.constantFrom(0x100_0000n)), K.oneOf(1, 2, 4, 8)],
+    op: (g, [a, s]) => g.mmioRead(a as bigint, s as number),
+  },
+  hypercall: {
+    params: [u64, K.any(fc.constantFrom(undefined, [], [1n, 2n]))],
+    op: (g, [n, a]) => g.hypercall(n as bigint, a as never),
+  },
+  readCr: { params: [K.oneOf(0, 2, 3, 4)], op: (g, [n]) => g.readCr?.(n as never) },
+  writeCr: { params: [K.oneOf(0, 3, 4), u64], op: (g, [n, v]) => g.writeCr?.(n as never, v as bigint) },
+  hlt: { params: [], op: (g) => g.hlt() },
+  setExceptionHandler: {
+    params: [K.any(fc.constantFrom(undefined, () => 'skip' as const))],
+    op: (g, [h]) => g.setExceptionHandler(h as never),
+  },
+};
+
+it('a hostile guest gets a guest exception or a typed error from every operation, never an engine error', async () => {
+  const names = Object.keys(GUEST_OPS);
+  const opArb = fc
+    .constantFrom(...names)
+    .chain((name) =>
+      fc.tuple(
+        fc.constant(name),
+        fc.tuple(...GUEST_OPS[name]!.params.map((p) => fc.oneof({ weight: 2, arbitrary: p.good }, junk))),
+      ),
+    );
+  let inputs = 0;
+  let typed = 0;
+  let engine = 0;
+  let runs = 0;
+  let longest = 0;
+  let longestOp = '';
+  const examples: string[] = [];
+  await fc.assert(
+    fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 30 }), async (ops) => {
+      const t = guestVm(createSimKvm());
+      let done = false;
+      const vcpu = t.vcpu(async (g) => {
+        for (const [name, args] of ops) {
+          inputs++;
+          const start = performance.now();
+          try {
+            const r = GUEST_OPS[name]!.op(g, args);
+            if (r instanceof Promise) await r;
+          } catch (e) {
+            if (e instanceof Error && e.name === 'GuestUnwind') throw e;
+            const ms = performance.now() - start;
+            if (ms > longest) [longest, longestOp] = [ms, name];
+            if (e instanceof GuestException || e instanceof KvmError || isDeliberate(e)) typed++;
+            else {
+              engine++;
+              if (examples.length < 10)
+                examples.push(`${name} → ${(e as Error).name}: ${(e as Error).message}`);
+            }
+          }
+        }
+        done = true;
+      });
+      for (let i = 0; i < ops.length * 2 + 4 && !done; i++) {
+        runs++;
+        const exit = await vcpu.run();
+        if (exit.reason === 'shutdown' || exit.reason === 'internal-error' || exit.reason === 'system-event')
+          break;
+      }
+      t.vm.close();
+    }),
+    { numRuns: Number(process.env.KVMTEST_FC_RUNS) || 400 },
+  );
+  console.log(
+    `fuzz kvm-sim guest: ${inputs} operations in ${runs} runs, ${typed} typed errors or guest exceptions, ` +
+      `${engine} engine errors; longest rejected operation ${longest.toFixed(1)} ms (${longestOp})`,
+  );
+  expect(examples).toEqual([]);
 }, 60_000);

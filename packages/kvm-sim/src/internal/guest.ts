@@ -312,7 +312,10 @@ export class SimGuest implements Guest, ArchCpu {
       });
     }
     if (r !== 'retry' && r !== 'skip')
-      throw new GuestException({ ...frame, detail: `${frame.detail}; the handler returned ${String(r)}` });
+      throw new GuestException({
+        ...frame,
+        detail: `${frame.detail}; the handler returned ${describeValue(r)}`,
+      });
     return r;
   }
 
@@ -639,7 +642,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   private writeNum(op: string, gva: bigint, v: number, size: 1 | 2 | 4): void {
     if (typeof v !== 'number' || !Number.isInteger(v))
-      throw new TypeError(`${op}: value must be an integer, got ${String(v)}`);
+      throw new TypeError(`${op}: value must be an integer, got ${describeValue(v)}`);
     this.tick(op);
     const e = this.entry(gva, true, op);
     if (e === undefined) return;
@@ -742,7 +745,7 @@ export class SimGuest implements Guest, ArchCpu {
   /** LOCK BTS / BTR on the u64 word holding `bit` of the bit array at `gva` (a locked write). */
   private bitOp(op: string, gva: bigint, bit: number, set: boolean): boolean {
     if (typeof bit !== 'number' || !Number.isInteger(bit) || bit < 0)
-      throw new TypeError(`${op}: bit must be a non-negative integer, got ${String(bit)}`);
+      throw new TypeError(`${op}: bit must be a non-negative integer, got ${describeValue(bit)}`);
     if (typeof gva !== 'bigint') throw new TypeError(`${op}: gva must be a bigint, got ${typeof gva}`);
     this.tick(op);
     const q = Math.floor(bit / 64);
@@ -769,10 +772,11 @@ export class SimGuest implements Guest, ArchCpu {
   }
 
   global(name: string): bigint {
-    if (typeof name !== 'string') throw new TypeError('global: name must be a string');
+    if (typeof name !== 'string')
+      throw new TypeError(`global: name must be a string, got ${describeValue(name)}`);
     const v = this.vcpu.vm.symbols.get(name);
     if (v === undefined)
-      throw new Error(
+      throw new RangeError(
         `global ${JSON.stringify(name)} is not in this VM's symbol table (${this.vcpu.vm.symbols.size} symbols; the host sets them with vm.setGuestSymbols)`,
       );
     return v;
@@ -788,9 +792,9 @@ export class SimGuest implements Guest, ArchCpu {
 
   cpuid(leaf: number, subleaf = 0): CpuidEntry {
     if (typeof leaf !== 'number' || !Number.isInteger(leaf))
-      throw new TypeError(`cpuid: leaf must be an integer, got ${String(leaf)}`);
+      throw new TypeError(`cpuid: leaf must be an integer, got ${describeValue(leaf)}`);
     if (typeof subleaf !== 'number' || !Number.isInteger(subleaf))
-      throw new TypeError(`cpuid: subleaf must be an integer, got ${String(subleaf)}`);
+      throw new TypeError(`cpuid: subleaf must be an integer, got ${describeValue(subleaf)}`);
     for (;;) {
       this.tick('cpuid');
       const a = this.intercepted({ kind: 'cpuid', leaf, subleaf }, 'cpuid', leaf);
@@ -807,7 +811,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   rdmsr(msr: number): bigint {
     if (typeof msr !== 'number' || !Number.isInteger(msr))
-      throw new TypeError(`rdmsr: msr must be an integer, got ${String(msr)}`);
+      throw new TypeError(`rdmsr: msr must be an integer, got ${describeValue(msr)}`);
     for (;;) {
       this.tick('rdmsr');
       const a = this.intercepted({ kind: 'rdmsr', msr }, 'rdmsr', msr);
@@ -826,7 +830,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   wrmsr(msr: number, value: bigint): void {
     if (typeof msr !== 'number' || !Number.isInteger(msr))
-      throw new TypeError(`wrmsr: msr must be an integer, got ${String(msr)}`);
+      throw new TypeError(`wrmsr: msr must be an integer, got ${describeValue(msr)}`);
     if (typeof value !== 'bigint') throw new TypeError(`wrmsr: value must be a bigint, got ${typeof value}`);
     // The operation's name is built only for an exception (a trap or a #GP), not on every write.
     for (;;) {
@@ -860,7 +864,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   readCr(n: ReadableCr): bigint {
     if (n !== 0 && n !== 2 && n !== 3 && n !== 4)
-      throw new TypeError(`readCr: control register must be 0, 2, 3 or 4, got ${String(n)}`);
+      throw new TypeError(`readCr: control register must be 0, 2, 3 or 4, got ${describeValue(n)}`);
     this.tick('readCr');
     const s = this.vcpu.sregs;
     return n === 0 ? s.cr0 : n === 2 ? s.cr2 : n === 3 ? s.cr3 : s.cr4;
@@ -868,7 +872,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   writeCr(n: WritableCr, value: bigint): void {
     if (n !== 0 && n !== 3 && n !== 4)
-      throw new TypeError(`writeCr: control register must be 0, 3 or 4, got ${String(n)}`);
+      throw new TypeError(`writeCr: control register must be 0, 3 or 4, got ${describeValue(n)}`);
     if (typeof value !== 'bigint')
       throw new TypeError(`writeCr: value must be a bigint, got ${typeof value}`);
     const op = `writeCr(${n}, ${hex(BigInt.asUintN(64, value))})`;
