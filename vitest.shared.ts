@@ -1,6 +1,6 @@
 // Vitest settings every workspace project shares: sibling packages are read from source through
 // the repo-only "@kvmtest/source" export condition, so tests need no build step.
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export function projectConfig(dir: string) {
@@ -13,6 +13,8 @@ export function projectConfig(dir: string) {
       include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
       passWithNoTests: true,
       testTimeout: 30_000,
+      // fast-check: fixed seed in CI, KVMTEST_FC_SEED / KVMTEST_FC_RUNS on demand (README).
+      setupFiles: [join(import.meta.dirname, 'vitest.fast-check.ts')],
     },
   });
 }

@@ -26,6 +26,28 @@ describe('a guest operation given a bad operand crashes the guest with a message
     ],
     ['out value', (g: Guest) => g.out(0x80, 1, 0.5), 'out: value must be an integer, got 0.5'],
     [
+      'out value past the access size (io-value-fits-size)',
+      (g: Guest) => g.out(0x1000, 4, 2 ** 53),
+      'out: value 9007199254740992 does not fit a 4-byte port access (0..0xffffffff)',
+    ],
+    [
+      'out value of 64 one bits (io-value-fits-size)',
+      (g: Guest) => g.out(0x1000, 4, Number(0xffff_ffff_ffff_ffffn)),
+      'does not fit a 4-byte port access',
+    ],
+    [
+      'out negative value (io-value-fits-size)',
+      (g: Guest) => g.out(0x80, 2, -1),
+      'out: value -1 does not fit',
+    ],
+    ['out byte past 0xff (io-value-fits-size)', (g: Guest) => g.out(0x80, 1, 0x100), 'does not fit a 1-byte'],
+    [
+      'readBytes of a huge length (guest-sizes-bounded)',
+      (g: Guest) => g.readBytes(0x40_0000n, 2 ** 40),
+      'readBytes: length 1099511627776 is more than 67108864 bytes',
+    ],
+    ['out port symbol', (g: Guest) => g.out(Symbol('p') as unknown as number, 1, 0), 'out: port must be'],
+    [
       'hypercall nr',
       (g: Guest) => g.hypercall(12 as unknown as bigint),
       'hypercall: nr must be a bigint, got number',

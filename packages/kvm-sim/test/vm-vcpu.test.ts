@@ -246,6 +246,14 @@ describe('closed and dead objects', () => {
     await expect(v.run()).rejects.toMatchObject({ code: 'EBADF' });
     expect(tryKvm(() => vm.close())).toBe('EBADF');
   });
+  it('closed-vm-ebadf: fails the non-ioctl calls too (guest symbols, memory attributes, entry point)', () => {
+    const vm = createSimKvm().createVm();
+    const v = vm.createVcpu(0);
+    vm.close();
+    expect(tryKvm(() => vm.setGuestSymbols(new Map([['x', 0x1000n]])))).toBe('EBADF');
+    expect(tryKvm(() => vm.getMemoryAttributes(0n))).toBe('EBADF');
+    expect(tryKvm(() => v.setEntry(async () => {}))).toBe('EBADF');
+  });
   it('fails a closed vCPU fd with EBADF while its VM works on', () => {
     const kvm = createSimKvm();
     const vm = kvm.createVm();

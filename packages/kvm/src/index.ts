@@ -88,3 +88,13 @@ export {
 } from './regs.js';
 export type { BinaryStats, StatsEntry, StatsHeader } from './stats.js';
 export { KVM_STATS, readBinaryStats } from './stats.js';
+export {
+  argBigint,
+  argInteger,
+  argObject,
+  argOneOf,
+  argString,
+  argTypeError,
+  argU64,
+  describeValue,
+} from './validate.js';

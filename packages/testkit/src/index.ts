@@ -57,7 +57,7 @@ export {
   TestkitError,
   type TestkitErrorCode,
 } from './internal/errors.js';
-export { type FormatValue, formatString } from './internal/format.js';
+export { FORMAT_MAX_WIDTH, type FormatValue, formatString } from './internal/format.js';
 export {
   type CaseContext,
   type CaseResult,

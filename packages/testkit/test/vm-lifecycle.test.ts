@@ -1,6 +1,6 @@
 // Creation tiers, disposal, globals, address translation, exception routing, image reload, runs.
 import { type Guest, VECTOR } from '@kvmtest/kvm';
-import { UCALL, UcallError, ucallInit, ucallPoolOf } from '@kvmtest/ucall';
+import { getUcall, UCALL, UcallError, ucallInit, ucallPoolOf } from '@kvmtest/ucall';
 import { describe, expect, test } from 'vitest';
 import {
   addrGva2Gpa,
@@ -291,5 +291,21 @@ describe('image reload after ucall init', () => {
     await runUcallExpect(vm.vcpus[0]!, UCALL.DONE);
     expect(() => ucallInit({ vm: vm.raw, space: vm.space, image: vm.image })).toThrow(UcallError);
     expect(ucallPoolOf(vm.raw)).toBe(vm.ucallPool);
+  });
+});
+
+describe('stale-vcpu-ebadf', () => {
+  test("a closed VM's vCPU never decodes the ucall of the VM that came after it", async () => {
+    const guestOf = (tag: bigint) => async (g: Guest) => {
+      await guestSync(g, tag);
+      await guestDone(g);
+    };
+    const a = vmCreateWithOneVcpu(guestOf(0xaan));
+    const va = a.vcpus[0]!;
+    expect((await runUcall(va)).args[0]).toBe(0xaan);
+    a.close();
+    using b = vmCreateWithOneVcpu(guestOf(0xbbn));
+    expect((await runUcall(b.vcpus[0]!)).args[0]).toBe(0xbbn);
+    expect(() => getUcall(va)).toThrow(expect.objectContaining({ name: 'KvmError', code: 'EBADF' }));
   });
 });

@@ -29,7 +29,7 @@ export {
 } from './internal/constants.js';
 export type { UcallErrorCode } from './internal/errors.js';
 export { UCALL_ERROR, UcallError } from './internal/errors.js';
-export { formatGuestString } from './internal/format.js';
+export { formatGuestString, GUEST_PRINTF_MAX_LENGTH } from './internal/format.js';
 export type { AssertWhere, DecodedSlot, SlotContents } from './internal/slot.js';
 export { decodeSlot, encodeSlot } from './internal/slot.js';
 export type { UcallInitOptions, UcallInitTarget } from './internal/pool.js';

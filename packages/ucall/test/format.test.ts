@@ -46,16 +46,30 @@ describe('formatGuestString', () => {
     expect(() => f('%n', [0])).toThrow(/%n is not supported/);
   });
 
-  // C printf for the part of the grammar where guest_vsnprintf and C agree.
-  function reference(flags: string, width: number, qual: string, conv: string, v: bigint): string {
+  // What tools/testing/selftests/kvm/lib/guest_sprintf.c prints, written as C's printf rules plus the
+  // places number() departs from them: `#` prints its prefix for 0 too (no `num != 0` test: `%#x` of 0 is
+  // `0x0`, `%#o` of 0 is `00`), `%#X` prints a lower-case `0x`, `#o` adds its `0` in front of the
+  // precision zeros, a value of 0 prints `0` even at precision 0, and `0` pads with zeros even when a
+  // precision is given. `-` wins over `0`; `+` and space only matter for d and i.
+  function reference(
+    flags: string,
+    width: number,
+    precision: number | undefined,
+    qual: string,
+    conv: string,
+    v: bigint,
+  ): string {
     const bits = qual === 'h' ? 16 : qual === 'l' || qual === 'll' ? 64 : 32;
     const signed = conv === 'd' || conv === 'i';
     const n = signed ? BigInt.asIntN(bits, v) : BigInt.asUintN(bits, v);
     const neg = n < 0n;
-    let body = (neg ? -n : n).toString(conv === 'x' || conv === 'X' ? 16 : 10);
+    const base = conv === 'x' || conv === 'X' ? 16 : conv === 'o' ? 8 : 10;
+    let body = (neg ? -n : n).toString(base);
     if (conv === 'X') body = body.toUpperCase();
+    if (precision !== undefined) body = body.padStart(precision, '0');
     let prefix = neg ? '-' : signed && flags.includes('+') ? '+' : signed && flags.includes(' ') ? ' ' : '';
-    if (flags.includes('#') && conv === 'x' && n !== 0n) prefix += '0x';
+    if (flags.includes('#') && base === 16) prefix += '0x';
+    if (flags.includes('#') && base === 8) prefix += '0';
     const len = prefix.length + body.length;
     if (width <= len) return prefix + body;
     const pad = width - len;
@@ -64,22 +78,44 @@ describe('formatGuestString', () => {
     return ' '.repeat(pad) + prefix + body;
   }
 
-  it('agrees with C printf on integers with flags, widths and qualifiers', () => {
-    const flag = fc.constantFrom('', '-', '0', '+', ' ', '#', '-0', '0+', '#0', '-#');
+  it.each([
+    ['%-#x', [0], '0x0'],
+    ['%-#5x|', [0], '0x0  |'],
+    ['%#05x', [0], '0x000'],
+    ['%#o', [0], '00'],
+    ['%#.3o', [8], '0010'],
+    ['%.0d', [0], '0'],
+    ['%05.3d', [1], '00001'],
+    ['%#X', [0], '0x0'],
+  ] as const)('prints %s as guest_sprintf.c number() does', (fmt, values, out) => {
+    expect(f(fmt, values)).toBe(out);
+  });
+
+  it('agrees with guest_sprintf.c on integers for every flag combination, width, precision and qualifier', () => {
     fc.assert(
       fc.property(
-        flag,
+        fc
+          .subarray(['-', '0', '+', ' ', '#'])
+          .chain((fl) => fc.shuffledSubarray(fl, { minLength: fl.length })),
         fc.integer({ min: 0, max: 30 }),
+        fc.option(fc.integer({ min: 0, max: 25 }), { nil: undefined }),
         fc.constantFrom('', 'h', 'l', 'll'),
-        fc.constantFrom('d', 'i', 'u', 'x', 'X'),
-        fc.bigInt({ min: -(2n ** 63n), max: 2n ** 64n - 1n }),
-        (flags, width, qual, conv, v) => {
-          const fl = conv === 'x' ? flags : flags.replace('#', '');
-          const fmt = `%${fl}${width || ''}${qual}${conv}`;
-          expect(f(fmt, [v])).toBe(reference(fl, width, qual, conv, v));
+        fc.constantFrom('d', 'i', 'u', 'x', 'X', 'o'),
+        fc.oneof(fc.constant(0n), fc.bigInt({ min: -(2n ** 63n), max: 2n ** 64n - 1n })),
+        (flagList, width, precision, qual, conv, v) => {
+          const flags = flagList.join('');
+          const fmt = `%${flags}${width || ''}${precision === undefined ? '' : `.${precision}`}${qual}${conv}`;
+          expect(f(fmt, [v])).toBe(reference(flags, width, precision, qual, conv, v));
         },
       ),
     );
+  });
+
+  it('ends a huge width or precision with an error, in time independent of it', () => {
+    for (const fmt of ['%999999999d', '%.999999999d', '%-999999999s|', '%999999999c', '%0999999999lx', '%*d'])
+      expect(() => f(fmt, fmt === '%*d' ? [2 ** 31 - 1, 1] : [1])).toThrow(RangeError);
+    expect(() => f('%2000d', [1], 1000)).toThrow(/passes maxLength 1000/);
+    expect(f('%1000d', [1], 1000)).toHaveLength(1000);
   });
 
   it('agrees with C printf on %s with width, precision and left alignment', () => {

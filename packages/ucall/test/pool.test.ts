@@ -154,3 +154,23 @@ describe('ucallInit', () => {
     expect(codeOf(() => ucallReapply(other.target))).toBe('NO_POOL');
   });
 });
+
+describe('closed VMs', () => {
+  it('closed-vm-ebadf: ucallInit and ucallReapply fail with EBADF on a closed VM and change nothing', () => {
+    const f = createFakeVm();
+    f.vm.closed = true;
+    const free = f.space.vaddrAlloc(PAGE_SIZE_BIG);
+    f.space.vaddrFree(free);
+    expect(() => ucallInit(f.target)).toThrow(expect.objectContaining({ name: 'KvmError', code: 'EBADF' }));
+    expect(ucallPoolOf(f.target.vm)).toBeUndefined();
+    expect(f.space.vaddrAlloc(PAGE_SIZE_BIG)).toBe(free); // nothing was allocated
+    const g = createFakeVm();
+    ucallInit(g.target);
+    g.vm.closed = true;
+    expect(() => ucallReapply(g.target)).toThrow(
+      expect.objectContaining({ name: 'KvmError', code: 'EBADF' }),
+    );
+  });
+});
+
+const PAGE_SIZE_BIG = BigInt(PAGE_SIZE);

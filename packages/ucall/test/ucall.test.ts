@@ -265,6 +265,23 @@ describe('messages', () => {
     expect(uc.truncated).toBe(true);
   });
 
+  it('ends a PRINTF with a huge width as an ABORT that the message does not fit, without building it', async () => {
+    const f = createFakeVm();
+    ucallInit(f.target);
+    const v = f.vcpu(0, async (g) => {
+      await ucallFmt(g, UCALL.PRINTF, '%999999999d', 1);
+      await ucallFmt(g, UCALL.PRINTF, '%.999999999lx', 1n);
+    });
+    for (let i = 0; i < 2; i++) {
+      const uc = (await next(v))!;
+      expect(uc.cmd).toBe(UCALL.ABORT);
+      expect(uc.expression).toBe(UCALL_OVERFLOW_ASSERT.expression);
+      expect(uc.message).toMatch(
+        /^formatted message of more than 4096 characters does not fit the 1024-byte/,
+      );
+    }
+  });
+
   it('keeps a PRINTF of exactly 1023 bytes', async () => {
     const f = createFakeVm();
     ucallInit(f.target);
@@ -379,7 +396,65 @@ describe('bad ucalls', () => {
     f.reloadImage();
     const v = f.vcpu(0, (g) => ucall(g, UCALL.SYNC));
     await v.run();
-    expect(errorOf(() => getUcall(v.asVcpu())).code).toBe('NO_FREE_SLOT');
+    // The pool has free slots, so the failure value cannot be a failed allocation of it.
+    const e = errorOf(() => getUcall(v.asVcpu()));
+    expect(e.code).toBe('FORGED_GPA');
+    expect(e.message).toMatch(/reloaded without ucallReapply/);
+  });
+
+  it('forged-failure-value: reports a failure value sent while slots are free as forged', async () => {
+    const f = createFakeVm();
+    ucallInit(f.target, { slots: 2 });
+    const v = f.vcpu(0, (g) => g.out(UCALL_PIO_PORT, 4, 0xffff_ffff));
+    await v.run();
+    const e = errorOf(() => getUcall(v.asVcpu()));
+    expect(e.code).toBe('FORGED_GPA');
+    expect(e.message).toMatch(/failure value 0xffffffff while 2 of the 2 slots/);
+  });
+
+  it('forged-failure-value: reports 64 bits of ones on the MMIO transport as forged', async () => {
+    const f = createFakeVm();
+    ucallInit(f.target, { transport: 'mmio' });
+    const v = f.vcpu(0, async (g) => {
+      const gpa = g.readU64(g.global('ucall_mmio_gpa'));
+      await g.mmioWrite(gpa, 8, 0xffff_ffff_ffff_ffffn);
+    });
+    await v.run();
+    expect(errorOf(() => getUcall(v.asVcpu())).code).toBe('FORGED_GPA');
+  });
+
+  it('pio-gpa-fits-4-bytes: a slot GPA that does not fit the port write stops the guest, never arrives as NONE', async () => {
+    const f = createFakeVm();
+    const pool = ucallInit(f.target, { slots: 1 });
+    const v = f.vcpu(0, async (g) => {
+      g.writeU64(pool.slotGva(0) + 1088n, 0xffff_ffff_ffff_ffffn); // the slot's own gpa field
+      await ucall(g, UCALL.SYNC, 1n);
+    });
+    await v.run();
+    expect(v.exit?.reason === 'internal-error' && v.exit.detail).toMatch(
+      /FORGED_GPA|ucall GPA 0xffffffffffffffff does not fit the 4-byte port write/,
+    );
+  });
+
+  it('foreign-slot: a vCPU that sends the slot another vCPU holds is refused', async () => {
+    const f = createFakeVm();
+    const pool = ucallInit(f.target, { slots: 4 });
+    const a = f.vcpu(0, (g) => ucall(g, UCALL.SYNC, 7n));
+    const b = f.vcpu(1, (g) => g.out(UCALL_PIO_PORT, 4, Number(pool.slotGpa(0))));
+    expect((await next(a))!.args[0]).toBe(7n);
+    await b.run();
+    const e = errorOf(() => getUcall(b.asVcpu()));
+    expect(e.code).toBe('FOREIGN_SLOT');
+    expect(e.details).toMatchObject({ slot: 0, holder: 0 });
+  });
+
+  it("closed-vm-ebadf: getUcall on a closed VM's vCPU fails with EBADF instead of decoding", async () => {
+    const f = createFakeVm();
+    ucallInit(f.target);
+    const v = f.vcpu(0, (g) => ucall(g, UCALL.SYNC, 1n));
+    await v.run();
+    f.vm.closed = true;
+    expect(() => getUcall(v.asVcpu())).toThrow(expect.objectContaining({ name: 'KvmError', code: 'EBADF' }));
   });
 
   it('refuses an IN or a 1-byte OUT on the ucall port', async () => {

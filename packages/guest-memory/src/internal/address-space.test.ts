@@ -193,6 +193,17 @@ describe('AddressSpace.vaddrFree', () => {
 });
 
 describe('AddressSpace.mapRange', () => {
+  it('map-range-rolls-back: a mapRange that runs out of page-table pages frees the tables it took', () => {
+    // Four page-table pages (0x180000–0x183fff): the root, then three for the first page's path.
+    const s = space({}, 0x18_4000n);
+    const e = errorOf(() => s.mapRange(0x3fff_f000n, 0x1_0000n, 2n * PAGE));
+    expect(e.code).toBe('OUT_OF_PAGES');
+    expect(s.pageTables.translate(0x3fff_f000n)).toBeUndefined();
+    expect(s.pageTables.mappings()).toEqual([]);
+    // Every page-table page but the root is free again: a 4 KiB allocation (three tables) fits.
+    expect(s.vaddrAlloc(PAGE)).toBe(0x2000n);
+  });
+
   it('maps a range without allocating, tagging pages by their protection', () => {
     const s = space({ tag: { bit: 51, setWhen: 'private' }, protectedByDefault: true });
     const priv = s.allocator.alloc({ slot: 0, pages: 1, protected: true });

@@ -8,11 +8,13 @@ import {
   KVM_UTIL_MIN_PFN,
   KVM_UTIL_MIN_VADDR,
   PAGE_SIZE,
+  PAGE_SIZE_1G,
+  PAGE_SIZE_2M,
   PAGE_SIZE_4K,
 } from './constants.js';
-import { GUEST_MEMORY_ERROR, GuestMemoryError, hex, toSlot, toU64, U64_MAX } from './errors.js';
+import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, hex, toSlot, toU64, U64_MAX } from './errors.js';
 import { type MapFlags, type PageSize, PageTables } from './paging.js';
-import type { PhysicalMemory } from './physical.js';
+import { PhysicalMemory } from './physical.js';
 
 /** Whether guest memory is private (encrypted / protected) or shared with the host. */
 export type Visibility = 'private' | 'shared';
@@ -137,6 +139,10 @@ export class AddressSpace {
   constructor(opts: AddressSpaceOptions) {
     if (typeof opts !== 'object' || opts === null)
       throw new TypeError('address space options must be an object');
+    if (!(opts.memory instanceof PhysicalMemory))
+      throw new TypeError(
+        `address space options.memory must be a PhysicalMemory, got ${describe(opts.memory)}`,
+      );
     this.memory = opts.memory;
     if (opts.tag !== undefined) {
       const { bit, setWhen } = opts.tag;
@@ -188,6 +194,8 @@ export class AddressSpace {
    */
   vaddrAlloc(size: bigint, opts: VaddrAllocOptions = {}): bigint {
     toU64(size, 'allocation size');
+    if (typeof opts !== 'object' || opts === null)
+      throw new TypeError(`vaddrAlloc options must be an object, got ${describe(opts)}`);
     if (size === 0n)
       throw new GuestMemoryError(GUEST_MEMORY_ERROR.ZERO_SIZE, 'vaddrAlloc of 0 bytes', { size });
     const sizeNum = Number(size);
@@ -216,16 +224,25 @@ export class AddressSpace {
       const gpa = this.allocator.alloc({ slot, pages: n, minGpa: this.physMinGpa, protected: isPrivate });
       let mapped = 0;
       try {
-        if (n === 1) {
-          this.pageTables.map(gva, gpa, PAGE_SIZE_4K, flags);
-          mapped = 1;
-        } else
-          for (; mapped < n; mapped++) {
-            const off = BigInt(mapped * PAGE_SIZE);
-            this.pageTables.map(gva + off, gpa + off, PAGE_SIZE_4K, flags);
-          }
+        this.pageTables.withUndo(
+          () => {
+            try {
+              if (n === 1) {
+                this.pageTables.map(gva, gpa, PAGE_SIZE_4K, flags);
+                mapped = 1;
+              } else
+                for (; mapped < n; mapped++) {
+                  const off = BigInt(mapped * PAGE_SIZE);
+                  this.pageTables.map(gva + off, gpa + off, PAGE_SIZE_4K, flags);
+                }
+            } catch (e) {
+              for (let i = 0; i < mapped; i++) this.pageTables.unmap(gva + BigInt(i * PAGE_SIZE));
+              throw e;
+            }
+          },
+          (page) => this.allocator.free(page),
+        );
       } catch (e) {
-        for (let i = 0; i < mapped; i++) this.pageTables.unmap(gva + BigInt(i * PAGE_SIZE));
         this.allocator.free(gpa, n);
         // A mapping made behind the allocator's back (PageTables.map): skip it and search again.
         if (e instanceof GuestMemoryError && e.code === GUEST_MEMORY_ERROR.ALREADY_MAPPED) {
@@ -263,7 +280,13 @@ export class AddressSpace {
     toU64(gva, 'GVA');
     toU64(gpa, 'GPA');
     toU64(size, 'size');
+    if (typeof flags !== 'object' || flags === null)
+      throw new TypeError(`mapRange flags must be an object, got ${describe(flags)}`);
     const pageSize = flags.pageSize ?? (PAGE as PageSize);
+    if (pageSize !== PAGE && pageSize !== PAGE_SIZE_2M && pageSize !== PAGE_SIZE_1G)
+      throw new TypeError(
+        `mapRange flags.pageSize must be 4096n, 2097152n or 1073741824n, got ${describe(pageSize)}`,
+      );
     if (size === 0n)
       throw new GuestMemoryError(GUEST_MEMORY_ERROR.ZERO_SIZE, 'mapRange of 0 bytes', { gva, gpa });
     if (size % pageSize !== 0n)
@@ -281,17 +304,24 @@ export class AddressSpace {
     const visibility = flags.visibility === undefined ? undefined : this.visibilityOf(flags.visibility);
     const mapFlags: MapFlags = { writable: flags.writable !== false, user: flags.user, nx: flags.nx };
     let done = 0n;
-    try {
-      for (; done < size; done += pageSize) {
-        const p = gpa + done;
-        const isPrivate = visibility === undefined ? this.allocator.isProtected(p) : visibility === 'private';
-        mapFlags.tagged = flags.tagged ?? this.tagged(isPrivate);
-        this.pageTables.map(gva + done, p, pageSize, mapFlags);
-      }
-    } catch (e) {
-      for (let off = 0n; off < done; off += pageSize) this.pageTables.unmap(gva + off);
-      throw e;
-    }
+    // withUndo: table pages allocated on the way are unlinked and freed if a later page fails.
+    this.pageTables.withUndo(
+      () => {
+        try {
+          for (; done < size; done += pageSize) {
+            const p = gpa + done;
+            const isPrivate =
+              visibility === undefined ? this.allocator.isProtected(p) : visibility === 'private';
+            mapFlags.tagged = flags.tagged ?? this.tagged(isPrivate);
+            this.pageTables.map(gva + done, p, pageSize, mapFlags);
+          }
+        } catch (e) {
+          for (let off = 0n; off < done; off += pageSize) this.pageTables.unmap(gva + off);
+          throw e;
+        }
+      },
+      (page) => this.allocator.free(page),
+    );
     this.reserve(gva, gva + size);
   }
 

@@ -2,8 +2,8 @@
 // n contiguous free pages at or above a minimum GPA in one memslot, optionally marked protected.
 
 import { PAGE_SHIFT, PAGE_SIZE } from './constants.js';
-import { GUEST_MEMORY_ERROR, GuestMemoryError, hex, toCount, toSlot, toU64 } from './errors.js';
-import type { PhysicalMemory, Region } from './physical.js';
+import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, hex, toCount, toSlot, toU64 } from './errors.js';
+import { PhysicalMemory, type Region } from './physical.js';
 
 /** Options of PageAllocator.alloc: memslot, page count (default 1), lowest GPA, protected (private) or not. */
 export interface AllocOptions {
@@ -20,11 +20,15 @@ export class PageAllocator {
   readonly memory: PhysicalMemory;
 
   constructor(memory: PhysicalMemory) {
+    if (!(memory instanceof PhysicalMemory))
+      throw new TypeError(`PageAllocator needs a PhysicalMemory, got ${describe(memory)}`);
     this.memory = memory;
   }
 
   /** Allocates `pages` contiguous free pages at/above `minGpa` in `slot`; returns the first GPA; OUT_OF_PAGES when none fit. */
   alloc(opts: AllocOptions): bigint {
+    if (typeof opts !== 'object' || opts === null)
+      throw new TypeError(`alloc options must be an object, got ${describe(opts)}`);
     const slot = toSlot(opts.slot);
     const pages = opts.pages === undefined ? 1 : toCount(opts.pages, 'page count', 1);
     const minGpa = opts.minGpa === undefined ? 0n : toU64(opts.minGpa, 'minimum GPA');

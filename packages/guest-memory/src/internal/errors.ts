@@ -67,8 +67,11 @@ export function hex(v: bigint | number): string {
   return v < 0n ? `-0x${(-v).toString(16)}` : `0x${v.toString(16)}`;
 }
 
-function describe(v: unknown): string {
-  if (typeof v === 'string') return `string ${JSON.stringify(v)}`;
+/** A value for an error message: its type and, for primitives, the value. Never throws. */
+export function describe(v: unknown): string {
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}…` : v)}`;
+  if (typeof v === 'bigint') return `bigint ${v}n`;
+  if (typeof v === 'symbol') return 'a symbol';
   if (typeof v === 'number') return `number ${v}`;
   if (v === null) return 'null';
   if (typeof v === 'object' || typeof v === 'function') return typeof v;

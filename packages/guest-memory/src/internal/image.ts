@@ -3,7 +3,7 @@
 // loaded into each VM by kvm_vm_elf_load).
 
 import type { AddressSpace, Visibility } from './address-space.js';
-import { GUEST_MEMORY_ERROR, GuestMemoryError, toU64 } from './errors.js';
+import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, toU64 } from './errors.js';
 
 /** A global variable of a guest image: name, size in bytes, optional initial bytes (rest zero). */
 export interface GuestGlobal {
@@ -123,6 +123,7 @@ export class LoadedImage {
 
   /** The symbol of global `name`; UNKNOWN_GLOBAL naming the known globals. */
   symbol(name: string): GlobalSymbol {
+    if (typeof name !== 'string') throw new TypeError(`global name must be a string, got ${describe(name)}`);
     const s = this.symbols.get(name);
     if (s) return s;
     const known = [...this.symbols.keys()];
@@ -164,6 +165,7 @@ export class LoadedImage {
 
   /** Writes a little-endian u64 to the first 8 bytes of global `name` (the global must be ≥ 8 bytes). */
   writeGlobalU64(name: string, v: bigint): void {
+    if (typeof name !== 'string') this.symbol(name); // the TypeError naming the bad name
     toU64(v, `value for global ${name}`);
     this.space.memory.writeU64(this.u64Symbol(name).gpa, v);
   }

@@ -4,7 +4,7 @@
 // from the region's DataView.
 
 import { PAGE_SIZE_1G, PAGE_SIZE_2M, PAGE_SIZE_4K } from './constants.js';
-import { GUEST_MEMORY_ERROR, GuestMemoryError, hex, toU64, U64_MAX } from './errors.js';
+import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, hex, toU64, U64_MAX } from './errors.js';
 import { PhysicalMemory, type PhysReader, type PhysWriter, type Region } from './physical.js';
 
 /** x86-64 page-table entry bits. */
@@ -313,7 +313,13 @@ export function walk(
   access?: AccessKind,
 ): WalkResult {
   const m = modeOf(params);
+  checkAccess(access);
   return walkMode(reader, plainMemory(reader), rootNumber(root, m), gva, m, access);
+}
+
+function checkAccess(access: unknown): void {
+  if (access !== undefined && (typeof access !== 'object' || access === null))
+    throw new TypeError(`walk access must be an object or undefined, got ${describe(access)}`);
 }
 
 function sizeName(size: bigint): string {
@@ -334,6 +340,8 @@ export class PageTables {
   private readonly rootNum: number;
   private readonly plain: PhysicalMemory | undefined;
   private readonly allocTablePage: () => bigint;
+  // While an undo log is open: table pages allocated, and the entries written to link them in.
+  private undoLog: { pages: bigint[]; links: number[] } | undefined;
 
   /** Allocates the root table with `allocTablePage`, which must return the GPA of a fresh zeroed page. */
   constructor(memory: PhysWriter, params: PagingParams, allocTablePage: () => bigint) {
@@ -356,7 +364,9 @@ export class PageTables {
     const leafLevel =
       pageSize === PAGE_SIZE_4K ? 1 : pageSize === PAGE_SIZE_2M ? 2 : pageSize === PAGE_SIZE_1G ? 3 : 0;
     if (leafLevel === 0)
-      throw new RangeError(`page size ${String(pageSize)} must be 4096n, 2097152n or 1073741824n`);
+      throw new RangeError(`page size ${describe(pageSize)} must be 4096n, 2097152n or 1073741824n`);
+    if (typeof flags !== 'object' || flags === null)
+      throw new TypeError(`map flags must be an object, got ${describe(flags)}`);
     if (flags.tagged && m.tagBit === undefined)
       throw new RangeError('flags.tagged needs a tag bit in the paging params');
     // All checks below run on 32-bit halves: every valid GPA is below 2^52 and needs no bigint math.
@@ -413,13 +423,19 @@ export class PageTables {
       }
     }
     // Allocate the missing tables (the only step that can still fail), then write top-down.
-    // (If allocTablePage throws part-way, pages it already returned stay allocated but unused.)
+    // (If allocTablePage throws part-way, the pages it returned are freed only under withUndo.)
     const fresh: bigint[] = level > leafLevel ? [] : NO_PAGES;
-    for (let l = level; l > leafLevel; l--) fresh.push(this.checkedTablePage());
+    for (let l = level; l > leafLevel; l--) {
+      const page = this.checkedTablePage();
+      fresh.push(page);
+      this.undoLog?.pages.push(page);
+    }
     for (const page of fresh) {
       const p = Number(page);
       const plo = p >>> 0;
-      this.writeEntry(table + indexAt(level, lo, hi) * 8, (plo | 7) >>> 0, (p - plo) / TWO32);
+      const at = table + indexAt(level, lo, hi) * 8;
+      this.writeEntry(at, (plo | 7) >>> 0, (p - plo) / TWO32);
+      this.undoLog?.links.push(at);
       table = p;
       level--;
     }
@@ -434,6 +450,25 @@ export class PageTables {
       lhi |= m.tagHi;
     }
     this.writeEntry(table + indexAt(leafLevel, lo, hi) * 8, llo >>> 0, lhi >>> 0);
+  }
+
+  /**
+   * Runs `fn` (which maps) so that a throw leaves the tables as they were: `fn` undoes its own leaves,
+   * then every table page allocated inside it is unlinked and handed to `freePage`. Not reentrant.
+   */
+  withUndo<T>(fn: () => T, freePage: (gpa: bigint) => void): T {
+    if (this.undoLog !== undefined) return fn();
+    const log: { pages: bigint[]; links: number[] } = { pages: [], links: [] };
+    this.undoLog = log;
+    try {
+      return fn();
+    } catch (e) {
+      for (let i = log.links.length - 1; i >= 0; i--) this.writeEntry(log.links[i]!, 0, 0);
+      for (const page of log.pages) freePage(page);
+      throw e;
+    } finally {
+      this.undoLog = undefined;
+    }
   }
 
   /** Removes the leaf mapping that starts at `gva`; NOT_MAPPED when absent, UNALIGNED when `gva` is inside a larger page. */
@@ -518,6 +553,7 @@ export class PageTables {
 
   /** Walks these tables for `gva` (see walk()). */
   walk(gva: bigint, access?: AccessKind): WalkResult {
+    checkAccess(access);
     return walkMode(this.memory, this.plain, this.rootNum, gva, this.mode, access);
   }
 

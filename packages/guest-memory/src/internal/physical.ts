@@ -85,6 +85,7 @@ export class Region {
 
   /** True when `gpa` lies inside [gpa, end). */
   contains(gpa: bigint): boolean {
+    if (typeof gpa !== 'bigint' || gpa < 0n || gpa > U64_MAX) toU64(gpa, 'GPA');
     return gpa >= this.gpa && gpa < this.end;
   }
 
@@ -225,7 +226,7 @@ export class PhysicalMemory implements PhysWriter {
 
   /** The region backing `gpa`, or undefined when unbacked. */
   findRegion(gpa: bigint): Region | undefined {
-    if (typeof gpa !== 'bigint') toU64(gpa, 'GPA');
+    if (typeof gpa !== 'bigint' || gpa < 0n || gpa > U64_MAX) toU64(gpa, 'GPA');
     const last = this.last;
     if (last !== undefined && gpa >= last.gpa && gpa < last.end) return last;
     const sorted = this.sorted;
@@ -274,9 +275,10 @@ export class PhysicalMemory implements PhysWriter {
   read(gpa: bigint, length: number): Uint8Array {
     toU64(gpa, 'GPA');
     toCount(length, 'read length');
-    const out = new Uint8Array(length);
-    if (length === 0) return out;
+    if (length === 0) return new Uint8Array(0);
+    // Backed first: the copy is only allocated for bytes that exist.
     const segs = this.segments(gpa, length, 'read');
+    const out = new Uint8Array(length);
     let o = 0;
     for (let i = 0; i < segs.length; i += 3) {
       const r = this.sorted[segs[i]!]!;

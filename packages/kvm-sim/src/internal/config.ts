@@ -8,7 +8,7 @@ import {
   VM_TYPES,
   type VmType,
 } from '@kvmtest/coco';
-import { CPUID_FLAG_SIGNIFICANT_INDEX, type CpuidEntry } from '@kvmtest/kvm';
+import { CPUID_FLAG_SIGNIFICANT_INDEX, type CpuidEntry, describeValue } from '@kvmtest/kvm';
 
 /** Named simulated hosts: `createSimKvm({ host })` or KVMTEST_SIM_HOST (read by testkit). */
 export const SIM_HOST_PRESETS = ['mainline-amd', 'mainline-intel', 'pvm'] as const;
@@ -193,7 +193,7 @@ export function isSimHostPreset(name: unknown): name is SimHostPreset {
 function positiveInt(name: string, v: unknown, dflt: number, max = 2 ** 31 - 1): number {
   if (v === undefined) return dflt;
   if (typeof v !== 'number' || !Number.isInteger(v))
-    throw new TypeError(`SimConfig.${name} must be an integer, got ${String(v)}`);
+    throw new TypeError(`SimConfig.${name} must be an integer, got ${describeValue(v)}`);
   if (v < 1 || v > max) throw new RangeError(`SimConfig.${name} ${v} must be in 1..${max}`);
   return v;
 }
@@ -216,7 +216,8 @@ function typeBlocker(t: VmType, f: Required<SimFeatures>): string | undefined {
 
 /** Validates a SimConfig and fills in defaults. Throws TypeError/RangeError naming the field and the rule. */
 export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
-  if (typeof input !== 'object' || input === null) throw new TypeError('SimConfig must be an object');
+  if (typeof input !== 'object' || input === null)
+    throw new TypeError(`SimConfig must be an object, got ${describeValue(input)}`);
   const base: SimConfig = input.host === undefined ? {} : simHostPreset(input.host);
   if (input.features !== undefined && (typeof input.features !== 'object' || input.features === null))
     throw new TypeError('SimConfig.features must be an object');
@@ -241,7 +242,7 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
     );
   const vendor = config.vendor ?? 'any';
   if (vendor !== 'any' && vendor !== 'amd' && vendor !== 'intel')
-    throw new TypeError(`SimConfig.vendor ${JSON.stringify(vendor)} must be 'amd' or 'intel'`);
+    throw new TypeError(`SimConfig.vendor must be 'amd' or 'intel', got ${describeValue(vendor)}`);
   const allowed = vendor === 'amd' ? AMD_TYPES : vendor === 'intel' ? INTEL_TYPES : VM_TYPES;
   let vmTypes: VmType[];
   // Without a list: every type the vendor and the features allow, as the kernel advertises them.
@@ -251,7 +252,7 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
       throw new TypeError('SimConfig.vmTypes must be an array of VM type names');
     vmTypes = [];
     for (const t of config.vmTypes) {
-      if (!isVmType(t)) throw new TypeError(`SimConfig.vmTypes: unknown VM type ${JSON.stringify(t)}`);
+      if (!isVmType(t)) throw new TypeError(`SimConfig.vmTypes: unknown VM type ${describeValue(t)}`);
       if (!allowed.includes(t))
         throw new RangeError(
           `SimConfig.vmTypes: ${t} needs a ${t === 'tdx' ? 'intel' : 'amd'} host, not ${vendor}`,
@@ -267,6 +268,8 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
     vmTypes.sort((a, b) => VM_TYPE_NUMBER[a] - VM_TYPE_NUMBER[b]);
   }
   const cpu = config.cpu ?? {};
+  if (typeof cpu !== 'object' || cpu === null)
+    throw new TypeError(`SimConfig.cpu must be an object, got ${describeValue(cpu)}`);
   const d = SIM_CONFIG_DEFAULTS;
   const maxPhysAddr = positiveInt('cpu.maxPhysAddr', cpu.maxPhysAddr, d.maxPhysAddr, 52);
   if (maxPhysAddr < 32) throw new RangeError(`SimConfig.cpu.maxPhysAddr ${maxPhysAddr} must be in 32..52`);
@@ -283,12 +286,15 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
     );
   const tdxMaxGpaw = cpu.tdxMaxGpaw ?? d.tdxMaxGpaw;
   if (tdxMaxGpaw !== 48 && tdxMaxGpaw !== 52)
-    throw new RangeError(`SimConfig.cpu.tdxMaxGpaw must be 48 or 52, got ${String(tdxMaxGpaw)}`);
+    throw new RangeError(`SimConfig.cpu.tdxMaxGpaw must be 48 or 52, got ${describeValue(tdxMaxGpaw)}`);
   const sevVmsaFeatures = cpu.sevVmsaFeatures ?? d.sevVmsaFeatures;
-  if (typeof sevVmsaFeatures !== 'bigint' || sevVmsaFeatures < 0n)
+  if (typeof sevVmsaFeatures !== 'bigint')
     throw new TypeError(
-      `SimConfig.cpu.sevVmsaFeatures must be a non-negative bigint, got ${String(sevVmsaFeatures)}`,
+      `SimConfig.cpu.sevVmsaFeatures must be a u64 bigint, got ${describeValue(sevVmsaFeatures)}`,
     );
+  // KVM_X86_SEV_VMSA_FEATURES is a u64 device attribute.
+  if (sevVmsaFeatures < 0n || sevVmsaFeatures > 0xffff_ffff_ffff_ffffn)
+    throw new RangeError(`SimConfig.cpu.sevVmsaFeatures ${sevVmsaFeatures}n does not fit a u64`);
   const maxVcpus = positiveInt('maxVcpus', config.maxVcpus, d.maxVcpus, 1 << 20);
   const maxVcpuId = positiveInt(
     'maxVcpuId',

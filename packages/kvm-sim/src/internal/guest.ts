@@ -344,7 +344,10 @@ export class SimGuest implements Guest, ArchCpu {
       });
     }
     if (r !== 'retry' && r !== 'skip')
-      throw new GuestException({ ...frame, detail: `${frame.detail}; the handler returned ${String(r)}` });
+      throw new GuestException({
+        ...frame,
+        detail: `${frame.detail}; the handler returned ${describeValue(r)}`,
+      });
     return r;
   }
 
@@ -671,7 +674,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   private writeNum(op: string, gva: bigint, v: number, size: 1 | 2 | 4): void {
     if (typeof v !== 'number' || !Number.isInteger(v))
-      throw new TypeError(`${op}: value must be an integer, got ${String(v)}`);
+      throw new TypeError(`${op}: value must be an integer, got ${describeValue(v)}`);
     this.tick(op);
     const e = this.entry(gva, true, op);
     if (e === undefined) return;
@@ -689,7 +692,10 @@ export class SimGuest implements Guest, ArchCpu {
 
   readBytes(gva: bigint, length: number): Uint8Array {
     if (typeof length !== 'number' || !Number.isInteger(length) || length < 0)
-      throw new TypeError(`readBytes: length must be a non-negative integer, got ${String(length)}`);
+      throw new TypeError(`readBytes: length must be a non-negative integer, got ${describeValue(length)}`);
+    // The copy is allocated before the walk: a guest-chosen length is bounded first.
+    if (length > GUEST_MAX_READ)
+      throw new RangeError(`readBytes: length ${length} is more than ${GUEST_MAX_READ} bytes in one access`);
     this.tick('readBytes');
     return this.readSlow(gva, length, 'readBytes');
   }
@@ -771,7 +777,7 @@ export class SimGuest implements Guest, ArchCpu {
   /** LOCK BTS / BTR on the u64 word holding `bit` of the bit array at `gva` (a locked write). */
   private bitOp(op: string, gva: bigint, bit: number, set: boolean): boolean {
     if (typeof bit !== 'number' || !Number.isInteger(bit) || bit < 0)
-      throw new TypeError(`${op}: bit must be a non-negative integer, got ${String(bit)}`);
+      throw new TypeError(`${op}: bit must be a non-negative integer, got ${describeValue(bit)}`);
     if (typeof gva !== 'bigint') throw new TypeError(`${op}: gva must be a bigint, got ${typeof gva}`);
     this.tick(op);
     const q = Math.floor(bit / 64);
@@ -798,10 +804,11 @@ export class SimGuest implements Guest, ArchCpu {
   }
 
   global(name: string): bigint {
-    if (typeof name !== 'string') throw new TypeError('global: name must be a string');
+    if (typeof name !== 'string')
+      throw new TypeError(`global: name must be a string, got ${describeValue(name)}`);
     const v = this.vcpu.vm.symbols.get(name);
     if (v === undefined)
-      throw new Error(
+      throw new RangeError(
         `global ${JSON.stringify(name)} is not in this VM's symbol table (${this.vcpu.vm.symbols.size} symbols; the host sets them with vm.setGuestSymbols)`,
       );
     return v;
@@ -817,9 +824,9 @@ export class SimGuest implements Guest, ArchCpu {
 
   cpuid(leaf: number, subleaf = 0): CpuidEntry {
     if (typeof leaf !== 'number' || !Number.isInteger(leaf))
-      throw new TypeError(`cpuid: leaf must be an integer, got ${String(leaf)}`);
+      throw new TypeError(`cpuid: leaf must be an integer, got ${describeValue(leaf)}`);
     if (typeof subleaf !== 'number' || !Number.isInteger(subleaf))
-      throw new TypeError(`cpuid: subleaf must be an integer, got ${String(subleaf)}`);
+      throw new TypeError(`cpuid: subleaf must be an integer, got ${describeValue(subleaf)}`);
     for (;;) {
       this.tick('cpuid');
       const a = this.intercepted({ kind: 'cpuid', leaf, subleaf }, 'cpuid', leaf);
@@ -836,7 +843,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   rdmsr(msr: number): bigint {
     if (typeof msr !== 'number' || !Number.isInteger(msr))
-      throw new TypeError(`rdmsr: msr must be an integer, got ${String(msr)}`);
+      throw new TypeError(`rdmsr: msr must be an integer, got ${describeValue(msr)}`);
     for (;;) {
       this.tick('rdmsr');
       const a = this.intercepted({ kind: 'rdmsr', msr }, 'rdmsr', msr);
@@ -855,7 +862,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   wrmsr(msr: number, value: bigint): void {
     if (typeof msr !== 'number' || !Number.isInteger(msr))
-      throw new TypeError(`wrmsr: msr must be an integer, got ${String(msr)}`);
+      throw new TypeError(`wrmsr: msr must be an integer, got ${describeValue(msr)}`);
     if (typeof value !== 'bigint') throw new TypeError(`wrmsr: value must be a bigint, got ${typeof value}`);
     // The operation's name is built only for an exception (a trap or a #GP), not on every write.
     for (;;) {
@@ -889,7 +896,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   readCr(n: ReadableCr): bigint {
     if (n !== 0 && n !== 2 && n !== 3 && n !== 4)
-      throw new TypeError(`readCr: control register must be 0, 2, 3 or 4, got ${String(n)}`);
+      throw new TypeError(`readCr: control register must be 0, 2, 3 or 4, got ${describeValue(n)}`);
     this.tick('readCr');
     const s = this.vcpu.sregs;
     return n === 0 ? s.cr0 : n === 2 ? s.cr2 : n === 3 ? s.cr3 : s.cr4;
@@ -897,7 +904,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   writeCr(n: WritableCr, value: bigint): void {
     if (n !== 0 && n !== 3 && n !== 4)
-      throw new TypeError(`writeCr: control register must be 0, 3 or 4, got ${String(n)}`);
+      throw new TypeError(`writeCr: control register must be 0, 3 or 4, got ${describeValue(n)}`);
     if (typeof value !== 'bigint')
       throw new TypeError(`writeCr: value must be a bigint, got ${typeof value}`);
     const op = `writeCr(${n}, ${hex(BigInt.asUintN(64, value))})`;
@@ -1126,7 +1133,12 @@ export class SimGuest implements Guest, ArchCpu {
     try {
       checkPort('out', port, size);
       if (typeof value !== 'number' || !Number.isInteger(value))
-        throw new TypeError(`out: value must be an integer, got ${String(value)}`);
+        throw new TypeError(`out: value must be an integer, got ${describeValue(value)}`);
+      // OUT writes AL, AX or EAX: a value that does not fit the access is a caller bug, not a truncation.
+      if (value < 0 || value >= IO_LIMIT[size])
+        throw new RangeError(
+          `out: value ${value} does not fit a ${size}-byte port access (0..0x${(IO_LIMIT[size] - 1).toString(16)})`,
+        );
       if (this.tickAsync()) return this.outLoop(port, size, value, true);
       const a = this.intercepted({ kind: 'io', port, size, in: false }, 'out', port);
       if (a === 'retry') return this.outLoop(port, size, value, false);
@@ -1479,11 +1491,27 @@ function leBytes(v: bigint, n: number): Uint8Array {
   return out;
 }
 
+/** Most bytes one readBytes copies (64 MiB): a guest-chosen length is bounded before the allocation. */
+const GUEST_MAX_READ = 64 << 20;
+
+/** One past the largest value of a 1-, 2- or 4-byte port access. */
+const IO_LIMIT = { 1: 0x100, 2: 0x1_0000, 4: 0x1_0000_0000 } as const;
+
+/** A value for an error message: its type and, for primitives, the value (bigints with their `n`). */
+function describeValue(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'bigint') return `bigint ${v}n`;
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (v === null || v === undefined || typeof v !== 'object')
+    return `${v === null ? 'null' : typeof v} ${String(v)}`;
+  return typeof v;
+}
+
 function checkPort(op: string, port: number, size: number): void {
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 0xffff)
-    throw new TypeError(`${op}: port must be an integer in 0..0xffff, got ${String(port)}`);
+    throw new TypeError(`${op}: port must be an integer in 0..0xffff, got ${describeValue(port)}`);
   if (size !== 1 && size !== 2 && size !== 4)
-    throw new TypeError(`${op}: size must be 1, 2 or 4, got ${String(size)}`);
+    throw new TypeError(`${op}: size must be 1, 2 or 4, got ${describeValue(size)}`);
 }
 
 function checkMmio(op: string, gpa: bigint, size: number): void {

@@ -4,6 +4,7 @@ import { isVmType, VM_TYPE_NUMBER, type VmType, vmTypeFromNumber } from '@kvmtes
 import {
   CAP,
   type CpuidEntry,
+  describeValue,
   FALLOC_FL,
   type Kvm,
   KvmError,
@@ -247,7 +248,7 @@ export class SimKvm implements Kvm, ArchKvm {
       if (!Number.isInteger(type)) throw new TypeError(`KVM_CREATE_VM: type ${type} must be an integer`);
       name = vmTypeFromNumber(type);
     } else if (typeof type === 'string') {
-      if (!isVmType(type)) throw new TypeError(`KVM_CREATE_VM: unknown VM type name ${JSON.stringify(type)}`);
+      if (!isVmType(type)) throw new TypeError(`KVM_CREATE_VM: unknown VM type name ${describeValue(type)}`);
       name = type;
     } else throw new TypeError(`KVM_CREATE_VM: type must be a VM type name or number, got ${typeof type}`);
     this.requireOpen('KVM_CREATE_VM');
@@ -410,13 +411,13 @@ export class SimKvm implements Kvm, ArchKvm {
 export function checkInt(name: string, v: unknown, op: string): asserts v is number {
   if (typeof v !== 'number' || !Number.isInteger(v))
     throw new TypeError(
-      `${op}: ${name} must be an integer, got ${typeof v === 'bigint' ? `${v}n` : String(v)}`,
+      `${op}: ${name} must be an integer, got ${typeof v === 'number' ? String(v) : describeValue(v)}`,
     );
 }
 
 /** Throws TypeError unless `v` is a bigint, RangeError unless it fits in a u64; returns it. */
 export function checkU64(name: string, v: unknown, op: string): bigint {
-  if (typeof v !== 'bigint') throw new TypeError(`${op}: ${name} must be a bigint, got ${typeof v}`);
+  if (typeof v !== 'bigint') throw new TypeError(`${op}: ${name} must be a bigint, got ${describeValue(v)}`);
   if (v < 0n || v > U64) throw new RangeError(`${op}: ${name} 0x${v.toString(16)} does not fit in a u64`);
   return v;
 }

@@ -450,6 +450,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   setEntry(program: GuestProgram): void {
     if (typeof program !== 'function')
       throw new TypeError('setEntry: program must be a function (g) => Promise<void>');
+    if (!this.fdOpen) throw new KvmError('EBADF', 'setEntry', `vCPU descriptor ${this.fd} is closed`);
     if (this.state !== 'idle')
       throw new Error(`setEntry: vCPU ${this.id} has already started its guest program`);
     this.program = program;

@@ -118,6 +118,11 @@ export class SimVm implements Vm, ArchVm {
     if (this.dead) throw new KvmError('EIO', op, 'the VM is dead (kvm->vm_dead), spec §2');
   }
 
+  /** EBADF once the VM fd is closed, for the calls that are not ioctls (no dead-VM gate). */
+  checkFd(op: string): void {
+    if (!this.vmFdOpen) throw new KvmError('EBADF', op, `VM descriptor ${this.fd} is closed`);
+  }
+
   markDead(): void {
     this.dead = true;
   }
@@ -264,6 +269,17 @@ export class SimVm implements Vm, ArchVm {
     // __kvm_set_memory_region general sanity checks.
     if ((size & (PAGE - 1n)) !== 0n) fail(`memorySize ${hex(size)} is not a multiple of 4 KiB`);
     if ((gpa & (PAGE - 1n)) !== 0n) fail(`guestPhysAddr ${hex(gpa)} is not 4 KiB aligned`);
+    // A slot of guest memory needs host memory behind it (userspace_addr): without it every guest
+    // access would fault, so the simulator refuses it the way kvm-linux refuses memory it cannot map.
+    if (us === undefined && size !== 0n)
+      throw new KvmError(
+        'EFAULT',
+        op,
+        `slot ${slotArg} of ${hex(size)} bytes has no host memory (userspace is undefined)`,
+        {
+          slot: slotArg,
+        },
+      );
     if (us !== undefined && us.byteOffset % 4096 !== 0)
       fail(`userspace_addr is not 4 KiB aligned (byteOffset ${us.byteOffset})`);
     const hasGmemFlag = (flags & MEM_FLAG.GUEST_MEMFD) !== 0;
@@ -465,6 +481,7 @@ export class SimVm implements Vm, ArchVm {
 
   getMemoryAttributes(gpa: bigint): bigint {
     checkU64('gpa', gpa, 'getMemoryAttributes');
+    this.checkFd('getMemoryAttributes');
     return this.attributes.get(gpa / PAGE);
   }
 
@@ -548,6 +565,7 @@ export class SimVm implements Vm, ArchVm {
       if (typeof k !== 'string') throw new TypeError('setGuestSymbols: symbol names must be strings');
       checkU64(`symbol ${k}`, v, 'setGuestSymbols');
     }
+    this.checkFd('setGuestSymbols');
     this.symbols = new Map(symbols);
   }
 

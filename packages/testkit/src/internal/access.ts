@@ -3,6 +3,7 @@
 // reloading the image. On a launched confidential VM the private pages and the page tables are
 // encrypted, so everything that would touch them is refused with a message that says so.
 
+import { checkGva, checkName, checkOptions, checkTestVm, shown } from './check.js';
 import { hostPtr, type HostPtr } from '@kvmtest/kvm';
 import { ucallPoolOf, ucallReapply } from '@kvmtest/ucall';
 import { TestkitError } from './errors.js';
@@ -23,7 +24,7 @@ function refuseIfProtected(vm: TestVm, what: string): void {
 function toSize(size: bigint | number, what: string): bigint {
   const s = typeof size === 'number' && Number.isSafeInteger(size) ? BigInt(size) : size;
   if (typeof s !== 'bigint' || s <= 0n)
-    throw new TestkitError('BAD_ARGUMENT', `${what} size ${String(size)} must be a positive integer`, {
+    throw new TestkitError('BAD_ARGUMENT', `${what} size ${shown(size)} must be a positive integer`, {
       size,
     });
   return s;
@@ -37,6 +38,8 @@ export interface VmVaddrAllocOptions {
 
 /** vm_vaddr_alloc: maps `size` bytes of fresh memory and returns the GVA — private on CoCo types, shared otherwise. */
 export function vmVaddrAlloc(vm: TestVm, size: bigint | number, opts: VmVaddrAllocOptions = {}): bigint {
+  checkTestVm(vm, 'vmVaddrAlloc');
+  checkOptions(opts, 'vmVaddrAlloc');
   const bytes = toSize(size, 'vmVaddrAlloc');
   const { space } = vm.memory('vmVaddrAlloc');
   refuseIfProtected(vm, 'vmVaddrAlloc');
@@ -49,6 +52,8 @@ export function vmVaddrAllocShared(
   size: bigint | number,
   opts: VmVaddrAllocOptions = {},
 ): bigint {
+  checkTestVm(vm, 'vmVaddrAllocShared');
+  checkOptions(opts, 'vmVaddrAllocShared');
   const bytes = toSize(size, 'vmVaddrAllocShared');
   const { space } = vm.memory('vmVaddrAllocShared');
   refuseIfProtected(vm, 'vmVaddrAllocShared');
@@ -60,6 +65,8 @@ export function vmVaddrAllocShared(
 
 /** addr_gva2gpa: the GPA `gva` maps to (untagged); refused once the page tables are protected. */
 export function addrGva2Gpa(vm: TestVm, gva: bigint): bigint {
+  checkTestVm(vm, 'addrGva2Gpa');
+  checkGva(gva, 'addrGva2Gpa');
   const { space } = vm.memory('addrGva2Gpa');
   if (vm.ptProtected)
     throw new TestkitError(
@@ -72,6 +79,8 @@ export function addrGva2Gpa(vm: TestVm, gva: bigint): bigint {
 
 /** addr_gva2hva: a pointer into the host memory behind `gva` (for shared pages; computed before launch on CoCo). */
 export function addrGva2Hva(vm: TestVm, gva: bigint): HostPtr {
+  checkTestVm(vm, 'addrGva2Hva');
+  checkGva(gva, 'addrGva2Hva');
   const gpa = addrGva2Gpa(vm, gva);
   const region = vm.space.memory.findRegion(gpa);
   if (!region)
@@ -87,6 +96,8 @@ export function addrGva2Hva(vm: TestVm, gva: bigint): HostPtr {
 }
 
 function symbolOf(vm: TestVm, name: string, what: string) {
+  checkTestVm(vm, what);
+  checkName(name, what);
   const { image } = vm.memory(what);
   const s = image.symbols.get(name);
   if (!s) {
@@ -144,10 +155,11 @@ export function vmInstallExceptionHandler(
   vector: number,
   handler: GuestExceptionHandler | undefined,
 ): void {
+  checkTestVm(vm, 'vmInstallExceptionHandler');
   if (!Number.isInteger(vector) || vector < 0 || vector >= NUM_VECTORS)
     throw new TestkitError(
       'BAD_ARGUMENT',
-      `exception vector ${vector} must be an integer in 0–${NUM_VECTORS - 1}`,
+      `exception vector ${shown(vector)} must be an integer in 0–${NUM_VECTORS - 1}`,
       {
         vector,
       },

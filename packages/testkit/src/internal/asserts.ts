@@ -3,6 +3,7 @@
 // and the formatted message; an unmet requirement throws KsftSkip, which the harness reports as
 // `ok N name # SKIP reason` (exit code 4 when every case skipped).
 
+import { argTypeError, describeValue } from '@kvmtest/kvm';
 import { callArguments, callerOf, displayLocation } from './callsite.js';
 import { KsftSkip, TestAssertionError } from './errors.js';
 import { type FormatValue, formatString, hex64 } from './format.js';
@@ -32,7 +33,11 @@ export function testAssertEq<T extends bigint | number | string | boolean>(
   const ea = args?.[0] ?? 'a';
   const eb = args?.[1] ?? 'b';
   const show = (v: T) =>
-    typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v)) ? hex64(v) : JSON.stringify(v);
+    typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v))
+      ? hex64(v)
+      : typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
+        ? JSON.stringify(v)
+        : describeValue(v);
   const extra = fmt === '' ? '' : `\n${formatString(fmt, ...values)}`;
   throw new TestAssertionError({
     location: displayLocation(site),
@@ -53,6 +58,8 @@ export function testFail(fmt: string, ...values: FormatValue[]): never {
 
 /** TEST_REQUIRE: skips the test (KsftSkip, exit code 4) with `why` unless `cond`. */
 export function testRequire(cond: unknown, why?: string): asserts cond {
+  if (why !== undefined && typeof why !== 'string')
+    throw argTypeError('testRequire', 'why', 'a string or undefined', why);
   if (cond) return;
   if (why === undefined) {
     const expr = callArguments(callerOf(testRequire), 'testRequire')?.[0];

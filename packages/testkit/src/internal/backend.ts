@@ -6,7 +6,7 @@
 // (linux when /dev/kvm opens, else sim, saying why).
 
 import { existsSync, readFileSync } from 'node:fs';
-import { isKvmError, type Kvm } from '@kvmtest/kvm';
+import { argTypeError, isKvmError, type Kvm } from '@kvmtest/kvm';
 import { openLinuxKvm } from '@kvmtest/kvm-linux';
 import {
   createSimKvm,
@@ -97,7 +97,10 @@ export function formatBackendSpec(spec: BackendSpec): string {
 export function simHostFromEnv(
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): SimConfig | undefined {
-  const v = (env.KVMTEST_SIM_HOST ?? '').trim();
+  const host = env.KVMTEST_SIM_HOST;
+  if (host !== undefined && typeof host !== 'string')
+    throw argTypeError('simHostFromEnv', 'env.KVMTEST_SIM_HOST', 'a string or undefined', host);
+  const v = (host ?? '').trim();
   if (v === '') return undefined;
   if (v.startsWith('{')) {
     try {
@@ -155,8 +158,11 @@ export function kvmFromEnv(env: Readonly<Record<string, string | undefined>> = p
 export function backendFromEnv(
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): BackendChoice {
-  const name = (env.KVMTEST_BACKEND ?? '').trim() || 'sim';
-  return backendNamed(name, env);
+  if (typeof env !== 'object' || env === null) throw argTypeError('backendFromEnv', 'env', 'an object', env);
+  const raw = env.KVMTEST_BACKEND;
+  if (raw !== undefined && typeof raw !== 'string')
+    throw argTypeError('backendFromEnv', 'env.KVMTEST_BACKEND', 'a string or undefined', raw);
+  return backendNamed(raw?.trim() || 'sim', env);
 }
 
 /** True when this machine's /dev/kvm looks like the out-of-tree PVM module (kvm_pvm loaded, or no vmx/svm). */

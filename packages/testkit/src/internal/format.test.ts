@@ -30,3 +30,17 @@ describe('formatString', () => {
     expect(() => formatString('%d', 1.5)).toThrow(/%d needs an integer, got number 1.5/);
   });
 });
+
+describe('bounded-printf-width', () => {
+  test('refuses a width or precision past FORMAT_MAX_WIDTH before padding anything', () => {
+    expect(() => formatString('%999999999d', 1)).toThrow(/width 999999999 .* is more than 4096/);
+    expect(() => formatString('%.999999999s', 'x')).toThrow(RangeError);
+    expect(() => formatString('%*d', 2 ** 40, 1)).toThrow(RangeError);
+    expect(formatString('%4096d', 1)).toHaveLength(4096);
+  });
+  test('names a value it cannot use as a * width instead of an engine error', () => {
+    expect(() => formatString('%*d', Symbol('w') as never, 1)).toThrow(
+      /\* width must be an integer, got a symbol/,
+    );
+  });
+});

@@ -2,6 +2,8 @@
 // selftests use — %d %i %u %x %X %o %c %s %p %% with flags (# 0 - + space), width, precision and
 // length modifiers (h hh l ll z j t, accepted and ignored: values are bigint or number already).
 
+import { argTypeError, describeValue } from '@kvmtest/kvm';
+
 /** A value a format string may consume. */
 export type FormatValue = bigint | number | string | boolean | null | undefined;
 
@@ -38,6 +40,7 @@ function pad(
  * `<missing>`, extra values are appended after a space so nothing is silently lost.
  */
 export function formatString(fmt: string, ...values: readonly FormatValue[]): string {
+  if (typeof fmt !== 'string') throw argTypeError('formatString', 'fmt', 'a string', fmt);
   let i = 0;
   const next = (): FormatValue | typeof MISSING => (i < values.length ? values[i++] : MISSING);
   const out = fmt.replace(
@@ -47,18 +50,19 @@ export function formatString(fmt: string, ...values: readonly FormatValue[]): st
       let width = 0;
       if (w === '*') {
         const v = next();
-        width = v === MISSING ? 0 : Number(v);
-      } else if (w !== undefined) width = Number(w);
+        width = v === MISSING ? 0 : Math.max(0, starValue(v, 'width'));
+      } else if (w !== undefined) width = boundedSize(Number(w), 'width', fmt);
       let precision: number | undefined;
       if (p === '*') {
         const v = next();
-        precision = v === MISSING ? undefined : Number(v);
-      } else if (p !== undefined) precision = Number(p);
+        const n = v === MISSING ? -1 : starValue(v, 'precision');
+        precision = n < 0 ? undefined : n;
+      } else if (p !== undefined) precision = boundedSize(Number(p), 'precision', fmt);
       const v = next();
       if (v === MISSING) return '<missing>';
       switch (conv) {
         case 's': {
-          let s = typeof v === 'bigint' ? `0x${v.toString(16)}` : String(v);
+          let s = typeof v === 'bigint' ? `0x${v.toString(16)}` : text(v);
           if (precision !== undefined) s = s.slice(0, precision);
           return pad(s, '', '', flags, width, false);
         }
@@ -94,12 +98,43 @@ export function formatString(fmt: string, ...values: readonly FormatValue[]): st
   if (i < values.length)
     return `${out} ${values
       .slice(i)
-      .map((v) => String(v))
+      .map((v) => text(v))
       .join(' ')}`;
   return out;
 }
 
 const MISSING = Symbol('missing');
+
+/** Widest field and longest precision formatString pads to: a message is for people, not megabytes. */
+export const FORMAT_MAX_WIDTH = 4096;
+
+function boundedSize(n: number, what: string, fmt: string): number {
+  if (n > FORMAT_MAX_WIDTH)
+    throw new RangeError(
+      `formatString: ${what} ${n} in ${JSON.stringify(fmt.slice(0, 60))} is more than ${FORMAT_MAX_WIDTH}`,
+    );
+  return n;
+}
+
+// A `*` width or precision taken from the values: an integer up to FORMAT_MAX_WIDTH; a negative one
+// counts as none (no padding; no precision), as before.
+function starValue(v: FormatValue, what: string): number {
+  const n = typeof v === 'bigint' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n))
+    throw argTypeError('formatString', `* ${what}`, 'an integer', v);
+  return boundedSize(n, what, '*');
+}
+
+/** String(v) that never throws (an object without toString is described instead). */
+function text(v: unknown): string {
+  if (typeof v === 'string') return v;
+  if (v === null || (typeof v !== 'object' && typeof v !== 'function')) return String(v);
+  try {
+    return String(v);
+  } catch {
+    return describeValue(v);
+  }
+}
 
 /** `0x…` of a bigint or number (negative as its 64-bit two's complement, as `%#lx` would print). */
 export function hex64(v: bigint | number): string {

@@ -3,7 +3,7 @@
 // on the guest program (defineGuest) or in the creation options; each VM gets its own copy.
 
 import { type GuestGlobal, GuestImage } from '@kvmtest/guest-memory';
-import type { GuestProgram } from '@kvmtest/kvm';
+import { describeValue, type GuestProgram } from '@kvmtest/kvm';
 import { UCALL_GUEST_GLOBALS } from '@kvmtest/ucall';
 import { TestkitError } from './errors.js';
 
@@ -41,6 +41,8 @@ export type GuestCode = GuestProgram & { readonly [GLOBALS]?: GlobalDecls };
 export function defineGuest(program: GuestProgram, decl: { globals?: GlobalDecls } = {}): GuestCode {
   if (typeof program !== 'function')
     throw new TypeError('defineGuest: program must be a function (g) => Promise<void>');
+  if (typeof decl !== 'object' || decl === null)
+    throw new TypeError(`defineGuest: decl must be an object { globals }, got ${describeValue(decl)}`);
   const globals = { ...(decl.globals ?? {}) };
   toGuestGlobals(globals, 'defineGuest'); // validate now, where the mistake is written
   const code = (g: Parameters<GuestProgram>[0]) => program(g);

@@ -2,6 +2,8 @@
 // and turn a guest ABORT or UNHANDLED into a host failure that shows the guest's message — after
 // every run, so a test cannot miss them (selftests' _vcpu_run → assert_on_unhandled_exception).
 
+import { argTypeError } from '@kvmtest/kvm';
+import { checkVcpu } from './check.js';
 import {
   describeExit,
   type Exit,
@@ -99,6 +101,7 @@ export function checkUcall(uc: Ucall, opts?: RunUcallOptions): Ucall {
  * (ABORT only returns with `abort: 'return'`). Returns the exit.
  */
 export async function vcpuRun(vcpu: Vcpu, opts?: RunUcallOptions): Promise<Exit> {
+  checkVcpu(vcpu, 'vcpuRun');
   checkRunOptions('vcpuRun', opts);
   const vm = testVmOfVcpu(vcpu);
   if (vm.launchPending) vmLaunch(vm);
@@ -111,6 +114,7 @@ export async function vcpuRun(vcpu: Vcpu, opts?: RunUcallOptions): Promise<Exit>
 
 /** The ucall decoded by the vCPU's last kit run, or undefined when that exit was not a ucall. */
 export function lastUcall(vcpu: Vcpu): Ucall | undefined {
+  checkVcpu(vcpu, 'lastUcall');
   return lastUcalls.get(vcpu);
 }
 
@@ -121,6 +125,7 @@ export function lastUcall(vcpu: Vcpu): Ucall | undefined {
  * NOT_A_UCALL error naming the exit (describeExit) when the vCPU stopped for anything else.
  */
 export async function runUcall(vcpu: Vcpu, opts?: RunUcallOptions): Promise<Ucall> {
+  checkVcpu(vcpu, 'runUcall');
   checkRunOptions('runUcall', opts);
   const vm = testVmOfVcpu(vcpu);
   if (vm.ucallPool === undefined)
@@ -159,6 +164,8 @@ function checkRunOptions(fn: string, opts: RunUcallOptions | undefined): void {
  * receives the guest's failed assertion as data (the guest goes on at the next run).
  */
 export async function runUcallExpect(vcpu: Vcpu, cmd: number): Promise<Ucall> {
+  checkVcpu(vcpu, 'runUcallExpect');
+  ucallCmdName(cmd); // a TypeError for a cmd that is not an integer, before the run
   const uc = await runUcall(vcpu, cmd === UCALL.ABORT ? { abort: 'return' } : undefined);
   if (uc.cmd !== cmd)
     throw new TestAssertionError({
@@ -171,6 +178,9 @@ export async function runUcallExpect(vcpu: Vcpu, cmd: number): Promise<Ucall> {
 
 /** TEST_ASSERT_KVM_EXIT_REASON: the vCPU's last exit had `reason`, else a failure naming both. */
 export function assertExitReason(vcpu: Vcpu, reason: ExitReason): void {
+  checkVcpu(vcpu, 'assertExitReason');
+  if (typeof reason !== 'string')
+    throw argTypeError('assertExitReason', 'reason', 'an exit reason name', reason);
   const exit = vcpu.exit;
   if (exit?.reason === reason) return;
   throw new TestAssertionError({

@@ -1,8 +1,9 @@
 // How big slot 0 is (selftests' vm_nr_pages_required): a base of 512 pages, a 5-page stack per
 // vCPU, page-table headroom for everything plus the caller's extra pages, and the ucall pool.
 
-import { KVM_LIMITS } from '@kvmtest/kvm';
-import { UCALL_DEFAULT_SLOTS, ucallPoolLayout } from '@kvmtest/ucall';
+import { argTypeError, KVM_LIMITS } from '@kvmtest/kvm';
+import { UCALL_DEFAULT_SLOTS, UCALL_MAX_SLOTS, ucallPoolLayout } from '@kvmtest/ucall';
+import { shown } from './check.js';
 import { TestkitError } from './errors.js';
 
 /** Pages of memory every VM starts with (selftests' 512 base pages, DEFAULT_GUEST_PHY_PAGES). */
@@ -18,6 +19,12 @@ const PAGE = 4096;
 
 /** Pages the ucall pool (and one GHCB page per vCPU) needs: ucall_nr_pages_required plus the GHCBs. */
 export function ucallPagesRequired(slots: number = UCALL_DEFAULT_SLOTS, nrVcpus = 0): number {
+  if (typeof nrVcpus !== 'number' || !Number.isSafeInteger(nrVcpus) || nrVcpus < 0)
+    throw argTypeError('ucallPagesRequired', 'nrVcpus', 'a non-negative integer', nrVcpus);
+  if (nrVcpus > UCALL_MAX_SLOTS)
+    throw new RangeError(
+      `ucallPagesRequired: nrVcpus ${nrVcpus} is more than ${UCALL_MAX_SLOTS} (one GHCB page each)`,
+    );
   return Math.ceil(ucallPoolLayout(slots).size / PAGE) + nrVcpus;
 }
 
@@ -35,8 +42,10 @@ export interface PagesRequiredOptions {
  * a VM that never has vCPUs is made with vmCreateBarebones().
  */
 export function vmNrPagesRequired(nrVcpus: number, opts: PagesRequiredOptions = {}): number {
+  if (typeof opts !== 'object' || opts === null)
+    throw argTypeError('vmNrPagesRequired', 'opts', 'an options object', opts);
   if (!Number.isSafeInteger(nrVcpus) || nrVcpus < 0)
-    throw new TestkitError('BAD_ARGUMENT', `vCPU count ${nrVcpus} must be a non-negative integer`, {
+    throw new TestkitError('BAD_ARGUMENT', `vCPU count ${shown(nrVcpus)} must be a non-negative integer`, {
       nrVcpus,
     });
   if (nrVcpus === 0)
@@ -53,11 +62,18 @@ export function vmNrPagesRequired(nrVcpus: number, opts: PagesRequiredOptions = 
     );
   const extra = opts.extraPages ?? 0;
   if (!Number.isSafeInteger(extra) || extra < 0)
-    throw new TestkitError('BAD_ARGUMENT', `extra page count ${extra} must be a non-negative integer`, {
-      extra,
-    });
+    throw new TestkitError(
+      'BAD_ARGUMENT',
+      `extra page count ${shown(extra)} must be a non-negative integer`,
+      {
+        extra,
+      },
+    );
   let pages = BASE_GUEST_PAGES + nrVcpus * DEFAULT_STACK_PAGES;
   pages += Math.floor((pages + extra) / PTES_PER_PAGE) * 2;
-  pages += opts.ucallPages ?? ucallPagesRequired(UCALL_DEFAULT_SLOTS);
+  const ucallPages = opts.ucallPages ?? ucallPagesRequired(UCALL_DEFAULT_SLOTS);
+  if (typeof ucallPages !== 'number' || !Number.isSafeInteger(ucallPages) || ucallPages < 0)
+    throw argTypeError('vmNrPagesRequired', 'opts.ucallPages', 'a non-negative integer', ucallPages);
+  pages += ucallPages;
   return pages;
 }

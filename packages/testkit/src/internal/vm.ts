@@ -7,6 +7,7 @@ import {
   cBitFromCpuid,
   cpuidHas,
   GUEST_MODE_PARAMS,
+  isVmType,
   tdxSharedBit,
   VM_TYPE_NUMBER,
   VM_TYPE_TRAITS,
@@ -26,6 +27,7 @@ import {
   type TagPolicy,
 } from '@kvmtest/guest-memory';
 import {
+  argTypeError,
   CAP,
   CR,
   type CpuidEntry,
@@ -49,6 +51,7 @@ import {
   tdxTagPolicy,
 } from './tdx.js';
 import { getKvm } from './backend.js';
+import { checkKvm, checkOptions, shown } from './check.js';
 import { KsftSkip, TestkitError } from './errors.js';
 import { buildGuestImage, type GlobalDecls, guestGlobalsOf } from './image.js';
 import { wrapGuest } from './runtime.js';
@@ -242,7 +245,9 @@ export class TestVm implements Disposable {
   addVcpu(id: number, guest?: GuestProgram): Vcpu {
     this.checkOpen();
     if (!Number.isSafeInteger(id) || id < 0)
-      throw new TestkitError('BAD_ARGUMENT', `vCPU id ${id} must be a non-negative integer`, { id });
+      throw new TestkitError('BAD_ARGUMENT', `vCPU id ${shown(id)} must be a non-negative integer`, { id });
+    if (guest !== undefined && typeof guest !== 'function')
+      throw argTypeError('addVcpu', 'guest', 'a guest program (g) => Promise<void> or undefined', guest);
     if (this.raw.vcpus.some((v) => v.id === id))
       throw new TestkitError('VCPU_EXISTS', `vCPU ${id} already exists on this ${this.type} VM`, { id });
     if (this.traits.needsLaunch && this.launchStage !== 'none')
@@ -276,7 +281,13 @@ export class TestVm implements Disposable {
     const space = this.mem.space;
     const stackSize = BigInt(DEFAULT_STACK_PAGES * 4096);
     const stack = space.vaddrAlloc(stackSize, { minGva: DEFAULT_GUEST_STACK_VADDR_MIN });
-    const vcpu = this.raw.createVcpu(id);
+    let vcpu: Vcpu;
+    try {
+      vcpu = this.raw.createVcpu(id);
+    } catch (e) {
+      space.vaddrFree(stack); // KVM_CREATE_VCPU refused: the VM keeps no stack for a vCPU it lacks
+      throw e;
+    }
     if (this.tdx !== undefined) {
       // A TD's registers are the TDX module's: the guest loads them from its boot parameters.
       tdxAddVcpu(this, vcpu, stack + stackSize - 8n, guest);
@@ -403,12 +414,15 @@ export function supportedCpuid(kvm: Kvm): readonly CpuidEntry[] {
 
 /** VM types the backend supports (KVM_CAP_VM_TYPES), in kernel order. */
 export function supportedVmTypes(kvm: Kvm = getKvm()): VmType[] {
+  checkKvm(kvm, 'supportedVmTypes');
   const mask = vmTypesMask(kvm);
   return VM_TYPES.filter((t) => (mask >>> VM_TYPE_NUMBER[t]) & 1);
 }
 
 /** True when the backend supports VM type `type` (for testRequire). */
 export function vmTypeSupported(type: VmType, kvm: Kvm = getKvm()): boolean {
+  checkKvm(kvm, 'vmTypeSupported');
+  if (!isVmType(type)) throw argTypeError('vmTypeSupported', 'type', `one of ${VM_TYPES.join(', ')}`, type);
   return ((vmTypesMask(kvm) >>> VM_TYPE_NUMBER[type]) & 1) === 1;
 }
 
@@ -430,6 +444,9 @@ export function requireLaunchImplemented(_type: VmType): void {}
 
 /** The tag policy of a type: C-bit from CPUID 0x8000001F set on private leaves; TDX S-bit (GPAW − 1) set on shared leaves. */
 export function tagPolicyFor(type: VmType, cpuid: readonly CpuidEntry[]): TagPolicy | undefined {
+  if (!isVmType(type)) throw argTypeError('tagPolicyFor', 'type', `one of ${VM_TYPES.join(', ')}`, type);
+  if (!Array.isArray(cpuid) || !cpuid.every((e) => typeof e === 'object' && e !== null))
+    throw argTypeError('tagPolicyFor', 'cpuid', 'an array of CPUID entries', cpuid);
   const traits = VM_TYPE_TRAITS[type];
   if (traits.tagBit === 'c-bit') {
     const leaf = findCpuid(cpuid, 0x8000001f);
@@ -483,6 +500,7 @@ function imageFor(guest: GuestProgram | undefined, extra: GlobalDecls | undefine
 
 /** vm_create_barebones: only the VM object (KVM_CREATE_VM) — no memory, image, ucall or post-create step. */
 export function vmCreateBarebones(shape?: ShapeLike, opts: VmBaseOptions = {}): TestVm {
+  checkOptions(opts, 'vmCreateBarebones');
   const s = toShape(shape);
   const kvm = opts.kvm ?? getKvm();
   requireSupported(kvm, s.type);
@@ -500,6 +518,9 @@ function checkPolicy(policy: unknown): number {
  * (unless `ucall: false`), then the type's post-create step (SEV family: KVM_SEV_INIT2). No vCPUs.
  */
 export function vmCreate(shape?: ShapeLike, opts: VmCreateOptions = {}, guest?: GuestProgram): TestVm {
+  checkOptions(opts, 'vmCreate');
+  if (guest !== undefined && typeof guest !== 'function')
+    throw argTypeError('vmCreate', 'guest', 'a guest program (g) => Promise<void> or undefined', guest);
   const s = toShape(shape);
   const traits = VM_TYPE_TRAITS[s.type];
   const kvm = opts.kvm ?? getKvm();
@@ -612,8 +633,11 @@ export function vmCreateWithVcpus(
   shape?: ShapeLike,
   opts: VmCreateOptions = {},
 ): TestVm {
+  checkOptions(opts, 'vmCreateWithVcpus');
   if (!Number.isSafeInteger(nrVcpus) || nrVcpus < 1)
-    throw new TestkitError('BAD_ARGUMENT', `vCPU count ${nrVcpus} must be a positive integer`, { nrVcpus });
+    throw new TestkitError('BAD_ARGUMENT', `vCPU count ${shown(nrVcpus)} must be a positive integer`, {
+      nrVcpus,
+    });
   const vm = vmCreate(shape, { ...opts, nrVcpus: Math.max(nrVcpus, opts.nrVcpus ?? 0) }, guest);
   try {
     for (let i = 0; i < nrVcpus; i++) vm.addVcpu(i, guest);

@@ -2,6 +2,7 @@
 
 import type { VmType } from '@kvmtest/coco';
 import type { GuestGlobal } from '@kvmtest/guest-memory';
+import { argTypeError, describeValue } from '@kvmtest/kvm';
 
 /** ucall commands (include/ucall_common.h `UCALL_*`, selftests ≥ 6.6 numbering). */
 export const UCALL = { NONE: 0, SYNC: 1, ABORT: 2, PRINTF: 3, DONE: 4, UNHANDLED: 5 } as const;
@@ -11,6 +12,8 @@ export type UcallCmd = (typeof UCALL)[keyof typeof UCALL];
 
 /** Name of a ucall command (`SYNC`), or `cmd <n>` for a number the ABI does not name. */
 export function ucallCmdName(n: number | bigint): string {
+  if (!(typeof n === 'bigint' || (typeof n === 'number' && Number.isSafeInteger(n))))
+    throw argTypeError('ucallCmdName', 'cmd', 'an integer (number or bigint)', n);
   for (const [k, v] of Object.entries(UCALL)) if (BigInt(v) === BigInt(n)) return k;
   return `cmd ${n}`;
 }
@@ -52,6 +55,8 @@ export interface UcallPoolLayout {
 
 /** Layout of a pool (`struct ucall_header`): bitmap at 0, slots from the next 64-byte boundary. */
 export function ucallPoolLayout(slots: number): UcallPoolLayout {
+  if (typeof slots !== 'number')
+    throw argTypeError('ucallPoolLayout', 'slots', `an integer in 1–${UCALL_MAX_SLOTS}`, slots);
   if (!Number.isInteger(slots) || slots < 1 || slots > UCALL_MAX_SLOTS)
     throw new RangeError(`ucall pool slot count ${slots} must be an integer in 1–${UCALL_MAX_SLOTS}`);
   const bitmapBytes = Math.ceil(slots / 64) * 8;
@@ -86,7 +91,7 @@ export function transportFor(type: VmType): UcallTransport {
     case 'tdx':
       return 'tdvmcall';
     default:
-      throw new TypeError(`unknown VM type ${JSON.stringify(type)} has no ucall transport`);
+      throw new TypeError(`unknown VM type ${describeValue(type)} has no ucall transport`);
   }
 }
 

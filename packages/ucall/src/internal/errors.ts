@@ -10,6 +10,8 @@ export const UCALL_ERROR = {
   FORGED_GPA: 'FORGED_GPA',
   /** The GPA names a slot of the pool that is not in use (its in-use bit is clear). */
   STALE_GPA: 'STALE_GPA',
+  /** Another vCPU's pending ucall exit names the same slot: a vCPU sent a slot it did not take. */
+  FOREIGN_SLOT: 'FOREIGN_SLOT',
   /** The slot's own `gpa` field does not hold the slot's GPA (the pool was overwritten). */
   SLOT_MISMATCH: 'SLOT_MISMATCH',
   /** The guest found no free slot (or no pool) and sent UCALL_FAILED_GPA. */

@@ -26,8 +26,37 @@ function toInteger(v: unknown, conv: string): bigint {
   );
 }
 
-// number() of guest_sprintf.c, step for step (its `size--` side effects included).
-function number(num: bigint, base: 8 | 10 | 16, sizeIn: number, precisionIn: number, typeIn: number): string {
+/** Thrown inside formatting when the output would pass its limit; caught at the entry points. */
+class Overflow {
+  constructor(readonly text: string) {}
+}
+
+/** Output with a hard cap: every append checks the room first, so a width of 10^9 costs no more than 10. */
+class Out {
+  text = '';
+  constructor(readonly limit: number) {}
+  add(s: string): void {
+    if (this.text.length + s.length > this.limit) throw new Overflow(this.text);
+    this.text += s;
+  }
+  /** `count` copies of `ch` (nothing for count <= 0), refused before any work when they do not fit. */
+  pad(ch: string, count: number): void {
+    if (!(count > 0)) return;
+    if (count > this.limit - this.text.length) throw new Overflow(this.text);
+    this.text += ch.repeat(count);
+  }
+}
+
+// number() of guest_sprintf.c, with its `while (size-- > 0)` loops as counted pads (same output, its
+// `size--` side effects included: a loop that ran leaves size at -1).
+function number(
+  out: Out,
+  num: bigint,
+  base: 8 | 10 | 16,
+  sizeIn: number,
+  precisionIn: number,
+  typeIn: number,
+): void {
   let type = typeIn;
   let size = sizeIn;
   let precision = precisionIn;
@@ -47,6 +76,7 @@ function number(num: bigint, base: 8 | 10 | 16, sizeIn: number, precisionIn: num
       size--;
     }
   }
+  // SPECIAL prints its prefix for every value, 0 included (no `num != 0` test in number()).
   if (type & SPECIAL) {
     if (base === 16) size -= 2;
     else if (base === 8) size--;
@@ -56,18 +86,20 @@ function number(num: bigint, base: 8 | 10 | 16, sizeIn: number, precisionIn: num
   const i = digits.length;
   if (i > precision) precision = i;
   size -= precision;
-  let out = '';
-  if (!(type & (ZEROPAD | LEFT))) while (size-- > 0) out += ' ';
-  out += sign;
+  const drain = (ch: string): void => {
+    out.pad(ch, size);
+    size = -1;
+  };
+  if (!(type & (ZEROPAD | LEFT))) drain(' ');
+  out.add(sign);
   if (type & SPECIAL) {
-    if (base === 8) out += '0';
-    else if (base === 16) out += '0x';
+    if (base === 8) out.add('0');
+    else if (base === 16) out.add('0x');
   }
-  if (!(type & LEFT)) while (size-- > 0) out += c;
-  while (i < precision--) out += '0';
-  out += digits;
-  while (size-- > 0) out += ' ';
-  return out;
+  if (!(type & LEFT)) drain(c);
+  out.pad('0', precision - i);
+  out.add(digits);
+  drain(' ');
 }
 
 const isDigit = (ch: string | undefined) => ch !== undefined && ch >= '0' && ch <= '9';
@@ -80,24 +112,70 @@ const isDigit = (ch: string | undefined) => ch !== undefined && ch >= '0' && ch 
  * `%#X` prints `0x` then upper-case digits; an unknown conversion prints `%` and its letter. Integers are
  * bigint, safe-integer numbers or booleans; `%s` takes strings (numbers, bigints, booleans via String);
  * `%c` a char code or a one-character string. Throws TypeError for a missing or unusable argument and for
- * `%n`. The result is not truncated: ucallFmt applies the 1024-byte buffer rule.
+ * `%n`. The output is bounded before it is built: more than `maxLength` characters (default
+ * GUEST_PRINTF_MAX_LENGTH) is a RangeError, found in time independent of the widths and precisions asked
+ * for. ucallFmt applies the 1024-byte buffer rule (an ABORT, as guest_vsnprintf's `str < end` assert).
  */
-export function formatGuestString(fmt: string, values: readonly unknown[]): string {
+export function formatGuestString(
+  fmt: string,
+  values: readonly unknown[],
+  maxLength: number = GUEST_PRINTF_MAX_LENGTH,
+): string {
+  if (typeof maxLength !== 'number' || !Number.isSafeInteger(maxLength) || maxLength < 0)
+    throw new RangeError(
+      `formatGuestString: maxLength must be a non-negative safe integer, got ${describe(maxLength)}`,
+    );
+  const r = formatGuestBounded(fmt, values, maxLength);
+  if (r.overflow)
+    throw new RangeError(
+      `formatGuestString: the output of printf format ${quote(fmt)} passes maxLength ${maxLength} characters`,
+    );
+  return r.text;
+}
+
+/** Most characters formatGuestString returns unless told otherwise (64 KiB: 64 ucall buffers). */
+export const GUEST_PRINTF_MAX_LENGTH = 65_536;
+
+/** A format string for messages: quoted, and cut to 200 characters. */
+function quote(fmt: string): string {
+  return JSON.stringify(fmt.length > 200 ? `${fmt.slice(0, 200)}…` : fmt);
+}
+
+/**
+ * formatGuestString that stops at `limit` characters: `{ text, overflow: false }` when the whole
+ * output fits, else `{ text: the part that fit, overflow: true }`. Argument errors still throw.
+ */
+export function formatGuestBounded(
+  fmt: string,
+  values: readonly unknown[],
+  limit: number,
+): { text: string; overflow: boolean } {
   if (typeof fmt !== 'string') throw new TypeError(`printf format must be a string, got ${describe(fmt)}`);
+  if (!Array.isArray(values)) throw new TypeError(`printf values must be an array, got ${describe(values)}`);
+  const out = new Out(limit);
+  try {
+    formatInto(out, fmt, values);
+  } catch (e) {
+    if (e instanceof Overflow) return { text: e.text, overflow: true };
+    throw e;
+  }
+  return { text: out.text, overflow: false };
+}
+
+function formatInto(out: Out, fmt: string, values: readonly unknown[]): void {
   let next = 0;
   const arg = (conv: string): unknown => {
     if (next >= values.length)
       throw new TypeError(
-        `printf format ${JSON.stringify(fmt)} needs an argument for ${conv} (argument ${next + 1}) but only ${values.length} were given`,
+        `printf format ${quote(fmt)} needs an argument for ${conv} (argument ${next + 1}) but only ${values.length} were given`,
       );
     return values[next++];
   };
-  let out = '';
   const n = fmt.length;
   for (let p = 0; p < n; p++) {
     const ch = fmt[p]!;
     if (ch !== '%') {
-      out += ch;
+      out.add(ch);
       continue;
     }
     let flags = 0;
@@ -150,9 +228,10 @@ export function formatGuestString(fmt: string, values: readonly unknown[]): stri
         const v = arg('%c');
         const code =
           typeof v === 'string' && v.length > 0 ? v.charCodeAt(0) & 0xff : Number(toInteger(v, '%c') & 0xffn);
-        if (!(flags & LEFT)) while (--fieldWidth > 0) out += ' ';
-        out += String.fromCharCode(code);
-        while (--fieldWidth > 0) out += ' ';
+        // `while (--field_width > 0)` twice: the padding is width - 1 spaces, on one side.
+        if (!(flags & LEFT)) out.pad(' ', fieldWidth - 1);
+        out.add(String.fromCharCode(code));
+        if (flags & LEFT) out.pad(' ', fieldWidth - 1);
         continue;
       }
       case 's': {
@@ -162,9 +241,9 @@ export function formatGuestString(fmt: string, values: readonly unknown[]): stri
         let s = String(v);
         if (precision >= 0 && s.length > precision) s = s.slice(0, precision);
         const len = s.length;
-        if (!(flags & LEFT)) while (len < fieldWidth--) out += ' ';
-        out += s;
-        while (len < fieldWidth--) out += ' ';
+        if (!(flags & LEFT)) out.pad(' ', fieldWidth - len);
+        out.add(s);
+        if (flags & LEFT) out.pad(' ', fieldWidth - len);
         continue;
       }
       case 'p': {
@@ -172,15 +251,15 @@ export function formatGuestString(fmt: string, values: readonly unknown[]): stri
           fieldWidth = 16;
           flags |= SPECIAL | SMALL | ZEROPAD;
         }
-        out += number(BigInt.asUintN(64, toInteger(arg('%p'), '%p')), 16, fieldWidth, precision, flags);
+        number(out, BigInt.asUintN(64, toInteger(arg('%p'), '%p')), 16, fieldWidth, precision, flags);
         continue;
       }
       case 'n':
         throw new TypeError(
-          `printf conversion %n is not supported (it stores through a pointer) in ${JSON.stringify(fmt)}`,
+          `printf conversion %n is not supported (it stores through a pointer) in ${quote(fmt)}`,
         );
       case '%':
-        out += '%';
+        out.add('%');
         continue;
       case 'o':
         base = 8;
@@ -199,8 +278,8 @@ export function formatGuestString(fmt: string, values: readonly unknown[]): stri
       case 'u':
         break;
       default:
-        out += '%';
-        if (conv !== undefined) out += conv;
+        out.add('%');
+        if (conv !== undefined) out.add(conv);
         else p--;
         continue;
     }
@@ -209,7 +288,6 @@ export function formatGuestString(fmt: string, values: readonly unknown[]): stri
     if (qualifier === 'l') num = flags & SIGN ? BigInt.asIntN(64, raw) : BigInt.asUintN(64, raw);
     else if (qualifier === 'h') num = flags & SIGN ? BigInt.asIntN(16, raw) : BigInt.asUintN(16, raw);
     else num = flags & SIGN ? BigInt.asIntN(32, raw) : BigInt.asUintN(32, raw);
-    out += number(num, base, fieldWidth, precision, flags);
+    number(out, num, base, fieldWidth, precision, flags);
   }
-  return out;
 }

@@ -19,7 +19,7 @@ import {
   TDVMCALL_STATUS,
   tdvmcallStatusName,
 } from '@kvmtest/coco';
-import type { Guest } from '@kvmtest/kvm';
+import { argTypeError, type Guest } from '@kvmtest/kvm';
 import {
   UCALL,
   UCALL_BUFFER_LEN,
@@ -34,11 +34,12 @@ import {
   UCALL_TRANSPORT_CODE,
 } from './constants.js';
 import { hex, UcallError } from './errors.js';
-import { formatGuestString } from './format.js';
+import { formatGuestBounded } from './format.js';
 import { type AssertWhere, checkArg, checkCmd, encodeSlot, utf8 } from './slot.js';
 
 const PAGE = 4096n;
 const SLOT_GPA_FIELD = BigInt(UCALL_SLOT_LAYOUT.gpa);
+const U32_MAX = 0xffff_ffffn;
 const GHCB_MSR = SEV_MSR.MSR_AMD64_SEV_ES_GHCB;
 // sw_exit_info_1 of `out dx, eax` in 64-bit mode, as Linux's #VC handler builds it (vc_ioio_exitinfo).
 const IOIO_OUT_32 = encodeIoioExitInfo({
@@ -74,12 +75,24 @@ const VP_VMCALL = BigInt(TDCALL_LEAF.VP_VMCALL);
 // R10–R15 exposed to the VMM (TDVMCALL RCX bitmap).
 const TDVMCALL_EXPOSE_R10_R15 = 0xfc00n;
 
+/** The guest half is called with the guest of the running vCPU: anything else is a TypeError. */
+function checkGuest(g: Guest, op: string): void {
+  if (
+    typeof g !== 'object' ||
+    g === null ||
+    typeof g.global !== 'function' ||
+    typeof g.readU64 !== 'function'
+  )
+    throw argTypeError(op, 'g', 'the Guest of a running vCPU', g);
+}
+
 function u64(g: Guest, name: string): bigint {
   return g.readU64(g.global(name));
 }
 
 /** This vCPU's GHCB page (ghcb transport) as its guest finds it through the ucall globals, or undefined. */
 export function guestGhcb(g: Guest): { gva: bigint; gpa: bigint } | undefined {
+  checkGuest(g, 'guestGhcb');
   const count = u64(g, UCALL_GLOBAL.ghcbCount);
   if (BigInt(g.vcpuId) >= count) return undefined;
   const off = BigInt(g.vcpuId) * PAGE;
@@ -157,6 +170,14 @@ async function sendTdvmcall(g: Guest, value: bigint): Promise<void> {
 // it inside an async function, where a synchronous throw here surfaces exactly as a rejection would.
 function send(g: Guest, value: bigint): Promise<void> {
   const transport = Number(u64(g, UCALL_GLOBAL.transport));
+  // Every port request carries 4 bytes: a value that does not fit (a slot whose gpa field was
+  // overwritten) is reported here, never cut to its low bits (all ones of 64 bits would arrive as 0).
+  if (value > U32_MAX && transport !== UCALL_TRANSPORT_CODE.mmio)
+    throw new UcallError(
+      'FORGED_GPA',
+      `vCPU ${g.vcpuId}: ucall GPA ${hex(value)} does not fit the 4-byte port write (the slot's gpa field was overwritten?)`,
+      { vcpuId: g.vcpuId, gpa: value },
+    );
   switch (transport) {
     case UCALL_TRANSPORT_CODE.pio:
       return g.out(UCALL_PIO_PORT, 4, Number(value));
@@ -223,6 +244,7 @@ let plainArgs = 0;
 export function ucall(g: Guest, cmd: number, ...args: bigint[]): Promise<void> {
   // Not async: sendSlot's promise is returned as is; a failed check still rejects, as from an async function.
   try {
+    checkGuest(g, 'ucall');
     fillPlain(cmd, args);
   } catch (e) {
     return Promise.reject(e);
@@ -256,19 +278,26 @@ function fillPlain(cmd: number, args: readonly bigint[]): void {
  * UCALL_OVERFLOW_ASSERT's expression and file — as selftests' guest_vsnprintf asserts (guest_print_test).
  */
 export async function ucallFmt(g: Guest, cmd: number, fmt: string, ...values: unknown[]): Promise<void> {
-  const message = formatGuestString(fmt, values);
-  const size = utf8(message).length;
-  if (size + 1 > UCALL_BUFFER_LEN)
+  checkGuest(g, 'ucallFmt');
+  checkCmd(cmd);
+  // A UTF-16 code unit is at most 3 UTF-8 bytes and at least 1, so formatting stops at FORMAT_LIMIT code
+  // units: past that the message cannot fit, and a huge width or precision costs no more than that.
+  const { text, overflow } = formatGuestBounded(fmt, values, FORMAT_LIMIT);
+  const size = overflow ? undefined : utf8(text).length;
+  if (size === undefined || size + 1 > UCALL_BUFFER_LEN)
     return sendSlot(
       g,
       encodeSlot({
         cmd: UCALL.ABORT,
-        message: `formatted message of ${size} bytes does not fit the ${UCALL_BUFFER_LEN}-byte ucall buffer with its NUL: ${message}`,
+        message: `formatted message of ${size === undefined ? `more than ${FORMAT_LIMIT} characters` : `${size} bytes`} does not fit the ${UCALL_BUFFER_LEN}-byte ucall buffer with its NUL: ${text}`,
         where: UCALL_OVERFLOW_ASSERT,
       }),
     );
-  return sendSlot(g, encodeSlot({ cmd, message }));
+  return sendSlot(g, encodeSlot({ cmd, message: text }));
 }
+
+/** Characters ucallFmt/ucallAssert format at most (4 buffers: any more cannot fit one). */
+const FORMAT_LIMIT = 4 * UCALL_BUFFER_LEN;
 
 /**
  * Sends `cmd` (normally ABORT) for a failed guest assertion (ucall_assert): the formatted message,
@@ -283,10 +312,15 @@ export async function ucallAssert(
   fmt: string,
   ...values: unknown[]
 ): Promise<void> {
-  return sendSlot(g, encodeSlot({ cmd, message: formatGuestString(fmt, values), where }));
+  checkGuest(g, 'ucallAssert');
+  checkCmd(cmd);
+  // The message is cut to fit the buffer anyway: formatting stops once no more of it could fit.
+  const { text } = formatGuestBounded(fmt, values, FORMAT_LIMIT);
+  return sendSlot(g, encodeSlot({ cmd, message: text, where }));
 }
 
 /** A bare ucall exit with GPA 0 and no slot (GUEST_UCALL_NONE); the host decodes it as UCALL.NONE. */
 export async function ucallNone(g: Guest): Promise<void> {
+  checkGuest(g, 'ucallNone');
   return send(g, 0n);
 }

@@ -1,6 +1,6 @@
 // The host half: recognise a ucall exit, validate the GPA against this VM's pool, copy the slot out.
 
-import type { Exit, Vcpu } from '@kvmtest/kvm';
+import { argTypeError, type Exit, KvmError, type Vcpu } from '@kvmtest/kvm';
 import {
   UCALL,
   UCALL_FAILED_GPA,
@@ -44,7 +44,6 @@ export interface Ucall {
   vcpuId: number;
 }
 
-const U64_ALL_ONES = 0xffff_ffff_ffff_ffffn;
 const SLOT_SIZE = BigInt(UCALL_SLOT_LAYOUT.size);
 const decodedExit = new WeakMap<Vcpu, Exit>();
 const views = new WeakMap<Uint8Array, DataView>();
@@ -71,6 +70,7 @@ function u32At(data: Uint8Array, i: number): number {
  * MMIO GPA (does not validate or decode; see getUcall).
  */
 export function isUcallExit(vcpu: Vcpu): boolean {
+  checkVcpu(vcpu, 'isUcallExit');
   const exit = vcpu.exit;
   if (exit === undefined) return false;
   if (exit.reason === 'io') return exit.port === UCALL_PIO_PORT;
@@ -89,10 +89,13 @@ export function isUcallExit(vcpu: Vcpu): boolean {
  * start of a slot of THIS VM's pool that is in use and whose `gpa` field holds it; the slot is then
  * copied out through host memory (the pool is shared, so plaintext). Each exit decodes once: a second
  * call for the same exit throws ALREADY_DECODED — the next vcpu.run() completes the OUT and lets the
- * guest free the slot. Throws UcallError NO_FREE_SLOT (the guest sent UCALL_FAILED_GPA), FORGED_GPA,
+ * guest free the slot. Throws UcallError NO_FREE_SLOT (the guest sent UCALL_FAILED_GPA with every slot
+ * taken), FORGED_GPA (also the failure value while slots are free), FOREIGN_SLOT (a slot another vCPU's
+ * pending exit names), KvmError EBADF once the vCPU's VM is closed,
  * STALE_GPA, SLOT_MISMATCH, NO_POOL, BAD_EXIT (wrong direction or size on the ucall port/address).
  */
 export function getUcall(vcpu: Vcpu): Ucall | undefined {
+  checkVcpu(vcpu, 'getUcall');
   const exit = vcpu.exit;
   if (exit === undefined) return undefined;
   let value: bigint;
@@ -135,19 +138,39 @@ export function getUcall(vcpu: Vcpu): Ucall | undefined {
       vcpuId: vcpu.id,
     };
   }
-  if (value === UCALL_FAILED_GPA || value === U64_ALL_ONES)
+  // Only the 4-byte failure value is the guest half's: all ones of 64 bits (MMIO) is not something it
+  // sends, so it falls through to the pool checks and is reported as forged.
+  const pool = ucallPoolOf(vcpu.vm);
+  if (value === UCALL_FAILED_GPA && pool === undefined)
     throw new UcallError(
       'NO_FREE_SLOT',
-      `vCPU ${vcpu.id}: the guest found no free ucall slot (or no pool) and sent the failure value ${hex(value)}; every slot's in-use bit was set`,
+      `vCPU ${vcpu.id}: the guest found no ucall pool and sent the failure value ${hex(value)} (VM fd ${vcpu.vm.fd} has none: ucallInit was not called)`,
       { vcpuId: vcpu.id, gpa: value },
     );
-  const pool = ucallPoolOf(vcpu.vm);
   if (pool === undefined)
     throw new UcallError(
       'NO_POOL',
       `vCPU ${vcpu.id}: ucall exit with GPA ${hex(value)} but VM fd ${vcpu.vm.fd} has no ucall pool (ucallInit was not called)`,
       { vcpuId: vcpu.id, gpa: value },
     );
+  if (value === UCALL_FAILED_GPA) {
+    // The guest half sends the failure value when every slot is taken (or its image names no pool).
+    // Slots are freed only once the host runs their vCPUs again, so a free slot now means the value
+    // did not come from a failed allocation of this pool.
+    let free = 0;
+    for (let i = 0; i < pool.slots; i++) if (!pool.inUse(i)) free++;
+    if (free === 0)
+      throw new UcallError(
+        'NO_FREE_SLOT',
+        `vCPU ${vcpu.id}: the guest found no free ucall slot and sent the failure value ${hex(value)}; every slot's in-use bit is set`,
+        { vcpuId: vcpu.id, gpa: value },
+      );
+    throw new UcallError(
+      'FORGED_GPA',
+      `vCPU ${vcpu.id}: the guest sent the failure value ${hex(value)} while ${free} of the ${pool.slots} slots of this VM's ${pool.describe()} are free: a forged value, or a guest image that no longer names the pool (reloaded without ucallReapply)`,
+      { vcpuId: vcpu.id, gpa: value, free },
+    );
+  }
   const index = pool.slotIndexOf(value);
   if (index === undefined)
     throw new UcallError(
@@ -174,6 +197,15 @@ export function getUcall(vcpu: Vcpu): Ucall | undefined {
       `vCPU ${vcpu.id}: ucall GPA ${hex(value)} names slot ${index} of the ${pool.describe()}, but that slot is not in use (its in-use bit is clear): a stale or forged GPA`,
       { vcpuId: vcpu.id, gpa: value, slot: index },
     );
+  // A slot belongs to the vCPU that filled it until the host runs that vCPU again: another vCPU
+  // whose current exit names the same slot means one of the two sent a slot it did not take.
+  for (const other of vcpu.vm.vcpus)
+    if (other !== vcpu && exitValue(other.exit, pool.mmioGpa) === value)
+      throw new UcallError(
+        'FOREIGN_SLOT',
+        `vCPU ${vcpu.id}: ucall GPA ${hex(value)} names slot ${index}, which vCPU ${other.id}'s pending ucall exit also names; a vCPU may only send the slot it took`,
+        { vcpuId: vcpu.id, gpa: value, slot: index, holder: other.id },
+      );
   const off = Number(value) - regionGpa;
   const slot = decodeSlotAt(region.backing, viewOf(region.backing), off);
   if (slot.gpa !== value)
@@ -200,8 +232,40 @@ export function getUcall(vcpu: Vcpu): Ucall | undefined {
   return uc;
 }
 
+/** The value a ucall-shaped exit carries (OUT of 4 bytes to the ucall port, 8-byte MMIO write), or undefined. */
+function exitValue(exit: Exit | undefined, mmioGpa: bigint | undefined): bigint | undefined {
+  if (exit === undefined) return undefined;
+  if (exit.reason === 'io')
+    return exit.port === UCALL_PIO_PORT && exit.direction === 'out' && exit.size === 4
+      ? BigInt(u32At(exit.data, 0))
+      : undefined;
+  if (
+    exit.reason === 'mmio' &&
+    mmioGpa !== undefined &&
+    exit.gpa === mmioGpa &&
+    exit.isWrite &&
+    exit.len === 8
+  )
+    return (BigInt(u32At(exit.data, 4)) << 32n) | BigInt(u32At(exit.data, 0));
+  return undefined;
+}
+
+/** A Vcpu of an open VM: TypeError for anything else, KvmError EBADF once its VM is closed. */
+export function checkVcpu(vcpu: Vcpu, op: string): void {
+  if (typeof vcpu !== 'object' || vcpu === null || typeof vcpu.vm !== 'object' || vcpu.vm === null)
+    throw argTypeError(op, 'vcpu', 'a Vcpu', vcpu);
+  // A closed VM's memory may already back another VM: its vCPU's last exit must not be decoded.
+  if (vcpu.vm.closed)
+    throw new KvmError('EBADF', op, `vCPU ${vcpu.id} belongs to VM fd ${vcpu.vm.fd}, which is closed`, {
+      vcpuId: vcpu.id,
+      fd: vcpu.vm.fd,
+    });
+}
+
 /** `SYNC args [0x1, …]` / `ABORT "msg" at file:line (expr)`, for messages. */
 export function describeUcall(uc: Ucall): string {
+  if (typeof uc !== 'object' || uc === null || !Array.isArray(uc.args))
+    throw argTypeError('describeUcall', 'uc', 'a Ucall (from getUcall)', uc);
   const name = ucallCmdName(uc.cmd);
   if (uc.file !== undefined) return `${name} at ${uc.file}:${uc.line}: ${uc.expression ?? ''}: ${uc.message}`;
   if (uc.message !== '') return `${name} ${JSON.stringify(uc.message)}`;

@@ -2,7 +2,7 @@
 // that tell this VM's image where the pool is and how to reach the host, and the Vm → pool registry.
 
 import type { AddressSpace, LoadedImage } from '@kvmtest/guest-memory';
-import type { Vm } from '@kvmtest/kvm';
+import { argTypeError, describeValue, KvmError, type Vm } from '@kvmtest/kvm';
 import {
   transportFor,
   UCALL_DEFAULT_SLOTS,
@@ -153,6 +153,8 @@ export class UcallPool {
   }
 
   private checkIndex(index: number): number {
+    if (typeof index !== 'number')
+      throw argTypeError('UcallPool', 'slot index', `an integer in 0–${this.slots - 1}`, index);
     if (!Number.isInteger(index) || index < 0 || index >= this.slots)
       throw new RangeError(`ucall slot index ${index} must be an integer in 0–${this.slots - 1}`);
     return index;
@@ -164,6 +166,7 @@ function checkTarget(target: UcallInitTarget, what: string): void {
     throw new TypeError(`${what} needs { vm, space, image }`);
   const { vm, space, image } = target;
   if (typeof vm !== 'object' || vm === null) throw new TypeError(`${what}: target.vm must be a Vm`);
+  if (vm.closed) throw new KvmError('EBADF', what, `VM fd ${vm.fd} is closed`, { fd: vm.fd });
   if (typeof space !== 'object' || space === null || typeof space.vaddrAlloc !== 'function')
     throw new TypeError(`${what}: target.space must be an AddressSpace`);
   if (typeof image !== 'object' || image === null || typeof image.symbol !== 'function')
@@ -196,7 +199,7 @@ function checkTarget(target: UcallInitTarget, what: string): void {
 function checkTransport(vm: Vm, transport: UcallTransport): void {
   if (!Object.hasOwn(UCALL_TRANSPORT_CODE, transport))
     throw new TypeError(
-      `ucall transport ${JSON.stringify(transport)} is not one of pio, ghcb, tdvmcall, mmio`,
+      `ucall transport ${describeValue(transport)} is not one of pio, ghcb, tdvmcall, mmio`,
     );
   const native = transportFor(vm.type);
   if (transport !== native && transport !== 'mmio')
@@ -262,6 +265,7 @@ function writeGlobals(pool: UcallPool, image: LoadedImage): void {
  */
 export function ucallInit(target: UcallInitTarget, opts: UcallInitOptions = {}): UcallPool {
   checkTarget(target, 'ucallInit');
+  if (typeof opts !== 'object' || opts === null) throw argTypeError('ucallInit', 'opts', 'an object', opts);
   const { vm, space, image } = target;
   const existing = pools.get(vm);
   if (existing !== undefined)
@@ -306,9 +310,11 @@ export function ucallInit(target: UcallInitTarget, opts: UcallInitOptions = {}):
   if (transport === 'ghcb') {
     ghcbCount = opts.nrVcpus ?? Math.max(1, vm.vcpus.length);
     if (!Number.isInteger(ghcbCount) || ghcbCount < 1 || ghcbCount > UCALL_MAX_SLOTS)
-      throw new RangeError(`ucallInit nrVcpus ${ghcbCount} must be an integer in 1–${UCALL_MAX_SLOTS}`);
+      throw new RangeError(
+        `ucallInit nrVcpus must be an integer in 1–${UCALL_MAX_SLOTS}, got ${describeValue(ghcbCount)}`,
+      );
   } else if (opts.nrVcpus !== undefined && (!Number.isInteger(opts.nrVcpus) || opts.nrVcpus < 1))
-    throw new RangeError(`ucallInit nrVcpus ${opts.nrVcpus} must be a positive integer`);
+    throw new RangeError(`ucallInit nrVcpus must be a positive integer, got ${describeValue(opts.nrVcpus)}`);
 
   const pool = allocShared(space, layout.size, `ucall pool of ${slots} slots`);
   let ghcb: { gva: bigint; gpa: bigint; count: number } | undefined;

@@ -1,5 +1,6 @@
 // Encoding and decoding one slot (`struct ucall`): what the guest writes and what the host reads back.
 
+import { argTypeError, describeValue } from '@kvmtest/kvm';
 import {
   UCALL_ASSERT_ARGS,
   UCALL_ASSERT_EXTRA_MAX,
@@ -70,7 +71,9 @@ export function utf8(s: string): Uint8Array {
 export function checkCmd(cmd: number | bigint): bigint {
   const c = typeof cmd === 'number' && Number.isSafeInteger(cmd) ? BigInt(cmd) : cmd;
   if (typeof c !== 'bigint' || c < 0n || c > 0xffff_ffff_ffff_ffffn)
-    throw new RangeError(`ucall cmd ${String(cmd)} must be an integer in 0–0xffffffffffffffff`);
+    throw new (typeof c === 'bigint' || typeof c === 'number' ? RangeError : TypeError)(
+      `ucall cmd ${typeof cmd === 'number' || typeof cmd === 'bigint' ? String(cmd) : `(${describeValue(cmd)})`} must be an integer in 0–0xffffffffffffffff`,
+    );
   return c;
 }
 
@@ -78,7 +81,7 @@ const I64_MIN = -(1n << 63n);
 
 /** Validates a ucall arg (−2^63 … 2^64−1) and returns it as a u64. */
 export function checkArg(v: bigint, i: number): bigint {
-  if (typeof v !== 'bigint') throw new TypeError(`ucall arg ${i} must be a bigint, got ${typeof v}`);
+  if (typeof v !== 'bigint') throw new TypeError(`ucall arg ${i} must be a bigint, got ${describeValue(v)}`);
   if (v < I64_MIN || v > 0xffff_ffff_ffff_ffffn)
     throw new RangeError(`ucall arg ${i} ${v} does not fit 64 bits (−2^63 … 2^64−1)`);
   return BigInt.asUintN(64, v);
@@ -93,7 +96,20 @@ export function checkArg(v: bigint, i: number): bigint {
  * Without `where`, a message longer than 1023 UTF-8 bytes is a RangeError (ucallFmt turns it into ABORT).
  */
 export function encodeSlot(c: SlotContents): Uint8Array {
+  if (typeof c !== 'object' || c === null) throw argTypeError('encodeSlot', 'contents', 'an object', c);
   const cmd = checkCmd(c.cmd);
+  if (c.args !== undefined && !Array.isArray(c.args))
+    throw argTypeError('encodeSlot', 'contents.args', 'an array of bigints or undefined', c.args);
+  if (c.message !== undefined && typeof c.message !== 'string')
+    throw argTypeError('encodeSlot', 'contents.message', 'a string or undefined', c.message);
+  if (c.where !== undefined) {
+    const w = c.where;
+    if (typeof w !== 'object' || w === null)
+      throw argTypeError('encodeSlot', 'contents.where', 'an object { expression, file, line }', w);
+    if (typeof w.expression !== 'string')
+      throw argTypeError('encodeSlot', 'where.expression', 'a string', w.expression);
+    if (typeof w.file !== 'string') throw argTypeError('encodeSlot', 'where.file', 'a string', w.file);
+  }
   const args = c.args ?? [];
   if (args.length > UCALL_MAX_ARGS)
     throw new RangeError(`a ucall carries at most ${UCALL_MAX_ARGS} args, got ${args.length}`);
@@ -223,7 +239,9 @@ export function decodeSlotAt(bytes: Uint8Array, view: DataView, off: number): De
 
 /** Decodes a slot from its bytes (at least UCALL_SLOT_LAYOUT.size of them). */
 export function decodeSlot(bytes: Uint8Array): DecodedSlot {
-  if (!(bytes instanceof Uint8Array) || bytes.length < UCALL_SLOT_LAYOUT.size)
-    throw new RangeError(`a ucall slot is ${UCALL_SLOT_LAYOUT.size} bytes, got ${bytes?.length}`);
+  if (!(bytes instanceof Uint8Array))
+    throw argTypeError('decodeSlot', 'bytes', `a Uint8Array of ${UCALL_SLOT_LAYOUT.size} bytes`, bytes);
+  if (bytes.length < UCALL_SLOT_LAYOUT.size)
+    throw new RangeError(`decodeSlot: a ucall slot is ${UCALL_SLOT_LAYOUT.size} bytes, got ${bytes.length}`);
   return decodeSlotAt(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0);
 }

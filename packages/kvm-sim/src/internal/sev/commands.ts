@@ -95,8 +95,9 @@ export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void 
   const id = rd.uint('id');
   const sevFd = rd.uint('sevFd', 32, 0);
   const error = (() => {
+    // `error` is an output field (sev_mem_enc_ioctl writes it back): an unset one (undefined or null) reads as 0.
     const e = (cmd as { error?: unknown }).error;
-    if (e === undefined) return 0;
+    if (e === undefined || e === null) return 0;
     if (typeof e !== 'number' || !Number.isInteger(e))
       fail('EFAULT', op0, 'copy_from_user failed: field error is not an integer');
     return e;

@@ -41,7 +41,15 @@ import {
   VMGEXIT_PSC_ERROR,
   VMGEXIT_PSC_MAX_ENTRY,
 } from '@kvmtest/coco';
-import { type HypercallExit, KVM_HC, KvmError, MAP_GPA_RANGE, MEMORY_ATTRIBUTE, VECTOR } from '@kvmtest/kvm';
+import {
+  argTypeError,
+  type HypercallExit,
+  KVM_HC,
+  KvmError,
+  MAP_GPA_RANGE,
+  MEMORY_ATTRIBUTE,
+  VECTOR,
+} from '@kvmtest/kvm';
 import type { AccessDecision, ArchCpu, ArchOps, ArchVcpu, ArchVm, MemAccess } from '../arch/ops.js';
 import type { ResolvedConfig } from '../config.js';
 import { guestCpuView, sevArchOps, sevPlatform, vcpuView, vmView } from './arch-ops.js';
@@ -470,7 +478,13 @@ export interface SnpLaunchReport {
  */
 export function snpLaunchReport(vm: object): SnpLaunchReport | undefined {
   const av = vm as ArchVm;
-  if (typeof av.kvm?.hostState !== 'function' || av.type !== 'sev-snp') return undefined;
+  if (
+    typeof av !== 'object' ||
+    av === null ||
+    typeof av.kvm?.hostState !== 'function' ||
+    av.type !== 'sev-snp'
+  )
+    return undefined;
   const view = vmView(av);
   const gctx = snpVm(view.sev).gctx;
   if (gctx === 0) return undefined;
@@ -495,7 +509,15 @@ export function snpRmpEntry(
   gpa: bigint,
 ): { readonly asid: number; readonly validated: boolean } | undefined {
   const av = vm as ArchVm;
-  if (av.type !== 'sev-snp') return undefined;
+  if (typeof gpa !== 'bigint' || gpa < 0n || gpa > 0xffff_ffff_ffff_ffffn)
+    throw argTypeError('snpRmpEntry', 'gpa', 'a u64 bigint', gpa);
+  if (
+    typeof av !== 'object' ||
+    av === null ||
+    typeof av.kvm?.hostState !== 'function' ||
+    av.type !== 'sev-snp'
+  )
+    return undefined;
   const e = sevPlatform(av.kvm).rmp.lookup(vmView(av).sev, gpa >> 12n);
   return e === undefined ? undefined : Object.freeze({ asid: e.asid, validated: e.validated });
 }

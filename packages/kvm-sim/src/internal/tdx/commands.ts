@@ -67,7 +67,9 @@ interface CmdCopy {
 /** copy_from_user of `struct kvm_tdx_cmd` (NULL or a malformed struct -> EFAULT). */
 function copyCmd(cmd: TdxCommand | undefined): CmdCopy {
   const s = new UserStruct(cmd, OP, 'struct kvm_tdx_cmd');
-  return { id: s.uint('id'), flags: s.uint('flags'), hwError: s.u64('hwError', 0n) };
+  // hw_error is an output field: an unset one (undefined or null) reads as 0.
+  const unset = (cmd as { hwError?: unknown } | undefined)?.hwError === null;
+  return { id: s.uint('id'), flags: s.uint('flags'), hwError: unset ? 0n : s.u64('hwError', 0n) };
 }
 
 /** True when `gpa` is a private GPA of the TD (vt_is_tdx_private_gpa: the shared bit is clear). */

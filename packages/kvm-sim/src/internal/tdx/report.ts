@@ -33,6 +33,7 @@ const STATE_NAME = {
 
 /** Simulator-only: the TD facts of `vm` (a Vm of the simulator), or undefined when it is not a TD. */
 export function tdxReport(vm: object): TdxReport | undefined {
+  if (typeof vm !== 'object' || vm === null) return undefined;
   const td = tdOf(vm as ArchVm);
   if (td === undefined) return undefined;
   const mrtd = td.mrtd?.digest();
@@ -60,6 +61,7 @@ export interface TdxVcpuReport {
 
 /** Simulator-only: the TD-vCPU facts of `vcpu`, or undefined when it is not a TD vCPU. */
 export function tdxVcpuReport(vcpu: object): TdxVcpuReport | undefined {
+  if (typeof vcpu !== 'object' || vcpu === null) return undefined;
   const tv = tdVcpuOf(vcpu as ArchVcpu);
   if (tv === undefined) return undefined;
   return Object.freeze({ initialized: tv.state === 1, index: tv.index, initialRcx: tv.initialRcx });
