@@ -220,7 +220,10 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
     throw new TypeError(`SimConfig must be an object, got ${describeValue(input)}`);
   const base: SimConfig = input.host === undefined ? {} : simHostPreset(input.host);
   if (input.features !== undefined && (typeof input.features !== 'object' || input.features === null))
-    throw new TypeError('SimConfig.features must be an object');
+    throw new TypeError(`SimConfig.features must be an object, got ${describeValue(input.features)}`);
+  // Checked before the preset is merged in: spreading a string would make an object of its characters.
+  if (input.cpu !== undefined && (typeof input.cpu !== 'object' || input.cpu === null))
+    throw new TypeError(`SimConfig.cpu must be an object, got ${describeValue(input.cpu)}`);
   const config: SimConfig = {
     ...base,
     ...input,
@@ -268,8 +271,6 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
     vmTypes.sort((a, b) => VM_TYPE_NUMBER[a] - VM_TYPE_NUMBER[b]);
   }
   const cpu = config.cpu ?? {};
-  if (typeof cpu !== 'object' || cpu === null)
-    throw new TypeError(`SimConfig.cpu must be an object, got ${describeValue(cpu)}`);
   const d = SIM_CONFIG_DEFAULTS;
   const maxPhysAddr = positiveInt('cpu.maxPhysAddr', cpu.maxPhysAddr, d.maxPhysAddr, 52);
   if (maxPhysAddr < 32) throw new RangeError(`SimConfig.cpu.maxPhysAddr ${maxPhysAddr} must be in 32..52`);
