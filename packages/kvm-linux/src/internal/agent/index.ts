@@ -6,6 +6,7 @@ import { setEntryHook } from '../hooks.js';
 import { type LinuxRunOptions, type LinuxVcpu, runOnce } from '../vcpu.js';
 import type { AgentVcpuHost } from './host.js';
 import { AgentRunner } from './runner.js';
+import { xsaveSupport } from './xprobe.js';
 
 /** The AgentVcpuHost of a LinuxVcpu. */
 function hostOf(vcpu: LinuxVcpu, opts: { timeoutMs?: number }): AgentVcpuHost {
@@ -37,6 +38,7 @@ function hostOf(vcpu: LinuxVcpu, opts: { timeoutMs?: number }): AgentVcpuHost {
     setRegs: (r) => vcpu.setRegs(r),
     hostBytes: (gpa, length) => vcpu.vm.hostBytes(gpa, length),
     guestSymbols: () => vcpu.vm.guestSymbols,
+    xsaveSupport: () => xsaveSupport(vcpu.vm.kvm),
     get timeoutMs() {
       return opts.timeoutMs ?? vcpu.vm.runTimeoutMs;
     },

@@ -548,7 +548,14 @@ export class AgentGuest implements Guest {
   private idtEmpty = false;
   private wantEmpty = false;
 
-  constructor(private readonly r: AgentRunner) {}
+  constructor(private readonly r: AgentRunner) {
+    // XGETBV / XSAVE / XRSTOR only where this host's KVM executes them (KVM's CPUID offers XSAVE
+    // and a probe ran them; PVM's instruction emulator has none of them: see xprobe.ts).
+    const x = r.host.xsaveSupport();
+    if (x.xgetbv) this.xgetbv = (index) => this.execXgetbv(index);
+    if (x.xsave) this.xsave = (gva, rfbm) => this.xstate(OP.xsave, 'xsave', gva, rfbm);
+    if (x.xrstor) this.xrstor = (gva, rfbm) => this.xstate(OP.xrstor, 'xrstor', gva, rfbm);
+  }
 
   get vcpuId(): number {
     return this.r.host.id;
@@ -779,6 +786,40 @@ export class AgentGuest implements Guest {
       this.r.prepareCr3(v);
     }
     this.sync(OP.writeCr, () => `writeCr(${n}, ${hex(v)})`, BigInt(n), v);
+  }
+
+  // ---- XSAVE --------------------------------------------------------------------------------
+  // The real instructions: #UD without CR4.OSXSAVE (the guest's own CR4: testkit vCPUs have it and
+  // XCR0 set, as vcpu_init_sregs / vcpu_init_xcrs do), #GP for an invalid XCR value or an area that
+  // is not 64-byte aligned, #PF through the guest's page tables — each delivered like any exception.
+
+  /** XGETBV (where this host's KVM executes it: see xprobe.ts). */
+  xgetbv?: (index: number) => bigint;
+  /** XSAVE64 (where this host's KVM executes it). */
+  xsave?: (gva: bigint, rfbm: bigint) => void;
+  /** XRSTOR64 (where this host's KVM executes it). */
+  xrstor?: (gva: bigint, rfbm: bigint) => void;
+
+  private execXgetbv(index: number): bigint {
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
+      throw new TypeError(`xgetbv: index must be a u32, got ${String(index)}`);
+    return this.sync(OP.xgetbv, () => `xgetbv(${index})`, BigInt(index)) ? this.r0() : 0n;
+  }
+
+  /** XSETBV: KVM intercepts it on every host (kvm_emulate_xsetbv(); PVM's emulator: em_xsetbv). */
+  xsetbv(index: number, value: bigint): void {
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
+      throw new TypeError(`xsetbv: index must be a u32, got ${String(index)}`);
+    if (typeof value !== 'bigint') throw new TypeError(`xsetbv: value must be a bigint, got ${typeof value}`);
+    const v = BigInt.asUintN(64, value);
+    this.sync(OP.xsetbv, () => `xsetbv(${index}, ${hex(v)})`, BigInt(index), v);
+  }
+
+  private xstate(op: number, what: string, gva: bigint, rfbm: bigint): void {
+    checkGva(what, gva);
+    if (typeof rfbm !== 'bigint') throw new TypeError(`${what}: rfbm must be a bigint, got ${typeof rfbm}`);
+    const m = BigInt.asUintN(64, rfbm);
+    this.sync(op, () => `${what}(${hex(gva)}, ${hex(m)})`, gva, m);
   }
 
   // ---- exits --------------------------------------------------------------------------------
