@@ -416,6 +416,21 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     expect(later.reason === 'internal-error' && later.detail).toContain('deadline');
   });
 
+  it('fails a run with immediate_exit with EINTR, keeps the last exit, and the program goes on', async () => {
+    let got = 0;
+    const { vcpu } = vmWith(async (g) => {
+      got = await g.in(0x1001, 1);
+      await g.out(0x1002, 1, got);
+    });
+    const inn = io(await vcpu.run());
+    inn.data.set([0x5a]);
+    await expect(vcpu.run({ immediateExit: true })).rejects.toMatchObject({ code: 'EINTR' });
+    expect(vcpu.exit).toBe(inn);
+    const out = io(await vcpu.run());
+    expect([out.port, [...out.data]]).toEqual([0x1002, [0x5a]]);
+    expect(got).toBe(0x5a);
+  });
+
   it('rejects the run with the kernel error when KVM_RUN itself fails mid-program', async () => {
     let after = false;
     const { vcpu } = vmWith(async (g) => {
