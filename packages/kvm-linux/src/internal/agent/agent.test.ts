@@ -352,9 +352,12 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     ]);
   });
 
-  it('reports a write fault with the W bit and throws GuestException without a handler, then triple-faults', async () => {
+  it('reports a write fault with the W bit and throws GuestException from a throwing handler; uncaught, it triple-faults', async () => {
     let caught: unknown;
     const { vcpu } = vmWith(async (g) => {
+      g.setExceptionHandler(() => {
+        throw new Error('not mine');
+      });
       try {
         g.writeU32(0x20_5000n, 1);
       } catch (e) {
@@ -373,6 +376,19 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     const e = await vcpu.run();
     expect(e.reason).toBe('shutdown');
     expect(e.reason === 'shutdown' && e.detail).toContain('#PF');
+    expect((await vcpu.run()).reason).toBe('shutdown');
+  });
+
+  it('triple-faults in the instruction itself when the program never installed a handler', async () => {
+    let after = false;
+    const { vcpu } = vmWith(async (g) => {
+      await g.out(0x1000, 1, 0);
+      g.readU64(0x20_6000n); // not present, no exception entry
+      after = true;
+    });
+    io(await vcpu.run());
+    expect(await vcpu.run()).toEqual({ reason: 'shutdown' });
+    expect(after).toBe(false);
     expect((await vcpu.run()).reason).toBe('shutdown');
   });
 

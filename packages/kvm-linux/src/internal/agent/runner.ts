@@ -6,7 +6,10 @@
 // tables, CPUID, MSRs, control registers and ports. An exception in the operation comes back
 // through the agent's IDT with vector, error code, CR2 and RIP, and is delivered to the program's
 // exception handler exactly as the simulator delivers it (retry re-executes the operation, skip
-// abandons it; no handler, or a handler that throws, makes the operation throw GuestException).
+// abandons it; a handler that throws makes the operation throw GuestException). With no handler
+// installed there is no exception entry: the agent keeps an empty IDT loaded, and an exception
+// triple-faults in the instruction itself (the kernel's SHUTDOWN exit), as the simulator's
+// triple fault does.
 //
 // Any other exit (I/O on another port, MMIO, HLT, SHUTDOWN, SYSTEM_EVENT, MEMORY_FAULT,
 // INTERNAL_ERROR, the watchdog's timeout) is the guest's own: an operation that awaits (out, in,
@@ -17,9 +20,7 @@
 //
 // A program that returns halts the vCPU for real (the agent executes HLT, each later run again).
 // A program that throws GuestException (an exception nobody handled) triple-faults for real: the
-// agent loads an empty IDT and executes UD2, and the run ends with the kernel's SHUTDOWN exit. A
-// program that removed its exception entry (setExceptionHandler(undefined) after installing one)
-// has the empty IDT loaded at once, so its next exception triple-faults in the instruction itself.
+// agent loads an empty IDT and executes UD2, and the run ends with the kernel's SHUTDOWN exit.
 //
 // VMCALL never completes on PVM hosts (the instruction is retried forever): a hypercall ends in
 // the watchdog's timeout exit, as any guest stuck in an instruction does.
@@ -543,10 +544,10 @@ function describeVector(vector: number, errorCode: number | undefined): string {
 /** The Guest of one vCPU run through the agent. */
 export class AgentGuest implements Guest {
   private handler: ExceptionHandler | undefined;
-  /** An entry was installed once: removing it loads the empty IDT (a later fault triple-faults). */
-  private everInstalled = false;
+  /** The agent's IDT is loaded at the first run; with no handler the next operation swaps in the empty one. */
   private idtEmpty = false;
-  private wantEmpty = false;
+  /** No exception entry (no handler): exceptions triple-fault in the instruction. */
+  private wantEmpty = true;
 
   constructor(private readonly r: AgentRunner) {
     // XGETBV / XSAVE / XRSTOR only where this host's KVM executes them (KVM's CPUID offers XSAVE
@@ -570,8 +571,7 @@ export class AgentGuest implements Guest {
     if (handler !== undefined && typeof handler !== 'function')
       throw new TypeError('setExceptionHandler: handler must be a function or undefined');
     this.handler = handler;
-    if (handler !== undefined) this.everInstalled = true;
-    this.wantEmpty = handler === undefined && this.everInstalled;
+    this.wantEmpty = handler === undefined;
   }
 
   /** Checks the program may act, and loads the IDT its exception entry asks for. */
@@ -585,6 +585,7 @@ export class AgentGuest implements Guest {
 
   private deliver(frame: ExceptionFrame): Resume {
     const h = this.handler;
+    // Only reachable with the agent's IDT loaded, i.e. with a handler; kept for safety.
     if (h === undefined) throw new GuestException(frame);
     let res: unknown;
     try {
