@@ -83,6 +83,8 @@ describe.skipIf(kvm === undefined)('testkit on /dev/kvm', () => {
     expect(err).toBeInstanceOf(GuestUnhandledError);
     expect((err as GuestUnhandledError).vector).toBe(6);
     expect((err as GuestUnhandledError).errorCode).toBeUndefined();
+    // The guest's own line, not the agent's frames.
+    expect((err as GuestUnhandledError).file).toMatch(/test\/linux\.test\.ts$/);
   });
 
   test('guest printf arrives formatted; a failed guest assertion arrives as ABORT and returns', async () => {
