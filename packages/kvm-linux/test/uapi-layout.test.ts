@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { IOCTL, RUN, SEGMENT, SIZE, SREGS } from '../src/internal/uapi.js';
+import { CAP_XSAVE2, IOCTL, MAX_XCRS, RUN, SEGMENT, SIZE, SREGS, XCRS } from '../src/internal/uapi.js';
 
 const cc = ['gcc', 'cc', 'clang'].find((c) => spawnSync(c, ['--version']).status === 0);
 const header = existsSync('/usr/include/linux/kvm.h');
@@ -32,6 +32,13 @@ for (const [k, v] of Object.entries(SREGS))
   checks.push([`kvm_sregs.${k}`, `offsetof(struct kvm_sregs, ${k})`, v]);
 for (const [k, v] of Object.entries(SEGMENT))
   checks.push([`kvm_segment.${k}`, `offsetof(struct kvm_segment, ${k})`, v]);
+checks.push(['KVM_MAX_XCRS', 'KVM_MAX_XCRS', MAX_XCRS]);
+checks.push(['kvm_xcrs.nr_xcrs', 'offsetof(struct kvm_xcrs, nr_xcrs)', XCRS.nr_xcrs]);
+checks.push(['kvm_xcrs.flags', 'offsetof(struct kvm_xcrs, flags)', XCRS.flags]);
+checks.push(['kvm_xcrs.xcrs', 'offsetof(struct kvm_xcrs, xcrs)', XCRS.xcrs]);
+checks.push(['kvm_xcr.xcr', 'offsetof(struct kvm_xcr, xcr)', XCRS.xcr_xcr]);
+checks.push(['kvm_xcr.value', 'offsetof(struct kvm_xcr, value)', XCRS.xcr_value]);
+checks.push(['KVM_CAP_XSAVE2', 'KVM_CAP_XSAVE2', CAP_XSAVE2, 'KVM_CAP_XSAVE2']);
 const runFields: Record<string, string> = {
   request_interrupt_window: 'request_interrupt_window',
   immediate_exit: 'immediate_exit',

@@ -83,9 +83,11 @@ describe.skipIf(kvm === undefined)('testkit on /dev/kvm', () => {
     expect(err).toBeInstanceOf(GuestUnhandledError);
     expect((err as GuestUnhandledError).vector).toBe(6);
     expect((err as GuestUnhandledError).errorCode).toBeUndefined();
+    // The guest's own line, not the agent's frames.
+    expect((err as GuestUnhandledError).file).toMatch(/test\/linux\.test\.ts$/);
   });
 
-  test('guest printf arrives formatted; a failed guest assertion arrives as ABORT', async () => {
+  test('guest printf arrives formatted; a failed guest assertion arrives as ABORT and returns', async () => {
     const guest = defineGuest(
       async (g) => {
         await guestPrintf(g, 'vcpu %d says %s 0x%lx', g.vcpuId, 'hello', 0xabcn);
@@ -102,6 +104,8 @@ describe.skipIf(kvm === undefined)('testkit on /dev/kvm', () => {
     expect(err).toBeInstanceOf(GuestAssertionError);
     expect((err as GuestAssertionError).ucall.cmd).toBe(UCALL.ABORT);
     expect((err as GuestAssertionError).message).toContain('0x1 != 0x2');
+    // The assertion returned after its ABORT ucall: the guest goes on at the next run.
+    expect((await runUcall(vm.vcpus[0]!)).cmd).toBe(UCALL.DONE);
   });
 
   test('two vCPUs of one VM each report through their own agent pages, one run at a time', async () => {

@@ -5,7 +5,18 @@ import { CAP, type CpuidEntry, type Kvm, KvmError, type UserMemory } from '@kvmt
 import { registerGuestAgent } from './agent/index.js';
 import { entryHook } from './hooks.js';
 import { allocateUserMemory } from './memory.js';
-import { ioctlBuf, ioctlInt, ioctlIntRaw, koffi, lastErrno, sysClose, sysOpen } from './sys.js';
+import {
+  fallocateRaw,
+  ioctlBuf,
+  ioctlInt,
+  ioctlIntRaw,
+  koffi,
+  lastErrno,
+  preadRaw,
+  sysClose,
+  sysError,
+  sysOpen,
+} from './sys.js';
 import { IOCTL, SIZE } from './uapi.js';
 import type { LinuxVcpu } from './vcpu.js';
 import { getCpuidList } from './vcpu.js';
@@ -24,6 +35,7 @@ type FdEntry =
   | { kind: 'vm'; vm: LinuxVm }
   | { kind: 'vcpu'; vcpu: LinuxVcpu }
   | { kind: 'guest_memfd' }
+  | { kind: 'stats' }
   | { kind: 'sev' };
 
 /** The KVM API version every kernel since 2.6.22 reports (include/uapi/linux/kvm.h: KVM_API_VERSION). */
@@ -151,10 +163,10 @@ export class LinuxKvm implements Kvm {
     return fd;
   }
 
-  /** Records a descriptor a VM opened (vCPU, guest_memfd). */
+  /** Records a descriptor a VM or vCPU opened (vCPU, guest_memfd, binary stats). */
   adoptFd(fd: number, kind: 'vcpu', vcpu: LinuxVcpu): void;
-  adoptFd(fd: number, kind: 'guest_memfd'): void;
-  adoptFd(fd: number, kind: 'vcpu' | 'guest_memfd', vcpu?: LinuxVcpu): void {
+  adoptFd(fd: number, kind: 'guest_memfd' | 'stats'): void;
+  adoptFd(fd: number, kind: 'vcpu' | 'guest_memfd' | 'stats', vcpu?: LinuxVcpu): void {
     this.fds.set(fd, kind === 'vcpu' ? { kind, vcpu: vcpu! } : { kind });
   }
 
@@ -175,6 +187,58 @@ export class LinuxKvm implements Kvm {
 
   isFdOpen(fd: number): boolean {
     return this.fds.has(fd);
+  }
+
+  /** The entry of a descriptor this Kvm opened, else EBADF (a test cannot reach the process's own files). */
+  private ownFd(fd: number, op: string): FdEntry {
+    const e = this.fds.get(fd);
+    if (!e)
+      throw new KvmError('EBADF', op, `descriptor ${fd} is not open (or was not opened through this Kvm)`, {
+        fd,
+      });
+    return e;
+  }
+
+  fallocate(fd: number, mode: number, offset: bigint, len: bigint): void {
+    const op = 'fallocate';
+    if (!Number.isInteger(fd)) throw new TypeError(`${op}: fd ${String(fd)} must be an integer`);
+    if (!Number.isInteger(mode) || mode < -0x8000_0000 || mode > 0xffff_ffff)
+      throw new TypeError(`${op}: mode ${String(mode)} must be a 32-bit integer`);
+    for (const [name, v] of [
+      ['offset', offset],
+      ['len', len],
+    ] as const)
+      if (typeof v !== 'bigint' || v < -(1n << 63n) || v >= 1n << 63n)
+        throw new TypeError(`${op}: ${name} ${String(v)} must be a bigint that fits loff_t (signed 64-bit)`);
+    this.ownFd(fd, op);
+    // fs/open.c: vfs_fallocate() checks in the kernel's order (EINVAL, EOPNOTSUPP, ENODEV, EFBIG…),
+    // then the file's ->fallocate (virt/kvm/guest_memfd.c: kvm_gmem_fallocate()).
+    if (fallocateRaw(fd, mode | 0, offset, len) < 0)
+      throw sysError(
+        op,
+        `fallocate(${fd}, 0x${(mode >>> 0).toString(16)}, 0x${offset.toString(16)}, 0x${len.toString(16)}) failed`,
+        { fd, mode, offset, len },
+      );
+  }
+
+  pread(fd: number, length: number, offset: number): Uint8Array {
+    const op = 'pread';
+    if (!Number.isInteger(fd)) throw new TypeError(`${op}: fd ${String(fd)} must be an integer`);
+    if (!Number.isSafeInteger(length))
+      throw new TypeError(`${op}: length ${String(length)} must be an integer`);
+    if (!Number.isSafeInteger(offset))
+      throw new TypeError(`${op}: offset ${String(offset)} must be an integer`);
+    if (length < 0) throw new RangeError(`${op}: length ${length} must not be negative`);
+    if (length > 0x7fff_f000)
+      throw new RangeError(`${op}: length ${length} exceeds MAX_RW_COUNT (0x7ffff000)`);
+    this.ownFd(fd, op);
+    // fs/read_write.c: ksys_pread64(): EINVAL for a negative offset, and (vfs_read) for a file with no
+    // read operation, as KVM's VM, vCPU and guest_memfd files; stats files read
+    // virt/kvm/binary_stats.c: kvm_stats_read().
+    const buf = new Uint8Array(length);
+    const n = preadRaw(fd, buf, offset);
+    if (n < 0) throw sysError(op, `pread(${fd}, ${length}, ${offset}) failed`, { fd, length, offset });
+    return n === length ? buf : buf.slice(0, n);
   }
 
   /** Closes every VM and descriptor this Kvm opened, then /dev/kvm itself. */

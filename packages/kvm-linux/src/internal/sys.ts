@@ -40,6 +40,10 @@ const c = {
   ) => number | bigint,
   munmap: libc.func('int munmap(uint64_t addr, size_t len)') as IntFn,
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)') as IntFn,
+  fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)') as IntFn,
+  pread: libc.func('int64_t pread(int fd, void *buf, size_t count, int64_t offset)') as (
+    ...args: unknown[]
+  ) => number | bigint,
   syscall0: libc.func('long syscall(long nr)') as IntFn,
   syscall3: libc.func('long syscall(long nr, long a, long b, long c)') as IntFn,
   sigaction: libc.func('int sigaction(int sig, void *act, void *old)') as IntFn,
@@ -141,6 +145,16 @@ export function sysClose(fd: number, op = 'close'): void {
 /** True while `fd` is an open descriptor of this process (fcntl F_GETFD). */
 export function fdIsOpen(fd: number): boolean {
   return Number.isInteger(fd) && fd >= 0 && c.fcntl(fd, F_GETFD, 0) >= 0;
+}
+
+/** fallocate(2) with a 64-bit offset and length; -1 on failure (errno in `lastErrno()`). */
+export function fallocateRaw(fd: number, mode: number, offset: bigint, len: bigint): number {
+  return c.fallocate(fd, mode, offset, len);
+}
+
+/** pread(2) of up to `buf.length` bytes at `offset` into `buf`; the byte count, or -1 on failure. */
+export function preadRaw(fd: number, buf: Uint8Array, offset: number): number {
+  return Number(c.pread(fd, buf, buf.length, offset));
 }
 
 /** ioctl(fd, req, integer); returns the result or -1 (errno in `lastErrno()`). */

@@ -31,7 +31,17 @@ export const SIZE = {
   kvm_enable_cap: 104,
   kvm_enc_region: 16,
   kvm_device_attr: 24,
+  kvm_xsave: 4096,
+  kvm_xcr: 16,
+  kvm_xcrs: 392,
+  kvm_stats_header: 24,
 } as const;
+
+/** KVM_CAP_XSAVE2 (include/uapi/linux/kvm.h, Linux 5.17): answers the vCPU's XSAVE buffer size for KVM_GET_XSAVE2. */
+export const CAP_XSAVE2 = 208;
+
+/** KVM_MAX_XCRS: the entries `struct kvm_xcrs` holds (arch/x86/include/uapi/asm/kvm.h). */
+export const MAX_XCRS = 16;
 
 /** ioctl request numbers. */
 export const IOCTL = {
@@ -52,6 +62,8 @@ export const IOCTL = {
   KVM_SET_MEMORY_ATTRIBUTES: iow(KVMIO, 0xd2, SIZE.kvm_memory_attributes),
   KVM_CREATE_GUEST_MEMFD: iowr(KVMIO, 0xd4, SIZE.kvm_create_guest_memfd),
   KVM_GET_DEVICE_ATTR: iow(KVMIO, 0xe2, SIZE.kvm_device_attr),
+  // VM and vCPU ioctl (include/uapi/linux/kvm.h, Linux 5.14).
+  KVM_GET_STATS_FD: io(KVMIO, 0xce),
   // vCPU ioctls.
   KVM_RUN: io(KVMIO, 0x80),
   KVM_GET_REGS: ior(KVMIO, 0x81, SIZE.kvm_regs),
@@ -62,6 +74,11 @@ export const IOCTL = {
   KVM_SET_MSRS: iow(KVMIO, 0x89, SIZE.kvm_msrs),
   KVM_SET_CPUID2: iow(KVMIO, 0x90, SIZE.kvm_cpuid2),
   KVM_GET_CPUID2: iowr(KVMIO, 0x91, SIZE.kvm_cpuid2),
+  KVM_GET_XSAVE: ior(KVMIO, 0xa4, SIZE.kvm_xsave),
+  KVM_SET_XSAVE: iow(KVMIO, 0xa5, SIZE.kvm_xsave),
+  KVM_GET_XCRS: ior(KVMIO, 0xa6, SIZE.kvm_xcrs),
+  KVM_SET_XCRS: iow(KVMIO, 0xa7, SIZE.kvm_xcrs),
+  KVM_GET_XSAVE2: ior(KVMIO, 0xcf, SIZE.kvm_xsave),
 } as const;
 
 /** Offsets in `struct kvm_sregs` (arch/x86/include/uapi/asm/kvm.h). */
@@ -147,6 +164,15 @@ export const RUN = {
   fail_entry_cpu: 40,
   kvm_valid_regs: 288,
   kvm_dirty_regs: 296,
+} as const;
+
+/** Offsets in `struct kvm_xcrs` { __u32 nr_xcrs; __u32 flags; struct kvm_xcr xcrs[16]; __u64 padding[16]; } and `struct kvm_xcr` { __u32 xcr; __u32 reserved; __u64 value; }. */
+export const XCRS = {
+  nr_xcrs: 0,
+  flags: 4,
+  xcrs: 8,
+  xcr_xcr: 0,
+  xcr_value: 8,
 } as const;
 
 /** KVM_EXIT_IO_* directions. */

@@ -9,8 +9,18 @@
 //   vcpu.setExitForHost(e)   make `e` the exit `vcpu.exit` shows (and the one completed next run).
 //   setEntryHook(hook)       how setEntry()/run() reach the agent (see hooks.ts).
 
-import type { Exit, GuestProgram, Regs, RunOptions, Sregs, TdxCommand, Vcpu, CpuidEntry } from '@kvmtest/kvm';
-import { KvmError, REG_NAMES } from '@kvmtest/kvm';
+import type {
+  CpuidEntry,
+  Exit,
+  GuestProgram,
+  Regs,
+  RunOptions,
+  Sregs,
+  TdxCommand,
+  Vcpu,
+  XcrEntry,
+} from '@kvmtest/kvm';
+import { KvmError, REG_NAMES, XSAVE_LAYOUT } from '@kvmtest/kvm';
 import { completeExit, decodeExit, KVM_EXIT } from './exit.js';
 import { entryHook } from './hooks.js';
 import { adoptMapping, detachFileMapping } from './memory.js';
@@ -18,6 +28,7 @@ import {
   addressOf,
   ioctlBuf,
   ioctlBufRaw,
+  ioctlInt,
   ioctlIntRaw,
   lastErrno,
   MAP_SHARED,
@@ -26,7 +37,7 @@ import {
   sysClose,
   sysMmap,
 } from './sys.js';
-import { IOCTL, RUN, SIZE, SREGS } from './uapi.js';
+import { IOCTL, MAX_XCRS, RUN, SIZE, SREGS, XCRS } from './uapi.js';
 import { beginRun, endRun, wasKicked } from './watchdog.js';
 import type { LinuxVm } from './vm.js';
 import { encryptOpVcpu } from './encrypt.js';
@@ -226,6 +237,88 @@ export class LinuxVcpu implements Vcpu {
         `MSR 0x${index.toString(16)} could not be written with 0x${value.toString(16)} (KVM_SET_MSRS processed ${n} of 1)`,
         { index, value },
       );
+  }
+
+  /**
+   * KVM_GET_XSAVE: the 4096-byte `struct kvm_xsave` in the standard (non-compacted) format. The
+   * kernel copies at most those 4096 bytes (arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_get_xsave() →
+   * kvm_vcpu_ioctl_x86_get_xsave2() with sizeof(region)); a vCPU whose XSAVE state is larger
+   * (AMX tiles: KVM_CAP_XSAVE2 above 4096) needs KVM_GET_XSAVE2, which the contract does not carry.
+   */
+  getXsave(): Uint8Array {
+    this.gate('KVM_GET_XSAVE');
+    const buf = new Uint8Array(SIZE.kvm_xsave);
+    ioctlBuf(this.fd, IOCTL.KVM_GET_XSAVE, buf, 'KVM_GET_XSAVE');
+    return buf;
+  }
+
+  /** KVM_SET_XSAVE from a 4096-byte area (the kernel checks XSTATE_BV, XCOMP_BV and MXCSR: EINVAL). */
+  setXsave(area: Uint8Array): void {
+    const op = 'KVM_SET_XSAVE';
+    if (!(area instanceof Uint8Array) || area.length !== XSAVE_LAYOUT.size)
+      throw new TypeError(`${op}: area must be a ${XSAVE_LAYOUT.size}-byte Uint8Array (struct kvm_xsave)`);
+    this.gate(op);
+    // A copy: the kernel reads the struct, and the caller's view may be a subarray at any offset.
+    ioctlBuf(this.fd, IOCTL.KVM_SET_XSAVE, area.slice(), op, 'the XSAVE area was refused');
+  }
+
+  /** KVM_GET_XCRS: `struct kvm_xcrs` decoded (the kernel reports XCR0 alone). */
+  getXcrs(): XcrEntry[] {
+    this.gate('KVM_GET_XCRS');
+    const buf = new Uint8Array(SIZE.kvm_xcrs);
+    ioctlBuf(this.fd, IOCTL.KVM_GET_XCRS, buf, 'KVM_GET_XCRS');
+    const v = new DataView(buf.buffer);
+    const n = Math.min(v.getUint32(XCRS.nr_xcrs, true), MAX_XCRS);
+    const out: XcrEntry[] = [];
+    for (let i = 0; i < n; i++) {
+      const at = XCRS.xcrs + i * SIZE.kvm_xcr;
+      out.push({
+        xcr: v.getUint32(at + XCRS.xcr_xcr, true),
+        value: v.getBigUint64(at + XCRS.xcr_value, true),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * KVM_SET_XCRS: `nr_xcrs` is the array's length, so more than KVM_MAX_XCRS (16) entries get the
+   * kernel's own EINVAL (arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_set_xcrs()); each XCR0 entry goes
+   * through __kvm_set_xcr() (EINVAL for x87 clear, AVX without SSE, unsupported bits).
+   */
+  setXcrs(xcrs: readonly XcrEntry[]): void {
+    const op = 'KVM_SET_XCRS';
+    if (!Array.isArray(xcrs)) throw new TypeError(`${op}: xcrs must be an array`);
+    xcrs.forEach((x, i) => {
+      if (typeof x !== 'object' || x === null) throw new TypeError(`${op}: xcrs[${i}] must be an object`);
+      checkU32(`xcrs[${i}].xcr`, x.xcr, op);
+      if (typeof x.value !== 'bigint' || x.value < 0n || x.value >= 1n << 64n)
+        throw new TypeError(`${op}: xcrs[${i}].value ${String(x.value)} must be a u64 bigint`);
+    });
+    this.gate(op);
+    const buf = new Uint8Array(SIZE.kvm_xcrs);
+    const v = new DataView(buf.buffer);
+    v.setUint32(XCRS.nr_xcrs, xcrs.length, true);
+    xcrs.slice(0, MAX_XCRS).forEach((x, i) => {
+      const at = XCRS.xcrs + i * SIZE.kvm_xcr;
+      v.setUint32(at + XCRS.xcr_xcr, x.xcr, true);
+      v.setBigUint64(at + XCRS.xcr_value, x.value, true);
+    });
+    ioctlBuf(
+      this.fd,
+      IOCTL.KVM_SET_XCRS,
+      buf,
+      op,
+      xcrs.map((x) => `XCR${x.xcr} = 0x${x.value.toString(16)}`).join(', ') || 'no XCRs',
+    );
+  }
+
+  getStatsFd(): number {
+    const op = 'KVM_GET_STATS_FD';
+    this.gate(op);
+    // virt/kvm/kvm_main.c: kvm_vcpu_ioctl_get_stats_fd(): "kvm-vcpu-stats", holding a VM reference.
+    const fd = ioctlInt(this.fd, IOCTL.KVM_GET_STATS_FD, 0, op, `on vCPU ${this.id}`);
+    this.vm.kvm.adoptFd(fd, 'stats');
+    return fd;
   }
 
   memEncryptOp(cmd: TdxCommand | undefined): void {

@@ -204,6 +204,16 @@ export class LinuxVm implements Vm {
     return vcpu;
   }
 
+  getStatsFd(): number {
+    const op = 'KVM_GET_STATS_FD';
+    this.gate(op);
+    // virt/kvm/kvm_main.c: kvm_vm_ioctl_get_stats_fd(): an anonymous file "kvm-vm-stats" holding a
+    // reference on the VM; it is open in this process, so closeFd / isFdOpen know it.
+    const fd = ioctlInt(this.fd, IOCTL.KVM_GET_STATS_FD, 0, op, 'on the VM');
+    this.kvm.adoptFd(fd, 'stats');
+    return fd;
+  }
+
   enableCap(cap: number, args: readonly (number | bigint | Vm)[] = [], flags = 0): void {
     const op = 'KVM_ENABLE_CAP';
     u32('cap', cap, op);

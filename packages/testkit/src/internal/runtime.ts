@@ -83,6 +83,7 @@ const unhandledSite = new WeakMap<Guest, { frame: ExceptionFrame; site: CallSite
 
 const RUNTIME_PATHS = [
   '/kvm-sim/',
+  '/kvm-linux/',
   '/testkit/src/',
   '/testkit/dist/',
   '/ucall/src/',

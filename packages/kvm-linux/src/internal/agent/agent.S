@@ -112,6 +112,10 @@ optable:
         .long   op_pvalidate - header       # 36
         .long   op_vmgexit - header         # 37
         .long   op_tdcall - header          # 38
+        .long   op_xgetbv - header          # 39
+        .long   op_xsetbv - header          # 40
+        .long   op_xsave - header           # 41
+        .long   op_xrstor - header          # 42
 optable_end:
 
 op_nop:
@@ -416,6 +420,34 @@ op_tdcall:
         mov     rax, [rbx + 0x08]
         .byte   0x66, 0x0f, 0x01, 0xcc      # tdcall
         mov     [rbx + 0x40], rax
+        signal_port
+
+# XGETBV / XSETBV / XSAVE / XRSTOR (#UD unless the guest's CR4.OSXSAVE). XSAVE and XRSTOR take
+# the 64-bit forms (REX.W: FIP and FDP as 64-bit offsets, the layout the kvm_xsave uABI uses); the
+# requested-feature bitmap is EDX:EAX. EDX holds the agent port otherwise: signal_port restores it.
+op_xgetbv:                                  # A0 = XCR index; R0 = EDX:EAX
+        mov     ecx, dword ptr [rbx + 0x08]
+        xgetbv
+        mov     [rbx + 0x40], eax
+        mov     [rbx + 0x44], edx
+        signal_port
+op_xsetbv:                                  # A0 = XCR index, A1 = value
+        mov     ecx, dword ptr [rbx + 0x08]
+        mov     eax, dword ptr [rbx + 0x10]
+        mov     edx, dword ptr [rbx + 0x14]
+        xsetbv
+        signal_port
+op_xsave:                                   # A0 = GVA of the area, A1 = RFBM
+        mov     rsi, [rbx + 0x08]
+        mov     eax, dword ptr [rbx + 0x10]
+        mov     edx, dword ptr [rbx + 0x14]
+        xsave64 [rsi]
+        signal_port
+op_xrstor:                                  # A0 = GVA of the area, A1 = RFBM
+        mov     rsi, [rbx + 0x08]
+        mov     eax, dword ptr [rbx + 0x10]
+        mov     edx, dword ptr [rbx + 0x14]
+        xrstor64 [rsi]
         signal_port
 
 # ---- exceptions: 32 stubs of 16 bytes each, then the common handler ---------------------------

@@ -1,10 +1,14 @@
+import { readFileSync } from 'node:fs';
 import {
+  CR,
   type Exit,
   type ExceptionFrame,
   type Guest,
   GuestException,
   type GuestProgram,
   VECTOR,
+  XFEATURE,
+  XSAVE_LAYOUT,
 } from '@kvmtest/kvm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type LinuxKvm, openLinuxKvm } from '../kvm.js';
@@ -13,6 +17,7 @@ import type { LinuxVcpu } from '../vcpu.js';
 import { AGENT_CODE } from './agent-bytes.js';
 import { assembleAgent, haveBinutils } from './assemble.js';
 import { registerGuestAgent } from './index.js';
+import { type XsaveSupport, xsaveSupport } from './xprobe.js';
 import { AGENT_GVA, AGENT_PORT, CODE_HEADER, CODE_MAGIC, VECTORS_WITH_ERROR_CODE } from './layout.js';
 
 describe('the agent code', () => {
@@ -36,6 +41,17 @@ describe('the agent code', () => {
 });
 
 const availability = kvmAvailability();
+/** The probe's answer for this host (a Kvm opened and closed for it). */
+function hostXsaveSupport(): XsaveSupport {
+  const k = openLinuxKvm();
+  try {
+    return xsaveSupport(k);
+  } finally {
+    k.close();
+  }
+}
+/** The host's /dev/kvm is PVM when the CPU has neither VMX nor SVM. */
+const pvm = !/^flags\s*:.*\b(vmx|svm)\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'));
 
 describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent', () => {
   let kvm: LinuxKvm;
@@ -72,7 +88,8 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
   }
 
   const io = (e: Exit) => {
-    if (e.reason !== 'io') throw new Error(`expected an io exit, got ${e.reason}`);
+    if (e.reason !== 'io')
+      throw new Error(`expected an io exit, got ${e.reason === 'internal-error' ? e.detail : e.reason}`);
     return e;
   };
 
@@ -202,6 +219,108 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     expect(seen[4]).toBe(0x1234n);
   });
 
+  /** Sets the guest's CR4.OSXSAVE (what testkit's vCPUs have) and XCR0 = x87 | SSE | AVX. */
+  function withOsxsave(vcpu: LinuxVcpu): void {
+    vcpu.setXcrs([{ xcr: 0, value: XFEATURE.FP | XFEATURE.SSE | XFEATURE.YMM }]);
+    const s = vcpu.getSregs();
+    s.cr4 |= CR.CR4_OSXSAVE;
+    vcpu.setSregs(s);
+  }
+
+  it('executes XSETBV: KVM sets XCR0 or raises #GP(0), and #UD while CR4.OSXSAVE is clear', async () => {
+    const frames: [number, number | undefined, string][] = [];
+    const handler = (f: ExceptionFrame) => {
+      frames.push([f.vector, f.errorCode, f.operation]);
+      return 'skip' as const;
+    };
+    const { vcpu } = vmWith(async (g) => {
+      g.setExceptionHandler(handler);
+      g.xsetbv!(0, XFEATURE.FP | XFEATURE.SSE);
+      g.xsetbv!(0, XFEATURE.SSE); // x87 clear: #GP(0)
+      g.xsetbv!(1, 1n); // no XCR1 to write: #GP(0)
+      await g.out(0x1000, 1, 0);
+    });
+    withOsxsave(vcpu);
+    io(await vcpu.run());
+    expect(vcpu.getXcrs()).toEqual([{ xcr: 0, value: XFEATURE.FP | XFEATURE.SSE }]);
+    const { vcpu: off } = vmWith(async (g) => {
+      g.setExceptionHandler(handler);
+      g.xsetbv!(0, XFEATURE.FP | XFEATURE.SSE);
+      await g.out(0x1000, 1, 0);
+    });
+    off.setXcrs([{ xcr: 0, value: 7n }]);
+    io(await off.run());
+    expect(off.getXcrs()).toEqual([{ xcr: 0, value: 7n }]);
+    expect(frames).toEqual([
+      [VECTOR.GP, 0, 'xsetbv(0, 0x2)'],
+      [VECTOR.GP, 0, 'xsetbv(1, 0x1)'],
+      [VECTOR.UD, undefined, 'xsetbv(0, 0x3)'],
+    ]);
+  });
+
+  it('offers XGETBV, XSAVE and XRSTOR exactly where this host runs them (not on PVM)', async () => {
+    const support = xsaveSupport(kvm);
+    let offered: boolean[] = [];
+    const { vcpu } = vmWith(async (g) => {
+      offered = [g.xgetbv !== undefined, g.xsave !== undefined, g.xrstor !== undefined];
+      await g.out(0x1000, 1, 0);
+    });
+    io(await vcpu.run());
+    expect(offered).toEqual([support.xgetbv, support.xsave, support.xrstor]);
+    if (pvm) {
+      // PVM offers guests no XSAVE in CPUID, and its emulator has no XGETBV (0F 01 D0) anyway.
+      expect(support).toMatchObject({ xgetbv: false, xsave: false, xrstor: false });
+      expect(support.reason).toMatch(/does not offer XSAVE|internal-error/);
+    }
+  });
+
+  it.skipIf(!availability.ok || !hostXsaveSupport().xrstor)(
+    'executes XGETBV, XSAVE and XRSTOR on the state KVM_SET_XSAVE / KVM_SET_XCRS load',
+    async () => {
+      const seen: bigint[] = [];
+      const frames: [number, number | undefined, string][] = [];
+      const xmm = (n: number, seed: number) =>
+        Array.from({ length: 16 }, (_, i) => (seed + n * 16 + i) & 0xff);
+      const { vcpu, mem } = vmWith(async (g) => {
+        g.setExceptionHandler((f) => {
+          frames.push([f.vector, f.errorCode, f.operation]);
+          return 'skip';
+        });
+        seen.push(g.xgetbv!(0));
+        g.xsetbv!(0, XFEATURE.FP | XFEATURE.SSE);
+        seen.push(g.xgetbv!(0));
+        g.xsetbv!(0, XFEATURE.FP | XFEATURE.SSE | XFEATURE.YMM);
+        g.xsave!(0x6000n, XFEATURE.FP | XFEATURE.SSE);
+        // XMM2 in the area at 0x7000 (its header: SSE in XSTATE_BV), loaded with XRSTOR.
+        g.xsave!(0x7000n, XFEATURE.FP | XFEATURE.SSE);
+        g.writeBytes(0x7000n + BigInt(XSAVE_LAYOUT.xmm + 32), Uint8Array.from(xmm(2, 0x40)));
+        g.xrstor!(0x7000n, XFEATURE.SSE);
+        g.xsave!(0x6008n, XFEATURE.SSE); // not 64-byte aligned: #GP(0)
+        await g.out(0x1000, 1, 0);
+      });
+      // The host's state, through the kernel: XMM1 set with KVM_SET_XSAVE, XCR0 = x87|SSE|AVX.
+      withOsxsave(vcpu);
+      const area = vcpu.getXsave();
+      area.set(xmm(1, 0x10), XSAVE_LAYOUT.xmm + 16);
+      new DataView(area.buffer).setBigUint64(XSAVE_LAYOUT.xstateBv, XFEATURE.FP | XFEATURE.SSE, true);
+      vcpu.setXsave(area);
+      io(await vcpu.run());
+      expect(seen).toEqual([7n, 3n]);
+      expect(frames).toEqual([[VECTOR.GP, 0, 'xsave(0x6008, 0x2)']]);
+      // The guest's XSAVE wrote the XMM1 the host loaded, and XSTATE_BV.
+      const at = 0x6000;
+      expect(Array.from({ length: 16 }, (_, i) => mem.getUint8(at + XSAVE_LAYOUT.xmm + 16 + i))).toEqual(
+        xmm(1, 0x10),
+      );
+      expect(mem.getBigUint64(at + XSAVE_LAYOUT.xstateBv, true) & XFEATURE.SSE).toBe(XFEATURE.SSE);
+      // The guest's XRSTOR reached the vCPU: KVM_GET_XSAVE sees XMM2, and XMM1 is still the host's.
+      const back = vcpu.getXsave();
+      expect([...back.subarray(XSAVE_LAYOUT.xmm + 32, XSAVE_LAYOUT.xmm + 48)]).toEqual(xmm(2, 0x40));
+      expect([...back.subarray(XSAVE_LAYOUT.xmm + 16, XSAVE_LAYOUT.xmm + 32)]).toEqual(xmm(1, 0x10));
+      expect(vcpu.getXcrs()).toEqual([{ xcr: 0, value: 7n }]);
+    },
+  );
+
   it('delivers exceptions with vector, error code and CR2; retry re-executes, skip abandons', async () => {
     const frames: ExceptionFrame[] = [];
     const results: unknown[] = [];
@@ -233,9 +352,12 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     ]);
   });
 
-  it('reports a write fault with the W bit and throws GuestException without a handler, then triple-faults', async () => {
+  it('reports a write fault with the W bit and throws GuestException from a throwing handler; uncaught, it triple-faults', async () => {
     let caught: unknown;
     const { vcpu } = vmWith(async (g) => {
+      g.setExceptionHandler(() => {
+        throw new Error('not mine');
+      });
       try {
         g.writeU32(0x20_5000n, 1);
       } catch (e) {
@@ -254,6 +376,19 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     const e = await vcpu.run();
     expect(e.reason).toBe('shutdown');
     expect(e.reason === 'shutdown' && e.detail).toContain('#PF');
+    expect((await vcpu.run()).reason).toBe('shutdown');
+  });
+
+  it('triple-faults in the instruction itself when the program never installed a handler', async () => {
+    let after = false;
+    const { vcpu } = vmWith(async (g) => {
+      await g.out(0x1000, 1, 0);
+      g.readU64(0x20_6000n); // not present, no exception entry
+      after = true;
+    });
+    io(await vcpu.run());
+    expect(await vcpu.run()).toEqual({ reason: 'shutdown' });
+    expect(after).toBe(false);
     expect((await vcpu.run()).reason).toBe('shutdown');
   });
 
@@ -295,6 +430,21 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     expect(await vcpu.run()).toEqual({ reason: 'intr', budgetExhausted: true });
     const later = await vcpu.run();
     expect(later.reason === 'internal-error' && later.detail).toContain('deadline');
+  });
+
+  it('fails a run with immediate_exit with EINTR, keeps the last exit, and the program goes on', async () => {
+    let got = 0;
+    const { vcpu } = vmWith(async (g) => {
+      got = await g.in(0x1001, 1);
+      await g.out(0x1002, 1, got);
+    });
+    const inn = io(await vcpu.run());
+    inn.data.set([0x5a]);
+    await expect(vcpu.run({ immediateExit: true })).rejects.toMatchObject({ code: 'EINTR' });
+    expect(vcpu.exit).toBe(inn);
+    const out = io(await vcpu.run());
+    expect([out.port, [...out.data]]).toEqual([0x1002, [0x5a]]);
+    expect(got).toBe(0x5a);
   });
 
   it('rejects the run with the kernel error when KVM_RUN itself fails mid-program', async () => {

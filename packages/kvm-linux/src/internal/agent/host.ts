@@ -4,6 +4,7 @@
 // except through the contract Vm (its memslot).
 
 import type { Exit, Regs, Vm } from '@kvmtest/kvm';
+import type { XsaveSupport } from './xprobe.js';
 
 /** The vCPU-side primitives the agent runner drives. */
 export interface AgentVcpuHost {
@@ -35,4 +36,6 @@ export interface AgentVcpuHost {
   readonly timeoutMs: number;
   /** The VM's guest symbol table (Vm.setGuestSymbols). */
   guestSymbols(): ReadonlyMap<string, bigint>;
+  /** Which XSAVE-family instructions a guest can execute on this host (probed once per process). */
+  xsaveSupport(): XsaveSupport;
 }

@@ -6,6 +6,7 @@ import { setEntryHook } from '../hooks.js';
 import { type LinuxRunOptions, type LinuxVcpu, runOnce } from '../vcpu.js';
 import type { AgentVcpuHost } from './host.js';
 import { AgentRunner } from './runner.js';
+import { xsaveSupport } from './xprobe.js';
 
 /** The AgentVcpuHost of a LinuxVcpu. */
 function hostOf(vcpu: LinuxVcpu, opts: { timeoutMs?: number }): AgentVcpuHost {
@@ -37,6 +38,7 @@ function hostOf(vcpu: LinuxVcpu, opts: { timeoutMs?: number }): AgentVcpuHost {
     setRegs: (r) => vcpu.setRegs(r),
     hostBytes: (gpa, length) => vcpu.vm.hostBytes(gpa, length),
     guestSymbols: () => vcpu.vm.guestSymbols,
+    xsaveSupport: () => xsaveSupport(vcpu.vm.kvm),
     get timeoutMs() {
       return opts.timeoutMs ?? vcpu.vm.runTimeoutMs;
     },
@@ -66,13 +68,18 @@ export function registerGuestAgent(): void {
     },
     run(vcpu: LinuxVcpu, opts: LinuxRunOptions): Promise<Exit> {
       if (opts.immediateExit) {
-        // KVM_RUN with immediate_exit: pending I/O completes, then EINTR; the previous exit stays.
+        // KVM_RUN with immediate_exit: pending I/O completes, then EINTR; the previous exit stays
+        // (arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run()). There is no `intr` exit to resolve with.
         try {
           runOnce(vcpu, { immediateExit: true });
         } catch (e) {
           return Promise.reject(e);
         }
-        return Promise.resolve(vcpu.exit ?? { reason: 'intr' });
+        return Promise.reject(
+          new Error(
+            `vCPU ${vcpu.id}: KVM_RUN with immediate_exit returned without EINTR (not a kernel behaviour)`,
+          ),
+        );
       }
       const runner = agentRunnerOf(vcpu);
       const o = runOptions.get(vcpu)!;

@@ -110,6 +110,10 @@ export const OP = {
   pvalidate: 36,
   vmgexit: 37,
   tdcall: 38,
+  xgetbv: 39,
+  xsetbv: 40,
+  xsave: 41,
+  xrstor: 42,
 } as const;
 
 /** Vectors for which the CPU pushes an error code (the others get a dummy 0 from the stub). */

@@ -6,7 +6,10 @@
 // tables, CPUID, MSRs, control registers and ports. An exception in the operation comes back
 // through the agent's IDT with vector, error code, CR2 and RIP, and is delivered to the program's
 // exception handler exactly as the simulator delivers it (retry re-executes the operation, skip
-// abandons it; no handler, or a handler that throws, makes the operation throw GuestException).
+// abandons it; a handler that throws makes the operation throw GuestException). With no handler
+// installed there is no exception entry: the agent keeps an empty IDT loaded, and an exception
+// triple-faults in the instruction itself (the kernel's SHUTDOWN exit), as the simulator's
+// triple fault does.
 //
 // Any other exit (I/O on another port, MMIO, HLT, SHUTDOWN, SYSTEM_EVENT, MEMORY_FAULT,
 // INTERNAL_ERROR, the watchdog's timeout) is the guest's own: an operation that awaits (out, in,
@@ -17,9 +20,7 @@
 //
 // A program that returns halts the vCPU for real (the agent executes HLT, each later run again).
 // A program that throws GuestException (an exception nobody handled) triple-faults for real: the
-// agent loads an empty IDT and executes UD2, and the run ends with the kernel's SHUTDOWN exit. A
-// program that removed its exception entry (setExceptionHandler(undefined) after installing one)
-// has the empty IDT loaded at once, so its next exception triple-faults in the instruction itself.
+// agent loads an empty IDT and executes UD2, and the run ends with the kernel's SHUTDOWN exit.
 //
 // VMCALL never completes on PVM hosts (the instruction is retried forever): a hypercall ends in
 // the watchdog's timeout exit, as any guest stuck in an instruction does.
@@ -543,12 +544,19 @@ function describeVector(vector: number, errorCode: number | undefined): string {
 /** The Guest of one vCPU run through the agent. */
 export class AgentGuest implements Guest {
   private handler: ExceptionHandler | undefined;
-  /** An entry was installed once: removing it loads the empty IDT (a later fault triple-faults). */
-  private everInstalled = false;
+  /** The agent's IDT is loaded at the first run; with no handler the next operation swaps in the empty one. */
   private idtEmpty = false;
-  private wantEmpty = false;
+  /** No exception entry (no handler): exceptions triple-fault in the instruction. */
+  private wantEmpty = true;
 
-  constructor(private readonly r: AgentRunner) {}
+  constructor(private readonly r: AgentRunner) {
+    // XGETBV / XSAVE / XRSTOR only where this host's KVM executes them (KVM's CPUID offers XSAVE
+    // and a probe ran them; PVM's instruction emulator has none of them: see xprobe.ts).
+    const x = r.host.xsaveSupport();
+    if (x.xgetbv) this.xgetbv = (index) => this.execXgetbv(index);
+    if (x.xsave) this.xsave = (gva, rfbm) => this.xstate(OP.xsave, 'xsave', gva, rfbm);
+    if (x.xrstor) this.xrstor = (gva, rfbm) => this.xstate(OP.xrstor, 'xrstor', gva, rfbm);
+  }
 
   get vcpuId(): number {
     return this.r.host.id;
@@ -563,8 +571,7 @@ export class AgentGuest implements Guest {
     if (handler !== undefined && typeof handler !== 'function')
       throw new TypeError('setExceptionHandler: handler must be a function or undefined');
     this.handler = handler;
-    if (handler !== undefined) this.everInstalled = true;
-    this.wantEmpty = handler === undefined && this.everInstalled;
+    this.wantEmpty = handler === undefined;
   }
 
   /** Checks the program may act, and loads the IDT its exception entry asks for. */
@@ -578,6 +585,7 @@ export class AgentGuest implements Guest {
 
   private deliver(frame: ExceptionFrame): Resume {
     const h = this.handler;
+    // Only reachable with the agent's IDT loaded, i.e. with a handler; kept for safety.
     if (h === undefined) throw new GuestException(frame);
     let res: unknown;
     try {
@@ -779,6 +787,40 @@ export class AgentGuest implements Guest {
       this.r.prepareCr3(v);
     }
     this.sync(OP.writeCr, () => `writeCr(${n}, ${hex(v)})`, BigInt(n), v);
+  }
+
+  // ---- XSAVE --------------------------------------------------------------------------------
+  // The real instructions: #UD without CR4.OSXSAVE (the guest's own CR4: testkit vCPUs have it and
+  // XCR0 set, as vcpu_init_sregs / vcpu_init_xcrs do), #GP for an invalid XCR value or an area that
+  // is not 64-byte aligned, #PF through the guest's page tables — each delivered like any exception.
+
+  /** XGETBV (where this host's KVM executes it: see xprobe.ts). */
+  xgetbv?: (index: number) => bigint;
+  /** XSAVE64 (where this host's KVM executes it). */
+  xsave?: (gva: bigint, rfbm: bigint) => void;
+  /** XRSTOR64 (where this host's KVM executes it). */
+  xrstor?: (gva: bigint, rfbm: bigint) => void;
+
+  private execXgetbv(index: number): bigint {
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
+      throw new TypeError(`xgetbv: index must be a u32, got ${String(index)}`);
+    return this.sync(OP.xgetbv, () => `xgetbv(${index})`, BigInt(index)) ? this.r0() : 0n;
+  }
+
+  /** XSETBV: KVM intercepts it on every host (kvm_emulate_xsetbv(); PVM's emulator: em_xsetbv). */
+  xsetbv(index: number, value: bigint): void {
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
+      throw new TypeError(`xsetbv: index must be a u32, got ${String(index)}`);
+    if (typeof value !== 'bigint') throw new TypeError(`xsetbv: value must be a bigint, got ${typeof value}`);
+    const v = BigInt.asUintN(64, value);
+    this.sync(OP.xsetbv, () => `xsetbv(${index}, ${hex(v)})`, BigInt(index), v);
+  }
+
+  private xstate(op: number, what: string, gva: bigint, rfbm: bigint): void {
+    checkGva(what, gva);
+    if (typeof rfbm !== 'bigint') throw new TypeError(`${what}: rfbm must be a bigint, got ${typeof rfbm}`);
+    const m = BigInt.asUintN(64, rfbm);
+    this.sync(op, () => `${what}(${hex(gva)}, ${hex(m)})`, gva, m);
   }
 
   // ---- exits --------------------------------------------------------------------------------
