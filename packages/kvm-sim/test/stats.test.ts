@@ -1,7 +1,7 @@
 // Binary statistics (virt/kvm/binary_stats.c: kvm_stats_read(); virt/kvm/kvm_main.c:
 // kvm_vm_ioctl_get_stats_fd(), kvm_vcpu_ioctl_get_stats_fd()), checked the way upstream's
 // kvm_binary_stats_test checks them, plus the exit counters.
-import { CAP, KVM_STATS, readBinaryStats, tryKvm } from '@kvmtest/kvm';
+import { CAP, FALLOC_FL, KVM_STATS, readBinaryStats, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm, simStats } from '../src/index.js';
 import { guestVm } from './helpers.js';
@@ -78,8 +78,16 @@ describe('KVM_CAP_BINARY_STATS_FD', () => {
     kvm.closeFd(fd);
     expect(simStats(kvm).liveVms).toBe(0);
     const vm2 = kvm.createVm();
-    expect(tryKvm(() => kvm.pread(vm2.fd, 8, 0))).toBe('EINVAL');
+    // ksys_pread64(): VM files lack FMODE_PREAD (ESPIPE, as the real kernel answers); a negative
+    // offset is EINVAL before the descriptor is looked up.
+    expect(tryKvm(() => kvm.pread(vm2.fd, 8, 0))).toBe('ESPIPE');
     expect(tryKvm(() => kvm.pread(9999, 8, 0))).toBe('EBADF');
+    expect(tryKvm(() => kvm.pread(9999, 8, -1))).toBe('EINVAL');
+    // vfs_fallocate(): the stats file is read-only, EBADF before the not-a-file ENODEV.
+    const sfd = vm2.getStatsFd();
+    expect(tryKvm(() => kvm.fallocate(sfd, FALLOC_FL.KEEP_SIZE, 0n, 4096n))).toBe('EBADF');
+    expect(tryKvm(() => kvm.fallocate(vm2.fd, FALLOC_FL.KEEP_SIZE, 0n, 4096n))).toBe('ENODEV');
+    kvm.closeFd(sfd);
     vm2.close();
     expect(tryKvm(() => vm2.getStatsFd())).toBe('EBADF');
   });

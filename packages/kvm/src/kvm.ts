@@ -93,8 +93,9 @@ export interface Kvm {
   /**
    * pread(fd, length, offset): up to `length` bytes at `offset` of a descriptor this process opened
    * — a binary-stats descriptor (KVM_GET_STATS_FD) reads its header, id, descriptors and live data
-   * (virt/kvm/binary_stats.c: kvm_stats_read()); fewer bytes at the end, none past it. Descriptors
-   * with no read operation (VM, vCPU, guest_memfd) fail with EINVAL.
+   * (virt/kvm/binary_stats.c: kvm_stats_read()); fewer bytes at the end, none past it. A negative
+   * offset is EINVAL; VM, vCPU and guest_memfd descriptors do not allow positional reads (ESPIPE);
+   * /dev/kvm and /dev/sev have no read operation (EINVAL) — fs/read_write.c: ksys_pread64().
    */
   pread(fd: number, length: number, offset: number): Uint8Array;
 }

@@ -303,12 +303,18 @@ export class SimKvm implements Kvm, ArchKvm {
     checkInt('length', length, op);
     checkInt('offset', offset, op);
     if (length < 0) throw new RangeError(`${op}: length ${length} must not be negative`);
+    // fs/read_write.c: ksys_pread64(): a negative position is EINVAL before the descriptor is looked
+    // up; a file without FMODE_PREAD is ESPIPE. KVM's VM and vCPU files and guest_memfd are pseudo
+    // files made without it (anon_inode_getfile(), alloc_file_pseudo()); only the stats file sets it
+    // (virt/kvm/kvm_main.c: kvm_vm_ioctl_get_stats_fd()). /dev/kvm and /dev/sev are opened like any
+    // device (positional reads allowed) but have no read operation: vfs_read() gives EINVAL.
+    if (offset < 0) throw new KvmError('EINVAL', op, `offset ${offset} is negative`);
     const e = this.fds.get(fd);
     if (e === undefined) throw new KvmError('EBADF', op, `descriptor ${fd} is not open`);
-    // fs/read_write.c: ksys_pread64(): a negative position is EINVAL; vfs_read() of a file with no
-    // read operation (KVM's VM, vCPU and guest_memfd files, /dev/kvm, /dev/sev) is EINVAL.
-    if (offset < 0) throw new KvmError('EINVAL', op, `offset ${offset} is negative`);
-    if (e.kind !== 'stats') throw new KvmError('EINVAL', op, `descriptor ${fd} (${e.kind}) cannot be read`);
+    if (e.kind === 'kvm' || e.kind === 'sev-device')
+      throw new KvmError('EINVAL', op, `descriptor ${fd} (${e.kind}) has no read operation`);
+    if (e.kind !== 'stats')
+      throw new KvmError('ESPIPE', op, `descriptor ${fd} (${e.kind}) does not allow positional reads`);
     // virt/kvm/binary_stats.c: kvm_stats_read(): the live contents from `offset`, at most `length` bytes.
     const img = e.block.image(e.id);
     const start = Math.min(offset, img.length);
@@ -341,6 +347,9 @@ export class SimKvm implements Kvm, ArchKvm {
         keep)
     )
       throw new KvmError('EOPNOTSUPP', op, `mode 0x${mode.toString(16)} is not a valid combination`);
+    // The stats file is opened read-only (O_RDONLY in kvm_vm_ioctl_get_stats_fd()): no FMODE_WRITE.
+    if (e.kind === 'stats')
+      throw new KvmError('EBADF', op, `descriptor ${fd} (stats) is open for reading only`);
     // KVM's VM and vCPU descriptors are anonymous inodes, /dev/sev a character device: not files.
     if (e.kind !== 'guest-memfd')
       throw new KvmError('ENODEV', op, `descriptor ${fd} (${e.kind}) is not a regular file or block device`);
