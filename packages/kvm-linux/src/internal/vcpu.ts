@@ -38,7 +38,7 @@ import {
   sysMmap,
 } from './sys.js';
 import { IOCTL, MAX_XCRS, RUN, SIZE, SREGS, XCRS } from './uapi.js';
-import { beginRun, endRun, wasKicked } from './watchdog.js';
+import { beginRun, endRun, processExiting, wasKicked } from './watchdog.js';
 import type { LinuxVm } from './vm.js';
 import { encryptOpVcpu } from './encrypt.js';
 
@@ -355,11 +355,12 @@ export function runOnce(vcpu: LinuxVcpu, opts?: LinuxRunOptions): number {
   let r: number;
   let err: ReturnType<typeof lastErrno> | undefined;
   for (;;) {
-    v.setUint8(RUN.immediate_exit, immediate ? 1 : 0);
+    v.setUint8(RUN.immediate_exit, immediate || processExiting() ? 1 : 0);
     r = ioctlIntRaw(vcpu.fd, IOCTL.KVM_RUN, 0);
     err = r < 0 ? lastErrno() : undefined;
-    // A stray signal (or a late kick meant for an earlier run) while the guest ran: run on.
-    if (err?.code === 'EINTR' && !immediate && !wasKicked(seq)) continue;
+    // A stray signal (or a late kick meant for an earlier run) while the guest ran: run on — unless
+    // the process is exiting, whose kick must end the run.
+    if (err?.code === 'EINTR' && !immediate && !wasKicked(seq) && !processExiting()) continue;
     break;
   }
   const fired = endRun(seq);
@@ -375,6 +376,15 @@ export function runOnce(vcpu: LinuxVcpu, opts?: LinuxRunOptions): number {
         { vcpu: vcpu.id, vmFd: vcpu.vm.fd, timeoutMs, watchdog: true },
       );
     }
+    if (!immediate && processExiting())
+      throw new KvmError(
+        'EINTR',
+        'KVM_RUN',
+        `vCPU ${vcpu.id}: the process is exiting; the run was interrupted`,
+        {
+          vcpu: vcpu.id,
+        },
+      );
     throw new KvmError(
       'EINTR',
       'KVM_RUN',

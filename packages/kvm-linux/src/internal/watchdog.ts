@@ -15,9 +15,9 @@
 // exit); the worker polls every POLL_MS while runs happen and sleeps indefinitely when idle, so
 // a kick lands between the deadline and POLL_MS after it.
 
-import { readdirSync } from 'node:fs';
-import { isMainThread, Worker } from 'node:worker_threads';
-import { ensureSigusr2Handler, gettid, KOFFI_PATH, SIGUSR2, sigusr2Handled, tgkill } from './sys.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { getEnvironmentData, isMainThread, setEnvironmentData, Worker } from 'node:worker_threads';
+import { ensureSigusr2Handler, gettid, KOFFI_PATH, SIGUSR2, sigusr2Handled, tgkill, viewOf } from './sys.js';
 
 /** Slots of the shared Int32Array / BigInt64Array (see WORKER_SOURCE). */
 const I_SEQ = 0; // run sequence number; odd while a run is in progress
@@ -92,18 +92,56 @@ function start(): void {
   process.once('exit', stopWatchdog);
 }
 
+// One flag for the whole process, set when the main thread exits. It reaches worker threads
+// through Node's environment data (a SharedArrayBuffer is shared, not copied, into every Worker
+// created after this module loaded), so a worker's run loop stops re-entering KVM_RUN after the
+// exit-time kick instead of taking it for a stray signal.
+const EXITING_KEY = 'kvmtest.kvm-linux.exiting';
+const exiting: Int32Array = (() => {
+  const inherited = getEnvironmentData(EXITING_KEY);
+  if (inherited instanceof SharedArrayBuffer) return new Int32Array(inherited);
+  const sab = new SharedArrayBuffer(4);
+  setEnvironmentData(EXITING_KEY, sab);
+  return new Int32Array(sab);
+})();
+
+/** True once the main thread is exiting: no vCPU may (re-)enter KVM_RUN. */
+export function processExiting(): boolean {
+  return Atomics.load(exiting, 0) === 1;
+}
+
+/** Start addresses of every vCPU's `kvm_run` mapping in this process (any thread's). */
+function vcpuRunMappings(): bigint[] {
+  const out: bigint[] = [];
+  for (const line of readFileSync('/proc/self/maps', 'utf8').split('\n'))
+    if (line.includes('anon_inode:kvm-vcpu')) out.push(BigInt(`0x${line.slice(0, line.indexOf('-'))}`));
+  return out;
+}
+
 /**
  * At process exit, a vCPU run on another thread (a worker of the user's) would hold the process
- * until its deadline: signal every other thread of the process so a KVM_RUN in progress returns
- * EINTR now (the SIGUSR2 handler is installed, so the signal is harmless elsewhere).
+ * until its deadline. Every vCPU's kvm_run gets `immediate_exit` (a thread about to enter KVM_RUN
+ * then returns EINTR at once: arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl_run()) and every other thread
+ * a SIGUSR2 (a thread already inside returns EINTR; the handler is installed, so it is harmless
+ * elsewhere); the exiting flag, set first, keeps run loops from entering again. Three rounds a few
+ * milliseconds apart close the window where a thread clears immediate_exit for its own run just
+ * after it was set. Nothing happens when no vCPU is mapped.
  */
 function kickOtherThreads(): void {
+  Atomics.store(exiting, 0, 1);
   if (!sigusr2Handled()) return; // a kick would kill the process: no vCPU can be running anyway
   try {
+    const runs = vcpuRunMappings();
+    if (runs.length === 0) return;
     const self = gettid();
-    for (const t of readdirSync('/proc/self/task')) {
-      const tid = Number(t);
-      if (tid !== self) tgkill(process.pid, tid, SIGUSR2);
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let round = 0; round < 3; round++) {
+      for (const addr of runs) new Uint8Array(viewOf(addr, 2))[1] = 1;
+      for (const t of readdirSync('/proc/self/task')) {
+        const tid = Number(t);
+        if (tid !== self) tgkill(process.pid, tid, SIGUSR2);
+      }
+      if (round < 2) Atomics.wait(pause, 0, 0, 5);
     }
   } catch {
     // Exiting anyway.
