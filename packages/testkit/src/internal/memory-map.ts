@@ -205,7 +205,8 @@ const cpuidCache = new WeakMap<Kvm, readonly CpuidEntry[]>();
 /** The tag bit a VM of `type` uses (for a barebones VM, what vmCreate would give it on this backend). */
 function tagOf(vm: TestVm): TagBitInfo | undefined {
   const tag = vm.mem?.space.tag;
-  const kind = VM_TYPE_TRAITS[vm.type].tagBit;
+  // A default VM that got KVM_SEV_INIT (the legacy way, as the SEV migrate selftests do) is an SEV guest.
+  const kind = vm.sevFd !== undefined && vm.type === 'default' ? 'c-bit' : VM_TYPE_TRAITS[vm.type].tagBit;
   if (kind === 'none') return undefined;
   if (tag !== undefined) return { kind, bit: tag.bit, setWhen: tag.setWhen };
   if (kind === 's-bit') return { kind, bit: vm.shape.mode === '5-level' ? 51 : 47, setWhen: 'shared' };
