@@ -8,7 +8,7 @@ import { PAGE_KINDS, type PageRun, type VmMemoryMap } from '@kvmtest/testkit';
 import { PNG } from 'pngjs';
 import { describe, expect, test } from 'vitest';
 import { parseCommand } from '../src/index.js';
-import { aggregateRuns, KIND_COLOURS, memorySvg } from '../src/internal/html/memory-svg.js';
+import { aggregateRuns, KIND_COLOURS, layoutRuns, memorySvg } from '../src/internal/html/memory-svg.js';
 import { renderReport } from '../src/internal/html/page.js';
 import { sourceSnippet } from '../src/internal/html/source.js';
 import { contextSpans } from '../src/internal/html/timeline.js';
@@ -73,6 +73,23 @@ describe('html reporter parts', () => {
     const svg = memorySvg(sevMap(many, 6000));
     expect(svg).toContain('aggregated: one bar per 3 pages');
     expect(svg.match(/<rect /g)!.length).toBeLessThan(5000);
+  });
+
+  test('long unused runs are drawn shortened, the rest to scale', () => {
+    const runs: PageRun[] = [
+      [0, 10, K('image'), 0],
+      [10, 1000, K('unused'), 0],
+      [1010, 14, K('page-table'), 0],
+      [1024, 40, K('unused'), 0],
+    ];
+    const lay = layoutRuns(runs, 1064);
+    expect(lay.shortened).toEqual([false, true, false, false]);
+    expect(lay.len).toEqual([10, 8, 14, 40]);
+    expect(lay.pos).toEqual([0, 10, 18, 32]);
+    expect(lay.total).toBe(72);
+    const svg = memorySvg(sevMap(runs, 1064));
+    expect(svg).toContain('1000 pages · unused (drawn shortened)');
+    expect(svg).toContain('unused, shortened');
   });
 
   test('the memory picture has a band per slot, a legend with counts and a private/shared row', () => {

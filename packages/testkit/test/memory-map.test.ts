@@ -3,6 +3,7 @@ import {
   PAGE_KINDS,
   type PageKind,
   startMemoryMaps,
+  sevInit,
   sevMigrateFrom,
   sevMirrorFrom,
   takeMemoryMaps,
@@ -103,6 +104,7 @@ describe('memory maps', () => {
       [3, 'sev', true],
     ]);
     expect(rec.vms[2]!.slots).toEqual([]);
+    expect(rec.vms.map((v) => v.tag?.kind)).toEqual(['c-bit', 'c-bit', 'c-bit']);
     expect(rec.vms[2]!.tag?.kind).toBe('c-bit');
     expect(rec.timeline.map((e) => [e.op, e.vm, e.from])).toEqual([
       ['create', 1, undefined],
@@ -116,6 +118,21 @@ describe('memory maps', () => {
     ]);
     // The target shares the source's address space: its picture shows the same image and stack.
     expect(kindsOf(rec.vms[1]!).get('image')).toBe(kindsOf(rec.vms[0]!).get('image'));
+  });
+
+  test('a default VM that takes part in a context move is pictured with the C-bit', () => {
+    startMemoryMaps();
+    const a = vmCreateBarebones('default');
+    const b = vmCreateBarebones('default');
+    sevInit(a);
+    sevMigrateFrom(b, a);
+    a.close();
+    b.close();
+    const rec = takeMemoryMaps()!;
+    expect(rec.vms.map((v) => [v.type, v.tag?.kind])).toEqual([
+      ['default', 'c-bit'],
+      ['default', 'c-bit'],
+    ]);
   });
 
   test('pageRuns merges equal neighbours and lets the last mark win', () => {

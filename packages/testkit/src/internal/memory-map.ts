@@ -101,6 +101,8 @@ interface Recording {
   readonly entries: Map<TestVm, Entry>;
   readonly maps: VmMemoryMap[];
   readonly timeline: EncContextEvent[];
+  /** VMs that gave or received an encryption context: SEV guests whatever their VM type. */
+  readonly sev: Set<TestVm>;
   omitted: number;
   nextId: number;
 }
@@ -125,7 +127,15 @@ function notesOf(space: AddressSpace): SpaceNotes {
 
 /** Starts recording memory maps for the running case (replacing any recording in progress). */
 export function startMemoryMaps(): void {
-  recording = { t0: performance.now(), entries: new Map(), maps: [], timeline: [], omitted: 0, nextId: 1 };
+  recording = {
+    t0: performance.now(),
+    entries: new Map(),
+    maps: [],
+    timeline: [],
+    sev: new Set(),
+    omitted: 0,
+    nextId: 1,
+  };
 }
 
 /** True while memory maps are being recorded. */
@@ -197,16 +207,18 @@ export function noteStack(space: AddressSpace, gva: bigint, pages: number): void
 export function noteEncContext(op: 'move' | 'mirror', dst: TestVm, src: TestVm): void {
   const r = recording;
   if (r === undefined) return;
+  r.sev.add(dst).add(src);
   event(r, op, entryOf(r, dst).id, entryOf(r, src).id);
 }
 
 const cpuidCache = new WeakMap<Kvm, readonly CpuidEntry[]>();
 
 /** The tag bit a VM of `type` uses (for a barebones VM, what vmCreate would give it on this backend). */
-function tagOf(vm: TestVm): TagBitInfo | undefined {
+function tagOf(vm: TestVm, sev: boolean): TagBitInfo | undefined {
   const tag = vm.mem?.space.tag;
   // A default VM that got KVM_SEV_INIT (the legacy way, as the SEV migrate selftests do) is an SEV guest.
-  const kind = vm.sevFd !== undefined && vm.type === 'default' ? 'c-bit' : VM_TYPE_TRAITS[vm.type].tagBit;
+  const kind =
+    (sev || vm.sevFd !== undefined) && vm.type === 'default' ? 'c-bit' : VM_TYPE_TRAITS[vm.type].tagBit;
   if (kind === 'none') return undefined;
   if (tag !== undefined) return { kind, bit: tag.bit, setWhen: tag.setWhen };
   if (kind === 's-bit') return { kind, bit: vm.shape.mode === '5-level' ? 51 : 47, setWhen: 'shared' };
@@ -229,7 +241,7 @@ const KIND = Object.fromEntries(PAGE_KINDS.map((k, i) => [k, i])) as Record<Page
 function take(r: Recording, e: Entry, takenAt: VmMemoryMap['takenAt']): void {
   e.taken = true;
   if (r.maps.length >= MAX_VM_MAPS) r.omitted++;
-  else r.maps.push(describeVm(e.vm, e.id, takenAt));
+  else r.maps.push(describeVm(e.vm, e.id, takenAt, r.sev.has(e.vm)));
 }
 
 /** The memory picture of a kit VM now (its memslots and page runs). */
@@ -238,10 +250,10 @@ export function describeVmMemory(
   id = 0,
   takenAt: VmMemoryMap['takenAt'] = 'case-end',
 ): VmMemoryMap {
-  return describeVm(vm, id, takenAt);
+  return describeVm(vm, id, takenAt, false);
 }
 
-function describeVm(vm: TestVm, id: number, takenAt: VmMemoryMap['takenAt']): VmMemoryMap {
+function describeVm(vm: TestVm, id: number, takenAt: VmMemoryMap['takenAt'], sev: boolean): VmMemoryMap {
   const base = {
     id,
     type: vm.type,
@@ -249,7 +261,7 @@ function describeVm(vm: TestVm, id: number, takenAt: VmMemoryMap['takenAt']): Vm
     barebones: vm.barebones,
     vcpus: vm.raw.vcpus.length,
     launch: vm.launchStage,
-    tag: tagOf(vm),
+    tag: tagOf(vm, sev),
     takenAt,
   };
   const mem = vm.mem;

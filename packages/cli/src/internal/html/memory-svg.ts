@@ -85,6 +85,34 @@ export function aggregateRuns(runs: readonly PageRun[], pages: number, columns: 
   return out;
 }
 
+/** Fill of an unused run drawn shortened. */
+const SHORTENED_COLOUR = '#cdcdcd';
+
+/**
+ * Where each run is drawn, in display units: unused runs longer than a tenth of the slot (and 64
+ * pages) are shortened so the allocated pages get the width; every other run keeps its page count.
+ */
+export function layoutRuns(
+  runs: readonly PageRun[],
+  pages: number,
+): { pos: number[]; len: number[]; total: number; shortened: boolean[] } {
+  const unused = PAGE_KINDS.indexOf('unused');
+  const threshold = Math.max(64, pages * 0.1);
+  const shortened = runs.map((r) => r[2] === unused && r[1] > threshold);
+  const kept = runs.reduce((n, r, i) => n + (shortened[i] ? 0 : r[1]), 0);
+  const gap = Math.max(8, kept * 0.08);
+  const pos: number[] = [];
+  const len: number[] = [];
+  let at = 0;
+  runs.forEach((r, i) => {
+    const l = shortened[i] ? Math.min(r[1], gap) : r[1];
+    pos.push(at);
+    len.push(l);
+    at += l;
+  });
+  return { pos, len, total: at, shortened };
+}
+
 /** The 64-bit PTE strip with the tag bit marked (C-bit set on private leaves, S-bit on shared ones). */
 export function tagBitSvg(map: VmMemoryMap): string {
   const tag = map.tag;
@@ -128,31 +156,60 @@ export function memorySvg(map: VmMemoryMap): string {
     const label = `slot ${slot.slot} · GPA ${hex(gpa)}–${hex(end)} · ${slot.pages} pages (${sizeText(slot.pages)})${flags.length ? ` · ${flags.join(', ')}` : ''}${aggregated ? ` · aggregated: one bar per ${Math.ceil(slot.pages / MAX_RUNS_DRAWN)} pages` : ''}`;
     const rects: string[] = [];
     const vis: string[] = [];
-    // Plain kinds first, special ones on top (a 1-page run widened to a pixel must not be hidden).
-    const order = [...runs].sort((a, b) => a[2] - b[2]);
+    const lay = layoutRuns(runs, slot.pages);
+    const total = lay.total;
     // At least one pixel wide until zoomed (the page's script recomputes this on zoom; data-n is the truth).
-    const minPages = slot.pages / W;
-    const wide = (n: number) => +Math.max(n, minPages).toFixed(3);
-    for (const [start, n, kind, priv] of order) {
+    const minLen = total / W;
+    const wide = (n: number) => +Math.max(n, minLen).toFixed(3);
+    const num = (n: number) => +n.toFixed(3);
+    // Plain kinds first, special ones on top (a 1-page run widened to a pixel must not be hidden).
+    const order = runs.map((_, i) => i).sort((a, b) => runs[a]![2] - runs[b]![2]);
+    for (const i of order) {
+      const [start, n, kind, priv] = runs[i]!;
       const k = PAGE_KINDS[kind] ?? 'unused';
       const first = gpa + BigInt(start) * 4096n;
       const last = first + BigInt(n) * 4096n - 1n;
-      const title = `${hex(first)}–${hex(last)} · ${n} page${n === 1 ? '' : 's'} · ${k}${k !== 'unused' && coco ? (priv ? ' · private' : ' · shared') : ''}`;
+      const short = lay.shortened[i] === true;
+      const title = `${hex(first)}–${hex(last)} · ${n} page${n === 1 ? '' : 's'} · ${k}${k !== 'unused' && coco ? (priv ? ' · private' : ' · shared') : ''}${short ? ' (drawn shortened)' : ''}`;
+      const x = num(lay.pos[i]!);
+      const len = num(lay.len[i]!);
       rects.push(
-        `<rect x="${start}" width="${wide(n)}" y="0" height="${bandH}" data-n="${n}" fill="${KIND_COLOURS[k]}"><title>${escapeHtml(title)}</title></rect>`,
+        `<rect x="${x}" width="${wide(len)}" y="0" height="${bandH}" data-n="${len}" fill="${short ? SHORTENED_COLOUR : KIND_COLOURS[k]}"${short ? ' class="short"' : ''}><title>${escapeHtml(title)}</title></rect>`,
       );
       if (coco && k !== 'unused')
         vis.push(
-          `<rect x="${start}" width="${wide(n)}" y="${bandH + 1}" height="${visH - 1}" data-n="${n}" fill="${priv ? PRIVATE_COLOUR : SHARED_COLOUR}"><title>${escapeHtml(title)}</title></rect>`,
+          `<rect x="${x}" width="${wide(len)}" y="${bandH + 1}" height="${visH - 1}" data-n="${len}" fill="${priv ? PRIVATE_COLOUR : SHARED_COLOUR}"><title>${escapeHtml(title)}</title></rect>`,
         );
     }
-    const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
-      const page = Math.round(f * slot.pages);
-      const anchor = f === 0 ? 'start' : f === 1 ? 'end' : 'middle';
-      return `<text x="${f * W}" y="${y + 18 + bandH + visH + 12}" text-anchor="${anchor}" class="axis">${hex(gpa + BigInt(page) * 4096n)}</text>`;
-    });
+    // GPA ticks: quarters of a slot drawn to scale; else the ends and the edges of shortened runs.
+    const points: { at: number; page: number }[] = [];
+    if (!lay.shortened.includes(true))
+      for (const f of [0, 0.25, 0.5, 0.75, 1])
+        points.push({ at: f * total, page: Math.round(f * slot.pages) });
+    else {
+      points.push({ at: 0, page: 0 });
+      runs.forEach((r, i) => {
+        if (!lay.shortened[i]) return;
+        points.push({ at: lay.pos[i]!, page: r[0] });
+        points.push({ at: lay.pos[i]! + lay.len[i]!, page: r[0] + r[1] });
+      });
+      points.push({ at: total, page: slot.pages });
+    }
+    const ticks: string[] = [];
+    let lastX = -Infinity;
+    for (const [j, p] of points.entries()) {
+      const x = (p.at / total) * W;
+      const isEnd = j === points.length - 1;
+      if (x - lastX < 95 && !isEnd) continue;
+      if (isEnd && x - lastX < 95 && ticks.length > 1) ticks.pop();
+      lastX = x;
+      const anchor = x < 40 ? 'start' : x > W - 40 ? 'end' : 'middle';
+      ticks.push(
+        `<text x="${num(x)}" y="${y + 18 + bandH + visH + 12}" text-anchor="${anchor}" class="axis">${hex(gpa + BigInt(p.page) * 4096n)}</text>`,
+      );
+    }
     bands.push(`<text x="0" y="${y + 12}" class="slotlabel">${escapeHtml(label)}</text>
-<svg class="band" x="0" y="${y + 18}" width="${W}" height="${bandH + visH}" viewBox="0 0 ${slot.pages} ${bandH + visH}" preserveAspectRatio="none" data-pages="${slot.pages}">${rects.join('')}${vis.join('')}</svg>
+<svg class="band" x="0" y="${y + 18}" width="${W}" height="${bandH + visH}" viewBox="0 0 ${num(total)} ${bandH + visH}" preserveAspectRatio="none" data-pages="${num(total)}">${rects.join('')}${vis.join('')}</svg>
 ${ticks.join('')}`);
     y += 18 + bandH + visH + 22;
   }
@@ -163,6 +220,13 @@ ${ticks.join('')}`);
     .map(
       ({ k, n }) =>
         `<span class="lg" title="${escapeHtml(KIND_TITLES[k])}"><i style="background:${KIND_COLOURS[k]}"></i>${escapeHtml(k)} <b>${n}</b></span>`,
+    )
+    .concat(
+      map.slots.some((sl) => layoutRuns(sl.runs, sl.pages).shortened.includes(true))
+        ? [
+            `<span class="lg" title="a long unallocated run drawn shorter than to scale (hover it for its size)"><i style="background:${SHORTENED_COLOUR}"></i>unused, shortened</span>`,
+          ]
+        : [],
     )
     .concat(
       coco

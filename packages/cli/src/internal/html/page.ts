@@ -58,8 +58,7 @@ function vmHtml(r: CaseResult): string {
       `pictured at ${vm.takenAt === 'close' ? 'close' : 'case end'}`,
     ].filter(Boolean);
     return `<div class="vm" data-vm-type="${escapeHtml(vm.type)}"><h4>VM ${vm.id} <span class="facts">${facts.map(escapeHtml).join(' · ')}</span></h4>
-${tagBitSvg(vm)}
-${memorySvg(vm)}</div>`;
+${vm.slots.length === 0 && !vm.tag ? `<p class="nomem">No guest memory and no tag bit: ${vm.barebones ? 'a barebones VM (vmCreateBarebones) is only the VM object' : 'the VM has no memslot'}.</p>` : `${tagBitSvg(vm)}\n${memorySvg(vm)}`}</div>`;
   });
   const omitted = mem.omitted
     ? `<p class="hint">${mem.omitted} more VM${mem.omitted === 1 ? '' : 's'} not pictured (the first ${mem.vms.length} are).</p>`
@@ -129,7 +128,7 @@ ${suites.join('\n') || '<p>No case ran.</p>'}
 const CSS = `
 :root{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;background:#fafafa}
 body{margin:0 auto;max-width:1000px;padding:0 16px 40px}
-header{position:sticky;top:0;background:#fafafa;border-bottom:1px solid #ddd;padding:8px 0;z-index:2}
+header{background:#fafafa;border-bottom:1px solid #ddd;padding:8px 0}
 h1{font-size:20px;margin:6px 0}
 .summary{font-weight:600;margin:4px 0}.summary.good{color:#1e7e34}.summary.bad{color:#b02a37}
 .meta{color:#666;font-size:13px;margin:2px 0 6px}
