@@ -111,7 +111,12 @@ describe('html reporter parts', () => {
   });
 
   test('the timeline follows moves, mirrors and closes', () => {
-    const ev = (step: number, op: 'create' | 'move' | 'mirror' | 'close', vm: number, from?: number) => ({
+    const ev = (
+      step: number,
+      op: 'create' | 'init' | 'move' | 'mirror' | 'close',
+      vm: number,
+      from?: number,
+    ) => ({
       step,
       atMs: step,
       op,
@@ -131,6 +136,15 @@ describe('html reporter parts', () => {
       vms,
     );
     expect(lanes).toEqual([1, 2, 3]);
+    // KVM_SEV_INIT dates the context; without it, it is dated from the VM's creation.
+    const inited = contextSpans(
+      [ev(0, 'create', 1), ev(1, 'init', 1), ev(2, 'create', 2), ev(3, 'move', 2, 1)],
+      vms,
+    );
+    expect(inited.spans.map((x) => [x.vm, x.from, x.to])).toEqual([
+      [1, 1, 3],
+      [2, 3, 4],
+    ]);
     expect(spans).toEqual([
       { vm: 1, ctx: 1, role: 'owner', from: 0, to: 2 },
       { vm: 2, ctx: 1, role: 'owner', from: 2, to: 5 },

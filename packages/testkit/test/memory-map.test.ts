@@ -133,6 +133,14 @@ describe('memory maps', () => {
       ['default', 'c-bit'],
       ['default', 'c-bit'],
     ]);
+    expect(rec.timeline.map((e) => [e.op, e.vm, e.from])).toEqual([
+      ['create', 1, undefined],
+      ['create', 2, undefined],
+      ['init', 1, undefined],
+      ['move', 2, 1],
+      ['close', 1, undefined],
+      ['close', 2, undefined],
+    ]);
   });
 
   test('pageRuns merges equal neighbours and lets the last mark win', () => {

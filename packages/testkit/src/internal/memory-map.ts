@@ -67,12 +67,15 @@ export interface VmMemoryMap {
   readonly slots: readonly MemslotMap[];
 }
 
-/** One step of the encryption-context timeline: a VM made or closed, a context moved or mirrored into `vm` from `from`. */
+/**
+ * One step of the encryption-context timeline: a VM made or closed, a context made in it by
+ * KVM_SEV_INIT / ES_INIT / INIT2 (`init`), or moved or mirrored into `vm` from `from`.
+ */
 export interface EncContextEvent {
   readonly step: number;
   /** Milliseconds since the recording started. */
   readonly atMs: number;
-  readonly op: 'create' | 'move' | 'mirror' | 'close';
+  readonly op: 'create' | 'init' | 'move' | 'mirror' | 'close';
   readonly vm: number;
   readonly from?: number;
 }
@@ -203,12 +206,16 @@ export function noteStack(space: AddressSpace, gva: bigint, pages: number): void
   notesOf(space).stacks.push({ gpa: space.gvaToGpa(gva), pages });
 }
 
-/** @internal an encryption context was moved (`move`) or mirrored (`mirror`) into `dst` from `src`. */
-export function noteEncContext(op: 'move' | 'mirror', dst: TestVm, src: TestVm): void {
+/** @internal a context was made in `dst` (`init`), or moved (`move`) or mirrored (`mirror`) into `dst` from `src`. */
+export function noteEncContext(op: 'init' | 'move' | 'mirror', dst: TestVm, src?: TestVm): void {
   const r = recording;
   if (r === undefined) return;
-  r.sev.add(dst).add(src);
-  event(r, op, entryOf(r, dst).id, entryOf(r, src).id);
+  r.sev.add(dst);
+  if (src === undefined) event(r, op, entryOf(r, dst).id);
+  else {
+    r.sev.add(src);
+    event(r, op, entryOf(r, dst).id, entryOf(r, src).id);
+  }
 }
 
 const cpuidCache = new WeakMap<Kvm, readonly CpuidEntry[]>();

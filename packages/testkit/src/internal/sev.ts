@@ -96,6 +96,8 @@ function rawOf(vm: VmLike): Vm {
 function sevOp(vm: VmLike, id: number, data: unknown): number {
   const cmd: SevCommand = { id, data, sevFd: sevFdOf(vm), error: 0 };
   rawOf(vm).memEncryptOp(cmd);
+  if (id === SEV_CMD.INIT || id === SEV_CMD.ES_INIT || id === SEV_CMD.INIT2)
+    noteEncContext('init', asTestVm(vm));
   return cmd.error ?? 0;
 }
 

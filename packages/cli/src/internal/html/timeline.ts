@@ -12,7 +12,11 @@ export interface ContextSpan {
   to: number;
 }
 
-/** Spans and transfers computed from the events (a VM's first context is dated from its creation). */
+/**
+ * Spans and transfers computed from the events: a context starts at KVM_SEV_INIT* (`init`), or at
+ * creation for a VM vmCreate made of an SEV type (it ran INIT2), or else at the VM's creation when it
+ * is first seen giving one away.
+ */
 export function contextSpans(
   events: readonly EncContextEvent[],
   vms: readonly Pick<VmMemoryMap, 'id' | 'type' | 'barebones'>[],
@@ -43,7 +47,9 @@ export function contextSpans(
       // vmCreate ran KVM_SEV_INIT2 for a memory-backed SEV-family VM: it owns a context from birth.
       if (v && !v.barebones && v.type.startsWith('sev')) start(e.vm, nextCtx++, 'owner', e.step);
     } else if (e.op === 'close') end(e.vm, e.step);
-    else {
+    else if (e.op === 'init') {
+      if (!open.has(e.vm)) start(e.vm, nextCtx++, 'owner', e.step);
+    } else {
       const src = e.from!;
       if (!open.has(src)) start(src, nextCtx++, 'owner', created.get(src) ?? 0);
       const ctx = open.get(src)!.ctx;
