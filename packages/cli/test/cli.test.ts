@@ -44,7 +44,7 @@ describe('command line errors', () => {
   test.each([
     [['frobnicate'], /unknown command "frobnicate"/],
     [['run', '--jobs', '0'], /--jobs must be a positive integer, got "0"/],
-    [['run', '--reporter', 'xml'], /--reporter must be one of pretty, tap, junit, got "xml"/],
+    [['run', '--reporter', 'xml'], /--reporter must be one of pretty, tap, junit, html, got "xml"/],
     [['run', '--colour'], /Unknown option '--colour'/],
     [['run', '--filter', '('], /--filter "\(" is not a regular expression/],
     [['run', 'nosuch'], /unknown suite "nosuch" \(suites: demo, hosts, quiet\)/],

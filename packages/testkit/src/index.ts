@@ -18,6 +18,21 @@ export {
   takeObservations,
 } from './internal/observe.js';
 export {
+  describeVmMemory,
+  type EncContextEvent,
+  MAX_VM_MAPS,
+  type MemoryRecording,
+  type MemslotMap,
+  PAGE_KINDS,
+  type PageKind,
+  type PageRun,
+  recordingMemoryMaps,
+  startMemoryMaps,
+  type TagBitInfo,
+  takeMemoryMaps,
+  type VmMemoryMap,
+} from './internal/memory-map.js';
+export {
   addrGva2Gpa,
   addrGva2Hva,
   readGuestGlobal,

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { parseBackendSpec, SIM_HOSTS } from './backends.js';
 
 /** Output formats of `kvmtest run`. */
-export type ReporterName = 'pretty' | 'tap' | 'junit';
+export type ReporterName = 'pretty' | 'tap' | 'junit' | 'html';
 /** Backends a run can ask for: the simulator (optionally shaped like a named host), /dev/kvm, or auto. */
 export type BackendName = 'sim' | 'auto' | 'linux' | `sim:${string}`;
 
@@ -22,6 +22,8 @@ export type Command =
       /** One backend, or two to compare (`--backend sim,linux`). */
       backends: readonly BackendName[];
       output: string | undefined;
+      /** `--reporter html[=DIR]`: the report folder (default kvmtest-report). */
+      htmlDir: string | undefined;
     };
 
 /** A mistake on the command line: printed with the usage text, exit code 2. */
@@ -41,6 +43,8 @@ run options:
                                 separated by a comma run each case on both and compare them
                                 (hosts: ${SIM_HOSTS.join(', ')})
   --reporter pretty|tap|junit   output format (default: pretty on a terminal, tap otherwise)
+  --reporter html[=DIR]         an HTML report folder (default kvmtest-report): results, logs,
+                                failures with their source, and a map of each VM's guest memory
   --jobs N                      run up to N suites at once, each in its own process (default 1)
   --timeout SECONDS             per-case timeout (default 45, as kselftest's runner)
   --filter PATTERN              only cases whose "suite:case" name matches the regular expression
@@ -48,7 +52,7 @@ run options:
 
 exit codes: 0 all passed, 1 a case failed, 4 every case was skipped, 2 usage error`;
 
-const REPORTERS: readonly ReporterName[] = ['pretty', 'tap', 'junit'];
+const REPORTERS: readonly ReporterName[] = ['pretty', 'tap', 'junit', 'html'];
 
 /** Parses `--backend` (or KVMTEST_BACKEND): one backend spec, or two separated by a comma. */
 export function parseBackends(flag: string, v: string): BackendName[] {
@@ -131,11 +135,13 @@ export function parseCommand(
       json: v.json === true,
     };
   const timeout = str('timeout');
+  const html = /^html=(.*)$/s.exec(str('reporter') ?? '');
+  if (html && html[1] === '') throw new UsageError('--reporter html=DIR needs a folder after "="');
   return {
     kind: 'run',
     selectors: parsed.positionals,
     filter: regex(str('filter')),
-    reporter: oneOf('--reporter', str('reporter'), REPORTERS),
+    reporter: html ? 'html' : oneOf('--reporter', str('reporter'), REPORTERS),
     jobs: str('jobs') === undefined ? 1 : positiveInt('--jobs', str('jobs')!),
     timeoutMs: timeout === undefined ? 45_000 : positiveInt('--timeout', timeout) * 1000,
     backends:
@@ -145,5 +151,6 @@ export function parseCommand(
           ? parseBackends('KVMTEST_BACKEND', env.KVMTEST_BACKEND.trim())
           : ['sim'],
     output: str('output'),
+    htmlDir: html ? html[1] : undefined,
   };
 }

@@ -8,10 +8,13 @@ import {
   caseContext,
   describeFailure,
   KsftSkip,
+  type MemoryRecording,
   type Observation,
   observeKvm,
   setDefaultKvm,
+  startMemoryMaps,
   startObservations,
+  takeMemoryMaps,
   takeObservations,
 } from '@kvmtest/testkit';
 import type { ChildMessage, ChildRequest } from './protocol.js';
@@ -52,6 +55,12 @@ function capObservations(all: Observation[]): Observation[] {
     ...all.slice(0, MAX_OBSERVATIONS),
     { name: `(${all.length - MAX_OBSERVATIONS} more)`, value: h.digest('hex').slice(0, 16) },
   ];
+}
+
+/** The running case's memory maps, when recording (HTML report). */
+function memoryMaps(): { memory?: MemoryRecording } {
+  const memory = takeMemoryMaps();
+  return memory === undefined ? {} : { memory };
 }
 
 /** Opens the backend KVMTEST_BACKEND names (observed when comparing), or says why it cannot. */
@@ -128,7 +137,11 @@ async function main(): Promise<void> {
       },
     );
     if (observe) startObservations();
-    const observed = () => (observe ? { observations: capObservations(takeObservations()) } : {});
+    if (request.memoryMaps) startMemoryMaps();
+    const observed = () => ({
+      ...(observe ? { observations: capObservations(takeObservations()) } : {}),
+      ...memoryMaps(),
+    });
     try {
       await c.run(ctx);
       await send({

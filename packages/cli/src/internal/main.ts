@@ -1,11 +1,13 @@
 // The `kvmtest` program: parse the command line, find the suites, run them, report.
 import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { TestkitError } from '@kvmtest/testkit';
 import { runSuiteListing } from './listing.js';
 import { type Command, parseCommand, USAGE, UsageError } from './args.js';
 import { resolveBackends } from './backends.js';
 import { compareSuites } from './compare.js';
 import type { CaseResult } from './protocol.js';
+import { htmlReporter } from './html/reporter.js';
 import { junitReporter } from './reporters/junit.js';
 import { prettyReporter } from './reporters/pretty.js';
 import type { Reporter, Sink } from './reporters/reporter.js';
@@ -84,7 +86,15 @@ async function run(cmd: Extract<Command, { kind: 'run' }>, io: CliIo, suites: Su
   const sink = fileOut ?? io.stdout;
   const name = cmd.reporter ?? (sink.isTTY ? 'pretty' : 'tap');
   const reporter: Reporter =
-    name === 'pretty' ? prettyReporter(sink) : name === 'tap' ? tapReporter(sink) : junitReporter(sink);
+    name === 'html'
+      ? htmlReporter(resolve(io.cwd, cmd.htmlDir ?? 'kvmtest-report'), io.stdout, {
+          roots: [io.cwd, ...suites.map((r) => r.dir)],
+        })
+      : name === 'pretty'
+        ? prettyReporter(sink)
+        : name === 'tap'
+          ? tapReporter(sink)
+          : junitReporter(sink);
   reporter.runStart?.(backends);
   const t0 = performance.now();
   const [first, second] = backends;
@@ -96,6 +106,7 @@ async function run(cmd: Extract<Command, { kind: 'run' }>, io: CliIo, suites: Su
           backend: first!.spec,
           backendEnv: first!.env,
           listener: reporter,
+          ...(name === 'html' ? { memoryMaps: true } : {}),
         })
       : await compareSuites(
           selections,

@@ -1,5 +1,5 @@
 // Messages between the CLI and a suite process (over the Node IPC channel).
-import type { Observation, ObservationDifference } from '@kvmtest/testkit';
+import type { MemoryRecording, Observation, ObservationDifference } from '@kvmtest/testkit';
 
 /** How a case ended. `timeout` is decided by the parent, which killed the process. */
 export type CaseStatus = 'pass' | 'fail' | 'skip' | 'timeout';
@@ -26,6 +26,8 @@ export type ChildMessage =
       message?: string;
       /** What the case observed (only when the request asked for observations). */
       observations?: Observation[];
+      /** The case's VMs' memory maps (only when the request asked for them: the HTML report). */
+      memory?: MemoryRecording;
     }
   | { type: 'fatal'; message: string };
 
@@ -45,6 +47,8 @@ export interface CaseResult {
   observations?: Observation[];
   /** The comparison of the case's two runs (`--backend A,B`). */
   comparison?: Comparison;
+  /** The memory maps of the VMs the case made (HTML report). */
+  memory?: MemoryRecording;
 }
 
 /** How a case compared on two backends. */
@@ -71,4 +75,6 @@ export interface ChildRequest {
   suiteRef: string;
   /** Record observations for each case and send them with its result. */
   observe?: boolean;
+  /** Record the memory maps of each case's VMs and send them with its result (HTML report). */
+  memoryMaps?: boolean;
 }

@@ -31,6 +31,8 @@ export interface SchedulerOptions {
   backendEnv?: Readonly<Record<string, string>>;
   /** Record each case's observations (comparison runs). */
   observe?: boolean;
+  /** Record the memory maps of each case's VMs (HTML report). */
+  memoryMaps?: boolean;
   listener: RunListener;
 }
 
@@ -64,6 +66,7 @@ export async function runSuite(
       ? { suiteRef: ref.name, indices: remaining }
       : { suiteRef: ref.name, names: [...sel.names], ...(sel.filter ? { filter: sel.filter.source } : {}) };
     if (opts.observe) request.observe = true;
+    if (opts.memoryMaps) request.memoryMaps = true;
     const child = fork(childEntryPath(), [entry, JSON.stringify(request)], {
       cwd: ref.dir,
       execArgv: process.execArgv,
@@ -127,6 +130,7 @@ export async function runSuite(
             output: running?.index === msg.index ? running.output : '',
             ...(msg.message === undefined ? {} : { message: msg.message }),
             ...(msg.observations === undefined ? {} : { observations: msg.observations }),
+            ...(msg.memory === undefined ? {} : { memory: msg.memory }),
           });
           running = undefined;
           break;

@@ -373,3 +373,25 @@ describe('walk()', () => {
     expect(() => walk(memory, 0x4000_0000n, 0n, { levels: 4 })).toThrow(/not backed by any memslot/);
   });
 });
+
+describe('PageTables.tablePages', () => {
+  it('lists the root and every table page a mapping added, and forgets those an undo freed', () => {
+    const { pt } = setup();
+    expect(pt.tablePages()).toEqual([pt.root]);
+    pt.map(0x40_0000n, 0x20_0000n, K4);
+    const afterFirst = pt.tablePages();
+    expect(afterFirst).toHaveLength(4); // PML4, PDPT, PD, PT
+    const freed: bigint[] = [];
+    expect(() =>
+      pt.withUndo(
+        () => {
+          pt.map(0x8000_0000_0000n - 0x1000n, 0x20_1000n, K4); // new PDPT, PD, PT
+          throw new Error('later step failed');
+        },
+        (p) => freed.push(p),
+      ),
+    ).toThrow('later step failed');
+    expect(freed).toHaveLength(3);
+    expect(pt.tablePages()).toEqual(afterFirst);
+  });
+});

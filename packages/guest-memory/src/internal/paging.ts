@@ -342,6 +342,8 @@ export class PageTables {
   private readonly allocTablePage: () => bigint;
   // While an undo log is open: table pages allocated, and the entries written to link them in.
   private undoLog: { pages: bigint[]; links: number[] } | undefined;
+  // Every table page in use (root included), for tablePages(); a Set add per new table page.
+  private readonly tables = new Set<bigint>();
 
   /** Allocates the root table with `allocTablePage`, which must return the GPA of a fresh zeroed page. */
   constructor(memory: PhysWriter, params: PagingParams, allocTablePage: () => bigint) {
@@ -354,6 +356,12 @@ export class PageTables {
     this.allocTablePage = allocTablePage;
     this.rootNum = rootNumber(allocTablePage(), this.mode);
     this.root = BigInt(this.rootNum);
+    this.tables.add(this.root);
+  }
+
+  /** GPAs of the table pages these tables use (root first, then in allocation order); read-only bookkeeping. */
+  tablePages(): bigint[] {
+    return [...this.tables];
   }
 
   /** Maps `gva` → `gpa` with one leaf of `pageSize` (default 4 KiB); ALREADY_MAPPED on any overlap; failures change nothing. */
@@ -464,7 +472,10 @@ export class PageTables {
       return fn();
     } catch (e) {
       for (let i = log.links.length - 1; i >= 0; i--) this.writeEntry(log.links[i]!, 0, 0);
-      for (const page of log.pages) freePage(page);
+      for (const page of log.pages) {
+        this.tables.delete(page);
+        freePage(page);
+      }
       throw e;
     } finally {
       this.undoLog = undefined;
@@ -602,6 +613,7 @@ export class PageTables {
       throw new RangeError(
         `allocTablePage returned ${String(page)}, not a 4 KiB aligned GPA below 2^${this.mode.physBits}`,
       );
+    this.tables.add(page);
     return page;
   }
 

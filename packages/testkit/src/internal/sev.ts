@@ -22,6 +22,7 @@ import {
 import { ucallMovePool, ucallPoolOf } from '@kvmtest/ucall';
 import { firstFrame, displayLocation, isTestkitSource } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
+import { noteEncContext } from './memory-map.js';
 import { migrationSourceOf } from './migrate.js';
 import { vmSnpLaunch } from './snp.js';
 import { vmTdxLaunch } from './tdx.js';
@@ -95,6 +96,8 @@ function rawOf(vm: VmLike): Vm {
 function sevOp(vm: VmLike, id: number, data: unknown): number {
   const cmd: SevCommand = { id, data, sevFd: sevFdOf(vm), error: 0 };
   rawOf(vm).memEncryptOp(cmd);
+  if (id === SEV_CMD.INIT || id === SEV_CMD.ES_INIT || id === SEV_CMD.INIT2)
+    noteEncContext('init', asTestVm(vm));
   return cmd.error ?? 0;
 }
 
@@ -167,6 +170,7 @@ function moveFrom(dst: VmLike, src: VmLike): void {
       v.setRegs(from.getRegs());
     });
   d.raw.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [s.raw]);
+  noteEncContext('move', d, s);
   // The launch state moves with the encryption context.
   d.launchStage = s.launchStage;
   d.policy = s.policy;
@@ -186,13 +190,15 @@ export function trySevMigrateFrom(dst: VmLike, src: VmLike): Errno | undefined {
 }
 /** KVM_CAP_VM_COPY_ENC_CONTEXT_FROM: makes `dst` a mirror sharing `src`'s encryption context. */
 export function sevMirrorFrom(dst: VmLike, src: VmLike): void {
-  kvmAssert('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM', () =>
-    rawOf(dst).enableCap(CAP.VM_COPY_ENC_CONTEXT_FROM, [rawOf(src)]),
-  );
+  kvmAssert('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM', () => mirrorFrom(dst, src));
 }
 /** The try form of sevMirrorFrom. */
 export function trySevMirrorFrom(dst: VmLike, src: VmLike): Errno | undefined {
-  return tryKvm(() => rawOf(dst).enableCap(CAP.VM_COPY_ENC_CONTEXT_FROM, [rawOf(src)]));
+  return tryKvm(() => mirrorFrom(dst, src));
+}
+function mirrorFrom(dst: VmLike, src: VmLike): void {
+  rawOf(dst).enableCap(CAP.VM_COPY_ENC_CONTEXT_FROM, [rawOf(src)]);
+  noteEncContext('mirror', asTestVm(dst), asTestVm(src));
 }
 
 function requireSev(vm: TestVm): void {

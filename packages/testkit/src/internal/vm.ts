@@ -54,6 +54,7 @@ import { getKvm } from './backend.js';
 import { checkKvm, checkOptions, shown } from './check.js';
 import { KsftSkip, TestkitError } from './errors.js';
 import { buildGuestImage, type GlobalDecls, guestGlobalsOf } from './image.js';
+import { noteImage, noteStack, noteVmClosing, noteVmCreated } from './memory-map.js';
 import { wrapGuest } from './runtime.js';
 import {
   DEFAULT_GUEST_STACK_VADDR_MIN,
@@ -180,6 +181,7 @@ export class TestVm implements Disposable {
     this.nrVcpus = nrVcpus;
     this.policy = policy;
     byRaw.set(raw, this);
+    noteVmCreated(this); // memory maps for the HTML report (a no-op unless recording)
   }
 
   /** The VM type. */
@@ -288,6 +290,7 @@ export class TestVm implements Disposable {
       space.vaddrFree(stack); // KVM_CREATE_VCPU refused: the VM keeps no stack for a vCPU it lacks
       throw e;
     }
+    noteStack(space, stack, DEFAULT_STACK_PAGES);
     if (this.tdx !== undefined) {
       // A TD's registers are the TDX module's: the guest loads them from its boot parameters.
       tdxAddVcpu(this, vcpu, stack + stackSize - 8n, guest);
@@ -324,6 +327,7 @@ export class TestVm implements Disposable {
   close(): void {
     if (this.disposed) return;
     this.disposed = true;
+    noteVmClosing(this);
     try {
       if (!this.raw.closed) this.raw.close();
     } finally {
@@ -575,6 +579,7 @@ export function vmCreate(shape?: ShapeLike, opts: VmCreateOptions = {}, guest?: 
         vcpusInitialized: 0,
       };
     const loaded = loadImage(space, image);
+    noteImage(space, loaded.base, image.size);
     raw.setGuestSymbols(symbolMap(loaded));
     vm.mem = { space, slot0: { gpa: 0n, size, backing }, gmemFd, image: loaded, guestImage: image };
     // Image first, then ucall: ucallInit writes the pool's address into this VM's copy of the image.
