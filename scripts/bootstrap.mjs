@@ -71,7 +71,7 @@ function ensureWorkspace() {
 }
 
 const tasks = {
-  start: () => must('pnpm', ['run', '--silent', 'main']),
+  start: (args) => must('pnpm', ['run', '--silent', 'main', ...args]),
   test: (args) => {
     must('node', ['scripts/check-layers.mjs']);
     must('vitest', ['run', ...args]);
