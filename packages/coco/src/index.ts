@@ -126,7 +126,16 @@ export {
   TDVMCALL_SUBFUNCTION,
   tdvmcallStatusName,
 } from './tdx.js';
-export type { GuestMode, PortRequestKind, TagBitKind, VmShape, VmType, VmTypeTraits } from './vm-type.js';
+export type {
+  GuestMode,
+  LaunchFlow,
+  NativeUcallTransport,
+  PortRequestKind,
+  TagBitKind,
+  VmShape,
+  VmType,
+  VmTypeTraits,
+} from './vm-type.js';
 export {
   GUEST_MODE_PARAMS,
   isVmType,
