@@ -148,3 +148,4 @@ export {
 } from './vm-type.js';
 export type { CpuidLookupEntry, CpuidReg, X86Feature, X86FeatureName } from './x86-features.js';
 export { cpuidHas, X86_FEATURE } from './x86-features.js';
+export { hex } from './internal/bits.js';

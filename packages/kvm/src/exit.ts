@@ -1,5 +1,7 @@
 // What `vcpu.run()` returns: the `kvm_run` exit, as a discriminated union.
 
+import { hex } from '@kvmtest/coco';
+
 /** KVM_EXIT_* numbers (include/uapi/linux/kvm.h; spec §1.6). */
 export const EXIT_REASON = {
   UNKNOWN: 0,
@@ -144,7 +146,6 @@ export function exitReasonNumber(reason: ExitReason): number {
 
 /** One-line description of an exit for failure messages (`io out port 0x1000 size 4 data 0x…`). */
 export function describeExit(exit: Exit): string {
-  const hex = (v: bigint | number) => `0x${v.toString(16)}`;
   switch (exit.reason) {
     case 'io':
       return `io ${exit.direction} port ${hex(exit.port)} size ${exit.size} count ${exit.count}`;

@@ -9,10 +9,11 @@ import {
   GHCB_EXIT_RESULT,
   GHCB_FIELD,
   GHCB_LAYOUT,
-  GHCB_MSR_INFO_MASK,
   GHCB_MSR_CODE,
+  GHCB_MSR_INFO_MASK,
   GHCB_PROTOCOL_VERSION,
   ghcbValidBit,
+  hex,
   SEV_MSR,
   SVM_EXIT,
   TDCALL_LEAF,
@@ -33,7 +34,7 @@ import {
   UCALL_SLOT_LAYOUT,
   UCALL_TRANSPORT_CODE,
 } from './constants.js';
-import { hex, UcallError } from './errors.js';
+import { UcallError } from './errors.js';
 import { formatGuestBounded } from './format.js';
 import { type AssertWhere, checkArg, checkCmd, encodeSlot, utf8 } from './slot.js';
 
@@ -233,43 +234,60 @@ async function sendSlot(g: Guest, bytes: Uint8Array): Promise<void> {
   }
 }
 
-// cmd, args and an empty buffer, built in place for the hot path. sendSlot copies it into the slot
-// before its first await, so one buffer serves every vCPU.
-const plain = new Uint8Array(UCALL_SLOT_LAYOUT.buffer + 1);
-const plainView = new DataView(plain.buffer);
-/** How many leading args of `plain` may be non-zero (the rest are known zero: no rewrite needed). */
-let plainArgs = 0;
+/** A plain ucall's slot image (cmd, args, an empty buffer), rebuilt in place for each ucall of one guest. */
+interface PlainSlot {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  /** How many leading args may be non-zero (the rest are known zero: no rewrite needed). */
+  dirtyArgs: number;
+}
+
+// One slot image per guest (vCPU), so plain ucalls allocate nothing; sendSlot copies it into the
+// pool's slot before its first await, so the next ucall of the same guest may rebuild it.
+const plainSlots = new WeakMap<Guest, PlainSlot>();
+
+function plainSlotOf(g: Guest): PlainSlot {
+  let p = plainSlots.get(g);
+  if (p === undefined) {
+    const bytes = new Uint8Array(UCALL_SLOT_LAYOUT.buffer + 1);
+    p = { bytes, view: new DataView(bytes.buffer), dirtyArgs: 0 };
+    plainSlots.set(g, p);
+  }
+  return p;
+}
 
 /** Sends `cmd` with up to 7 args (GUEST_SYNC*, GUEST_DONE): fills a slot and exits to the host with its GPA. */
 export function ucall(g: Guest, cmd: number, ...args: bigint[]): Promise<void> {
   // Not async: sendSlot's promise is returned as is; a failed check still rejects, as from an async function.
+  let slot: PlainSlot;
   try {
     checkGuest(g, 'ucall');
-    fillPlain(cmd, args);
+    slot = plainSlotOf(g);
+    fillPlain(slot, cmd, args);
   } catch (e) {
     return Promise.reject(e);
   }
-  return sendSlot(g, plain);
+  return sendSlot(g, slot.bytes);
 }
 
-// Writes cmd and args into `plain` (validated: RangeError / TypeError as checkCmd and checkArg say).
-function fillPlain(cmd: number, args: readonly bigint[]): void {
+// Writes cmd and args into `p` (validated: RangeError / TypeError as checkCmd and checkArg say).
+function fillPlain(p: PlainSlot, cmd: number, args: readonly bigint[]): void {
   if (args.length > UCALL_MAX_ARGS)
     throw new RangeError(`a ucall carries at most ${UCALL_MAX_ARGS} args, got ${args.length}`);
   // A u32 cmd (every UCALL command) is its two LE halves without a BigInt; checkCmd decides the rest.
   if (typeof cmd === 'number' && cmd >= 0 && cmd <= 0xffff_ffff && Number.isInteger(cmd)) {
-    plainView.setUint32(UCALL_SLOT_LAYOUT.cmd, cmd, true);
-    plainView.setUint32(UCALL_SLOT_LAYOUT.cmd + 4, 0, true);
-  } else plainView.setBigUint64(UCALL_SLOT_LAYOUT.cmd, checkCmd(cmd), true);
+    p.view.setUint32(UCALL_SLOT_LAYOUT.cmd, cmd, true);
+    p.view.setUint32(UCALL_SLOT_LAYOUT.cmd + 4, 0, true);
+  } else p.view.setBigUint64(UCALL_SLOT_LAYOUT.cmd, checkCmd(cmd), true);
   // Args past the given ones must read 0: only those an earlier, longer call may have written are
-  // cleared (`plainArgs` is raised first, so an arg that throws half-way leaves it conservative).
-  const dirty = plainArgs;
-  plainArgs = Math.max(dirty, args.length);
+  // cleared (`dirtyArgs` is raised first, so an arg that throws half-way leaves it conservative).
+  const dirty = p.dirtyArgs;
+  p.dirtyArgs = Math.max(dirty, args.length);
   for (let i = 0; i < args.length; i++)
-    plainView.setBigUint64(UCALL_SLOT_LAYOUT.args + 8 * i, checkArg(args[i]!, i), true);
+    p.view.setBigUint64(UCALL_SLOT_LAYOUT.args + 8 * i, checkArg(args[i]!, i), true);
   if (dirty > args.length)
-    plain.fill(0, UCALL_SLOT_LAYOUT.args + 8 * args.length, UCALL_SLOT_LAYOUT.args + 8 * dirty);
-  plainArgs = args.length;
+    p.bytes.fill(0, UCALL_SLOT_LAYOUT.args + 8 * args.length, UCALL_SLOT_LAYOUT.args + 8 * dirty);
+  p.dirtyArgs = args.length;
 }
 
 /**

@@ -1,7 +1,7 @@
 // The per-VM pool: allocation in shared memory below 4 GiB, each slot's own GPA, the guest globals
 // that tell this VM's image where the pool is and how to reach the host, and the Vm → pool registry.
 
-import { VM_TYPE_TRAITS } from '@kvmtest/coco';
+import { hex, VM_TYPE_TRAITS } from '@kvmtest/coco';
 import type { AddressSpace, LoadedImage } from '@kvmtest/guest-memory';
 import { argTypeError, describeValue, KvmError, type Vm } from '@kvmtest/kvm';
 import {
@@ -17,7 +17,7 @@ import {
   type UcallTransport,
   ucallPoolLayout,
 } from './constants.js';
-import { hex, UcallError } from './errors.js';
+import { UcallError } from './errors.js';
 
 /** What ucallInit works on: the VM, its address space and the guest image loaded into it. */
 export interface UcallInitTarget {
