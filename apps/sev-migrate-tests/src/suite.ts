@@ -1,4 +1,5 @@
-// A port of the kernel's tools/testing/selftests/kvm/x86/sev_migrate_tests.c (the kernel side is arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from(), sev_vm_copy_enc_context_from()): SEV and
+// A port of the kernel's tools/testing/selftests/kvm/x86/sev_migrate_tests.c (the kernel side is
+// arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from(), sev_vm_copy_enc_context_from()): SEV and
 // SEV-ES encryption contexts moved (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM) and copied to mirrors
 // (KVM_CAP_VM_COPY_ENC_CONTEXT_FROM) between VMs that never run a guest. Every VM is barebones —
 // no memory, no image, no ucall — and SEV is set up with the legacy KVM_SEV_INIT / ES_INIT, as
