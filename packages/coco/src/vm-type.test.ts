@@ -12,7 +12,7 @@ import {
 } from './index.js';
 
 describe('VM types', () => {
-  it('numbers the types as KVM_CREATE_VM does (spec §1.1)', () => {
+  it('numbers the types as KVM_CREATE_VM does (arch/x86/include/uapi/asm/kvm.h)', () => {
     expect(VM_TYPE_NUMBER).toEqual({
       default: 0,
       'sw-protected': 1,
@@ -37,7 +37,7 @@ describe('VM types', () => {
     expect(isVmType(2)).toBe(false);
   });
 
-  it('gives protected state to every type but plain SEV among the confidential ones (spec §1.1)', () => {
+  it('gives protected state to every type but plain SEV among the confidential ones (arch/x86/include/uapi/asm/kvm.h)', () => {
     expect(VM_TYPE_TRAITS.sev.protectedState).toBe(false);
     expect(VM_TYPE_TRAITS['sev-es'].protectedState).toBe(true);
     expect(VM_TYPE_TRAITS['sev-snp'].protectedState).toBe(true);

@@ -7,7 +7,7 @@ import { SEV_POLICY_BIT, SNP_POLICY_BIT } from './policy.js';
 /** A KVM x86 VM type, by the name kvmtest uses for it. */
 export type VmType = 'default' | 'sw-protected' | 'sev' | 'sev-es' | 'sev-snp' | 'tdx';
 
-/** The `type` argument of KVM_CREATE_VM for each VM type (arch/x86/include/uapi/asm/kvm.h; spec §1.1). */
+/** The `type` argument of KVM_CREATE_VM for each VM type (arch/x86/include/uapi/asm/kvm.h). */
 export const VM_TYPE_NUMBER = {
   default: 0, // KVM_X86_DEFAULT_VM
   'sw-protected': 1, // KVM_X86_SW_PROTECTED_VM

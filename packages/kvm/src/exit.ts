@@ -2,7 +2,7 @@
 
 import { hex } from '@kvmtest/coco';
 
-/** KVM_EXIT_* numbers (include/uapi/linux/kvm.h; spec §1.6). */
+/** KVM_EXIT_* numbers (include/uapi/linux/kvm.h). */
 export const EXIT_REASON = {
   UNKNOWN: 0,
   EXCEPTION: 1,
@@ -20,7 +20,7 @@ export const EXIT_REASON = {
   TDX: 40,
 } as const;
 
-/** KVM_SYSTEM_EVENT_* types (spec §1.6). */
+/** KVM_SYSTEM_EVENT_* types (include/uapi/linux/kvm.h). */
 export const SYSTEM_EVENT = {
   shutdown: 1,
   reset: 2,

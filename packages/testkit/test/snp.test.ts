@@ -1,7 +1,7 @@
 // SEV-SNP through the kit: creation and launch from the type alone (guest_memfd slot 0, PRIVATE
 // attributes, INIT2, KVM_CAP_EXIT_HYPERCALL, SNP_LAUNCH_START/UPDATE/FINISH), the SNP status bits, a
 // private→shared→private conversion round trip driven by the guest's page-state change requests
-// (spec §12.7), PVALIDATE-before-use #VC, GHCB termination, and what the host may no longer touch.
+// (arch/x86/kvm/svm/sev.c: snp_begin_psc()), PVALIDATE-before-use #VC, GHCB termination, and what the host may no longer touch.
 import { encodeGhcbMsr, PSC_OP, SEV_MSR } from '@kvmtest/coco';
 import { type Exit, hostPtr, MAP_GPA_RANGE, MEMORY_ATTRIBUTE, VECTOR } from '@kvmtest/kvm';
 import { snpLaunchReport } from '@kvmtest/kvm-sim';

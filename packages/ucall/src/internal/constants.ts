@@ -108,7 +108,7 @@ export const UCALL_GLOBAL = {
 
 /** Bits of the `ucall_flags` global. */
 export const UCALL_FLAG = {
-  /** SNP: register the GHCB GPA (GHCB MSR REG_GPA_REQ) before a vCPU first uses its GHCB (spec §12.5 step 4). */
+  /** SNP: register the GHCB GPA (GHCB MSR REG_GPA_REQ) before a vCPU first uses its GHCB (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()). */
   REGISTER_GHCB: 1n,
 } as const;
 

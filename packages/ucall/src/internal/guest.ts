@@ -51,7 +51,7 @@ const IOIO_OUT_32 = encodeIoioExitInfo({
   rep: false,
   addressSize: 64,
 });
-// Valid bitmap of an IOIO OUT request: rax, sw_exit_code, sw_exit_info_1, sw_exit_info_2 (spec §12.5 step 5).
+// Valid bitmap of an IOIO OUT request: rax, sw_exit_code, sw_exit_info_1, sw_exit_info_2 (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit()).
 const IOIO_VALID = (() => {
   const b = new Uint8Array(GHCB_LAYOUT.VALID_BITMAP_SIZE);
   for (const f of ['rax', 'swExitCode', 'swExitInfo1', 'swExitInfo2'] as const) {
@@ -100,7 +100,7 @@ export function guestGhcb(g: Guest): { gva: bigint; gpa: bigint } | undefined {
   return { gva: u64(g, UCALL_GLOBAL.ghcbGva) + off, gpa: u64(g, UCALL_GLOBAL.ghcbGpa) + off };
 }
 
-// SNP: a GHCB GPA must be registered before use (spec §12.3 REG_GPA_REQ, §12.5 step 4). Once per vCPU.
+// SNP: a GHCB GPA must be registered before use (GHCB MSR REG_GPA_REQ; arch/x86/kvm/svm/sev.c: sev_handle_vmgexit() refuses an unregistered one). Once per vCPU.
 async function registerGhcb(g: Guest, gpa: bigint): Promise<void> {
   const bits = g.global(UCALL_GLOBAL.ghcbRegistered);
   const byte = bits + BigInt(g.vcpuId >> 3);
@@ -119,7 +119,7 @@ async function registerGhcb(g: Guest, gpa: bigint): Promise<void> {
   g.writeU8(byte, g.readU8(byte) | mask);
 }
 
-// The port request of an SEV-ES/SNP guest: IOIO through the GHCB, then VMGEXIT (spec §12.6).
+// The port request of an SEV-ES/SNP guest: IOIO through the GHCB, then VMGEXIT (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit(), `SVM_EXIT_IOIO`).
 async function sendGhcb(g: Guest, value: bigint): Promise<void> {
   const page = guestGhcb(g);
   if (page === undefined)
@@ -150,7 +150,7 @@ async function sendGhcb(g: Guest, value: bigint): Promise<void> {
   }
 }
 
-// A TD's port request: TDG.VP.VMCALL<Instruction.IO> (spec §13.3).
+// A TD's port request: TDG.VP.VMCALL<Instruction.IO> (arch/x86/kvm/vmx/tdx.c: tdx_emulate_io()).
 async function sendTdvmcall(g: Guest, value: bigint): Promise<void> {
   const req = encodeTdxIoRequest({ port: UCALL_PIO_PORT, size: 4, write: true, value });
   // The request's R10–R15 (all encodeTdxIoRequest sets) listed out: a literal of fixed shape, which the
