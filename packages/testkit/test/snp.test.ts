@@ -28,7 +28,7 @@ import { lineOf, requireType } from './helpers.js';
 const GHCB = SEV_MSR.MSR_AMD64_SEV_ES_GHCB;
 const ALIAS_GVA = 0x7000_0000n;
 
-test('spec §12.2: an SNP guest reads SEV, SEV-ES and SNP (bits 0–2) in the SEV status MSR', async (ctx) => {
+test('msr-index.h MSR_AMD64_SEV: an SNP guest reads SEV, SEV-ES and SNP (bits 0–2) in the SEV status MSR', async (ctx) => {
   requireType(ctx, 'sev-snp');
   using vm = vmCreateWithOneVcpu(async (g) => {
     await guestSync(g, g.rdmsr(SEV_MSR.MSR_AMD64_SEV));
@@ -43,7 +43,7 @@ test('spec §12.2: an SNP guest reads SEV, SEV-ES and SNP (bits 0–2) in the SE
   expect((await runUcall(vm.vcpus[0]!)).cmd).toBe(UCALL.DONE);
 });
 
-test('spec §12.7: private → shared → private round trip: PSC exit, host conversion, shared data, re-PVALIDATE (#VC 0x404 before)', async (ctx) => {
+test('svm/sev.c snp_begin_psc(): private → shared → private round trip: PSC exit, host conversion, shared data, re-PVALIDATE (#VC 0x404 before)', async (ctx) => {
   requireType(ctx, 'sev-snp');
   const guest = defineGuest(
     async (g) => {

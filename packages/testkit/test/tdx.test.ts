@@ -160,7 +160,7 @@ describe('the host cannot reach a launched TD’s private memory or registers', 
     expect(e?.message).toMatch(/guest_memfd, which the host can neither read nor write/);
   });
 
-  test('KVM_GET_REGS / KVM_SET_SREGS on a TD vCPU are EINVAL (protected state, spec §13)', () => {
+  test('KVM_GET_REGS / KVM_SET_SREGS on a TD vCPU are EINVAL (protected state: x86.c kvm_arch_vcpu_ioctl_get_regs())', () => {
     using vm = vmCreateWithOneVcpu(guestDone, 'tdx');
     const vcpu = vm.vcpus[0]!;
     expect(() => vcpu.getRegs()).toThrow(KvmError);
