@@ -177,7 +177,7 @@ export function guestSync(g: Guest, stage: bigint | number, ...args: (bigint | n
   if (args.length > 6)
     throw new RangeError(`guestSync carries a stage and at most 6 args, got ${args.length}`);
   const st = u64(stage, 'guestSync stage');
-  // Per arity, without an intermediate array or spread (args converted in order, as before).
+  // Per arity, without an intermediate array or spread (args converted in order).
   switch (args.length) {
     case 0:
       return ucall(g, UCALL.SYNC, st);
