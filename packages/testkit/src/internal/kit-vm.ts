@@ -82,9 +82,9 @@ export class KitVmState {
   readonly ops: KitOps;
   readonly cpuid: readonly CpuidEntry[] | undefined;
   /** Host memory from kvm.allocateUserMemory behind the VM's memslots, released at close. */
-  readonly userMemory: UserMemory[] = [];
+  readonly #userMemory: UserMemory[] = [];
   /** Descriptors the kit opened for the VM (guest_memfds, /dev/sev), closed with it. */
-  readonly ownedFds: number[] = [];
+  readonly #ownedFds: number[] = [];
 
   constructor(init: TestVmInit) {
     this.ops = init.ops;
@@ -137,8 +137,21 @@ export class KitVmState {
     this.#policy = src.#policy;
     if (withPageTables) this.#ptProtected = src.#ptProtected;
   }
-  /** A memory-backed VM has closed: its memory state is gone. */
-  detachMemory(): void {
+  /** Host memory behind one of the VM's memslots: released once the VM is closed. */
+  keepUserMemory(memory: UserMemory): void {
+    this.#userMemory.push(memory);
+  }
+  /** A descriptor the kit opened for the VM: closed with it. */
+  ownFd(fd: number): void {
+    this.#ownedFds.push(fd);
+  }
+  /** The descriptors to close with the VM (the list is emptied). */
+  takeOwnedFds(): number[] {
+    return this.#ownedFds.splice(0);
+  }
+  /** The VM is closed: its host memory is released and its memory state is gone. */
+  releaseMemory(): void {
+    for (const m of this.#userMemory.splice(0)) m.release();
     this.#mem = undefined;
   }
 }
@@ -316,12 +329,11 @@ export class TestVm implements Disposable {
     try {
       if (!this.raw.closed) this.raw.close();
     } finally {
-      for (const fd of [state.mem?.gmemFd, ...state.ownedFds.splice(0)])
+      for (const fd of [state.mem?.gmemFd, ...state.takeOwnedFds()])
         if (fd !== undefined && this.kvm.isFdOpen(fd)) this.kvm.closeFd(fd);
       if (this.raw.closed) {
-        // The backend frees (or recycles) it once no memslot of an open VM maps it.
-        for (const m of state.userMemory.splice(0)) m.release();
-        state.detachMemory();
+        // The backend frees (or recycles) host memory once no memslot of an open VM maps it.
+        state.releaseMemory();
       }
     }
   }

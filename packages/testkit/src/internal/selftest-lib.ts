@@ -102,8 +102,8 @@ export function vmMemAdd(vmLike: VmLike, opts: VmMemAddOptions): AddedMemslot {
     if (owned && fd !== undefined && vm.kvm.isFdOpen(fd)) vm.kvm.closeFd(fd);
     throw e;
   }
-  kitState(vm).userMemory.push(memory);
-  if (owned && fd !== undefined) kitState(vm).ownedFds.push(fd);
+  kitState(vm).keepUserMemory(memory);
+  if (owned && fd !== undefined) kitState(vm).ownFd(fd);
   space.memory.addRegion({
     slot: opts.slot,
     gpa: opts.gpa,

@@ -46,7 +46,7 @@ export function sevFdOf(vmLike: VmLike): number {
   if (fd === undefined || !vm.kvm.isFdOpen(fd)) {
     fd = vm.kvm.openSevDevice();
     sevFds.set(vm, fd);
-    kitState(vm).ownedFds.push(fd);
+    kitState(vm).ownFd(fd);
   }
   return fd;
 }

@@ -132,10 +132,10 @@ export function tdxAddBootRegion(vm: TestVm, { memory, space, capacity }: BootLa
   const raw = vm.raw;
   const state = kitState(vm);
   const userMemory = vm.kvm.allocateUserMemory(Number(TD_BOOT_REGION_SIZE));
-  state.userMemory.push(userMemory);
+  state.keepUserMemory(userMemory);
   const backing = userMemory.bytes;
   const gmemFd = raw.createGuestMemfd(TD_BOOT_REGION_SIZE);
-  state.ownedFds.push(gmemFd);
+  state.ownFd(gmemFd);
   raw.setUserMemoryRegion({
     slot: TD_BOOT_PARAMETERS_SLOT,
     flags: MEM_FLAG.GUEST_MEMFD,

@@ -169,7 +169,7 @@ export function vmCreate(shape?: ShapeLike, opts: VmCreateOptions = {}, guest?: 
   try {
     const size = BigInt(pages) * 4096n;
     const userMemory = kvm.allocateUserMemory(pages * 4096);
-    state.userMemory.push(userMemory);
+    state.keepUserMemory(userMemory);
     const backing = userMemory.bytes;
     const gmemFd = gmem ? raw.createGuestMemfd(size) : undefined;
     raw.setUserMemoryRegion({
