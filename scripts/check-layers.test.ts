@@ -1,6 +1,14 @@
 import { describe, expect, test } from 'vitest';
 // @ts-expect-error: a plain .mjs script without type declarations
-import { LAYERS, layerViolations, workspacePackages } from './check-layers.mjs';
+import {
+  cycleReport,
+  importCycles,
+  importGraph,
+  KNOWN_CYCLES,
+  LAYERS,
+  layerViolations,
+  workspacePackages,
+} from './check-layers.mjs';
 
 type Pkg = { group: string; file: string; manifest: { name: string; dependencies?: Record<string, string> } };
 const pkg = (name: string, deps: string[] = [], group = 'packages'): Pkg => ({
@@ -36,5 +44,72 @@ describe('layer check', () => {
 
   test('a package missing from the layer table is reported', () => {
     expect(layerViolations([pkg('@kvmtest/new-thing')])[0]).toMatch(/is not in the layer table/);
+  });
+});
+
+describe('import-cycle check', () => {
+  const graphOf = (files: Record<string, string>) =>
+    importGraph('/p', Object.keys(files), (f: string) => files[f] ?? '');
+
+  test('the real workspace has no import cycle outside the allow-list', () => {
+    // A stale entry (a package that became cycle-free) is only a warning of the script, so the
+    // package that empties it need not edit this file in the same change.
+    expect(cycleReport(workspacePackages()).problems).toEqual([]);
+  });
+
+  test('every allow-list entry names a workspace package and gives a reason', () => {
+    const names = new Set(workspacePackages().map((p: Pkg) => p.manifest.name));
+    for (const [name, reason] of Object.entries(KNOWN_CYCLES)) {
+      expect(names.has(name)).toBe(true);
+      expect(String(reason).length).toBeGreaterThan(20);
+    }
+  });
+
+  test('a loop through three files is one cycle naming all three', () => {
+    const g = graphOf({
+      '/p/a.ts': "import { b } from './b.js';",
+      '/p/b.ts': "export { c } from './sub/c.js';",
+      '/p/sub/c.ts': "import * as a from '../a.js';\nimport { x } from 'pkg';",
+      '/p/d.ts': "import { a } from './a.js';",
+    });
+    expect(importCycles(g)).toEqual([['/p/a.ts', '/p/b.ts', '/p/sub/c.ts']]);
+  });
+
+  test('type-only imports, package imports and a DAG make no cycle', () => {
+    const g = graphOf({
+      '/p/a.ts': "import type { B } from './b.js';\nimport { c } from './c.js';",
+      '/p/b.ts': "import { a } from './a.js';\nexport type { A } from './a.js';",
+      '/p/c.ts': "import { z } from '@kvmtest/kvm';",
+    });
+    expect(importCycles(g)).toEqual([]);
+  });
+
+  test('a directory import resolves to its index, and a file importing itself is a cycle', () => {
+    const g = graphOf({
+      '/p/a.ts': "import { x } from './dir';",
+      '/p/dir/index.ts': "import { a } from '../a.js';",
+      '/p/self.ts': "import { s } from './self.js';",
+    });
+    expect(importCycles(g)).toEqual([['/p/a.ts', '/p/dir/index.ts'], ['/p/self.ts']]);
+  });
+
+  test('a cycle in an allow-listed package is known, elsewhere a problem; an entry with no cycle is stale', () => {
+    const loop = graphOf({ '/p/a.ts': "import './b.js';", '/p/b.ts': "import './a.js';" });
+    const pkgs = [pkg('@kvmtest/kvm-sim'), pkg('@kvmtest/ucall'), pkg('@kvmtest/coco')];
+    const graphs: Record<string, unknown> = {
+      'packages/@kvmtest/kvm-sim': loop,
+      'packages/@kvmtest/ucall': loop,
+      'packages/@kvmtest/coco': graphOf({ '/p/a.ts': '' }),
+    };
+    const report = cycleReport(
+      pkgs,
+      { '@kvmtest/kvm-sim': 'being split', '@kvmtest/coco': 'was split' },
+      (dir: string) => graphs[dir],
+    );
+    expect(report.problems).toHaveLength(1);
+    expect(report.problems[0]).toMatch(/^@kvmtest\/ucall: import cycle \S*p\/a\.ts ↔ \S*p\/b\.ts$/);
+    expect(report.knownCycles).toHaveLength(1);
+    expect(report.knownCycles[0]).toMatch(/^@kvmtest\/kvm-sim: import cycle .* \(known: being split\)$/);
+    expect(report.stale).toEqual(['@kvmtest/coco']);
   });
 });

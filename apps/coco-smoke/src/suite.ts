@@ -46,7 +46,7 @@ const PT_WINDOW_GVA = 0x4000_0000n;
 const PATTERN = 0x5eed_c0c0_a11c_e5e5n;
 const ADDR_MASK = 0x000f_ffff_ffff_f000n;
 
-/** SEV status MSR bits (spec §12.2): SEV_ENABLED, SEV_ES_ENABLED, SEV_SNP_ENABLED. */
+/** SEV status MSR bits (arch/x86/include/asm/msr-index.h `MSR_AMD64_SEV_*_ENABLED`): SEV_ENABLED, SEV_ES_ENABLED, SEV_SNP_ENABLED. */
 const SEV_STATUS = { SEV: 1n, ES: 2n, SNP: 4n } as const;
 
 /**

@@ -1,10 +1,12 @@
-// A port of the kernel's tools/testing/selftests/kvm/x86/sev_migrate_tests.c (spec §14): SEV and
+// A port of the kernel's tools/testing/selftests/kvm/x86/sev_migrate_tests.c (the kernel side is
+// arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from(), sev_vm_copy_enc_context_from()): SEV and
 // SEV-ES encryption contexts moved (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM) and copied to mirrors
 // (KVM_CAP_VM_COPY_ENC_CONTEXT_FROM) between VMs that never run a guest. Every VM is barebones —
 // no memory, no image, no ucall — and SEV is set up with the legacy KVM_SEV_INIT / ES_INIT, as
 // in the original. Each test function of the original is one case; the SEV-ES variants skip on a
 // host without SEV-ES, as the original's `have_sev_es` does.
 
+import { SEV_POLICY_BIT } from '@kvmtest/coco';
 import { CAP, type CpuidEntry, findCpuid, SEV_CMD, SEV_GUEST_STATE } from '@kvmtest/kvm';
 import {
   type CaseContext,
@@ -32,7 +34,8 @@ const NR_MIGRATE_TEST_VCPUS = 4;
 const NR_MIGRATE_TEST_VMS = 3;
 const NR_LOCK_TESTING_THREADS = 3;
 const NR_LOCK_TESTING_ITERATIONS = 10_000;
-const SEV_POLICY_ES = 1 << 2;
+/** SEV_POLICY_ES: the guest must run with SEV-ES (include/linux/psp-sev.h). */
+const SEV_POLICY_ES = 1 << SEV_POLICY_BIT.ES;
 
 /** CPUID 0x8000001F EAX feature bits the original asks for (X86_FEATURE_SEV, X86_FEATURE_SEV_ES). */
 const CPUID_SEV = 1 << 1;

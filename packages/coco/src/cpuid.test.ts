@@ -122,7 +122,7 @@ describe('CPUID 0x8000001F', () => {
     expect(() => encodeCpuid8000001F(info)).toThrow(/overlaps named feature bits/);
   });
 
-  it('splits ASIDs into the SEV range and the SEV-ES/SNP range (spec §11.2)', () => {
+  it('splits ASIDs into the SEV range and the SEV-ES/SNP range (svm/sev.c: sev_hardware_setup())', () => {
     expect(sevAsidRanges({ minSevAsid: 100, maxSevAsid: 509 })).toEqual({
       sev: { first: 100, last: 509 },
       sevEs: { first: 1, last: 99 },
@@ -133,7 +133,7 @@ describe('CPUID 0x8000001F', () => {
 });
 
 describe('TDX shared bit', () => {
-  it('is GPAW − 1 (spec §13.2)', () => {
+  it('is GPAW − 1 (vmx/tdx.c)', () => {
     expect(tdxSharedBit(48)).toBe(47);
     expect(tdxSharedBit(52)).toBe(51);
     expect(tdxSharedMask(48)).toBe(0x8000_0000_0000n);

@@ -3,7 +3,7 @@
 import { CocoError } from './error.js';
 import { checkOneOf, checkUint, hex, rejectReserved } from './internal/bits.js';
 
-/** The CPUID leaf describing AMD memory encryption (spec §11.1). */
+/** The CPUID leaf describing AMD memory encryption (arch/x86/kvm/svm/sev.c: sev_hardware_setup()). */
 export const CPUID_LEAF_SEV = 0x8000001f;
 
 /**
@@ -56,7 +56,7 @@ export interface CpuidRegs {
   readonly edx: number;
 }
 
-/** Decoded CPUID 0x8000001F (spec §11.1). */
+/** Decoded CPUID 0x8000001F (arch/x86/kvm/svm/sev.c: sev_hardware_setup()). */
 export interface SevCpuInfo {
   /** Named EAX feature bits that are set, in bit order. */
   readonly features: readonly SevCpuFeature[];
@@ -70,11 +70,11 @@ export interface SevCpuInfo {
   readonly numVmpls: number;
   /** ECX: number of encrypted guests supported simultaneously = max SEV ASID. */
   readonly maxSevAsid: number;
-  /** EDX: minimum ASID for a plain-SEV guest; ASIDs 1..minSevAsid-1 are for SEV-ES/SNP (spec §11.2). */
+  /** EDX: minimum ASID for a plain-SEV guest; ASIDs 1..minSevAsid-1 are for SEV-ES/SNP (arch/x86/kvm/svm/sev.c: sev_hardware_setup()). */
   readonly minSevAsid: number;
 }
 
-/** Encodes CPUID 0x8000001F registers from the decoded form (spec §11.1). */
+/** Encodes CPUID 0x8000001F registers from the decoded form (arch/x86/kvm/svm/sev.c: sev_hardware_setup()). */
 export function encodeCpuid8000001F(info: SevCpuInfo): CpuidRegs {
   let eax = 0;
   for (const f of info.features) {
@@ -127,13 +127,13 @@ export function hasSevCpuFeature(info: SevCpuInfo, feature: SevCpuFeature): bool
   return info.features.includes(feature);
 }
 
-/** The C-bit position, EBX[5:0] of CPUID 0x8000001F (spec §11.1: `sev_enc_bit`). */
+/** The C-bit position, EBX[5:0] of CPUID 0x8000001F (arch/x86/kvm/svm/sev.c: sev_hardware_setup()). */
 export function cBitFromCpuid(regs: Pick<CpuidRegs, 'ebx'> | number): number {
   const ebx = typeof regs === 'number' ? regs : regs.ebx;
   return checkUint('CPUID 0x8000001F EBX', ebx, 32) & 0x3f;
 }
 
-/** The C-bit as an address mask, `1n << cBit` (KVM's `sev_me_mask`, spec §11.1). */
+/** The C-bit as an address mask, `1n << cBit` (the kernel's `sme_me_mask`). */
 export function cBitMask(cBit: number): bigint {
   checkUint('C-bit position', cBit, 6);
   return 1n << BigInt(cBit);
@@ -146,7 +146,7 @@ export interface AsidRange {
 }
 
 /**
- * ASID ranges implied by CPUID 0x8000001F (spec §11.2, mainline): plain SEV uses minSevAsid..maxSevAsid,
+ * ASID ranges implied by CPUID 0x8000001F (arch/x86/kvm/svm/sev.c: sev_hardware_setup(), `min_sev_asid` / `max_sev_asid`): plain SEV uses minSevAsid..maxSevAsid,
  * SEV-ES and SNP share 1..minSevAsid-1. A range with `first > last` is empty.
  */
 export function sevAsidRanges(info: Pick<SevCpuInfo, 'minSevAsid' | 'maxSevAsid'>): {
@@ -161,16 +161,16 @@ export function sevAsidRanges(info: Pick<SevCpuInfo, 'minSevAsid' | 'maxSevAsid'
   });
 }
 
-/** TDX guest physical address widths KVM accepts (spec §13.2: 48 or 52). */
+/** TDX guest physical address widths KVM accepts (arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls(): 48 or 52). */
 export type TdxGpaw = 48 | 52;
 
-/** Position of the TDX shared (S) bit for a guest physical address width: GPAW − 1 (spec §13.2). */
+/** Position of the TDX shared (S) bit for a guest physical address width: GPAW − 1 (arch/x86/kvm/vmx/tdx.c: setup_tdparams_eptp_controls()). */
 export function tdxSharedBit(gpaw: TdxGpaw): 47 | 51 {
   checkOneOf('TDX GPAW', gpaw, [48, 52] as const);
   return gpaw === 52 ? 51 : 47;
 }
 
-/** The TDX shared bit as a GPA mask (`kvm->arch.gfn_direct_bits` in address form, spec §13.2). */
+/** The TDX shared bit as a GPA mask (`kvm->arch.gfn_direct_bits` in address form, arch/x86/kvm/vmx/tdx.c: tdx_td_init()). */
 export function tdxSharedMask(gpaw: TdxGpaw): bigint {
   return 1n << BigInt(tdxSharedBit(gpaw));
 }

@@ -47,7 +47,7 @@ describe('GHCB MSR protocol', () => {
     expect(decodeGhcbMsr(0x100n)).toEqual({ kind: 'term-req', reasonSet: 0, reasonCode: 0 });
   });
 
-  it('puts the reason set in bits 15:12 and the code in bits 23:16 (spec §12.3)', () => {
+  it('puts the reason set in bits 15:12 and the code in bits 23:16 (sev-common.h)', () => {
     expect(encodeGhcbMsr({ kind: 'term-req', reasonSet: 1, reasonCode: 2 })).toBe(0x02_1100n);
   });
 

@@ -11,7 +11,7 @@ import {
   rejectReserved,
 } from './internal/bits.js';
 
-/** GHCBData[11:0] codes of the GHCB MSR protocol (arch/x86/include/asm/sev-common.h; spec §12.3). */
+/** GHCBData[11:0] codes of the GHCB MSR protocol (arch/x86/include/asm/sev-common.h). */
 export const GHCB_MSR_CODE = {
   SEV_INFO_RESP: 0x001,
   SEV_INFO_REQ: 0x002,
@@ -30,16 +30,16 @@ export const GHCB_MSR_CODE = {
   TERM_REQ: 0x100,
 } as const;
 
-/** Mask of GHCBData[11:0], the message code; a value with these bits zero is a GHCB GPA (spec §12.5 step 1). */
+/** Mask of GHCBData[11:0], the message code; a value with these bits zero is a GHCB GPA (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()). */
 export const GHCB_MSR_INFO_MASK = 0xfffn;
 
-/** The "no preference" GFN in a PREF_GPA response, GHCBData[63:12] all ones (spec §12.3). */
+/** The "no preference" GFN in a PREF_GPA response, GHCBData[63:12] all ones (arch/x86/include/asm/sev-common.h `GHCB_MSR_PREF_GPA_NONE`). */
 export const GHCB_MSR_PREF_GPA_NONE = 0xfffffffffffffn;
 
 /** Error value KVM puts in GHCBData[63:32] of a failed PSC response (GHCB_MSR_PSC_RESP_ERROR is bit 63 | 0x015). */
 export const GHCB_MSR_PSC_RESP_ERROR = 0x8000_0000;
 
-/** Page-state operations of a PSC request, GHCBData[55:52] (sev-common.h `enum psc_op`; spec §12.7). */
+/** Page-state operations of a PSC request, GHCBData[55:52] (arch/x86/include/asm/sev-common.h `enum psc_op`). */
 export const PSC_OP = { PRIVATE: 1, SHARED: 2, PSMASH: 3, UNSMASH: 4 } as const;
 
 /** Feature bits of an HV_FT response, GHCBData[63:12] (sev-common.h `GHCB_HV_FT_*`). */
@@ -99,7 +99,7 @@ export function isKnownGhcbMsrCode(code: number): boolean {
 const C = GHCB_MSR_CODE;
 const big = (n: number) => BigInt(n);
 
-/** Encodes a GHCB MSR message to the 64-bit MSR value (spec §12.3; sev-common.h macros). */
+/** Encodes a GHCB MSR message to the 64-bit MSR value (arch/x86/include/asm/sev-common.h macros). */
 export function encodeGhcbMsr(msg: GhcbMsrMessage): bigint {
   switch (msg.kind) {
     case 'ghcb-gpa': {
@@ -188,7 +188,7 @@ export interface GhcbMsrDecodeOptions {
 }
 
 /**
- * Decodes a GHCB MSR value (spec §12.3). Low 12 bits zero → `ghcb-gpa`. Throws CocoError UNKNOWN_CODE
+ * Decodes a GHCB MSR value (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol()). Low 12 bits zero → `ghcb-gpa`. Throws CocoError UNKNOWN_CODE
  * for a code not in {@link GHCB_MSR_CODE} and RESERVED_BITS for payload bits the message does not define.
  */
 export function decodeGhcbMsr(value: bigint, opts: GhcbMsrDecodeOptions = {}): GhcbMsrMessage {

@@ -15,7 +15,7 @@ import {
 } from './index.js';
 
 describe('GHCB layout', () => {
-  it('maps fields to valid-bitmap bits as offset / 8 (spec §12.4)', () => {
+  it('maps fields to valid-bitmap bits as offset / 8 (svm.h GHCB_BITMAP_IDX)', () => {
     expect(ghcbValidBit('cpl')).toBe(25);
     expect(ghcbValidBit('xss')).toBe(40);
     expect(ghcbValidBit('rax')).toBe(63);

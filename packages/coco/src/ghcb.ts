@@ -4,7 +4,7 @@
 import { CocoError } from './error.js';
 import { checkBigUint, checkUint } from './internal/bits.js';
 
-/** Fields of the GHCB save area: byte offset and width (arch/x86/include/asm/svm.h `struct ghcb_save_area`; spec §12.4). */
+/** Fields of the GHCB save area: byte offset and width (arch/x86/include/asm/svm.h `struct ghcb_save_area`). */
 export const GHCB_FIELD = {
   cpl: { offset: 0x0cb, size: 1 },
   xss: { offset: 0x140, size: 8 },
@@ -41,7 +41,7 @@ export const GHCB_FIELDS: readonly GhcbField[] = Object.freeze(
   (Object.keys(GHCB_FIELD) as GhcbField[]).sort((a, b) => GHCB_FIELD[a].offset - GHCB_FIELD[b].offset),
 );
 
-/** Offsets and sizes of the GHCB page's parts (svm.h `struct ghcb`; spec §12.4). All little-endian. */
+/** Offsets and sizes of the GHCB page's parts (arch/x86/include/asm/svm.h `struct ghcb`). All little-endian. */
 export const GHCB_LAYOUT = {
   SIZE: 4096,
   SAVE_AREA_SIZE: 0x408,
@@ -54,13 +54,13 @@ export const GHCB_LAYOUT = {
   USAGE_OFFSET: 0xffc,
 } as const;
 
-/** GHCB protocol versions: KVM offers 1..2 (spec §12.3 SEV_INFO). */
+/** GHCB protocol versions: KVM offers 1..2 in its SEV_INFO reply (arch/x86/kvm/svm/sev.c: `GHCB_VERSION_MIN`/`GHCB_VERSION_MAX`, sev_handle_vmgexit_msr_protocol()). */
 export const GHCB_PROTOCOL_VERSION = { MIN: 1, MAX: 2 } as const;
 
-/** The only `ghcb_usage` value KVM accepts (spec §12.5 step 5). */
+/** The only `ghcb_usage` value KVM accepts (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit()). */
 export const GHCB_DEFAULT_USAGE = 0;
 
-/** Valid-bitmap bit of a field: its qword index, `offset / 8` (svm.h `GHCB_BITMAP_IDX`; spec §12.4). */
+/** Valid-bitmap bit of a field: its qword index, `offset / 8` (arch/x86/include/asm/svm.h `GHCB_BITMAP_IDX`). */
 export function ghcbValidBit(field: GhcbField): number {
   const f = GHCB_FIELD[field];
   if (f === undefined)
@@ -115,7 +115,7 @@ export const SVM_EXIT = {
   VMGEXIT: 0x403,
 } as const;
 
-/** Software exit codes a guest puts in sw_exit_code for VMGEXIT (uapi svm.h `SVM_VMGEXIT_*`; spec §12.5). */
+/** Software exit codes a guest puts in sw_exit_code for VMGEXIT (arch/x86/include/uapi/asm/svm.h `SVM_VMGEXIT_*`). */
 export const SVM_VMGEXIT = {
   MMIO_READ: 0x8000_0001,
   MMIO_WRITE: 0x8000_0002,
@@ -137,7 +137,7 @@ export const SVM_VMGEXIT_AP = { CREATE_ON_INIT: 0, CREATE: 1, DESTROY: 2 } as co
 /** Result in the low 32 bits of sw_exit_info_1 after a VMGEXIT: 0 ok, 1 exception in info_2, 2 GHCB error in info_2. */
 export const GHCB_EXIT_RESULT = { OK: 0, EXCEPTION: 1, ERROR: 2 } as const;
 
-/** GHCB error reasons KVM returns in sw_exit_info_2 with result 2 (sev-common.h `GHCB_ERR_*`; spec §12.5). */
+/** GHCB error reasons KVM returns in sw_exit_info_2 with result 2 (arch/x86/include/asm/sev-common.h `GHCB_ERR_*`). */
 export const GHCB_ERR = {
   NOT_REGISTERED: 1,
   INVALID_USAGE: 2,
@@ -148,7 +148,7 @@ export const GHCB_ERR = {
 } as const;
 
 /**
- * A view over one 4096-byte GHCB page (spec §12.4), shared by the guest that fills it and the hypervisor
+ * A view over one 4096-byte GHCB page (arch/x86/include/asm/svm.h `struct ghcb`), shared by the guest that fills it and the hypervisor
  * that validates it. Setting a field marks its valid bit, as the kernel's `ghcb_set_*` accessors do.
  * All fields little-endian.
  */
@@ -223,7 +223,7 @@ export class Ghcb {
     this.#view.setBigUint64(o + 8, v >> 64n, true);
   }
 
-  /** Zeroes the valid bitmap (KVM does this after copying the GHCB in, spec §12.5 step 3). */
+  /** Zeroes the valid bitmap (KVM does this after copying the GHCB in: arch/x86/kvm/svm/sev.c: sev_es_sync_from_ghcb()). */
   clearValidBitmap(): void {
     this.bytes.fill(
       0,

@@ -126,7 +126,16 @@ export {
   TDVMCALL_SUBFUNCTION,
   tdvmcallStatusName,
 } from './tdx.js';
-export type { GuestMode, PortRequestKind, TagBitKind, VmShape, VmType, VmTypeTraits } from './vm-type.js';
+export type {
+  GuestMode,
+  LaunchFlow,
+  NativeUcallTransport,
+  PortRequestKind,
+  TagBitKind,
+  VmShape,
+  VmType,
+  VmTypeTraits,
+} from './vm-type.js';
 export {
   GUEST_MODE_PARAMS,
   isVmType,
@@ -139,3 +148,4 @@ export {
 } from './vm-type.js';
 export type { CpuidLookupEntry, CpuidReg, X86Feature, X86FeatureName } from './x86-features.js';
 export { cpuidHas, X86_FEATURE } from './x86-features.js';
+export { hex } from './internal/bits.js';

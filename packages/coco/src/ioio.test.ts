@@ -15,7 +15,7 @@ const infoArb: fc.Arbitrary<IoioInfo> = fc
   .map(({ addressSize, ...rest }) => (addressSize === undefined ? rest : { ...rest, addressSize }));
 
 describe('IOIO exit info', () => {
-  it('encodes `out dx, al` to port 0x1000 as a #VC handler does (spec §12.6)', () => {
+  it('encodes `out dx, al` to port 0x1000 as the guest kernel’s #VC handler does (vc_ioio_exitinfo())', () => {
     const v = encodeIoioExitInfo({
       direction: 'out',
       size: 1,

@@ -3,7 +3,7 @@
 import { CocoError } from './error.js';
 import { checkOneOf, checkUint, hex, rejectReserved } from './internal/bits.js';
 
-/** Bit positions of the SVM IOIO exit info (arch/x86/include/uapi/asm/svm.h `SVM_IOIO_*`; spec §12.6). */
+/** Bit positions of the SVM IOIO exit info (arch/x86/include/uapi/asm/svm.h `SVM_IOIO_*`). */
 export const SVM_IOIO = {
   TYPE_IN: 0, // 1 = IN, 0 = OUT
   STR: 2,
@@ -42,7 +42,7 @@ export interface IoioInfo {
 const SIZE_BIT = { 1: SVM_IOIO.SZ8, 2: SVM_IOIO.SZ16, 4: SVM_IOIO.SZ32 } as const;
 const ADDR_BIT = { 16: SVM_IOIO.A16, 32: SVM_IOIO.A32, 64: SVM_IOIO.A64 } as const;
 
-/** Encodes an IOIO exit info as the u64 placed in sw_exit_info_1 (spec §12.6). `segment` defaults to 0. */
+/** Encodes an IOIO exit info as the u64 placed in sw_exit_info_1 (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit(), `SVM_EXIT_IOIO`). `segment` defaults to 0. */
 export function encodeIoioExitInfo(info: Omit<IoioInfo, 'segment'> & { readonly segment?: number }): bigint {
   checkOneOf('IOIO direction', info.direction, ['in', 'out'] as const);
   let v = info.direction === 'in' ? 1 : 0;

@@ -130,7 +130,7 @@ export function sevLaunchMeasureBlob(
   return out;
 }
 
-/** SNP page types of SNP_LAUNCH_UPDATE (include/uapi/linux/kvm.h `KVM_SEV_SNP_PAGE_TYPE_*`, SNP ABI; spec §1.4). */
+/** SNP page types of SNP_LAUNCH_UPDATE (arch/x86/include/uapi/asm/kvm.h `KVM_SEV_SNP_PAGE_TYPE_*`, SNP ABI). */
 export const SNP_PAGE_TYPE = { NORMAL: 1, VMSA: 2, ZERO: 3, UNMEASURED: 4, SECRETS: 5, CPUID: 6 } as const;
 
 /** A value of {@link SNP_PAGE_TYPE}. */

@@ -14,12 +14,12 @@ import {
 const flags = Object.keys(SEV_STATUS_BIT) as SevStatusFlag[];
 
 describe('SEV MSRs', () => {
-  it('numbers the GHCB and status MSRs as msr-index.h does (spec §12.1)', () => {
+  it('numbers the GHCB and status MSRs as msr-index.h does', () => {
     expect(SEV_MSR.MSR_AMD64_SEV_ES_GHCB).toBe(0xc0010130);
     expect(SEV_MSR.MSR_AMD64_SEV).toBe(0xc0010131);
   });
 
-  it('reserves bits 13, 15 and 19 up in the status MSR (spec §12.2)', () => {
+  it('reserves bits 13, 15 and 19 up in the status MSR (msr-index.h)', () => {
     expect(SEV_STATUS_RESERVED_MASK & (1n << 13n)).not.toBe(0n);
     expect(SEV_STATUS_RESERVED_MASK & (1n << 15n)).not.toBe(0n);
     expect(SEV_STATUS_RESERVED_MASK & 0x7ffffn & ~((1n << 13n) | (1n << 15n))).toBe(0n);

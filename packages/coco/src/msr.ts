@@ -3,20 +3,20 @@
 import { CocoError } from './error.js';
 import { checkBigUint, rejectReserved } from './internal/bits.js';
 
-/** MSR numbers used by SEV/SEV-ES/SNP guests and hosts (arch/x86/include/asm/msr-index.h; spec §12.1). */
+/** MSR numbers used by SEV/SEV-ES/SNP guests and hosts (arch/x86/include/asm/msr-index.h). */
 export const SEV_MSR = {
   MSR_AMD64_SYSCFG: 0xc0010010,
   MSR_VM_HSAVE_PA: 0xc0010117,
   MSR_AMD64_VM_PAGE_FLUSH: 0xc001011e,
-  MSR_AMD64_SEV_ES_GHCB: 0xc0010130, // GHCB GPA or a GHCB MSR-protocol message (§12.3)
-  MSR_AMD64_SEV: 0xc0010131, // SEV status, read-only to the guest (§12.2)
+  MSR_AMD64_SEV_ES_GHCB: 0xc0010130, // GHCB GPA or a GHCB MSR-protocol message (arch/x86/include/asm/sev-common.h)
+  MSR_AMD64_SEV: 0xc0010131, // SEV status, read-only to the guest
   MSR_AMD64_RMP_BASE: 0xc0010132,
   MSR_AMD64_RMP_END: 0xc0010133,
   MSR_AMD64_GUEST_TSC_FREQ: 0xc0010134,
   MSR_SVSM_CAA: 0xc001f000,
 } as const;
 
-/** Bits of the SEV status MSR 0xC0010131 (spec §12.2; msr-index.h `MSR_AMD64_SEV_*` / `MSR_AMD64_SNP_*`). */
+/** Bits of the SEV status MSR 0xC0010131 (arch/x86/include/asm/msr-index.h `MSR_AMD64_SEV_*` / `MSR_AMD64_SNP_*`). */
 export const SEV_STATUS_BIT = {
   SEV_ENABLED: 0,
   SEV_ES_ENABLED: 1,
@@ -45,7 +45,7 @@ const STATUS_NAMES = (Object.keys(SEV_STATUS_BIT) as SevStatusFlag[]).sort(
 );
 const STATUS_KNOWN_MASK = STATUS_NAMES.reduce((m, n) => m | (1n << BigInt(SEV_STATUS_BIT[n])), 0n);
 
-/** Bits of the SEV status MSR that are reserved: 13, 15 and 63:19 (spec §12.2). */
+/** Bits of the SEV status MSR that are reserved: 13, 15 and 63:19 (arch/x86/include/asm/msr-index.h). */
 export const SEV_STATUS_RESERVED_MASK: bigint = ((1n << 64n) - 1n) & ~STATUS_KNOWN_MASK;
 
 /** Encodes the SEV status MSR value from the flags that are set. */
@@ -66,7 +66,7 @@ export function decodeSevStatus(value: bigint): SevStatusFlag[] {
   return STATUS_NAMES.filter((n) => (value >> BigInt(SEV_STATUS_BIT[n])) & 1n);
 }
 
-/** VMSA SEV_FEATURES bits (arch/x86/include/asm/svm.h `SVM_SEV_FEAT_*`; spec §1.4). Status bit = feature bit + 2. */
+/** VMSA SEV_FEATURES bits (arch/x86/include/asm/svm.h `SVM_SEV_FEAT_*`). Status bit = feature bit + 2. */
 export const SVM_SEV_FEATURE_BIT = {
   SNP_ACTIVE: 0,
   VTOM: 1,
@@ -86,7 +86,7 @@ export const SVM_SEV_FEATURE_BIT = {
 } as const;
 
 /**
- * The SEV status MSR a guest of this kind reads (spec §12.2): SEV → bit 0; SEV-ES → bits 0–1; SNP → bits 0–2;
+ * The SEV status MSR a guest of this kind reads (arch/x86/include/asm/msr-index.h `MSR_AMD64_SEV_*_ENABLED`): SEV → bit 0; SEV-ES → bits 0–1; SNP → bits 0–2;
  * for SEV-ES and SNP the VMSA SEV_FEATURES (`vmsaFeatures`) appear shifted left by 2. Rejects features
  * for plain SEV, SNP_ACTIVE on a non-SNP guest, and feature bits that land on reserved status bits.
  */

@@ -48,7 +48,7 @@ describe('legacy SEV policy', () => {
 });
 
 describe('SNP policy', () => {
-  it('has the valid mask mainline KVM uses (spec §1.4)', () => {
+  it('has the valid mask mainline KVM uses (svm/sev.c: snp_launch_start())', () => {
     expect(KVM_SNP_POLICY_MASK_VALID).toBe(0x1b_ffffn);
   });
 

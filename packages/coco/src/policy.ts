@@ -99,7 +99,7 @@ const bit = (b: number) => 1n << BigInt(b);
 
 /**
  * Policy bits mainline KVM (~6.17) accepts in SNP_LAUNCH_START: ABI minor/major, SMT, RSVD_MBO, DEBUG,
- * SINGLE_SOCKET = 0x1BFFFF (spec §1.4; newer kernels widen it per firmware).
+ * SINGLE_SOCKET = 0x1BFFFF (arch/x86/kvm/svm/sev.c: snp_launch_start(); newer kernels widen it per firmware).
  */
 export const KVM_SNP_POLICY_MASK_VALID: bigint =
   SNP_POLICY_ABI_MINOR_MASK |
@@ -175,7 +175,7 @@ export interface SnpPolicyCheckOptions {
 }
 
 /**
- * KVM's SNP_LAUNCH_START policy checks, in its order (spec §1.4, [ML] `snp_launch_start`): bits outside
+ * KVM's SNP_LAUNCH_START policy checks, in its order (arch/x86/kvm/svm/sev.c: snp_launch_start()): bits outside
  * the valid mask; bit 17 (RSVD_MBO) clear; bit 20 (SINGLE_SOCKET) set. Empty array = acceptable.
  */
 export function snpPolicyProblems(policy: bigint, opts: SnpPolicyCheckOptions = {}): SnpPolicyProblem[] {

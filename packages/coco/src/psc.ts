@@ -12,13 +12,13 @@ import {
   rejectReserved,
 } from './internal/bits.js';
 
-/** Most entries one PSC descriptor holds (sev-common.h `VMGEXIT_PSC_MAX_ENTRY`; spec §12.7). */
+/** Most entries one PSC descriptor holds (arch/x86/include/asm/sev-common.h `VMGEXIT_PSC_MAX_ENTRY`). */
 export const VMGEXIT_PSC_MAX_ENTRY = 253;
 
 /** Size of a PSC descriptor: 8-byte header + 253 entries of 8 bytes = 2032, the GHCB shared buffer. */
 export const PSC_DESC_SIZE = 8 + VMGEXIT_PSC_MAX_ENTRY * 8;
 
-/** PSC results KVM returns in sw_exit_info_2 (spec §12.7: GENERIC, INVALID_HDR, INVALID_ENTRY). */
+/** PSC results KVM returns in sw_exit_info_2 (arch/x86/include/asm/sev-common.h `VMGEXIT_PSC_ERROR_*`: GENERIC, INVALID_HDR, INVALID_ENTRY). */
 export const VMGEXIT_PSC_ERROR = {
   GENERIC: 0x100n << 32n,
   INVALID_HDR: (1n << 32n) | 1n,

@@ -36,7 +36,7 @@ const mmioArb: fc.Arbitrary<TdxMmioRequest> = fc
   .chain((r) => (r.write ? u(r.size * 8).map((value) => ({ ...r, value })) : fc.constant(r)));
 
 describe('TDVMCALL ABI', () => {
-  it('has the leaf, sub-function and status numbers of the GHCI (spec §13.3)', () => {
+  it('has the leaf, sub-function and status numbers of the GHCI (asm/shared/tdx.h)', () => {
     expect(TDCALL_LEAF.VP_VMCALL).toBe(0);
     expect(TDVMCALL_SUBFUNCTION.IO).toBe(30);
     expect(TDVMCALL_SUBFUNCTION.REQUEST_MMIO).toBe(48);

@@ -3,7 +3,7 @@
 import { CocoError } from './error.js';
 import { checkBigUint, checkOneOf, checkUint, hex } from './internal/bits.js';
 
-/** x86 exception vectors, including SEV's #VC (29) and TDX's #VE (20) (arch/x86/include/asm/trapnr.h; spec §12.1). */
+/** x86 exception vectors, including SEV's #VC (29) and TDX's #VE (20) (arch/x86/include/asm/trapnr.h). */
 export const EXCEPTION_VECTOR = {
   DE: 0,
   DB: 1,
@@ -32,7 +32,7 @@ export const EXCEPTION_VECTOR = {
   SX: 30,
 } as const;
 
-/** TDCALL leaf numbers, passed in RAX (arch/x86/include/asm/shared/tdx.h `TDG_*`; spec §13.3). */
+/** TDCALL leaf numbers, passed in RAX (arch/x86/include/asm/shared/tdx.h `TDG_*`). */
 export const TDCALL_LEAF = {
   VP_VMCALL: 0,
   VP_INFO: 1,
@@ -44,12 +44,12 @@ export const TDCALL_LEAF = {
   VM_WR: 8,
 } as const;
 
-/** R10 of TDG.VP.VMCALL: 0 selects a standard GHCI call; non-zero is vendor-specific (KVM hypercall) (spec §13.3). */
+/** R10 of TDG.VP.VMCALL: 0 selects a standard GHCI call; non-zero is vendor-specific (KVM hypercall; arch/x86/kvm/vmx/tdx.c: handle_tdvmcall()). */
 export const TDVMCALL_STANDARD = 0n;
 
 /**
  * TDG.VP.VMCALL sub-functions in R11: below 0x10000 a VMX exit reason, above the GHCI leaves
- * (arch/x86/include/asm/shared/tdx.h, uapi vmx.h; spec §13.3).
+ * (arch/x86/include/asm/shared/tdx.h, arch/x86/include/uapi/asm/vmx.h).
  */
 export const TDVMCALL_SUBFUNCTION = {
   CPUID: 10,
@@ -66,7 +66,7 @@ export const TDVMCALL_SUBFUNCTION = {
   REPORT_FATAL_ERROR: 0x10003,
 } as const;
 
-/** TDG.VP.VMCALL completion status returned in R10 (shared/tdx.h `TDVMCALL_STATUS_*`; spec §13.3). */
+/** TDG.VP.VMCALL completion status returned in R10 (arch/x86/include/asm/shared/tdx.h `TDVMCALL_STATUS_*`). */
 export const TDVMCALL_STATUS = {
   SUCCESS: 0n,
   RETRY: 1n,
@@ -75,7 +75,7 @@ export const TDVMCALL_STATUS = {
   SUBFUNC_UNSUPPORTED: 0x8000_0000_0000_0003n,
 } as const;
 
-/** The registers of a TDG.VP.VMCALL request or reply, each a u64 (spec §13.3). */
+/** The registers of a TDG.VP.VMCALL request or reply, each a u64 (arch/x86/kvm/vmx/tdx.c reads them in handle_tdvmcall()). */
 export interface TdvmcallRegs {
   readonly r10: bigint;
   readonly r11: bigint;
@@ -122,7 +122,7 @@ function sizedValue(what: string, req: { size: number; write: boolean; value?: b
   return checkBigUint(`${what} value`, req.value ?? 0n, req.size * 8);
 }
 
-/** Encodes an I/O request to TDG.VP.VMCALL registers: R10 0, R11 30, R12 size, R13 1=write, R14 port, R15 value (spec §13.3). */
+/** Encodes an I/O request to TDG.VP.VMCALL registers: R10 0, R11 30, R12 size, R13 1=write, R14 port, R15 value (arch/x86/kvm/vmx/tdx.c: tdx_emulate_io()). */
 export function encodeTdxIoRequest(req: TdxIoRequest): TdvmcallRegs {
   checkOneOf('TDX I/O size', req.size, [1, 2, 4] as const);
   return Object.freeze({
@@ -251,7 +251,7 @@ export interface VmxIoQualification {
 
 /**
  * Encodes the VMX I/O exit qualification: bits 2:0 size−1, bit 3 IN, bit 4 string, bit 5 REP,
- * bit 6 immediate operand, bits 31:16 port (Intel SDM; spec §13.3 "guest side").
+ * bit 6 immediate operand, bits 31:16 port (Intel SDM, "Exit Qualification for I/O Instructions").
  */
 export function encodeVmxIoQualification(q: VmxIoQualification): bigint {
   const size = checkOneOf('VMX I/O size', q.size, [1, 2, 4] as const);

@@ -1,6 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, it as test } from 'vitest';
 import {
   GUEST_MODE_PARAMS,
+  SEV_POLICY_BIT,
   isVmType,
   VM_SHAPE_DEFAULT,
   VM_TYPE_NUMBER,
@@ -11,7 +12,7 @@ import {
 } from './index.js';
 
 describe('VM types', () => {
-  it('numbers the types as KVM_CREATE_VM does (spec §1.1)', () => {
+  it('numbers the types as KVM_CREATE_VM does (arch/x86/include/uapi/asm/kvm.h)', () => {
     expect(VM_TYPE_NUMBER).toEqual({
       default: 0,
       'sw-protected': 1,
@@ -36,7 +37,7 @@ describe('VM types', () => {
     expect(isVmType(2)).toBe(false);
   });
 
-  it('gives protected state to every type but plain SEV among the confidential ones (spec §1.1)', () => {
+  it('gives protected state to every type but plain SEV among the confidential ones (arch/x86/include/uapi/asm/kvm.h)', () => {
     expect(VM_TYPE_TRAITS.sev.protectedState).toBe(false);
     expect(VM_TYPE_TRAITS['sev-es'].protectedState).toBe(true);
     expect(VM_TYPE_TRAITS['sev-snp'].protectedState).toBe(true);
@@ -82,5 +83,38 @@ describe('vmShape', () => {
   it('describes both paging modes', () => {
     expect(GUEST_MODE_PARAMS['4-level'].vaBits).toBe(48);
     expect(GUEST_MODE_PARAMS['5-level'].levels).toBe(5);
+  });
+});
+
+describe('VM-type facts the upper layers read', () => {
+  test('launchFlow is none exactly for the types that need no launch', () => {
+    for (const t of VM_TYPES)
+      expect(VM_TYPE_TRAITS[t].launchFlow === 'none', t).toBe(!VM_TYPE_TRAITS[t].needsLaunch);
+    expect(VM_TYPES.map((t) => VM_TYPE_TRAITS[t].launchFlow)).toEqual([
+      'none',
+      'none',
+      'sev',
+      'sev',
+      'snp',
+      'tdx',
+    ]);
+  });
+
+  test('the native ucall transport follows how the guest makes port requests', () => {
+    const byPort = { instruction: 'pio', ghcb: 'ghcb', tdvmcall: 'tdvmcall' } as const;
+    for (const t of VM_TYPES)
+      expect(VM_TYPE_TRAITS[t].ucallTransport, t).toBe(byPort[VM_TYPE_TRAITS[t].portRequest]);
+  });
+
+  test('default policies: SEV_POLICY_BIT.ES for sev-es, RSVD_MBO | SMT for sev-snp, 0 elsewhere; only SNP registers its GHCB', () => {
+    expect(VM_TYPES.map((t) => VM_TYPE_TRAITS[t].defaultPolicy)).toEqual([
+      0,
+      0,
+      0,
+      1 << SEV_POLICY_BIT.ES,
+      0x30000,
+      0,
+    ]);
+    expect(VM_TYPES.filter((t) => VM_TYPE_TRAITS[t].registersGhcb)).toEqual(['sev-snp']);
   });
 });

@@ -1,9 +1,13 @@
-// VM types and shapes: the one value a test names, and what it implies.
+// VM types and shapes: the one value a test names, and what it implies. Every fact that differs by
+// VM type lives in VM_TYPE_TRAITS; the layers above (ucall, the testkit, the simulator) read a
+// type's traits and never compare type names (docs/architecture.md, "How to add a VM type").
+
+import { SEV_POLICY_BIT, SNP_POLICY_BIT } from './policy.js';
 
 /** A KVM x86 VM type, by the name kvmtest uses for it. */
 export type VmType = 'default' | 'sw-protected' | 'sev' | 'sev-es' | 'sev-snp' | 'tdx';
 
-/** The `type` argument of KVM_CREATE_VM for each VM type (arch/x86/include/uapi/asm/kvm.h; spec §1.1). */
+/** The `type` argument of KVM_CREATE_VM for each VM type (arch/x86/include/uapi/asm/kvm.h). */
 export const VM_TYPE_NUMBER = {
   default: 0, // KVM_X86_DEFAULT_VM
   'sw-protected': 1, // KVM_X86_SW_PROTECTED_VM
@@ -50,9 +54,37 @@ export interface VmTypeTraits {
   readonly needsLaunch: boolean;
   /** Vendor whose hardware implements the type. */
   readonly vendor: 'any' | 'amd' | 'intel';
+  /** The transport a guest of this type uses for ucalls unless a test picks MMIO. */
+  readonly ucallTransport: NativeUcallTransport;
+  /**
+   * The guest registers its GHCB's GPA before using it (GHCB MSR protocol REGISTER_GHCB_GPA): KVM
+   * refuses an unregistered GHCB of an SNP guest (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()).
+   */
+  readonly registersGhcb: boolean;
+  /** The launch sequence before the first run ('none' exactly when needsLaunch is false). */
+  readonly launchFlow: LaunchFlow;
+  /** The launch policy the kit uses when a test gives none (a u32; 0 for types without a launch). */
+  readonly defaultPolicy: number;
 }
 
-/** Traits of each VM type (spec §1.1 for the has_protected_state / has_private_mem split). */
+/** How the guest hands a ucall to the host natively: an I/O port write, a GHCB exit, or a TDVMCALL. */
+export type NativeUcallTransport = 'pio' | 'ghcb' | 'tdvmcall';
+
+/**
+ * The launch sequence a VM type goes through before its first run: none, the SEV flow
+ * (LAUNCH_START → UPDATE_DATA [+ UPDATE_VMSA] → MEASURE → FINISH), SNP's (SNP_LAUNCH_START →
+ * SNP_LAUNCH_UPDATE → SNP_LAUNCH_FINISH) or a TD's (KVM_TDX_INIT_MEM_REGION → KVM_TDX_FINALIZE_VM).
+ */
+export type LaunchFlow = 'none' | 'sev' | 'snp' | 'tdx';
+
+/** SNP's default guest policy (the selftests' snp_default_policy()): RSVD_MBO | SMT. */
+const SNP_DEFAULT_POLICY_U32 = (1 << SNP_POLICY_BIT.RSVD_MBO) | (1 << SNP_POLICY_BIT.SMT);
+
+/**
+ * Traits of each VM type. The has_protected_state / has_private_mem split follows
+ * arch/x86/kvm/x86.c: kvm_arch_init_vm() and the vendors' VM-init hooks (svm/sev.c: sev_vm_init(),
+ * vmx/tdx.c: tdx_vm_init()).
+ */
 export const VM_TYPE_TRAITS: Readonly<Record<VmType, VmTypeTraits>> = Object.freeze({
   default: {
     protectedMemory: false,
@@ -62,6 +94,10 @@ export const VM_TYPE_TRAITS: Readonly<Record<VmType, VmTypeTraits>> = Object.fre
     portRequest: 'instruction',
     needsLaunch: false,
     vendor: 'any',
+    ucallTransport: 'pio',
+    registersGhcb: false,
+    launchFlow: 'none',
+    defaultPolicy: 0,
   },
   'sw-protected': {
     protectedMemory: true,
@@ -71,6 +107,10 @@ export const VM_TYPE_TRAITS: Readonly<Record<VmType, VmTypeTraits>> = Object.fre
     portRequest: 'instruction',
     needsLaunch: false,
     vendor: 'any',
+    ucallTransport: 'pio',
+    registersGhcb: false,
+    launchFlow: 'none',
+    defaultPolicy: 0,
   },
   sev: {
     protectedMemory: true,
@@ -80,6 +120,10 @@ export const VM_TYPE_TRAITS: Readonly<Record<VmType, VmTypeTraits>> = Object.fre
     portRequest: 'instruction',
     needsLaunch: true,
     vendor: 'amd',
+    ucallTransport: 'pio',
+    registersGhcb: false,
+    launchFlow: 'sev',
+    defaultPolicy: 0,
   },
   'sev-es': {
     protectedMemory: true,
@@ -89,6 +133,10 @@ export const VM_TYPE_TRAITS: Readonly<Record<VmType, VmTypeTraits>> = Object.fre
     portRequest: 'ghcb',
     needsLaunch: true,
     vendor: 'amd',
+    ucallTransport: 'ghcb',
+    registersGhcb: false,
+    launchFlow: 'sev',
+    defaultPolicy: 1 << SEV_POLICY_BIT.ES,
   },
   'sev-snp': {
     protectedMemory: true,
@@ -98,6 +146,10 @@ export const VM_TYPE_TRAITS: Readonly<Record<VmType, VmTypeTraits>> = Object.fre
     portRequest: 'ghcb',
     needsLaunch: true,
     vendor: 'amd',
+    ucallTransport: 'ghcb',
+    registersGhcb: true,
+    launchFlow: 'snp',
+    defaultPolicy: SNP_DEFAULT_POLICY_U32,
   },
   tdx: {
     protectedMemory: true,
@@ -107,6 +159,10 @@ export const VM_TYPE_TRAITS: Readonly<Record<VmType, VmTypeTraits>> = Object.fre
     portRequest: 'tdvmcall',
     needsLaunch: true,
     vendor: 'intel',
+    ucallTransport: 'tdvmcall',
+    registersGhcb: false,
+    launchFlow: 'tdx',
+    defaultPolicy: 0,
   },
 });
 

@@ -1,6 +1,6 @@
 // Capability numbers, ioctl-adjacent constants and VM-scope flags (include/uapi/linux/kvm.h).
 
-/** KVM_CAP_* numbers understood by kvmtest (include/uapi/linux/kvm.h; spec §1.2). */
+/** KVM_CAP_* numbers understood by kvmtest (include/uapi/linux/kvm.h). */
 export const CAP = {
   USER_MEMORY: 3,
   NR_VCPUS: 9,
@@ -47,7 +47,7 @@ export const KVM_HC = {
   MAP_GPA_RANGE: 12,
 } as const;
 
-/** Attribute bits of KVM_HC_MAP_GPA_RANGE (spec §1.6). */
+/** Attribute bits of KVM_HC_MAP_GPA_RANGE (include/uapi/linux/kvm_para.h `KVM_MAP_GPA_RANGE_*`). */
 export const MAP_GPA_RANGE = {
   PAGE_SZ_4K: 0n,
   PAGE_SZ_2M: 1n,
@@ -56,7 +56,7 @@ export const MAP_GPA_RANGE = {
   ENCRYPTED: 1n << 4n,
 } as const;
 
-/** Device-attribute groups and attributes readable with KVM_GET_DEVICE_ATTR on /dev/kvm (spec §1.4). */
+/** Device-attribute groups and attributes readable with KVM_GET_DEVICE_ATTR on /dev/kvm (arch/x86/kvm/x86.c: kvm_x86_dev_get_attr()). */
 export const DEVICE_ATTR = {
   X86_GRP_SEV: 1,
   X86_SEV_VMSA_FEATURES: 0,

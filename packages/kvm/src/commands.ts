@@ -2,7 +2,7 @@
 // Parameter structs are plain objects the caller owns; like the kernel's user structs they are
 // in/out: the backend writes results (handles, lengths, status) back into them.
 
-/** `enum sev_cmd_id` (include/uapi/linux/kvm.h; spec §1.3). */
+/** `enum sev_cmd_id` (include/uapi/linux/kvm.h). */
 export const SEV_CMD = {
   INIT: 0,
   ES_INIT: 1,
@@ -30,11 +30,11 @@ export const SEV_CMD = {
   SNP_LAUNCH_START: 100,
   SNP_LAUNCH_UPDATE: 101,
   SNP_LAUNCH_FINISH: 102,
-  /** Sentinel: one past the last id mainline implements (KVM_SEV_NR_MAX, spec §1.3). */
+  /** Sentinel: one past the last id mainline implements (KVM_SEV_NR_MAX). */
   NR_MAX: 103,
 } as const;
 
-/** SEV firmware status codes returned in `kvm_sev_cmd.error` (include/uapi/linux/psp-sev.h; spec §1.5). */
+/** SEV firmware status codes returned in `kvm_sev_cmd.error` (include/uapi/linux/psp-sev.h). */
 export const SEV_RET = {
   NO_FW_CALL: -1,
   SUCCESS: 0x00,
@@ -64,7 +64,7 @@ export const SEV_RET = {
   SECURE_DATA_INVALID: 0x18,
 } as const;
 
-/** Firmware guest states reported by KVM_SEV_GUEST_STATUS (spec §6). */
+/** Firmware guest states reported by KVM_SEV_GUEST_STATUS (arch/x86/kvm/svm/sev.c: sev_guest_status() passes the firmware's state on). */
 export const SEV_GUEST_STATE = {
   UNINITIALIZED: 0,
   LAUNCH_UPDATE: 1,
@@ -74,7 +74,7 @@ export const SEV_GUEST_STATE = {
   SENDING: 5,
 } as const;
 
-/** SNP page types for KVM_SEV_SNP_LAUNCH_UPDATE (spec §1.4). */
+/** SNP page types for KVM_SEV_SNP_LAUNCH_UPDATE (arch/x86/include/uapi/asm/kvm.h `KVM_SEV_SNP_PAGE_TYPE_*`). */
 export const SNP_PAGE_TYPE = {
   NORMAL: 1,
   ZERO: 3,
@@ -83,7 +83,7 @@ export const SNP_PAGE_TYPE = {
   CPUID: 6,
 } as const;
 
-/** `enum kvm_tdx_cmd_id` (spec §13.1). */
+/** `enum kvm_tdx_cmd_id` (arch/x86/include/uapi/asm/kvm.h). */
 export const TDX_CMD = {
   CAPABILITIES: 0,
   INIT_VM: 1,
@@ -93,7 +93,7 @@ export const TDX_CMD = {
   GET_CPUID: 5,
 } as const;
 
-/** KVM_TDX_MEASURE_MEMORY_REGION flag of KVM_TDX_INIT_MEM_REGION (spec §13.2). */
+/** KVM_TDX_MEASURE_MEMORY_REGION flag of KVM_TDX_INIT_MEM_REGION (arch/x86/include/uapi/asm/kvm.h). */
 export const TDX_MEASURE_MEMORY_REGION = 1;
 
 /**

@@ -1,6 +1,8 @@
 // What `vcpu.run()` returns: the `kvm_run` exit, as a discriminated union.
 
-/** KVM_EXIT_* numbers (include/uapi/linux/kvm.h; spec §1.6). */
+import { hex } from '@kvmtest/coco';
+
+/** KVM_EXIT_* numbers (include/uapi/linux/kvm.h). */
 export const EXIT_REASON = {
   UNKNOWN: 0,
   EXCEPTION: 1,
@@ -18,7 +20,7 @@ export const EXIT_REASON = {
   TDX: 40,
 } as const;
 
-/** KVM_SYSTEM_EVENT_* types (spec §1.6). */
+/** KVM_SYSTEM_EVENT_* types (include/uapi/linux/kvm.h). */
 export const SYSTEM_EVENT = {
   shutdown: 1,
   reset: 2,
@@ -144,7 +146,6 @@ export function exitReasonNumber(reason: ExitReason): number {
 
 /** One-line description of an exit for failure messages (`io out port 0x1000 size 4 data 0x…`). */
 export function describeExit(exit: Exit): string {
-  const hex = (v: bigint | number) => `0x${v.toString(16)}`;
   switch (exit.reason) {
     case 'io':
       return `io ${exit.direction} port ${hex(exit.port)} size ${exit.size} count ${exit.count}`;

@@ -141,10 +141,17 @@ export {
   trySevIoctl,
   trySevMigrateFrom,
   trySevMirrorFrom,
-  vmLaunch,
-  vmSevCreateWithOneVcpu,
   vmSevLaunch,
 } from './internal/sev.js';
+export { vmLaunch } from './internal/launch.js';
+export { adoptVm } from './internal/kit/registry.js';
+export { tagPolicyFor } from './internal/kit/tag.js';
+export {
+  type LaunchPolicy,
+  type LaunchStage,
+  TestVm,
+  type VmLike,
+} from './internal/kit-vm.js';
 export {
   SNP_DEFAULT_POLICY,
   snpInit,
@@ -190,20 +197,16 @@ export {
   vmNrPagesRequired,
 } from './internal/sizing.js';
 export {
-  type LaunchPolicy,
-  type LaunchStage,
   MIN_UCALL_SLOTS,
   type ShapeLike,
   supportedVmTypes,
-  TestVm,
   testRequireVmType,
-  tagPolicyFor,
   type VmBaseOptions,
   type VmCreateOptions,
-  type VmLike,
   vmCreate,
   vmCreateBarebones,
   vmCreateWithOneVcpu,
   vmCreateWithVcpus,
+  vmSevCreateWithOneVcpu,
   vmTypeSupported,
 } from './internal/vm.js';

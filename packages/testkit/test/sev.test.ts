@@ -124,7 +124,7 @@ test('encryption-context moves and mirrors between plain VMs fail with EINVAL', 
   expect(trySevMirrorFrom(a, b)).toBe('EINVAL');
 });
 
-test('SNP VMs are created and launched by the kit; the legacy SEV launch helpers refuse them (spec §4 #6)', async () => {
+test('SNP VMs are created and launched by the kit; the legacy SEV launch helpers refuse them (EPERM: svm/sev.c sev_mem_enc_ioctl())', async () => {
   using vm = vmCreateWithOneVcpu(guestDone, 'sev-snp');
   expect(vm.launchStage).toBe('none');
   const e = (() => {

@@ -1,7 +1,7 @@
 // SEV-SNP through the kit: creation and launch from the type alone (guest_memfd slot 0, PRIVATE
 // attributes, INIT2, KVM_CAP_EXIT_HYPERCALL, SNP_LAUNCH_START/UPDATE/FINISH), the SNP status bits, a
 // private→shared→private conversion round trip driven by the guest's page-state change requests
-// (spec §12.7), PVALIDATE-before-use #VC, GHCB termination, and what the host may no longer touch.
+// (arch/x86/kvm/svm/sev.c: snp_begin_psc()), PVALIDATE-before-use #VC, GHCB termination, and what the host may no longer touch.
 import { encodeGhcbMsr, PSC_OP, SEV_MSR } from '@kvmtest/coco';
 import { type Exit, hostPtr, MAP_GPA_RANGE, MEMORY_ATTRIBUTE, VECTOR } from '@kvmtest/kvm';
 import { snpLaunchReport } from '@kvmtest/kvm-sim';
@@ -28,7 +28,7 @@ import { lineOf, requireType } from './helpers.js';
 const GHCB = SEV_MSR.MSR_AMD64_SEV_ES_GHCB;
 const ALIAS_GVA = 0x7000_0000n;
 
-test('spec §12.2: an SNP guest reads SEV, SEV-ES and SNP (bits 0–2) in the SEV status MSR', async (ctx) => {
+test('msr-index.h MSR_AMD64_SEV: an SNP guest reads SEV, SEV-ES and SNP (bits 0–2) in the SEV status MSR', async (ctx) => {
   requireType(ctx, 'sev-snp');
   using vm = vmCreateWithOneVcpu(async (g) => {
     await guestSync(g, g.rdmsr(SEV_MSR.MSR_AMD64_SEV));
@@ -43,7 +43,7 @@ test('spec §12.2: an SNP guest reads SEV, SEV-ES and SNP (bits 0–2) in the SE
   expect((await runUcall(vm.vcpus[0]!)).cmd).toBe(UCALL.DONE);
 });
 
-test('spec §12.7: private → shared → private round trip: PSC exit, host conversion, shared data, re-PVALIDATE (#VC 0x404 before)', async (ctx) => {
+test('svm/sev.c snp_begin_psc(): private → shared → private round trip: PSC exit, host conversion, shared data, re-PVALIDATE (#VC 0x404 before)', async (ctx) => {
   requireType(ctx, 'sev-snp');
   const guest = defineGuest(
     async (g) => {

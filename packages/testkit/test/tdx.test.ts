@@ -1,4 +1,4 @@
-// A TD from its shape's type alone (selftests' TDX series; spec §13.2 creation flow): the kit
+// A TD from its shape's type alone (selftests' TDX series; arch/x86/kvm/vmx/tdx.c: tdx_td_init(), tdx_td_finalize()): the kit
 // creates and initializes it (CAPABILITIES, split irqchip, INIT_VM, vCPUs + INIT_VCPU), launches it
 // before the first run (PRIVATE attributes, measured INIT_MEM_REGION, FINALIZE) and its guest boots
 // from the boot parameters — paging off to long mode — before running the test's program.
@@ -160,7 +160,7 @@ describe('the host cannot reach a launched TD’s private memory or registers', 
     expect(e?.message).toMatch(/guest_memfd, which the host can neither read nor write/);
   });
 
-  test('KVM_GET_REGS / KVM_SET_SREGS on a TD vCPU are EINVAL (protected state, spec §13)', () => {
+  test('KVM_GET_REGS / KVM_SET_SREGS on a TD vCPU are EINVAL (protected state: x86.c kvm_arch_vcpu_ioctl_get_regs())', () => {
     using vm = vmCreateWithOneVcpu(guestDone, 'tdx');
     const vcpu = vm.vcpus[0]!;
     expect(() => vcpu.getRegs()).toThrow(KvmError);

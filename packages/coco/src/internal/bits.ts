@@ -4,8 +4,9 @@ import { CocoError } from '../error.js';
 
 const U64_LIMIT = 1n << 64n;
 
-/** `0x…` for a number or bigint (negative numbers keep their sign). */
+/** `0x…` for an integer number or bigint (negative values as `-0x…`; a non-integer number as it prints). */
 export function hex(v: number | bigint): string {
+  if (typeof v === 'number' && !Number.isInteger(v)) return String(v);
   return v < 0 ? `-0x${(-v).toString(16)}` : `0x${v.toString(16)}`;
 }
 

@@ -3,20 +3,21 @@
 // reloading the image. On a launched confidential VM the private pages and the page tables are
 // encrypted, so everything that would touch them is refused with a message that says so.
 
-import { checkGva, checkName, checkOptions, checkTestVm, shown } from './check.js';
+import { checkGva, checkName, checkOptions, shown } from './check.js';
 import { hostPtr, type HostPtr } from '@kvmtest/kvm';
 import { ucallPoolOf, ucallReapply } from '@kvmtest/ucall';
 import { TestkitError } from './errors.js';
 import { NUM_VECTORS, RUNTIME_GLOBAL } from './image.js';
 import { type GuestExceptionHandler, handlerAddress } from './runtime.js';
 import { loadImage } from '@kvmtest/guest-memory';
-import { asTestVm, symbolMap, type TestVm, type VmLike } from './vm.js';
+import { asTestVm, checkTestVm, kitState, type TestVm, type VmLike } from './kit-vm.js';
+import { symbolMap } from './symbols.js';
 
 function refuseIfProtected(vm: TestVm, what: string): void {
   if (vm.ptProtected)
     throw new TestkitError(
       'PT_PROTECTED',
-      `${what}: the page tables and private memory of this launched ${vm.type} VM are ${vm.type === 'tdx' ? 'in guest_memfd, out of the host’s reach' : 'encrypted'} (do it before the first run)`,
+      `${what}: the page tables and private memory of this launched ${vm.type} VM are ${vm.traits.launchFlow === 'tdx' ? 'in guest_memfd, out of the host’s reach' : 'encrypted'} (do it before the first run)`,
       { type: vm.type, stage: vm.launchStage },
     );
 }
@@ -117,7 +118,7 @@ function refuseIfEncrypted(vm: TestVm, gpa: bigint, what: string): void {
   if (vm.ptProtected && vm.space.isPrivate(gpa))
     throw new TestkitError(
       'LAUNCHED',
-      vm.type === 'tdx'
+      vm.traits.launchFlow === 'tdx'
         ? `${what}: the TD is launched and GPA 0x${gpa.toString(16)} is private — it lives in guest_memfd, which the host can neither read nor write (KVM_TDX_INIT_MEM_REGION copied the staging copy in at launch); write globals before the first run`
         : `${what}: the ${vm.type} VM is launched and its image is encrypted; write globals before the first run (launch)`,
       { type: vm.type, stage: vm.launchStage, gpa },
@@ -188,5 +189,5 @@ export function vmReloadImage(vmLike: VmLike): void {
   fresh.writeGlobal(RUNTIME_GLOBAL.exceptionHandlers, table);
   if (ucallPoolOf(vm.raw)) ucallReapply({ vm: vm.raw, space: mem.space, image: fresh });
   vm.raw.setGuestSymbols(symbolMap(fresh));
-  mem.image = fresh;
+  kitState(vm).replaceImage(fresh);
 }

@@ -2,13 +2,6 @@
 // argument and the value (kvm's argTypeError), before any work — never an engine error from deeper down.
 
 import { argTypeError, describeValue, type Kvm, type Vcpu } from '@kvmtest/kvm';
-import { TestVm } from './vm.js';
-
-/** `vm` must be a TestVm (made by the vmCreate* family). */
-export function checkTestVm(vm: unknown, op: string): TestVm {
-  if (!(vm instanceof TestVm)) throw argTypeError(op, 'vm', 'a TestVm (from vmCreate*)', vm);
-  return vm;
-}
 
 /** `opts` must be an options object or undefined. */
 export function checkOptions(opts: unknown, op: string, name = 'opts'): void {

@@ -4,7 +4,6 @@
 
 /** Codes of TestkitError, one per rule the kit enforces. */
 export const TESTKIT_ERROR = {
-  /** KVMTEST_BACKEND names a backend that is not available in this build. */
   /** KVMTEST_BACKEND names no known backend. */
   UNKNOWN_BACKEND: 'UNKNOWN_BACKEND',
   /** The operation needs guest memory, an image or ucall, and the VM is barebones. */
@@ -31,6 +30,8 @@ export const TESTKIT_ERROR = {
   UNKNOWN_GLOBAL: 'UNKNOWN_GLOBAL',
   /** A plain argument mistake the kit can name precisely. */
   BAD_ARGUMENT: 'BAD_ARGUMENT',
+  /** A contract VM the kit did not make (nor adopt) was passed where a kit VM is needed. */
+  NOT_A_KIT_VM: 'NOT_A_KIT_VM',
   /** The vCPU object does not belong to a VM created by the kit. */
   FOREIGN_VCPU: 'FOREIGN_VCPU',
   /** The operation needs a vCPU and the VM has none (a TD's KVM_TDX_INIT_MEM_REGION is a vCPU ioctl). */

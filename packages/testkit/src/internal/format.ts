@@ -117,7 +117,7 @@ function boundedSize(n: number, what: string, fmt: string): number {
 }
 
 // A `*` width or precision taken from the values: an integer up to FORMAT_MAX_WIDTH; a negative one
-// counts as none (no padding; no precision), as before.
+// counts as none (no padding; no precision).
 function starValue(v: FormatValue, what: string): number {
   const n = typeof v === 'bigint' ? Number(v) : v;
   if (typeof n !== 'number' || !Number.isInteger(n))

@@ -9,7 +9,7 @@ import { cBitFromCpuid, VM_TYPE_TRAITS, type VmType } from '@kvmtest/coco';
 import type { AddressSpace } from '@kvmtest/guest-memory';
 import { type CpuidEntry, findCpuid, type Kvm } from '@kvmtest/kvm';
 import { ucallPoolOf } from '@kvmtest/ucall';
-import type { TestVm } from './vm.js';
+import type { TestVm } from './kit-vm.js';
 
 /** What a page holds, by index in run tuples. `data` is an allocated page of a VM without encryption. */
 export const PAGE_KINDS = [
@@ -115,6 +115,7 @@ let recording: Recording | undefined;
 /** What the kit noted about an address space while it was plaintext (the walk to find it needs readable tables). */
 interface SpaceNotes {
   image?: { gpa: bigint; pages: number };
+  bootParams?: { gpa: bigint; pages: number };
   stacks: { gpa: bigint; pages: number }[];
 }
 const notes = new WeakMap<AddressSpace, SpaceNotes>();
@@ -200,6 +201,12 @@ export function noteImage(space: AddressSpace, gva: bigint, bytes: number): void
   notesOf(space).image = { gpa: space.gvaToGpa(gva), pages: Math.ceil(bytes / 4096) };
 }
 
+/** @internal a TD's boot-parameters memslot (`pages` pages at `gpa`) was added to `space`. */
+export function noteBootParams(space: AddressSpace, gpa: bigint, pages: number): void {
+  if (recording === undefined) return;
+  notesOf(space).bootParams = { gpa, pages };
+}
+
 /** @internal a vCPU stack of `pages` was allocated at `gva` in `space`. */
 export function noteStack(space: AddressSpace, gva: bigint, pages: number): void {
   if (recording === undefined) return;
@@ -220,17 +227,21 @@ export function noteEncContext(op: 'init' | 'move' | 'mirror', dst: TestVm, src?
 
 const cpuidCache = new WeakMap<Kvm, readonly CpuidEntry[]>();
 
+/** The VM's address space through its public API (undefined for barebones or closed VMs). */
+function spaceOf(vm: TestVm): AddressSpace | undefined {
+  return vm.barebones || vm.closed ? undefined : vm.space;
+}
+
 /** The tag bit a VM of `type` uses (for a barebones VM, what vmCreate would give it on this backend). */
 function tagOf(vm: TestVm, sev: boolean): TagBitInfo | undefined {
-  const tag = vm.mem?.space.tag;
+  const tag = spaceOf(vm)?.tag;
   // A default VM that got KVM_SEV_INIT (the legacy way, as the SEV migrate selftests do) is an SEV guest.
-  const kind =
-    (sev || vm.sevFd !== undefined) && vm.type === 'default' ? 'c-bit' : VM_TYPE_TRAITS[vm.type].tagBit;
+  const kind = sev && vm.type === 'default' ? 'c-bit' : VM_TYPE_TRAITS[vm.type].tagBit;
   if (kind === 'none') return undefined;
   if (tag !== undefined) return { kind, bit: tag.bit, setWhen: tag.setWhen };
   if (kind === 's-bit') return { kind, bit: vm.shape.mode === '5-level' ? 51 : 47, setWhen: 'shared' };
   try {
-    let cpuid = vm.cpuid ?? cpuidCache.get(vm.kvm);
+    let cpuid = cpuidCache.get(vm.kvm);
     if (cpuid === undefined) {
       cpuid = vm.kvm.getSupportedCpuid();
       cpuidCache.set(vm.kvm, cpuid);
@@ -271,17 +282,13 @@ function describeVm(vm: TestVm, id: number, takenAt: VmMemoryMap['takenAt'], sev
     tag: tagOf(vm, sev),
     takenAt,
   };
-  const mem = vm.mem;
-  if (mem === undefined) return { ...base, slots: [] };
-  const space = mem.space;
+  const space = spaceOf(vm);
+  if (space === undefined) return { ...base, slots: [] };
   const coco = space.tag !== undefined || space.protectedByDefault;
   // Marks: GPA ranges whose allocated pages have a known use (later marks win over earlier ones).
   const marks: { gpa: bigint; pages: number; kind: number }[] = [];
-  if (vm.tdx !== undefined) {
-    const boot = space.memory.findRegion(vm.tdx.boot.gpa);
-    if (boot) marks.push({ gpa: boot.gpa, pages: boot.pages, kind: KIND['boot-params'] });
-  }
   const n = notes.get(space);
+  if (n?.bootParams) marks.push({ ...n.bootParams, kind: KIND['boot-params'] });
   if (n?.image) marks.push({ ...n.image, kind: KIND.image });
   for (const s of n?.stacks ?? []) marks.push({ ...s, kind: KIND.stack });
   const pool = ucallPoolOf(vm.raw);

@@ -5,7 +5,9 @@
 // for plain SEV, the register state the VMM carries itself, so the guest goes on on the target.
 
 import { TestkitError } from './errors.js';
-import { asTestVm, supportedCpuid, symbolMap, TestVm, type VmLike } from './vm.js';
+import { supportedCpuid } from './host-cpuid.js';
+import { asTestVm, kitState, TestVm, type VmLike } from './kit-vm.js';
+import { symbolMap } from './symbols.js';
 
 /** Targets the kit made, with the VM each was made for. */
 const sourceOf = new WeakMap<TestVm, TestVm>();
@@ -26,14 +28,25 @@ export function migrationSourceOf(target: TestVm): TestVm | undefined {
 export function vmCreateMigrationTarget(srcLike: VmLike): TestVm {
   const src = asTestVm(srcLike);
   const mem = src.memory('vmCreateMigrationTarget');
-  if (mem.gmemFd !== undefined || src.type === 'tdx')
+  if (mem.gmemFd !== undefined || src.traits.launchFlow === 'tdx')
     throw new TestkitError(
       'BAD_ARGUMENT',
       `vmCreateMigrationTarget: the ${src.type} VM keeps its private memory in a guest_memfd bound to it; a migration target cannot map it`,
       { type: src.type },
     );
   const raw = src.kvm.createVm(src.type);
-  const dst = new TestVm(raw, src.kvm, src.shape, false, src.nrVcpus, src.policy);
+  const srcState = kitState(src);
+  const cpuid = srcState.cpuid ?? supportedCpuid(src.kvm);
+  const dst = new TestVm({
+    raw,
+    kvm: src.kvm,
+    shape: src.shape,
+    ops: srcState.ops,
+    barebones: false,
+    nrVcpus: src.nrVcpus,
+    policy: src.policy,
+    ...(srcState.cpuid === undefined ? {} : { cpuid: srcState.cpuid }),
+  });
   try {
     raw.setUserMemoryRegion({
       slot: 0,
@@ -42,16 +55,14 @@ export function vmCreateMigrationTarget(srcLike: VmLike): TestVm {
       memorySize: mem.slot0.size,
       userspace: mem.slot0.backing,
     });
-    dst.mem = {
+    kitState(dst).attachMemory({
       space: mem.space,
       slot0: mem.slot0,
       gmemFd: undefined,
       image: mem.image,
       guestImage: mem.guestImage,
-    };
-    dst.cpuid = src.cpuid;
+    });
     raw.setGuestSymbols(symbolMap(mem.image));
-    const cpuid = src.cpuid ?? supportedCpuid(src.kvm);
     for (const v of src.vcpus) raw.createVcpu(v.id).setCpuid(cpuid);
   } catch (e) {
     dst.close();

@@ -16,8 +16,8 @@ import { getUcall, type Ucall, UCALL, ucallCmdName } from '@kvmtest/ucall';
 import { callerOf, displayLocation } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
 import { UNHANDLED_EXPRESSION, UNHANDLED_EXTRA } from './runtime.js';
-import { vmLaunch } from './sev.js';
-import { testVmOfVcpu } from './vm.js';
+import { testVmOfVcpu } from './kit/registry.js';
+import { vmLaunch } from './launch.js';
 
 /** A guest assertion (GUEST_ASSERT*, GUEST_FAIL) reported through UCALL_ABORT, re-raised on the host. */
 export class GuestAssertionError extends TestAssertionError {

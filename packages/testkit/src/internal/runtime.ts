@@ -18,6 +18,7 @@ import {
   type GuestProgram,
   vectorName,
 } from '@kvmtest/kvm';
+import { fileURLToPath } from 'node:url';
 import { UCALL, ucall, ucallAssert, ucallFmt } from '@kvmtest/ucall';
 import { type CallSite, callArguments, callerOf, displayLocation, firstFrame } from './callsite.js';
 import { type FormatValue, hex64 } from './format.js';
@@ -81,21 +82,17 @@ function handlerAt(address: bigint): GuestExceptionHandler | undefined {
 /** Where an unhandled exception happened, captured by the dispatcher while the faulting frame is live. */
 const unhandledSite = new WeakMap<Guest, { frame: ExceptionFrame; site: CallSite | undefined }>();
 
-const RUNTIME_PATHS = [
-  '/kvm-sim/',
-  '/kvm-linux/',
-  '/testkit/src/',
-  '/testkit/dist/',
-  '/ucall/src/',
-  '/ucall/dist/',
-  '/kvm/src/',
-  '/kvm/dist/',
-  '/node_modules/',
-];
+// The folder holding the library packages, found from this file's own place
+// (<packages>/testkit/{src,dist}/internal/runtime.*): any package's src/ or dist/ there (the kit, ucall,
+// the contract, whichever backend runs the guest) and anything under node_modules is library code.
+const PACKAGES_DIR = fileURLToPath(new URL('../../../', import.meta.url)).replaceAll('\\', '/');
+const LIBRARY_FILE = /^[^/]+\/(?:src|dist)\//;
 
 function isGuestCode(path: string): boolean {
   const p = path.replaceAll('\\', '/');
-  return !RUNTIME_PATHS.some((r) => p.includes(r));
+  if (p.includes('/node_modules/')) return false;
+  const at = p.indexOf(PACKAGES_DIR);
+  return at < 0 || !LIBRARY_FILE.test(p.slice(at + PACKAGES_DIR.length));
 }
 
 function guestSite(): CallSite | undefined {
@@ -180,7 +177,7 @@ export function guestSync(g: Guest, stage: bigint | number, ...args: (bigint | n
   if (args.length > 6)
     throw new RangeError(`guestSync carries a stage and at most 6 args, got ${args.length}`);
   const st = u64(stage, 'guestSync stage');
-  // Per arity, without an intermediate array or spread (args converted in order, as before).
+  // Per arity, without an intermediate array or spread (args converted in order).
   switch (args.length) {
     case 0:
       return ucall(g, UCALL.SYNC, st);

@@ -6,7 +6,8 @@ import { cpuidHas, type X86Feature } from '@kvmtest/coco';
 import { type Guest, type HostPtr, hostPtr, type Kvm, KvmError, MEM_FLAG, type Vcpu } from '@kvmtest/kvm';
 import { getKvm } from './backend.js';
 import { TestkitError } from './errors.js';
-import { asTestVm, supportedCpuid, type VmLike } from './vm.js';
+import { supportedCpuid } from './host-cpuid.js';
+import { asTestVm, kitState, type VmLike } from './kit-vm.js';
 
 /** Options of vmMemAdd (`vm_mem_add`). */
 export interface VmMemAddOptions {
@@ -101,8 +102,8 @@ export function vmMemAdd(vmLike: VmLike, opts: VmMemAddOptions): AddedMemslot {
     if (owned && fd !== undefined && vm.kvm.isFdOpen(fd)) vm.kvm.closeFd(fd);
     throw e;
   }
-  vm.userMemory.push(memory);
-  if (owned && fd !== undefined) vm.ownFd(fd);
+  kitState(vm).keepUserMemory(memory);
+  if (owned && fd !== undefined) kitState(vm).ownFd(fd);
   space.memory.addRegion({
     slot: opts.slot,
     gpa: opts.gpa,

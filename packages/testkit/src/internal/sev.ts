@@ -4,11 +4,11 @@
 // GUEST_STATUS transitions the library asserts. The kit runs the whole launch lazily before a
 // VM's first run; each step is also callable on its own.
 
+import { SEV_POLICY_BIT } from '@kvmtest/coco';
 import {
   CAP,
   type Errno,
   hostPtr,
-  KvmError,
   tryKvm,
   SEV_CMD,
   SEV_GUEST_STATE,
@@ -20,57 +20,14 @@ import {
   type Vm,
 } from '@kvmtest/kvm';
 import { ucallMovePool, ucallPoolOf } from '@kvmtest/ucall';
-import { firstFrame, displayLocation, isTestkitSource } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
+import { asTestVm, kitState, type LaunchPolicy, policyValue, type TestVm, type VmLike } from './kit-vm.js';
+import { kvmAssert, userLocation } from './kvm-assert.js';
 import { noteEncContext } from './memory-map.js';
 import { migrationSourceOf } from './migrate.js';
-import { vmSnpLaunch } from './snp.js';
-import { vmTdxLaunch } from './tdx.js';
-import {
-  asTestVm,
-  type LaunchPolicy,
-  policyValue,
-  requireLaunchImplemented,
-  type TestVm,
-  type VmLike,
-} from './vm.js';
-import type { GuestProgram } from '@kvmtest/kvm';
-import type { GuestMode } from '@kvmtest/coco';
-import { toShape, type VmCreateOptions, vmCreateWithOneVcpu } from './vm.js';
 
 /** Bytes of a launch measurement buffer (selftests pass 256). */
 export const SEV_MEASUREMENT_LEN = 256;
-
-function userLocation() {
-  const holder: { stack?: string } = {};
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 30;
-  try {
-    Error.captureStackTrace(holder);
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
-  return displayLocation(firstFrame(holder.stack, (p) => !isTestkitSource(p)));
-}
-
-/** Runs a kernel-shaped call; a KvmError becomes the selftests' "ioctl failed" assertion (the KvmError is the cause). */
-export function kvmAssert<T>(opName: string | (() => string), fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (!(e instanceof KvmError)) throw e;
-    const op = typeof opName === 'string' ? opName : opName();
-    const fw = e.fwError === undefined ? '' : ` fw_error: ${e.fwError}`;
-    throw new TestAssertionError(
-      {
-        location: userLocation(),
-        expression: `${op} succeeds`,
-        userMessage: `${op} failed, rc: -1 errno: ${e.errno} (${e.code})${fw}\n${e.message}`,
-      },
-      { cause: e },
-    );
-  }
-}
 
 function testAssertState(cond: boolean, message: string): void {
   if (!cond)
@@ -81,11 +38,18 @@ function testAssertState(cond: boolean, message: string): void {
     });
 }
 
+const sevFds = new WeakMap<TestVm, number>();
+
 /** The /dev/sev descriptor of a VM, opened on first need (closed with the VM). */
 export function sevFdOf(vmLike: VmLike): number {
   const vm = asTestVm(vmLike);
-  vm.sevFd ??= vm.kvm.openSevDevice();
-  return vm.sevFd;
+  let fd = sevFds.get(vm);
+  if (fd === undefined || !vm.kvm.isFdOpen(fd)) {
+    fd = vm.kvm.openSevDevice();
+    sevFds.set(vm, fd);
+    kitState(vm).ownFd(fd);
+  }
+  return fd;
 }
 
 function rawOf(vm: VmLike): Vm {
@@ -172,10 +136,8 @@ function moveFrom(dst: VmLike, src: VmLike): void {
   d.raw.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [s.raw]);
   noteEncContext('move', d, s);
   // The launch state moves with the encryption context.
-  d.launchStage = s.launchStage;
-  d.policy = s.policy;
+  kitState(d).tookContextFrom(kitState(s), target);
   if (target) {
-    d.ptProtected = s.ptProtected;
     // The guest keeps the pool it was given: its ucalls now arrive on the target's vCPUs.
     if (ucallPoolOf(s.raw) !== undefined) ucallMovePool(s.raw, d.raw);
   }
@@ -202,13 +164,14 @@ function mirrorFrom(dst: VmLike, src: VmLike): void {
 }
 
 function requireSev(vm: TestVm): void {
-  if (vm.type === 'sev-snp')
+  // svm/sev.c: sev_mem_enc_ioctl() refuses the legacy launch commands on an SNP guest (EPERM).
+  if (vm.traits.launchFlow === 'snp')
     throw new TestkitError(
       'WRONG_VM_TYPE',
-      'legacy SEV launch commands are refused on an SNP guest (EPERM, spec §4 #6): its launch is vmSnpLaunch (SNP_LAUNCH_START, SNP_LAUNCH_UPDATE, SNP_LAUNCH_FINISH)',
+      `legacy SEV launch commands are refused on an SNP guest (EPERM, svm/sev.c: sev_mem_enc_ioctl()): the launch of a ${vm.type} VM is vmSnpLaunch (SNP_LAUNCH_START, SNP_LAUNCH_UPDATE, SNP_LAUNCH_FINISH)`,
       { type: vm.type },
     );
-  if (vm.type === 'tdx')
+  if (vm.traits.launchFlow === 'tdx')
     throw new TestkitError(
       'WRONG_VM_TYPE',
       'SEV launch commands do not apply to a TD (VM type tdx): its launch is vmTdxLaunch (KVM_TDX_INIT_MEM_REGION, KVM_TDX_FINALIZE_VM)',
@@ -223,8 +186,7 @@ export function sevLaunchStart(vmLike: VmLike, policy?: LaunchPolicy): void {
   const p = policy === undefined ? vm.policy : Number(policyValue(policy, 32));
   const data: SevLaunchStartData = { handle: 0, policy: p };
   sevIoctl(vm, SEV_CMD.LAUNCH_START, data);
-  vm.policy = p;
-  vm.launchStage = 'started';
+  kitState(vm).launchStarted(p);
   const status = sevGuestStatus(vm);
   testAssertState(
     status.policy === p,
@@ -244,8 +206,9 @@ export function sevLaunchStart(vmLike: VmLike, policy?: LaunchPolicy): void {
 export function sevLaunchUpdate(vmLike: VmLike): void {
   const vm = asTestVm(vmLike);
   requireSev(vm);
-  if (vm.mem) {
-    const { space } = vm.mem;
+  const mem = kitState(vm).mem;
+  if (mem) {
+    const { space } = mem;
     for (const region of space.memory.regions()) {
       const ranges = space.allocator.protectedRanges(region.slot);
       if (ranges.length === 0) continue;
@@ -260,13 +223,14 @@ export function sevLaunchUpdate(vmLike: VmLike): void {
     }
   }
   if (isSevEs(vm)) sevIoctl(vm, SEV_CMD.LAUNCH_UPDATE_VMSA);
-  vm.launchStage = 'updated';
-  vm.ptProtected = vm.mem !== undefined;
+  kitState(vm).launchUpdated();
 }
 
 function isSevEs(vm: TestVm): boolean {
-  // The type decides for SEV_ES VMs; a legacy default-type VM is ES when its policy says so.
-  return vm.type === 'sev-es' || (vm.type === 'default' && (vm.policy & 4) !== 0);
+  // The type's traits decide for SEV-ES VMs; a legacy VM (KVM_SEV_INIT on a type without a launch
+  // of its own) is ES when its policy says so.
+  if (vm.traits.launchFlow === 'sev') return vm.traits.protectedState;
+  return vm.traits.launchFlow === 'none' && (vm.policy & (1 << SEV_POLICY_BIT.ES)) !== 0;
 }
 
 /** LAUNCH_MEASURE: returns the measurement and asserts GUEST_STATUS = LAUNCH_SECRET. */
@@ -276,7 +240,7 @@ export function sevLaunchMeasure(vmLike: VmLike): Uint8Array {
   const buf = new Uint8Array(SEV_MEASUREMENT_LEN);
   const data: SevLaunchMeasureData = { uaddr: hostPtr(buf), len: buf.length };
   sevIoctl(vm, SEV_CMD.LAUNCH_MEASURE, data);
-  vm.launchStage = 'measured';
+  kitState(vm).launchMeasured();
   const status = sevGuestStatus(vm);
   testAssertState(
     status.state === SEV_GUEST_STATE.LAUNCH_SECRET,
@@ -295,7 +259,7 @@ export function sevLaunchFinish(vmLike: VmLike): void {
     `GUEST_STATUS state ${before.state} before LAUNCH_FINISH, expected LAUNCH_UPDATE or LAUNCH_SECRET`,
   );
   sevIoctl(vm, SEV_CMD.LAUNCH_FINISH);
-  vm.launchStage = 'finished';
+  kitState(vm).launchFinished();
   const after = sevGuestStatus(vm);
   testAssertState(
     after.state === SEV_GUEST_STATE.RUNNING,
@@ -319,42 +283,10 @@ export function vmSevLaunch(vmLike: VmLike, opts: SevLaunchOptions = {}): Uint8A
   return m;
 }
 
-/**
- * Launches the VM, finishing whatever remains of its launch (the kit calls this before a first run): nothing for
- * types that need none; the SEV flow from the current stage on; a TD's INIT_MEM_REGION and FINALIZE; SNP's
- * SNP_LAUNCH_START, SNP_LAUNCH_UPDATE and SNP_LAUNCH_FINISH.
- */
-export function vmLaunch(vmLike: VmLike): void {
-  const vm = asTestVm(vmLike);
-  if (!vm.traits.needsLaunch || vm.launchStage === 'finished') return;
-  switch (vm.type) {
-    case 'sev':
-    case 'sev-es':
-      if (vm.launchStage === 'none') sevLaunchStart(vm);
-      if (vm.launchStage === 'started') sevLaunchUpdate(vm);
-      if (vm.launchStage === 'updated') sevLaunchMeasure(vm);
-      if (vm.launchStage === 'measured') sevLaunchFinish(vm);
-      return;
-    case 'tdx':
-      vmTdxLaunch(vm);
-      return;
-    case 'sev-snp':
-      vmSnpLaunch(vm);
-      return;
-    default:
-      requireLaunchImplemented(vm.type);
-      throw new TestkitError('LAUNCH_NOT_IMPLEMENTED', `no launch flow for ${vm.type} VMs`, {
-        type: vm.type,
-      });
-  }
-}
-
-/** vm_sev_create_with_one_vcpu: a full SEV-family VM of `type` with vCPU 0 entering `guest` (launched before its first run). */
-export function vmSevCreateWithOneVcpu(
-  type: 'sev' | 'sev-es',
-  guest: GuestProgram | undefined,
-  opts: VmCreateOptions & { mode?: GuestMode } = {},
-): TestVm {
-  const { mode, ...rest } = opts;
-  return vmCreateWithOneVcpu(guest, toShape({ type, ...(mode ? { mode } : {}) }), rest);
+/** The SEV flow from the VM's current stage on: START, UPDATE (+VMSA), MEASURE, FINISH (the SEV table's launch hook). */
+export function sevLaunchRemaining(vm: TestVm): void {
+  if (vm.launchStage === 'none') sevLaunchStart(vm);
+  if (vm.launchStage === 'started') sevLaunchUpdate(vm);
+  if (vm.launchStage === 'updated') sevLaunchMeasure(vm);
+  if (vm.launchStage === 'measured') sevLaunchFinish(vm);
 }

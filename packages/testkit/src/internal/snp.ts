@@ -20,19 +20,20 @@ import {
   tryKvm,
 } from '@kvmtest/kvm';
 import { TestkitError } from './errors.js';
-import { kvmAssert, sevFdOf, sevIoctl } from './sev.js';
-import { asTestVm, type LaunchPolicy, policyValue, type TestVm, type VmLike } from './vm.js';
+import { asTestVm, kitState, type LaunchPolicy, policyValue, type TestVm, type VmLike } from './kit-vm.js';
+import { kvmAssert } from './kvm-assert.js';
+import { sevFdOf, sevIoctl } from './sev.js';
 
 /** snp_default_policy(): RSVD_MBO (bit 17) | SMT (bit 16; the simulated host has SMT on). */
 export const SNP_DEFAULT_POLICY: bigint =
   (1n << BigInt(SNP_POLICY_BIT.RSVD_MBO)) | (1n << BigInt(SNP_POLICY_BIT.SMT));
 
 function requireSnp(vm: TestVm, what: string): void {
-  if (vm.type !== 'sev-snp')
+  if (vm.traits.launchFlow !== 'snp')
     throw new TestkitError('WRONG_VM_TYPE', `${what} is for sev-snp VMs, not ${vm.type}`, { type: vm.type });
 }
 
-/** snp_vm_init: KVM_SEV_INIT2 (the only init of an SNP VM; spec §7). */
+/** snp_vm_init: KVM_SEV_INIT2 (the only init of an SNP VM: svm/sev.c sev_guest_init() refuses the legacy INIT for it). */
 export function snpInit(vmLike: VmLike): void {
   const vm = asTestVm(vmLike);
   requireSnp(vm, 'snpInit');
@@ -43,15 +44,15 @@ export function snpInit(vmLike: VmLike): void {
 export function snpLaunchStart(vmLike: VmLike, policy?: LaunchPolicy): void {
   const vm = asTestVm(vmLike);
   requireSnp(vm, 'snpLaunchStart');
-  // vm_sev_launch for SNP: page-state changes must reach userspace (spec §12.7).
+  // vm_sev_launch for SNP: page-state changes must reach userspace as KVM_HC_MAP_GPA_RANGE exits
+  // (svm/sev.c: snp_begin_psc_msr() / snp_begin_psc() forward them only when the VM enabled it).
   kvmAssert('KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)', () =>
     vm.raw.enableCap(CAP.EXIT_HYPERCALL, [1n << BigInt(KVM_HC.MAP_GPA_RANGE)]),
   );
   const p = policy === undefined ? BigInt(vm.policy) : policyValue(policy, 64);
   const data: SnpLaunchStartData = { policy: p, flags: 0 };
   sevIoctl(vm, SEV_CMD.SNP_LAUNCH_START, data);
-  vm.policy = Number(p & 0xffff_ffffn);
-  vm.launchStage = 'started';
+  kitState(vm).launchStarted(Number(p & 0xffff_ffffn));
 }
 
 /** The try form of snpLaunchStart (no EXIT_HYPERCALL step): the errno name, or undefined on success. */
@@ -70,8 +71,9 @@ export function trySnpLaunchStart(vmLike: VmLike, data: SnpLaunchStartData): Err
 export function snpLaunchUpdate(vmLike: VmLike): void {
   const vm = asTestVm(vmLike);
   requireSnp(vm, 'snpLaunchUpdate');
-  if (vm.mem) {
-    const { space } = vm.mem;
+  const mem = kitState(vm).mem;
+  if (mem) {
+    const { space } = mem;
     for (const region of space.memory.regions()) {
       for (const r of space.allocator.protectedRanges(region.slot)) {
         const size = BigInt(r.pages) * 4096n;
@@ -91,8 +93,7 @@ export function snpLaunchUpdate(vmLike: VmLike): void {
       }
     }
   }
-  vm.launchStage = 'updated';
-  vm.ptProtected = vm.mem !== undefined;
+  kitState(vm).launchUpdated();
 }
 
 /** snp_vm_launch_finish: SNP_LAUNCH_FINISH (every vCPU's VMSA measured and protected). Stage → finished. */
@@ -100,7 +101,7 @@ export function snpLaunchFinish(vmLike: VmLike, data: Partial<SnpLaunchFinishDat
   const vm = asTestVm(vmLike);
   requireSnp(vm, 'snpLaunchFinish');
   sevIoctl(vm, SEV_CMD.SNP_LAUNCH_FINISH, { flags: 0, ...data });
-  vm.launchStage = 'finished';
+  kitState(vm).launchFinished();
 }
 
 /** vm_sev_launch for SNP: the launch from the VM's current stage on (START, UPDATE, FINISH). */

@@ -1,5 +1,6 @@
-// TDX in the selftests' idiom (the posted TDX series, selftest-anatomy §3.6; spec §13.2 creation
-// flow): a TD is created from its shape's type alone. vmCreate lays out slot 0 in guest_memfd with
+// TDX in the selftests' idiom (the TDX selftests' lib/x86/tdx/tdx_util.c; the kernel's order is
+// arch/x86/kvm/vmx/tdx.c: tdx_td_init(), tdx_vcpu_init(), tdx_gmem_post_populate(),
+// tdx_td_finalize()): a TD is created from its shape's type alone. vmCreate lays out slot 0 in guest_memfd with
 // page tables whose SHARED leaves carry the S-bit (GPAW − 1), the ucall pool in shared pages, and a
 // boot-parameters region at TD_BOOT_PARAMETERS_GPA (guest_memfd, private, measured, identity-mapped);
 // its post-create step is KVM_TDX_CAPABILITIES → split irqchip → KVM_TDX_INIT_VM. Each vCPU gets
@@ -14,8 +15,9 @@
 // (EFER.LME|NXE are set by the TDX module and a TD cannot write EFER), then — through the identity
 // mapping — finds its per-vCPU stack and entry point by VCPU_INDEX (RSI) and enters the guest program.
 
+import { noteBootParams } from './memory-map.js';
 import type { GuestMode } from '@kvmtest/coco';
-import type { AddressSpace, PhysicalMemory, TagPolicy } from '@kvmtest/guest-memory';
+import type { TagPolicy } from '@kvmtest/guest-memory';
 import {
   CAP,
   CR,
@@ -37,9 +39,11 @@ import {
   type Vcpu,
 } from '@kvmtest/kvm';
 import { TestkitError } from './errors.js';
+import type { BootLayout } from './kit/ops.js';
+import { tagPolicyFor } from './kit/tag.js';
+import { asTestVm, kitState, type TestVm, type VmLike } from './kit-vm.js';
+import { kvmAssert } from './kvm-assert.js';
 import { guestCodeAddress, guestCodeAt, wrapGuest } from './runtime.js';
-import { kvmAssert } from './sev.js';
-import { asTestVm, type TestVm, tagPolicyFor, type VmLike } from './vm.js';
 
 /** GPA of the TD boot parameters (selftests' TD_BOOT_PARAMETERS_GPA): 64 KiB below 4 GiB. */
 export const TD_BOOT_PARAMETERS_GPA = 0xffff_0000n;
@@ -72,8 +76,8 @@ const TD_EFER = CR.EFER_LME | CR.EFER_NXE;
 /** Bytes of KVM_TDX_CAPABILITIES' first CPUID buffer (grown on E2BIG, as tdx_init_vm does). */
 const CAPS_NENT = 64;
 
-/** What the kit keeps for a TD besides the common memory state. */
-export interface TdxKitState {
+/** What the kit keeps for a TD besides the common memory state (private to this module). */
+interface TdxKitState {
   /** Guest physical address width the TD was created with (48, or 52 for a 5-level shape). */
   readonly gpaw: 48 | 52;
   /** The boot-parameters region: the host's staging copy (the memslot's userspace half). */
@@ -82,6 +86,21 @@ export interface TdxKitState {
   readonly capacity: number;
   /** vCPUs that went through KVM_TDX_INIT_VCPU (the next VCPU_INDEX). */
   vcpusInitialized: number;
+}
+
+const tdStates = new WeakMap<TestVm, TdxKitState>();
+
+function tdState(vm: TestVm, what: string): TdxKitState {
+  const td = tdStates.get(vm);
+  if (td === undefined)
+    throw new TestkitError(
+      'WRONG_VM_TYPE',
+      `${what}: this ${vm.type} VM has no TD boot parameters (made by vmCreate for a tdx shape)`,
+      {
+        type: vm.type,
+      },
+    );
+  return td;
 }
 
 function u64At(b: Uint8Array, off: number, v: bigint): void {
@@ -110,31 +129,23 @@ function bootPages(capacity: number): number {
  * The boot-parameters region of a new TD (before its image): a guest_memfd memslot at
  * TD_BOOT_PARAMETERS_GPA whose pages are allocated private (measured at launch) and identity-mapped.
  */
-export function tdxAddBootRegion(
-  vm: TestVm,
-  memory: PhysicalMemory,
-  space: AddressSpace,
-  capacity: number,
-): { boot: TdxKitState['boot'] } {
+export function tdxAddBootRegion(vm: TestVm, { memory, space, capacity }: BootLayout): void {
   const raw = vm.raw;
+  const state = kitState(vm);
   const userMemory = vm.kvm.allocateUserMemory(Number(TD_BOOT_REGION_SIZE));
-  vm.userMemory.push(userMemory);
+  state.keepUserMemory(userMemory);
   const backing = userMemory.bytes;
   const gmemFd = raw.createGuestMemfd(TD_BOOT_REGION_SIZE);
-  try {
-    raw.setUserMemoryRegion({
-      slot: TD_BOOT_PARAMETERS_SLOT,
-      flags: MEM_FLAG.GUEST_MEMFD,
-      guestPhysAddr: TD_BOOT_PARAMETERS_GPA,
-      memorySize: TD_BOOT_REGION_SIZE,
-      userspace: backing,
-      guestMemfd: gmemFd,
-      guestMemfdOffset: 0n,
-    });
-  } catch (e) {
-    raw.kvm.closeFd(gmemFd);
-    throw e;
-  }
+  state.ownFd(gmemFd);
+  raw.setUserMemoryRegion({
+    slot: TD_BOOT_PARAMETERS_SLOT,
+    flags: MEM_FLAG.GUEST_MEMFD,
+    guestPhysAddr: TD_BOOT_PARAMETERS_GPA,
+    memorySize: TD_BOOT_REGION_SIZE,
+    userspace: backing,
+    guestMemfd: gmemFd,
+    guestMemfdOffset: 0n,
+  });
   memory.addRegion({
     slot: TD_BOOT_PARAMETERS_SLOT,
     gpa: TD_BOOT_PARAMETERS_GPA,
@@ -142,6 +153,7 @@ export function tdxAddBootRegion(
     backing,
     flags: { privateBacking: true },
   });
+  noteBootParams(space, TD_BOOT_PARAMETERS_GPA, Number(TD_BOOT_REGION_SIZE >> 12n));
   const pages = bootPages(capacity);
   const gpa = space.allocator.alloc({
     slot: TD_BOOT_PARAMETERS_SLOT,
@@ -155,7 +167,12 @@ export function tdxAddBootRegion(
     });
   // Identity map: the boot code keeps reading them at the same address once paging is on.
   space.mapRange(gpa, gpa, BigInt(pages) * 4096n, { visibility: 'private', nx: true });
-  return { boot: { gpa, backing, gmemFd } };
+  tdStates.set(vm, {
+    gpaw: tdxGpaw(vm.shape.mode),
+    boot: { gpa, backing, gmemFd },
+    capacity,
+    vcpusInitialized: 0,
+  });
 }
 
 /** A `struct kvm_tdx_cmd`. */
@@ -239,7 +256,8 @@ export function tdxInitVmCpuid(
  * vCPU needs, KVM_TDX_INIT_VM (attributes 0; the CPUID is part of the TD's configuration, so it
  * precedes every vCPU), then the common boot parameters: CR0/CR3/CR4/EFER for 64-bit paging.
  */
-export function tdxPostCreate(vm: TestVm, tdx: TdxKitState, supported: readonly CpuidEntry[]): void {
+export function tdxPostCreate(vm: TestVm, supported: readonly CpuidEntry[]): void {
+  const tdx = tdState(vm, 'tdxPostCreate');
   const caps = tdxCapabilities(vm);
   kvmAssert('KVM_CAP_SPLIT_IRQCHIP', () => vm.raw.enableCap(CAP.SPLIT_IRQCHIP, [24]));
   const init: TdxInitVmData = {
@@ -263,7 +281,7 @@ export function tdxPostCreate(vm: TestVm, tdx: TdxKitState, supported: readonly 
  * cannot load RSP/RIP — and the vCPU's program becomes the TD boot code.
  */
 export function tdxAddVcpu(vm: TestVm, vcpu: Vcpu, stackTop: bigint, guest: GuestProgram | undefined): void {
-  const tdx = vm.tdx!;
+  const tdx = tdState(vm, 'addVcpu');
   const index = tdx.vcpusInitialized;
   if (index >= tdx.capacity)
     throw new TestkitError(
@@ -338,8 +356,9 @@ export function tdxInitMemRegions(vmLike: VmLike): void {
       `the ${vm.type} VM has no vCPU: KVM_TDX_INIT_MEM_REGION is a vCPU ioctl (add vCPUs before the launch)`,
       { type: vm.type },
     );
-  if (vm.mem) {
-    const { space } = vm.mem;
+  const mem = kitState(vm).mem;
+  if (mem) {
+    const { space } = mem;
     for (const region of space.memory.regions()) {
       for (const r of space.allocator.protectedRanges(region.slot)) {
         const size = BigInt(r.pages) * 4096n;
@@ -355,9 +374,8 @@ export function tdxInitMemRegions(vmLike: VmLike): void {
       }
     }
   }
-  vm.launchStage = 'updated';
   // From here the private pages are guest_memfd's: the staging copy no longer reaches the guest.
-  vm.ptProtected = vm.mem !== undefined;
+  kitState(vm).launchUpdated();
 }
 
 /** KVM_TDX_FINALIZE_VM: the MRTD is final and the TD runnable. Stage → finished. */
@@ -365,7 +383,7 @@ export function tdxFinalize(vmLike: VmLike): void {
   const vm = asTestVm(vmLike);
   requireTd(vm, 'tdxFinalize');
   tdxVmIoctl(vm, TDX_CMD.FINALIZE_VM);
-  vm.launchStage = 'finished';
+  kitState(vm).launchFinished();
 }
 
 /** tdx_vm_finalize: the TD's launch from its current stage (INIT_MEM_REGION over private memory, FINALIZE). */

@@ -1,6 +1,6 @@
 // The ucall ABI: commands, sizes, the slot layout, the pool layout and the guest globals.
 
-import type { VmType } from '@kvmtest/coco';
+import { isVmType, type NativeUcallTransport, VM_TYPE_TRAITS, type VmType } from '@kvmtest/coco';
 import type { GuestGlobal } from '@kvmtest/guest-memory';
 import { argTypeError, describeValue } from '@kvmtest/kvm';
 
@@ -69,8 +69,8 @@ export function ucallPoolLayout(slots: number): UcallPoolLayout {
   });
 }
 
-/** How a guest hands a slot's GPA to the host. */
-export type UcallTransport = 'pio' | 'ghcb' | 'tdvmcall' | 'mmio';
+/** How a guest hands a slot's GPA to the host: its type's native transport, or MMIO on any type. */
+export type UcallTransport = NativeUcallTransport | 'mmio';
 
 /** Value of the `ucall_transport` guest global for each transport (0 = pio, so an untouched image means pio). */
 export const UCALL_TRANSPORT_CODE = { pio: 0, ghcb: 1, tdvmcall: 2, mmio: 3 } as const satisfies Record<
@@ -78,21 +78,10 @@ export const UCALL_TRANSPORT_CODE = { pio: 0, ghcb: 1, tdvmcall: 2, mmio: 3 } as
   number
 >;
 
-/** The transport of each VM type: default/sw-protected/sev → pio, sev-es/sev-snp → ghcb, tdx → tdvmcall. */
+/** The native transport of a VM type, from its traits (coco's VM_TYPE_TRAITS `ucallTransport`). */
 export function transportFor(type: VmType): UcallTransport {
-  switch (type) {
-    case 'default':
-    case 'sw-protected':
-    case 'sev':
-      return 'pio';
-    case 'sev-es':
-    case 'sev-snp':
-      return 'ghcb';
-    case 'tdx':
-      return 'tdvmcall';
-    default:
-      throw new TypeError(`unknown VM type ${describeValue(type)} has no ucall transport`);
-  }
+  if (!isVmType(type)) throw new TypeError(`unknown VM type ${describeValue(type)} has no ucall transport`);
+  return VM_TYPE_TRAITS[type].ucallTransport;
 }
 
 /** Names of the guest globals ucall uses (each a little-endian u64 unless noted). */
@@ -119,7 +108,7 @@ export const UCALL_GLOBAL = {
 
 /** Bits of the `ucall_flags` global. */
 export const UCALL_FLAG = {
-  /** SNP: register the GHCB GPA (GHCB MSR REG_GPA_REQ) before a vCPU first uses its GHCB (spec §12.5 step 4). */
+  /** SNP: register the GHCB GPA (GHCB MSR REG_GPA_REQ) before a vCPU first uses its GHCB (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()). */
   REGISTER_GHCB: 1n,
 } as const;
 

@@ -53,8 +53,3 @@ export class UcallError extends Error {
     this.details = Object.freeze({ ...details });
   }
 }
-
-/** Formats a bigint or number as `0x…`. */
-export function hex(v: bigint | number): string {
-  return v < 0 ? `-0x${(-BigInt(v)).toString(16)}` : `0x${v.toString(16)}`;
-}

@@ -9,10 +9,11 @@ import {
   GHCB_EXIT_RESULT,
   GHCB_FIELD,
   GHCB_LAYOUT,
-  GHCB_MSR_INFO_MASK,
   GHCB_MSR_CODE,
+  GHCB_MSR_INFO_MASK,
   GHCB_PROTOCOL_VERSION,
   ghcbValidBit,
+  hex,
   SEV_MSR,
   SVM_EXIT,
   TDCALL_LEAF,
@@ -33,7 +34,7 @@ import {
   UCALL_SLOT_LAYOUT,
   UCALL_TRANSPORT_CODE,
 } from './constants.js';
-import { hex, UcallError } from './errors.js';
+import { UcallError } from './errors.js';
 import { formatGuestBounded } from './format.js';
 import { type AssertWhere, checkArg, checkCmd, encodeSlot, utf8 } from './slot.js';
 
@@ -50,7 +51,7 @@ const IOIO_OUT_32 = encodeIoioExitInfo({
   rep: false,
   addressSize: 64,
 });
-// Valid bitmap of an IOIO OUT request: rax, sw_exit_code, sw_exit_info_1, sw_exit_info_2 (spec §12.5 step 5).
+// Valid bitmap of an IOIO OUT request: rax, sw_exit_code, sw_exit_info_1, sw_exit_info_2 (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit()).
 const IOIO_VALID = (() => {
   const b = new Uint8Array(GHCB_LAYOUT.VALID_BITMAP_SIZE);
   for (const f of ['rax', 'swExitCode', 'swExitInfo1', 'swExitInfo2'] as const) {
@@ -99,7 +100,7 @@ export function guestGhcb(g: Guest): { gva: bigint; gpa: bigint } | undefined {
   return { gva: u64(g, UCALL_GLOBAL.ghcbGva) + off, gpa: u64(g, UCALL_GLOBAL.ghcbGpa) + off };
 }
 
-// SNP: a GHCB GPA must be registered before use (spec §12.3 REG_GPA_REQ, §12.5 step 4). Once per vCPU.
+// SNP: a GHCB GPA must be registered before use (GHCB MSR REG_GPA_REQ; arch/x86/kvm/svm/sev.c: sev_handle_vmgexit() refuses an unregistered one). Once per vCPU.
 async function registerGhcb(g: Guest, gpa: bigint): Promise<void> {
   const bits = g.global(UCALL_GLOBAL.ghcbRegistered);
   const byte = bits + BigInt(g.vcpuId >> 3);
@@ -118,7 +119,7 @@ async function registerGhcb(g: Guest, gpa: bigint): Promise<void> {
   g.writeU8(byte, g.readU8(byte) | mask);
 }
 
-// The port request of an SEV-ES/SNP guest: IOIO through the GHCB, then VMGEXIT (spec §12.6).
+// The port request of an SEV-ES/SNP guest: IOIO through the GHCB, then VMGEXIT (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit(), `SVM_EXIT_IOIO`).
 async function sendGhcb(g: Guest, value: bigint): Promise<void> {
   const page = guestGhcb(g);
   if (page === undefined)
@@ -149,7 +150,7 @@ async function sendGhcb(g: Guest, value: bigint): Promise<void> {
   }
 }
 
-// A TD's port request: TDG.VP.VMCALL<Instruction.IO> (spec §13.3).
+// A TD's port request: TDG.VP.VMCALL<Instruction.IO> (arch/x86/kvm/vmx/tdx.c: tdx_emulate_io()).
 async function sendTdvmcall(g: Guest, value: bigint): Promise<void> {
   const req = encodeTdxIoRequest({ port: UCALL_PIO_PORT, size: 4, write: true, value });
   // The request's R10–R15 (all encodeTdxIoRequest sets) listed out: a literal of fixed shape, which the
@@ -233,43 +234,60 @@ async function sendSlot(g: Guest, bytes: Uint8Array): Promise<void> {
   }
 }
 
-// cmd, args and an empty buffer, built in place for the hot path. sendSlot copies it into the slot
-// before its first await, so one buffer serves every vCPU.
-const plain = new Uint8Array(UCALL_SLOT_LAYOUT.buffer + 1);
-const plainView = new DataView(plain.buffer);
-/** How many leading args of `plain` may be non-zero (the rest are known zero: no rewrite needed). */
-let plainArgs = 0;
+/** A plain ucall's slot image (cmd, args, an empty buffer), rebuilt in place for each ucall of one guest. */
+interface PlainSlot {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  /** How many leading args may be non-zero (the rest are known zero: no rewrite needed). */
+  dirtyArgs: number;
+}
+
+// One slot image per guest (vCPU), so plain ucalls allocate nothing; sendSlot copies it into the
+// pool's slot before its first await, so the next ucall of the same guest may rebuild it.
+const plainSlots = new WeakMap<Guest, PlainSlot>();
+
+function plainSlotOf(g: Guest): PlainSlot {
+  let p = plainSlots.get(g);
+  if (p === undefined) {
+    const bytes = new Uint8Array(UCALL_SLOT_LAYOUT.buffer + 1);
+    p = { bytes, view: new DataView(bytes.buffer), dirtyArgs: 0 };
+    plainSlots.set(g, p);
+  }
+  return p;
+}
 
 /** Sends `cmd` with up to 7 args (GUEST_SYNC*, GUEST_DONE): fills a slot and exits to the host with its GPA. */
 export function ucall(g: Guest, cmd: number, ...args: bigint[]): Promise<void> {
   // Not async: sendSlot's promise is returned as is; a failed check still rejects, as from an async function.
+  let slot: PlainSlot;
   try {
     checkGuest(g, 'ucall');
-    fillPlain(cmd, args);
+    slot = plainSlotOf(g);
+    fillPlain(slot, cmd, args);
   } catch (e) {
     return Promise.reject(e);
   }
-  return sendSlot(g, plain);
+  return sendSlot(g, slot.bytes);
 }
 
-// Writes cmd and args into `plain` (validated: RangeError / TypeError as checkCmd and checkArg say).
-function fillPlain(cmd: number, args: readonly bigint[]): void {
+// Writes cmd and args into `p` (validated: RangeError / TypeError as checkCmd and checkArg say).
+function fillPlain(p: PlainSlot, cmd: number, args: readonly bigint[]): void {
   if (args.length > UCALL_MAX_ARGS)
     throw new RangeError(`a ucall carries at most ${UCALL_MAX_ARGS} args, got ${args.length}`);
   // A u32 cmd (every UCALL command) is its two LE halves without a BigInt; checkCmd decides the rest.
   if (typeof cmd === 'number' && cmd >= 0 && cmd <= 0xffff_ffff && Number.isInteger(cmd)) {
-    plainView.setUint32(UCALL_SLOT_LAYOUT.cmd, cmd, true);
-    plainView.setUint32(UCALL_SLOT_LAYOUT.cmd + 4, 0, true);
-  } else plainView.setBigUint64(UCALL_SLOT_LAYOUT.cmd, checkCmd(cmd), true);
+    p.view.setUint32(UCALL_SLOT_LAYOUT.cmd, cmd, true);
+    p.view.setUint32(UCALL_SLOT_LAYOUT.cmd + 4, 0, true);
+  } else p.view.setBigUint64(UCALL_SLOT_LAYOUT.cmd, checkCmd(cmd), true);
   // Args past the given ones must read 0: only those an earlier, longer call may have written are
-  // cleared (`plainArgs` is raised first, so an arg that throws half-way leaves it conservative).
-  const dirty = plainArgs;
-  plainArgs = Math.max(dirty, args.length);
+  // cleared (`dirtyArgs` is raised first, so an arg that throws half-way leaves it conservative).
+  const dirty = p.dirtyArgs;
+  p.dirtyArgs = Math.max(dirty, args.length);
   for (let i = 0; i < args.length; i++)
-    plainView.setBigUint64(UCALL_SLOT_LAYOUT.args + 8 * i, checkArg(args[i]!, i), true);
+    p.view.setBigUint64(UCALL_SLOT_LAYOUT.args + 8 * i, checkArg(args[i]!, i), true);
   if (dirty > args.length)
-    plain.fill(0, UCALL_SLOT_LAYOUT.args + 8 * args.length, UCALL_SLOT_LAYOUT.args + 8 * dirty);
-  plainArgs = args.length;
+    p.bytes.fill(0, UCALL_SLOT_LAYOUT.args + 8 * args.length, UCALL_SLOT_LAYOUT.args + 8 * dirty);
+  p.dirtyArgs = args.length;
 }
 
 /**

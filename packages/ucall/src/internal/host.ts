@@ -9,37 +9,20 @@ import {
   UCALL_SLOT_LAYOUT,
   ucallCmdName,
 } from './constants.js';
-import { hex, UcallError } from './errors.js';
+import { hex } from '@kvmtest/coco';
+import { UcallError } from './errors.js';
 import { ucallPoolOf } from './pool.js';
-import { decodeSlotAt } from './slot.js';
+import { type DecodedSlot, decodeSlotAt } from './slot.js';
 
-/** A decoded ucall: what the guest sent, copied out of its slot. */
-export interface Ucall {
-  /** UCALL command (NONE for a bare GUEST_UCALL_NONE exit). */
-  cmd: number;
-  /** All 7 args (unused ones 0). */
-  args: bigint[];
-  /** The buffer's text up to the encoding's last NUL (assert slots: `message\0file\0expression`). */
-  buffer: string;
-  /** The formatted message (PRINTF, ABORT); '' when none. */
-  message: string;
-  /** Assert slots (ucallAssert): source file, line and the failed expression. */
-  file?: string;
-  line?: number;
-  expression?: string;
-  /**
-   * Assert slots that carried extra values (`ucallAssert(g, cmd, { …, extra: [a, b] }, …)`, sent in
-   * `args[4]`/`args[5]` as u64): one entry per extra up to the last one sent, `undefined` for one sent
-   * as absent (`[6n]` or `[6n, undefined]` both decode as `[6n]`; `[undefined, 2n]` as `[undefined, 2n]`).
-   * Absent when the assertion carried none. testkit's UNHANDLED sends `[vector, errorCode]`.
-   */
-  extra?: (bigint | undefined)[];
+/**
+ * A decoded ucall: the slot's contents (DecodedSlot; `message` is '' when none) plus which slot and
+ * vCPU. `truncated` is present only when the guest cut its message to fit the 1024-byte buffer.
+ */
+export interface Ucall extends Omit<DecodedSlot, 'truncated'> {
   /** The guest cut the message to fit the 1024-byte buffer. */
   truncated?: boolean;
   /** Index of the slot the guest used (absent for NONE). */
   slot?: number;
-  /** The GPA the guest sent. */
-  gpa: bigint;
   /** The vCPU that made the ucall. */
   vcpuId: number;
 }
@@ -215,20 +198,9 @@ export function getUcall(vcpu: Vcpu): Ucall | undefined {
       { vcpuId: vcpu.id, gpa: value, recorded: slot.gpa, slot: index },
     );
   decodedExit.set(vcpu, exit);
-  const uc: Ucall = {
-    cmd: slot.cmd,
-    args: slot.args,
-    buffer: slot.buffer,
-    message: slot.message,
-    slot: index,
-    gpa: value,
-    vcpuId: vcpu.id,
-  };
-  if (slot.file !== undefined) uc.file = slot.file;
-  if (slot.line !== undefined) uc.line = slot.line;
-  if (slot.expression !== undefined) uc.expression = slot.expression;
-  if (slot.extra !== undefined) uc.extra = slot.extra;
-  if (slot.truncated) uc.truncated = true;
+  const { truncated, ...contents } = slot;
+  const uc: Ucall = { ...contents, slot: index, gpa: value, vcpuId: vcpu.id };
+  if (truncated) uc.truncated = true;
   return uc;
 }
 

@@ -1,6 +1,7 @@
 // The per-VM pool: allocation in shared memory below 4 GiB, each slot's own GPA, the guest globals
 // that tell this VM's image where the pool is and how to reach the host, and the Vm → pool registry.
 
+import { hex, VM_TYPE_TRAITS } from '@kvmtest/coco';
 import type { AddressSpace, LoadedImage } from '@kvmtest/guest-memory';
 import { argTypeError, describeValue, KvmError, type Vm } from '@kvmtest/kvm';
 import {
@@ -16,7 +17,7 @@ import {
   type UcallTransport,
   ucallPoolLayout,
 } from './constants.js';
-import { hex, UcallError } from './errors.js';
+import { UcallError } from './errors.js';
 
 /** What ucallInit works on: the VM, its address space and the guest image loaded into it. */
 export interface UcallInitTarget {
@@ -243,7 +244,6 @@ function allocShared(space: AddressSpace, bytes: number, what: string): { gva: b
 const UCALL_FAILED_LIMIT = BELOW_4G - 1n;
 
 function writeGlobals(pool: UcallPool, image: LoadedImage): void {
-  const type = pool.vm.type;
   image.writeGlobalU64(UCALL_GLOBAL.pool, pool.gva);
   image.writeGlobalU64(UCALL_GLOBAL.nrSlots, BigInt(pool.slots));
   image.writeGlobalU64(UCALL_GLOBAL.transport, BigInt(UCALL_TRANSPORT_CODE[pool.transport]));
@@ -251,7 +251,10 @@ function writeGlobals(pool: UcallPool, image: LoadedImage): void {
   image.writeGlobalU64(UCALL_GLOBAL.ghcbGva, pool.ghcb?.gva ?? 0n);
   image.writeGlobalU64(UCALL_GLOBAL.ghcbGpa, pool.ghcb?.gpa ?? 0n);
   image.writeGlobalU64(UCALL_GLOBAL.ghcbCount, BigInt(pool.ghcb?.count ?? 0));
-  image.writeGlobalU64(UCALL_GLOBAL.flags, type === 'sev-snp' && pool.ghcb ? UCALL_FLAG.REGISTER_GHCB : 0n);
+  image.writeGlobalU64(
+    UCALL_GLOBAL.flags,
+    VM_TYPE_TRAITS[pool.vm.type].registersGhcb && pool.ghcb ? UCALL_FLAG.REGISTER_GHCB : 0n,
+  );
   image.writeGlobal(UCALL_GLOBAL.ghcbRegistered, new Uint8Array(UCALL_MAX_SLOTS / 8));
 }
 

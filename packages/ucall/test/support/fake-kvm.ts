@@ -1,7 +1,7 @@
 // A small, faithful stand-in for a KVM backend, enough to run the ucall guest half and decode its
 // exits: guest accesses translate through the page tables in guest memory; out/mmioWrite/vmgexit/
-// tdcall produce the exit the kernel would (GHCB processing per spec §12.5–§12.6, TDVMCALL I/O per
-// §13.3); IN/OUT in an SEV-ES/SNP guest raises #VC, in a TD #VE. Not a simulator: no encryption.
+// tdcall produce the exit the kernel would (GHCB processing as arch/x86/kvm/svm/sev.c:
+// sev_handle_vmgexit(), TDVMCALL I/O as arch/x86/kvm/vmx/tdx.c: tdx_emulate_io()); IN/OUT in an SEV-ES/SNP guest raises #VC, in a TD #VE. Not a simulator: no encryption.
 
 import {
   decodeIoioExitInfo,
@@ -64,7 +64,7 @@ export class FakeVm {
   closed = false;
   /** SNP: the GHCB GPA each vCPU registered (REG_GPA_REQ). */
   readonly registeredGhcb = new Map<number, bigint>();
-  /** KVM's copy of the last GHCB a VMGEXIT named (spec §12.5 step 3), for tests to inspect. */
+  /** KVM's copy of the last GHCB a VMGEXIT named (arch/x86/kvm/svm/sev.c: sev_es_sync_from_ghcb()), for tests to inspect. */
   lastGhcb: Ghcb | undefined;
   /** When set, every TDVMCALL returns this status in R10 without exiting (to test the guest's check). */
   tdvmcallStatus: bigint | undefined;
@@ -332,7 +332,7 @@ export class FakeGuest implements Guest {
     return notModelled('hypercall');
   }
 
-  /** VMGEXIT as KVM handles it (spec §12.3 MSR protocol, §12.5 GHCB processing, §12.6 IOIO). */
+  /** VMGEXIT as KVM handles it (svm/sev.c: sev_handle_vmgexit_msr_protocol(), sev_handle_vmgexit(), sev_es_validate_vmgexit()). */
   async vmgexit(): Promise<void> {
     const vm = this.vcpu.vm;
     if (this.portRequestKind() !== 'ghcb')
@@ -402,7 +402,7 @@ export class FakeGuest implements Guest {
     });
   }
 
-  /** TDCALL leaf 0 (TDG.VP.VMCALL) with Instruction.IO as KVM's tdx_emulate_io (spec §13.3). */
+  /** TDCALL leaf 0 (TDG.VP.VMCALL) with Instruction.IO as KVM's tdx_emulate_io (arch/x86/kvm/vmx/tdx.c). */
   async tdcall(leaf: bigint, r: TdcallRegs): Promise<TdcallRegs> {
     if (this.portRequestKind() !== 'tdvmcall')
       throw new GuestException({

@@ -25,6 +25,7 @@
 // VMCALL never completes on PVM hosts (the instruction is retried forever): a hypercall ends in
 // the watchdog's timeout exit, as any guest stuck in an instruction does.
 
+import { hex } from '@kvmtest/coco';
 import {
   type CpuidEntry,
   type ExceptionFrame,
@@ -72,8 +73,6 @@ const U64 = (1n << 64n) - 1n;
 const PAGE = 4096;
 const KVM_EXIT_IO_OUT = 1;
 const CR4_LA57 = 1n << 12n;
-
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 /** Unwinds a guest program that can no longer run; every later guest operation throws it again. */
 export class AgentUnwind extends Error {

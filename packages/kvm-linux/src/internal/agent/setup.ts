@@ -4,6 +4,7 @@
 // (PML4[511], or PML5[511] with LA57) at its PDPT and loads its segments and descriptor tables with
 // KVM_SET_SREGS; a vCPU without 64-bit paging gets the agent's own PML4 as CR3.
 
+import { hex } from '@kvmtest/coco';
 import type { UserMemory, Vm } from '@kvmtest/kvm';
 import { SEGMENT, SIZE, SREGS } from '../uapi.js';
 import { AGENT_CODE } from './agent-bytes.js';
@@ -36,8 +37,6 @@ const EFER_LME = 1n << 8n;
 const EFER_LMA = 1n << 10n;
 /** Number of IDT gates the agent installs (the architectural exceptions). */
 export const AGENT_IDT_GATES = 32;
-
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 /** The GPA of agent page `i`. */
 export function agentPageGpa(i: number): bigint {

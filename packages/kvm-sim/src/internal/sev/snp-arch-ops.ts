@@ -28,13 +28,14 @@
 // on the next access to the page.
 
 import {
+  Ghcb,
   GHCB_ERR,
   GHCB_LAYOUT,
   GHCB_MSR_CODE,
   GHCB_MSR_PREF_GPA_NONE,
-  Ghcb,
   type GhcbField,
   ghcbValidBit,
+  hex,
   PSC_OP,
   SVM_EXIT,
   SVM_VMGEXIT,
@@ -70,10 +71,6 @@ const KVM_EOPNOTSUPP = 95n;
 /** GHCB_MSR_PSC_RESP_ERROR: bit 63 | PSC_RESP (spec §12.3). */
 const PSC_RESP_ERROR = (1n << 63n) | BigInt(GHCB_MSR_CODE.PSC_RESP);
 const GHCB_SCRATCH_AREA_LIMIT = 16 * 4096;
-
-function hex(v: bigint | number): string {
-  return `0x${v.toString(16)}`;
-}
 
 function stateOf(vm: ArchVm): SevVmState {
   return vmView(vm).sev;

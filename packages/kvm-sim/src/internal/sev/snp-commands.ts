@@ -3,7 +3,7 @@
 // `snp_launch_finish` + `snp_launch_update_vmsa`), each check in the kernel's order with its errno.
 // The dispatcher (./commands.ts) has already applied the mirror and "legacy id on SNP → EPERM" gates.
 
-import { SNP_PAGE_TYPE, type SnpPageType, snpPolicyProblems } from '@kvmtest/coco';
+import { hex, SNP_PAGE_TYPE, type SnpPageType, snpPolicyProblems } from '@kvmtest/coco';
 import { type HostPtr, MEM_FLAG, MEMORY_ATTRIBUTE, SEV_RET } from '@kvmtest/kvm';
 import type { ArchMemslot } from '../arch/ops.js';
 import type { SevCmdCopy } from './commands.js';
@@ -23,10 +23,6 @@ const VALID_TYPES: ReadonlySet<number> = new Set([
   SNP_PAGE_TYPE.SECRETS,
   SNP_PAGE_TYPE.CPUID,
 ]);
-
-function hex(v: bigint | number): string {
-  return `0x${v.toString(16)}`;
-}
 
 /** `snp_launch_start` (spec §5.4 id 100). */
 export function snpLaunchStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {

@@ -4,7 +4,7 @@
 // the one exception is the kernel's own: INIT_MEM_REGION writes back the pages it did add before a
 // later page failed.
 
-import { tdxSharedBit, tdxSharedMask } from '@kvmtest/coco';
+import { hex, tdxSharedBit, tdxSharedMask } from '@kvmtest/coco';
 import {
   type CpuidEntry,
   findCpuid,
@@ -40,8 +40,6 @@ import { gmemLocation, vcpuRegs, vcpuSregs } from './views.js';
 const OP = 'KVM_MEMORY_ENCRYPT_OP';
 const PAGE = 4096n;
 const U64 = (1n << 64n) - 1n;
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
-
 const VM_CMD_NAME: Record<number, string> = {
   [TDX_CMD.CAPABILITIES]: 'KVM_TDX_CAPABILITIES',
   [TDX_CMD.INIT_VM]: 'KVM_TDX_INIT_VM',

@@ -2,7 +2,13 @@
 // instructions raise #VE (spec §13.3 "guest side"), and TDCALL — the TDX module's leaves and,
 // through TDG.VP.VMCALL, KVM's TDVMCALL handling (tdx.c handle_tdvmcall and friends, spec §13.3).
 
-import { encodeVmxIoQualification, TDCALL_LEAF, TDVMCALL_STATUS, TDVMCALL_SUBFUNCTION } from '@kvmtest/coco';
+import {
+  encodeVmxIoQualification,
+  hex,
+  TDCALL_LEAF,
+  TDVMCALL_STATUS,
+  TDVMCALL_SUBFUNCTION,
+} from '@kvmtest/coco';
 import {
   type HypercallExit,
   type IoExit,
@@ -42,7 +48,6 @@ const SHARED: AccessDecision = Object.freeze({ kind: 'shared' });
 const PRIVATE: AccessDecision = Object.freeze({ kind: 'private' });
 const FAULT_PRIVATE: AccessDecision = Object.freeze({ kind: 'memory-fault', private: true });
 const FAULT_SHARED: AccessDecision = Object.freeze({ kind: 'memory-fault', private: false });
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 const PAGE = 4096n;
 // Case labels as bigints, computed once (a `case BigInt(…)` would convert on every TDCALL).
 const B_KVM_HC_KICK_CPU = BigInt(KVM_HC.KICK_CPU);

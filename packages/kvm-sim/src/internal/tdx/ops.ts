@@ -1,6 +1,7 @@
 // The TDX ops table: what `vt_x86_ops` does for a KVM_X86_TDX_VM (arch/x86/kvm/vmx/main.c `vt_*`
 // dispatching to tdx.c), expressed as the simulator's ArchOps (spec §13).
 
+import { hex } from '@kvmtest/coco';
 import { CAP, KvmError, type TdxCommand } from '@kvmtest/kvm';
 import type { ArchOps, ArchVcpu, ArchVm } from '../arch/ops.js';
 import type { ResolvedConfig } from '../config.js';
@@ -9,8 +10,6 @@ import { MSR_APIC_BASE, TD_STATE, TD_VCPU_STATE } from './constants.js';
 import { tdxClassifyAccess, tdxIntercept, tdxTdcall } from './guest.js';
 import { freeKeyId, newTdxVcpuState, newTdxVmState, tagState, tdOf, tdVcpuOf } from './state.js';
 import { splitIrqchip } from './views.js';
-
-const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 function must<T>(v: T | undefined, what: string): T {
   if (v === undefined) throw new Error(`tdx: ${what} has no TD state`);
