@@ -5,17 +5,22 @@
 // by control-register and EFER changes, whenever the VM's memslots or attributes change, and when
 // the guest writes a page it walked as a page table.
 //
-// Synchronous accessors cannot suspend the program, so an access that needs the host (an MMIO
-// read or write, a memory-fault exit) cannot be resumed from them:
+// Synchronous accessors never exit: they cannot suspend the program, so an access that needs the
+// host (an MMIO read or write, a memory-fault exit) cannot be resumed from them:
 //   * an MMIO access through a sync accessor (no memslot behind the GPA, or a write to a READONLY
-//     slot) ends the program with internal-error (GUEST_CRASH) telling the guest to use
-//     `mmioRead` / `mmioWrite`, which exit and resume;
+//     slot) ends the program with internal-error (GUEST_CRASH) naming `readAsync` / `writeAsync`;
 //   * a memory-fault from a sync accessor is returned as the `memory-fault` exit, and the program is
-//     unwound: later runs report internal-error saying it cannot resume. The async `mmio*`
-//     operations retry after a memory-fault exit instead.
+//     unwound: later runs report internal-error saying it cannot resume and naming the async form.
 //   * a budget running out inside a sync operation unwinds the same way (`intr`, budgetExhausted,
 //     then internal-error on later runs); inside an async operation the run ends with `intr` and
 //     the next run continues where it stopped.
+// The async accessors (`readAsync`, `writeAsync`, `mmioRead`, `mmioWrite`) take such exits as an
+// instruction does: an `mmio` exit completed by the host's data, or a `memory-fault` exit after
+// which the access is retried (the kernel re-executes the faulting instruction).
+//
+// Every async operation is also where a running guest gives the event loop back: after a quantum
+// of operations drawn by the scheduler (sched.ts) it waits for a macrotask, so host tasks run
+// meanwhile; a kick (SimVcpu.kick) takes effect there, ending the run with EINTR.
 
 import {
   CR,
@@ -37,9 +42,11 @@ import {
   VECTOR,
   type WritableCr,
 } from '@kvmtest/kvm';
+import type { AccessSize } from '@kvmtest/kvm';
 import { walk, type PagingParams } from '@kvmtest/guest-memory';
 import type { AccessDecision, ArchCpu, ArchException, InterceptEvent, PageCipher } from './arch/ops.js';
 import type { Memslot } from './memory.js';
+import { drawQuantum, simYield } from './sched.js';
 import type { SimVcpu } from './vcpu.js';
 import { loadComponents, saveComponents, XSAVE_AREA_BYTES, xcrProblem, xsaveAreaProblem } from './xsave.js';
 
@@ -90,6 +97,15 @@ class SkipSignal {}
 class RetrySignal {}
 const SKIP = new SkipSignal();
 const RETRY = new RetrySignal();
+
+/** Thrown by translation inside an async access: the access needs an exit (MMIO or a memory fault). */
+class AccessExit {
+  constructor(
+    readonly gpa: bigint,
+    /** The memory-fault exit, or undefined for MMIO. */
+    readonly fault: Exit | undefined,
+  ) {}
+}
 
 /** A PageCipher that also reads / writes an aligned-or-not u64 inside one page (SEV's SevPageCipher). */
 interface U64Cipher extends PageCipher {
@@ -151,6 +167,14 @@ export class SimGuest implements Guest, ArchCpu {
   /** Guest operations executed in the current run. */
   ops = 0;
   budget: number;
+  /** Operations of earlier runs (so the yield point counts across exits). */
+  private carry = 0;
+  /** `ops + carry` at which the next async operation yields (0: yield at the next one — a kick). */
+  yieldAt: number;
+  /** The async operation in progress or last started (for timeout reports). */
+  lastOp = '';
+  /** Translation throws AccessExit instead of ending the program (inside readAsync / writeAsync). */
+  private exitMode = false;
   private handler: ExceptionHandler | undefined;
   private readonly tlb = new Map<number, TlbEntry>();
   /** Page offset of the GVA the last `entry` call split (saves a second bigint operation). */
@@ -180,6 +204,7 @@ export class SimGuest implements Guest, ArchCpu {
   constructor(public vcpu: SimVcpu) {
     this.vm = vcpu.vm;
     this.budget = vcpu.vm.kvm.config.runBudget;
+    this.yieldAt = drawQuantum(vcpu.vm.kvm.config.yieldQuantum);
     const physBits = vcpu.vm.kvm.config.maxPhysAddr;
     const tag = vcpu.vm.ops.tagBit?.(vcpu.vm);
     this.params4 = tag === undefined ? { levels: 4, physBits } : { levels: 4, physBits, tagBit: tag };
@@ -221,6 +246,7 @@ export class SimGuest implements Guest, ArchCpu {
     // change, by memslot or attribute changes (memGeneration) and by guest writes to pages it
     // walked as page tables.
     // Like the real thing, a host that rewrites a live PTE behind the guest's back must reload CR3.
+    this.carry += this.ops;
     this.ops = 0;
   }
 
@@ -275,16 +301,52 @@ export class SimGuest implements Guest, ArchCpu {
   }
 
   /**
-   * Counts one async guest operation: true when the budget is spent, and the caller must first
-   * `await this.budgetPause()` (the run ends with `intr`; the next run continues).
+   * Counts one async guest operation `op`: true when the caller must first `await this.budgetPause()`
+   * — the guest's quantum is over (it yields to the event loop), it was kicked, or the budget is
+   * spent (the run ends with `intr`; the next run continues).
    */
-  private tickAsync(): boolean {
-    if (this.vcpu.state !== 'running') throw this.outsideRun();
-    return ++this.ops > this.budget;
+  private tickAsync(op: string): boolean {
+    if (this.vcpu.state !== 'running') this.notRunning(op);
+    this.lastOp = op;
+    return ++this.ops > this.budget || this.ops + this.carry >= this.yieldAt;
   }
 
-  private budgetPause(): Promise<unknown> {
-    return this.vcpu.exitToHost({ reason: 'intr', budgetExhausted: true });
+  /** An async operation while the vCPU is not in a run: a second exit in flight, or a guest outside KVM_RUN. */
+  private notRunning(op: string): never {
+    if (this.vcpu.state === 'at-exit') {
+      const detail =
+        `guest program of vCPU ${this.vcpu.id} started ${op} while ${this.lastOp} was still waiting for the host ` +
+        '(two exits in flight from one vCPU): a vCPU executes one instruction at a time, so await each guest ' +
+        'operation before starting the next (no Promise.all over operations of one vCPU)';
+      const u = new GuestUnwind(detail);
+      this.poisoned = u;
+      this.vcpu.failAtExit(detail);
+      throw u;
+    }
+    throw this.outsideRun();
+  }
+
+  /** The slow path of tickAsync: yield to the scheduler, then a kick's EINTR, then the budget's `intr`. */
+  private async budgetPause(): Promise<void> {
+    if (this.ops + this.carry >= this.yieldAt) {
+      const v = this.vcpu;
+      v.yielding = true;
+      try {
+        await simYield();
+      } finally {
+        v.yielding = false;
+      }
+      this.yieldAt = this.ops + this.carry + drawQuantum(this.vm.kvm.config.yieldQuantum);
+      if (this.poisoned !== undefined || this.poisonWhy !== undefined || this.vcpu.state !== 'running')
+        throw this.outsideRun();
+    }
+    if (this.vcpu.kicked) {
+      this.vcpu.kicked = false;
+      // A signal while in the guest: KVM_RUN returns -EINTR with exit_reason KVM_EXIT_INTR
+      // (arch/x86/kvm/x86.c: vcpu_run() -> kvm_vcpu_exit_request() / signal_pending()).
+      await this.vcpu.exitToHost({ reason: 'intr' }, undefined, 'EINTR');
+    }
+    if (this.ops > this.budget) await this.vcpu.exitToHost({ reason: 'intr', budgetExhausted: true });
   }
 
   /** Ends the program now with `exit`; later runs say why it cannot resume. */
@@ -470,8 +532,10 @@ export class SimGuest implements Guest, ArchCpu {
       p.cipher.decrypt(p.bytes, p.base, off, out, 8);
       return new DataView(out.buffer).getBigUint64(0, true);
     }
-    if (p.kind === 'fault')
+    if (p.kind === 'fault') {
+      if (this.exitMode) throw new AccessExit(gpa, p.exit);
       this.unwind(p.exit, `a page-table read at GPA ${hex(gpa)} needed a memory-fault exit`);
+    }
     if (p.kind === 'mmio')
       this.crash(`the page walk read a page-table entry at GPA ${hex(gpa)}, which no memslot backs`);
     return this.crash(`the page walk read GPA ${hex(gpa)}: ${p.kind === 'exception' ? p.e.detail : ''}`);
@@ -553,15 +617,17 @@ export class SimGuest implements Guest, ArchCpu {
     const p = this.page(gpa, write, tagged, false);
     switch (p.kind) {
       case 'mmio':
+        if (this.exitMode) throw new AccessExit(gpa, undefined);
         return this.crash(
           p.readonlySlot
-            ? `${operation} wrote GPA ${hex(gpa)} in a READONLY memslot: that is an MMIO write, which a synchronous accessor cannot perform; use g.mmioWrite`
-            : `${operation} reached GPA ${hex(gpa)}, which no memslot backs: that is MMIO, which a synchronous accessor cannot perform; use g.mmioRead / g.mmioWrite`,
+            ? `${operation} wrote GPA ${hex(gpa)} in a READONLY memslot: that is an MMIO write, and a synchronous accessor never exits; use g.writeAsync (or g.mmioWrite)`
+            : `${operation} reached GPA ${hex(gpa)}, which no memslot backs: that is MMIO, and a synchronous accessor never exits; use g.readAsync / g.writeAsync (or g.mmioRead / g.mmioWrite)`,
         );
       case 'fault':
+        if (this.exitMode) throw new AccessExit(gpa, p.exit);
         return this.unwind(
           p.exit,
-          `${operation} needed a ${describeFault(p.exit)} exit, which a synchronous accessor cannot resume from`,
+          `${operation} needed a ${describeFault(p.exit)} exit, which a synchronous accessor cannot resume from (it never exits); use g.readAsync / g.writeAsync where an access may fault`,
         );
       case 'exception':
         return { vector: p.e.vector, errorCode: p.e.errorCode, operation, detail: p.e.detail };
@@ -764,6 +830,87 @@ export class SimGuest implements Guest, ArchCpu {
       done += n;
     }
     if (flush) this.flush();
+  }
+
+  readAsync(gva: bigint, size: AccessSize): Promise<bigint> {
+    return this.access('readAsync', gva, size, undefined);
+  }
+
+  async writeAsync(gva: bigint, size: AccessSize, value: bigint): Promise<void> {
+    if (typeof value !== 'bigint')
+      throw new TypeError(`writeAsync: value must be a bigint, got ${describeValue(value)}`);
+    await this.access('writeAsync', gva, size, BigInt.asUintN(size * 8, value));
+  }
+
+  /**
+   * A memory access that may exit: MMIO becomes an `mmio` exit (a read returns the host's data),
+   * a memory fault a `memory-fault` exit after which the access is retried from its translation.
+   */
+  private async access(
+    op: string,
+    gva: bigint,
+    size: AccessSize,
+    value: bigint | undefined,
+  ): Promise<bigint> {
+    if (typeof gva !== 'bigint')
+      throw new TypeError(`${op}: gva must be a bigint, got ${describeValue(gva)}`);
+    if (size !== 1 && size !== 2 && size !== 4 && size !== 8)
+      throw new TypeError(`${op}: size must be 1, 2, 4 or 8, got ${describeValue(size)}`);
+    const write = value !== undefined;
+    for (;;) {
+      if (this.tickAsync(op)) await this.budgetPause();
+      let pending: AccessExit;
+      this.exitMode = true;
+      try {
+        return this.accessNow(op, gva, size, value);
+      } catch (x) {
+        if (!(x instanceof AccessExit)) throw x;
+        pending = x;
+      } finally {
+        this.exitMode = false;
+      }
+      if (pending.fault !== undefined) {
+        // KVM_EXIT_MEMORY_FAULT: the host resolves it (attributes, memslots) and the access is retried.
+        await this.vcpu.exitToHost(pending.fault);
+        continue;
+      }
+      const data = write ? leBytes(value, size) : new Uint8Array(size);
+      const exit = { reason: 'mmio', gpa: pending.gpa, isWrite: write, len: size, data } as const;
+      const got = (await this.vcpu.exitToHost(exit, (e) => {
+        const d = (e as { data?: unknown }).data;
+        const out = new Uint8Array(size);
+        if (d instanceof Uint8Array) out.set(d.subarray(0, size));
+        return out;
+      })) as Uint8Array;
+      return write ? 0n : le(got);
+    }
+  }
+
+  /** One attempt of `access` with translation in exit mode; AccessExit when it needs the host. */
+  private accessNow(op: string, gva: bigint, size: AccessSize, value: bigint | undefined): bigint {
+    const write = value !== undefined;
+    const e = this.entry(gva, write, op);
+    if (e === undefined) return 0n;
+    const off = this.off;
+    if (off <= 4096 - size && e.view !== undefined) {
+      const v = e.view;
+      const at = e.base + off;
+      if (!write) {
+        if (size === 8) return v.getBigUint64(at, true);
+        return BigInt(
+          size === 4 ? v.getUint32(at, true) : size === 2 ? v.getUint16(at, true) : v.getUint8(at),
+        );
+      }
+      if (size === 8) v.setBigUint64(at, value, true);
+      else if (size === 4) v.setUint32(at, Number(value), true);
+      else if (size === 2) v.setUint16(at, Number(value), true);
+      else v.setUint8(at, Number(value));
+      if (e.ptPage) this.flush();
+      return 0n;
+    }
+    if (!write) return le(this.readSlow(gva, size, op));
+    this.writeSlow(gva, leBytes(value, size), op);
+    return 0n;
   }
 
   testAndSetBit(gva: bigint, bit: number): boolean {
@@ -1139,7 +1286,7 @@ export class SimGuest implements Guest, ArchCpu {
         throw new RangeError(
           `out: value ${value} does not fit a ${size}-byte port access (0..0x${(IO_LIMIT[size] - 1).toString(16)})`,
         );
-      if (this.tickAsync()) return this.outLoop(port, size, value, true);
+      if (this.tickAsync('out')) return this.outLoop(port, size, value, true);
       const a = this.intercepted({ kind: 'io', port, size, in: false }, 'out', port);
       if (a === 'retry') return this.outLoop(port, size, value, false);
       if (a === 'skip') return Promise.resolve();
@@ -1152,7 +1299,7 @@ export class SimGuest implements Guest, ArchCpu {
   /** out's general loop; `spent` when the caller's tick of this iteration already ran out of budget. */
   private async outLoop(port: number, size: IoSize, value: number, spent: boolean): Promise<void> {
     for (;;) {
-      if (spent || this.tickAsync()) await this.budgetPause();
+      if (spent || this.tickAsync('out')) await this.budgetPause();
       spent = false;
       const a = this.intercepted({ kind: 'io', port, size, in: false }, 'out', port);
       if (a === 'retry') continue;
@@ -1180,7 +1327,7 @@ export class SimGuest implements Guest, ArchCpu {
   async in(port: number, size: IoSize): Promise<number> {
     checkPort('in', port, size);
     for (;;) {
-      if (this.tickAsync()) await this.budgetPause();
+      if (this.tickAsync('in')) await this.budgetPause();
       const a = this.intercepted({ kind: 'io', port, size, in: true }, 'in', port);
       if (a === 'retry') continue;
       if (a === 'skip') return 0;
@@ -1216,7 +1363,7 @@ export class SimGuest implements Guest, ArchCpu {
     const write = data !== undefined;
     const operation = `${op}(${hex(gpa)})`;
     for (;;) {
-      if (this.tickAsync()) await this.budgetPause();
+      if (this.tickAsync(op)) await this.budgetPause();
       const a = this.intercepted({ kind: 'mmio', gpa, size, write }, operation);
       if (a === 'retry') continue;
       if (a === 'skip') return new Uint8Array(size);
@@ -1264,7 +1411,7 @@ export class SimGuest implements Guest, ArchCpu {
       throw new TypeError('hypercall: args must be up to 4 bigints (RBX, RCX, RDX, RSI)');
     return this.guarded(0n, async () => {
       for (;;) {
-        if (this.tickAsync()) await this.budgetPause();
+        if (this.tickAsync('hypercall')) await this.budgetPause();
         const a = this.intercepted({ kind: 'hypercall' }, `hypercall(${nr})`);
         if (a === 'retry') continue;
         if (a === 'skip') return 0n;
@@ -1327,7 +1474,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   /** One VMGEXIT attempt: the budget pause when the budget ran out, then the arch's handler. */
   private vmgexitStep(): Promise<void> {
-    if (this.tickAsync()) return this.budgetPause().then(() => this.vmgexitArch());
+    if (this.tickAsync('vmgexit')) return this.budgetPause().then(() => this.vmgexitArch());
     return this.vmgexitArch();
   }
 
@@ -1352,7 +1499,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   /** One TDCALL attempt: the budget pause when the budget ran out, then the TDX module. */
   private tdcallStep(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
-    if (this.tickAsync()) return this.budgetPause().then(() => this.tdcallArch(leaf, regs));
+    if (this.tickAsync('tdcall')) return this.budgetPause().then(() => this.tdcallArch(leaf, regs));
     return this.tdcallArch(leaf, regs);
   }
 
@@ -1397,7 +1544,7 @@ export class SimGuest implements Guest, ArchCpu {
 
   async hlt(): Promise<void> {
     for (;;) {
-      if (this.tickAsync()) await this.budgetPause();
+      if (this.tickAsync('hlt')) await this.budgetPause();
       const a = this.intercepted({ kind: 'hlt' }, 'hlt');
       if (a === 'retry') continue;
       if (a === 'skip') return;

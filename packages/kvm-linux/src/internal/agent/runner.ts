@@ -27,6 +27,7 @@
 import {
   type CpuidEntry,
   type ExceptionFrame,
+  type AccessSize,
   type ExceptionHandler,
   type Exit,
   EXIT_REASON,
@@ -651,6 +652,33 @@ export class AgentGuest implements Guest {
     return this.read(OP.read64, 'readU64', gva);
   }
 
+  /**
+   * A load that may exit: the agent executes the MOV as an operation that may leave KVM_RUN, so an
+   * MMIO access ends the run with the real `mmio` exit (the value is the data the host left in it)
+   * and a memory fault with the real `memory-fault` exit, after which the next run re-executes the
+   * instruction, as KVM resumes the vCPU.
+   */
+  async readAsync(gva: bigint, size: AccessSize): Promise<bigint> {
+    checkGva('readAsync', gva);
+    const op = ASYNC_READ[size];
+    if (op === undefined) throw new TypeError(`readAsync: size must be 1, 2, 4 or 8, got ${String(size)}`);
+    const own = (e: Exit) => e.reason === 'mmio' && !e.isWrite;
+    const r = await this.async(op, () => `readAsync(${hex(gva)})`, own, gva);
+    if (r === false) return 0n;
+    return BigInt.asUintN(size * 8, r === true ? this.r0() : le(exitData(r), size));
+  }
+
+  /** A store that may exit (see readAsync): MMIO is an `mmio` write exit, a memory fault is retried. */
+  async writeAsync(gva: bigint, size: AccessSize, value: bigint): Promise<void> {
+    checkGva('writeAsync', gva);
+    const op = ASYNC_WRITE[size];
+    if (op === undefined) throw new TypeError(`writeAsync: size must be 1, 2, 4 or 8, got ${String(size)}`);
+    if (typeof value !== 'bigint')
+      throw new TypeError(`writeAsync: value must be a bigint, got ${typeof value}`);
+    const own = (e: Exit) => e.reason === 'mmio' && e.isWrite;
+    await this.async(op, () => `writeAsync(${hex(gva)})`, own, gva, BigInt.asUintN(size * 8, value));
+  }
+
   private write(op: number, what: string, gva: bigint, v: bigint): void {
     checkGva(what, gva);
     this.sync(op, () => `${what}(${hex(gva)})`, gva, v);
@@ -875,6 +903,20 @@ export class AgentGuest implements Guest {
 }
 
 /** The MMIO window operations by access size. */
+/** The plain load / store operations readAsync / writeAsync run as instructions that may exit. */
+const ASYNC_READ: Record<number, number | undefined> = {
+  1: OP.read8,
+  2: OP.read16,
+  4: OP.read32,
+  8: OP.read64,
+};
+const ASYNC_WRITE: Record<number, number | undefined> = {
+  1: OP.write8,
+  2: OP.write16,
+  4: OP.write32,
+  8: OP.write64,
+};
+
 const MMIO_READ: Record<number, number> = {
   1: OP.mmioRead8,
   2: OP.mmioRead16,
