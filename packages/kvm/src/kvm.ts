@@ -122,6 +122,13 @@ export interface Vm extends Disposable {
   getStatsFd(): number;
   /** KVM_ENABLE_CAP on the VM; a Vm in `args` stands for its descriptor. */
   enableCap(cap: number, args?: readonly (number | bigint | Vm)[], flags?: number): void;
+  /**
+   * KVM_ENABLE_CAP issued from a host thread of its own: an ioctl that may sleep on locks (the
+   * two-VM lock of KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM) lets other host tasks run while it holds them,
+   * so concurrent callers contend as pthreads do (EBUSY). Same checks and errnos as enableCap.
+   * Optional: a backend without it is called through enableCap.
+   */
+  enableCapAsync?(cap: number, args?: readonly (number | bigint | Vm)[], flags?: number): Promise<void>;
   /** KVM_MEMORY_ENCRYPT_OP on the VM fd; `undefined` is a NULL argument. Writes `error`/`hwError` back. */
   memEncryptOp(cmd: SevCommand | TdxCommand | undefined): void;
   /** KVM_MEMORY_ENCRYPT_REG_REGION. */

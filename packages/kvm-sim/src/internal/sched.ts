@@ -46,6 +46,11 @@ export function setSimSeed(s: number): void {
   state = s;
 }
 
+/** A PRNG draw that is true once in `n` on average (whether a task is preempted at a lock point). */
+export function simPreempt(n: number): boolean {
+  return next() % n === 0;
+}
+
 /** A PRNG draw in 1 … 2 × `mean` (a guest's next quantum of operations). */
 export function drawQuantum(mean: number): number {
   return 1 + (next() % (2 * mean));
