@@ -172,7 +172,7 @@ describe('private_mem_kvm_exits_test', () => {
     expect(e).toMatchObject({ reason: 'mmio', gpa: TEST_GPA, isWrite: false, len: 8 });
     (e as Extract<Exit, { reason: 'mmio' }>).data[0] = 7;
     // Kicked before the run: the MMIO read completes at entry, then KVM_RUN fails with EINTR.
-    v.kick();
+    v.kick!();
     await expect(v.run()).rejects.toMatchObject({ code: 'EINTR' });
     expect(await v.run()).toMatchObject({ reason: 'mmio', gpa: TEST_GPA });
     expect(last).toBe(7n);
@@ -191,7 +191,7 @@ describe('host tasks beside a running guest', () => {
     });
     const run = v.run();
     while (reads < 100) await simYield();
-    v.kick();
+    v.kick!();
     const err = await run.then(
       () => undefined,
       (e: unknown) => e,
@@ -208,7 +208,7 @@ describe('host tasks beside a running guest', () => {
     const v = vcpu(async (g) => {
       await g.out(0x80, 1, 0);
     });
-    v.kick();
+    v.kick!();
     await expect(v.run()).rejects.toMatchObject({ code: 'EINTR' });
     expect(await v.run()).toMatchObject({ reason: 'io' });
   });

@@ -129,7 +129,7 @@ export const SIM_CONFIG_DEFAULTS = Object.freeze({
   onlineCpus: 16,
   memslotsPerAddressSpace: 32764,
   runBudget: 5_000_000,
-  yieldQuantum: 256,
+  yieldQuantum: 128,
   maxPhysAddr: 52,
   cBit: 51,
   maxSevAsid: 509,
