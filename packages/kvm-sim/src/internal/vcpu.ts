@@ -35,7 +35,7 @@ import {
   zeroRegs,
 } from '@kvmtest/kvm';
 import type { ArchVcpu } from './arch/ops.js';
-import { checkInt, checkU64 } from './kvm.js';
+import { checkInt, checkU64 } from './check.js';
 import { GuestUnwind, SimGuest } from './guest.js';
 import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
 import type { SimVm } from './vm.js';

@@ -14,7 +14,8 @@ import {
   type Vm,
 } from '@kvmtest/kvm';
 import type { ArchOps, ArchVm, HostPtrTarget } from './arch/ops.js';
-import { checkInt, checkU64, type SimKvm } from './kvm.js';
+import { checkInt, checkU64 } from './check.js';
+import type { SimKvm } from './kvm.js';
 import { AttributeMap, GmemFile, Memslot, PAGE } from './memory.js';
 import { simPreempt, simYield } from './sched.js';
 import { type StatsBlock, statsPid, vmStats } from './stats.js';

@@ -3,7 +3,7 @@
 // The generic kernel model (fd table, memslots, guest_memfd, memory attributes, vCPU creation, the
 // run loop, the guest MMU) lives in ../kvm.ts, ../vm.ts, ../vcpu.ts, ../guest.ts and knows nothing
 // about SEV or TDX. Everything that differs by VM type or host vendor goes through one `ArchOps`
-// object per VM, chosen ONCE, at KVM_CREATE_VM, by `selectArchOps` in ./dispatch.ts.
+// object per VM, chosen ONCE, at KVM_CREATE_VM, by `selectArchOps` in ../arch-registry.ts.
 //
 // How the kernel splits it, and how we follow:
 //   * x86.c / kvm_main.c call `kvm_x86_ops.<op>` — a per-HOST table (svm_x86_ops on AMD,
