@@ -662,10 +662,10 @@ export class AgentGuest implements Guest {
     checkGva('readAsync', gva);
     const op = ASYNC_READ[size];
     if (op === undefined) throw new TypeError(`readAsync: size must be 1, 2, 4 or 8, got ${String(size)}`);
-    const own = (e: Exit) => e.reason === 'mmio' && !e.isWrite;
-    const r = await this.async(op, () => `readAsync(${hex(gva)})`, own, gva);
-    if (r === false) return 0n;
-    return BigInt.asUintN(size * 8, r === true ? this.r0() : le(exitData(r), size));
+    // Every exit (MMIO, a memory fault) goes to the host; the next KVM_RUN completes the MOV (a
+    // read with the data the host left in kvm_run) and the agent reports the loaded value in R0.
+    if (!(await this.async(op, () => `readAsync(${hex(gva)})`, undefined, gva))) return 0n;
+    return BigInt.asUintN(size * 8, this.r0());
   }
 
   /** A store that may exit (see readAsync): MMIO is an `mmio` write exit, a memory fault is retried. */
@@ -675,8 +675,7 @@ export class AgentGuest implements Guest {
     if (op === undefined) throw new TypeError(`writeAsync: size must be 1, 2, 4 or 8, got ${String(size)}`);
     if (typeof value !== 'bigint')
       throw new TypeError(`writeAsync: value must be a bigint, got ${typeof value}`);
-    const own = (e: Exit) => e.reason === 'mmio' && e.isWrite;
-    await this.async(op, () => `writeAsync(${hex(gva)})`, own, gva, BigInt.asUintN(size * 8, value));
+    await this.async(op, () => `writeAsync(${hex(gva)})`, undefined, gva, BigInt.asUintN(size * 8, value));
   }
 
   private write(op: number, what: string, gva: bigint, v: bigint): void {
