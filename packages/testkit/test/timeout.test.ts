@@ -13,9 +13,14 @@ import {
   guestSync,
   runSuite,
   runUcall,
+  guestDone,
+  readGuestGlobal,
   runWithTimeout,
+  testAssert,
   vmCreateWithOneVcpu,
+  vmCreateWithVcpus,
 } from '../src/index.js';
+import { setSimSeed } from '@kvmtest/kvm-sim';
 
 const endless = defineGuest(
   async (g) => {
@@ -105,4 +110,54 @@ describe('case timeouts', () => {
     expect(stdout).toMatch(/# KVMTEST_SEED=\d+/);
     expect(code).toBe(1);
   }, 70_000);
+});
+
+/** Two vCPUs store their id into one global 2000 times each; who stores last depends on the interleaving. */
+const racer = defineGuest(
+  async (g) => {
+    const at = g.global('last');
+    for (let i = 0; i < 2000; i++) await g.writeAsync(at, 8, BigInt(g.vcpuId));
+    await guestDone(g);
+  },
+  { globals: { last: 7n } },
+);
+
+const raceSuite = defineSuite({
+  name: 'race',
+  cases: [
+    {
+      name: 'vcpu0_stores_last',
+      async run() {
+        using vm = vmCreateWithVcpus(2, racer, 'default');
+        await Promise.all(vm.vcpus.map((v) => runUcall(v)));
+        const last = readGuestGlobal(vm, 'last');
+        testAssert(last === 0n, 'vCPU %d stored last', Number(last));
+      },
+    },
+  ],
+});
+
+describe('seeded interleaving under the harness', () => {
+  it('a failing interleaving replays from the seed its report printed', async () => {
+    let failed: { seed: string; reason: string } | undefined;
+    for (let s = 1; s <= 64 && failed === undefined; s++) {
+      setSimSeed(s);
+      const { lines, results, reporter } = collect();
+      await runSuite(raceSuite, { reporter });
+      if (results[0]!.status === 'fail') {
+        const seed = lines
+          .find((l) => l.startsWith('KVMTEST_SEED='))!
+          .slice('KVMTEST_SEED='.length)
+          .split(' ')[0]!;
+        failed = { seed, reason: results[0]!.reason ?? '' };
+      }
+    }
+    expect(failed, 'some seed in 1..64 lets vCPU 1 store last').toBeDefined();
+    for (let k = 0; k < 2; k++) {
+      setSimSeed(Number(failed!.seed));
+      const { results, reporter } = collect();
+      await runSuite(raceSuite, { reporter });
+      expect([results[0]!.status, results[0]!.reason]).toEqual(['fail', failed!.reason]);
+    }
+  });
 });
