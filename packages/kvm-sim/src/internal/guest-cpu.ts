@@ -27,6 +27,9 @@ import {
   describeValue,
 } from './guest-util.js';
 
+/** Runs after which a guest that keeps exiting yields anyway (see enterRun). */
+const RUNS_PER_YIELD = 1024;
+
 /**
  * The state of one simulated vCPU's guest CPU, its run bookkeeping (operation counts, budget,
  * yields, poisoning) and exception delivery. The memory, control-state, exit and
@@ -36,9 +39,11 @@ export abstract class GuestCpu implements ArchCpu {
   /** Guest operations executed in the current run. */
   ops = 0;
   budget: number;
-  /** Operations of earlier runs (so the yield point counts across exits). */
-  protected carry = 0;
-  /** `ops + carry` at which the next async operation yields (0: yield at the next one — a kick). */
+  /** Runs entered since the guest last yielded. */
+  protected runs = 0;
+  /** The current quantum of operations (drawn by the scheduler at each yield). */
+  protected quantum: number;
+  /** `ops` at which the next async operation yields (0: yield at the next one — a kick). */
   yieldAt: number;
   /** The async operation in progress or last started (for timeout reports). */
   lastOp = '';
@@ -73,7 +78,8 @@ export abstract class GuestCpu implements ArchCpu {
   constructor(public vcpu: SimVcpu) {
     this.vm = vcpu.vm;
     this.budget = vcpu.vm.kvm.config.runBudget;
-    this.yieldAt = drawQuantum(vcpu.vm.kvm.config.yieldQuantum);
+    this.quantum = drawQuantum(vcpu.vm.kvm.config.yieldQuantum);
+    this.yieldAt = this.quantum;
     const physBits = vcpu.vm.kvm.config.maxPhysAddr;
     const tag = vcpu.vm.ops.tagBit?.(vcpu.vm);
     this.params4 = tag === undefined ? { levels: 4, physBits } : { levels: 4, physBits, tagBit: tag };
@@ -115,8 +121,12 @@ export abstract class GuestCpu implements ArchCpu {
     // change, by memslot or attribute changes (memGeneration) and by guest writes to pages it
     // walked as page tables.
     // Like the real thing, a host that rewrites a live PTE behind the guest's back must reload CR3.
-    this.carry += this.ops;
+    // A guest yields after a quantum of operations inside one run, or at the first async operation
+    // of every RUNS_PER_YIELD-th run since its last yield: a run that ended at an exit gave the host
+    // its turn, so a guest that exits often yields rarely — just enough for timers (case timeouts)
+    // to fire when a guest and its host exchange exits forever.
     this.ops = 0;
+    this.yieldAt = ++this.runs >= RUNS_PER_YIELD ? 0 : this.quantum;
   }
 
   flush(): void {
@@ -177,7 +187,7 @@ export abstract class GuestCpu implements ArchCpu {
   protected tickAsync(op: string): boolean {
     if (this.vcpu.state !== 'running') this.notRunning(op);
     this.lastOp = op;
-    return ++this.ops > this.budget || this.ops + this.carry >= this.yieldAt;
+    return ++this.ops > this.budget || this.ops >= this.yieldAt;
   }
 
   /** An async operation while the vCPU is not in a run: a second exit in flight, or a guest outside KVM_RUN. */
@@ -197,7 +207,7 @@ export abstract class GuestCpu implements ArchCpu {
 
   /** The slow path of tickAsync: yield to the scheduler, then a kick's EINTR, then the budget's `intr`. */
   protected async budgetPause(): Promise<void> {
-    if (this.ops + this.carry >= this.yieldAt) {
+    if (this.ops >= this.yieldAt) {
       const v = this.vcpu;
       v.yielding = true;
       try {
@@ -205,7 +215,9 @@ export abstract class GuestCpu implements ArchCpu {
       } finally {
         v.yielding = false;
       }
-      this.yieldAt = this.ops + this.carry + drawQuantum(this.vm.kvm.config.yieldQuantum);
+      this.runs = 0;
+      this.quantum = drawQuantum(this.vm.kvm.config.yieldQuantum);
+      this.yieldAt = this.ops + this.quantum;
       if (this.poisoned !== undefined || this.poisonWhy !== undefined || this.vcpu.state !== 'running')
         throw this.outsideRun();
     }

@@ -677,7 +677,7 @@ export class SimVm implements Vm, ArchVm {
 }
 
 /** One lock point in this many preempts the MOVE holding the two-VM lock (the seeded scheduler draws). */
-const LOCK_PREEMPT_ONE_IN = 8;
+const LOCK_PREEMPT_ONE_IN = 256;
 
 function fdArg(v: bigint): number {
   // args[0] is an int fd; values beyond int range cannot name a descriptor.
