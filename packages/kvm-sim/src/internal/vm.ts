@@ -174,7 +174,8 @@ export class SimVm implements Vm, ArchVm {
     return this.driveMove(steps);
   }
 
-  private async driveMove(steps: Generator<unknown, void, void>): Promise<void> {
+  /** Runs MOVE steps until done, failed, or preempted (then goes on after the scheduler's turn). */
+  private driveMove(steps: Generator<unknown, void, void>): Promise<void> {
     for (;;) {
       // A step runs inside tryKvm so its KvmError is built without a stack trace (~3 µs, which
       // would dominate the selftests' loops of expected failures); the error itself is rethrown.
@@ -188,12 +189,14 @@ export class SimVm implements Vm, ArchVm {
           throw e;
         }
       });
-      if (failure !== undefined) throw failure;
-      if (done) break;
+      if (failure !== undefined) return Promise.reject(failure);
+      if (done) {
+        this.flushTlbs();
+        return Promise.resolve();
+      }
       // A point where the kernel may sleep holding both VMs' locks: maybe another task runs now.
-      if (simPreempt(LOCK_PREEMPT_ONE_IN)) await simYield();
+      if (simPreempt(LOCK_PREEMPT_ONE_IN)) return simYield().then(() => this.driveMove(steps));
     }
-    this.flushTlbs();
   }
 
   enableCap(cap: number, args: readonly (number | bigint | Vm)[] = [], flags = 0): void {
