@@ -134,7 +134,7 @@ export abstract class GuestControl extends GuestMem {
 
   xgetbv(index: number): bigint {
     if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
-      throw new TypeError(`xgetbv: index must be a u32, got ${String(index)}`);
+      throw new TypeError(`xgetbv: index must be a u32, got ${describeValue(index)}`);
     const op = `xgetbv(${index})`;
     for (;;) {
       this.tick('xgetbv');
@@ -150,7 +150,7 @@ export abstract class GuestControl extends GuestMem {
 
   xsetbv(index: number, value: bigint): void {
     if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff)
-      throw new TypeError(`xsetbv: index must be a u32, got ${String(index)}`);
+      throw new TypeError(`xsetbv: index must be a u32, got ${describeValue(index)}`);
     if (typeof value !== 'bigint') throw new TypeError(`xsetbv: value must be a bigint, got ${typeof value}`);
     const op = `xsetbv(${index}, ${hex(BigInt.asUintN(64, value))})`;
     for (;;) {

@@ -174,5 +174,5 @@ export function checkMmio(op: string, gpa: bigint, size: number): void {
       `${op}: gpa must be a u64 bigint, got ${typeof gpa === 'bigint' ? String(gpa) : typeof gpa}`,
     );
   if (size !== 1 && size !== 2 && size !== 4 && size !== 8)
-    throw new TypeError(`${op}: size must be 1, 2, 4 or 8, got ${String(size)}`);
+    throw new TypeError(`${op}: size must be 1, 2, 4 or 8, got ${describeValue(size)}`);
 }

@@ -660,8 +660,11 @@ export class AgentGuest implements Guest {
    */
   async readAsync(gva: bigint, size: AccessSize): Promise<bigint> {
     checkGva('readAsync', gva);
-    const op = ASYNC_READ[size];
-    if (op === undefined) throw new TypeError(`readAsync: size must be 1, 2, 4 or 8, got ${String(size)}`);
+    if (size !== 1 && size !== 2 && size !== 4 && size !== 8)
+      throw new TypeError(
+        `readAsync: size must be 1, 2, 4 or 8, got ${typeof size === 'number' ? size : typeof size}`,
+      );
+    const op = ASYNC_READ[size]!;
     // Every exit (MMIO, a memory fault) goes to the host; the next KVM_RUN completes the MOV (a
     // read with the data the host left in kvm_run) and the agent reports the loaded value in R0.
     if (!(await this.async(op, () => `readAsync(${hex(gva)})`, undefined, gva))) return 0n;
@@ -671,8 +674,11 @@ export class AgentGuest implements Guest {
   /** A store that may exit (see readAsync): MMIO is an `mmio` write exit, a memory fault is retried. */
   async writeAsync(gva: bigint, size: AccessSize, value: bigint): Promise<void> {
     checkGva('writeAsync', gva);
-    const op = ASYNC_WRITE[size];
-    if (op === undefined) throw new TypeError(`writeAsync: size must be 1, 2, 4 or 8, got ${String(size)}`);
+    if (size !== 1 && size !== 2 && size !== 4 && size !== 8)
+      throw new TypeError(
+        `writeAsync: size must be 1, 2, 4 or 8, got ${typeof size === 'number' ? size : typeof size}`,
+      );
+    const op = ASYNC_WRITE[size]!;
     if (typeof value !== 'bigint')
       throw new TypeError(`writeAsync: value must be a bigint, got ${typeof value}`);
     await this.async(op, () => `writeAsync(${hex(gva)})`, undefined, gva, BigInt.asUintN(size * 8, value));
