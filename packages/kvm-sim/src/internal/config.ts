@@ -229,6 +229,9 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
   const base: SimConfig = input.host === undefined ? {} : simHostPreset(input.host);
   if (input.features !== undefined && (typeof input.features !== 'object' || input.features === null))
     throw new TypeError('SimConfig.features must be an object');
+  // Checked before the merge below, which would spread a string into an object.
+  if (input.cpu !== undefined && (typeof input.cpu !== 'object' || input.cpu === null))
+    throw new TypeError(`SimConfig.cpu must be an object, got ${describeValue(input.cpu)}`);
   const config: SimConfig = {
     ...base,
     ...input,
