@@ -3,7 +3,7 @@
 
 import { type Bench, nsPerOpSync } from '../../../scripts/bench/measure.js';
 import { createSimKvm } from '../src/index.js';
-import { launchTd } from '../src/internal/tdx/harness.js';
+import { launchTd } from '../src/internal/tdx/harness.test-support.js';
 import { tdxReport } from '../src/internal/tdx/report.js';
 
 const benches: Bench[] = [

@@ -12,6 +12,7 @@ export {
 export type { SimHostHints, SimHostMatch } from './internal/host-match.js';
 export { simHostMatching } from './internal/host-match.js';
 export type { SimStats } from './internal/kvm.js';
+export { setSimSeed, simSeed, simYield } from './internal/sched.js';
 export { createSimKvm, simStats } from './internal/sim.js';
 export type { SnpLaunchReport } from './internal/sev/snp-arch-ops.js';
 export { snpLaunchReport, snpRmpEntry } from './internal/sev/snp-arch-ops.js';

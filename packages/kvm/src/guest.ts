@@ -96,10 +96,21 @@ export type ReadableCr = 0 | 2 | 3 | 4;
 /** Control registers a guest writes with MOV to CR (EFER is written with `wrmsr(0xC0000080, …)`). */
 export type WritableCr = 0 | 3 | 4;
 
+/** Widths of a memory access that may exit (readAsync / writeAsync), in bytes. */
+export type AccessSize = 1 | 2 | 4 | 8;
+
 /**
  * One vCPU as its guest sees it. Addresses are guest-virtual (through the page tables in CR3)
- * unless named `gpa`. Memory accessors and bit operations are synchronous; anything that may exit
- * to the host returns a promise the guest awaits.
+ * unless named `gpa`. Anything that may exit to the host returns a promise the guest awaits.
+ *
+ * The synchronous memory accessors (readU8 … writeBytes, the bit operations) never exit: an access
+ * that would need the host — MMIO (no memslot behind the GPA, a write to a READONLY slot) or a
+ * memory fault (a private/shared mismatch, a slot without backing) — cannot be suspended in a
+ * synchronous call, so it ends the guest program with an error that names the async form.
+ * `readAsync` / `writeAsync` are the same accesses as an instruction the vCPU may exit on: MMIO
+ * becomes an `mmio` exit (a read returns the data the host left in the exit), a memory fault a
+ * `memory-fault` exit after which the access is retried at the next run, as the kernel resumes the
+ * vCPU at the faulting instruction.
  */
 export interface Guest {
   readonly vcpuId: number;
@@ -116,6 +127,13 @@ export interface Guest {
   writeU64(gva: bigint, v: bigint): void;
   readBytes(gva: bigint, length: number): Uint8Array;
   writeBytes(gva: bigint, data: Uint8Array): void;
+  /**
+   * A load that may exit (a MOV the vCPU can exit on): resolves with the value, after any MMIO or
+   * memory-fault exit it took. Little-endian, `size` bytes.
+   */
+  readAsync(gva: bigint, size: AccessSize): Promise<bigint>;
+  /** A store that may exit: MMIO becomes an `mmio` write exit; a memory fault exits and the store is retried. */
+  writeAsync(gva: bigint, size: AccessSize, value: bigint): Promise<void>;
   /** Atomic bit test-and-set (LOCK BTS) on the bit array at `gva`; returns the old bit. */
   testAndSetBit(gva: bigint, bit: number): boolean;
   /** Atomic bit clear (LOCK BTR). */

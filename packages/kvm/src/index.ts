@@ -57,6 +57,7 @@ export type {
   ExceptionFrame,
   ExceptionHandler,
   ExceptionResume,
+  AccessSize,
   Guest,
   GuestProgram,
   IoSize,
@@ -70,12 +71,15 @@ export type {
   EncRegion,
   Kvm,
   MemoryAttributes,
+  RunInFlight,
   RunOptions,
+  RunProbe,
   UserMemory,
   UserMemoryRegion,
   Vcpu,
   Vm,
 } from './kvm.js';
+export { registerRunProbe, runsInFlight } from './kvm.js';
 export type { CpuidEntry, Regs, Sregs, XcrEntry } from './regs.js';
 export {
   CPUID_FLAG_SIGNIFICANT_INDEX,

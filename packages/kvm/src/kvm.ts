@@ -123,6 +123,13 @@ export interface Vm extends Disposable {
   getStatsFd(): number;
   /** KVM_ENABLE_CAP on the VM; a Vm in `args` stands for its descriptor. */
   enableCap(cap: number, args?: readonly (number | bigint | Vm)[], flags?: number): void;
+  /**
+   * KVM_ENABLE_CAP issued from a host thread of its own: an ioctl that may sleep on locks (the
+   * two-VM lock of KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM) lets other host tasks run while it holds them,
+   * so concurrent callers contend as pthreads do (EBUSY). Same checks and errnos as enableCap.
+   * Optional: a backend without it is called through enableCap.
+   */
+  enableCapAsync?(cap: number, args?: readonly (number | bigint | Vm)[], flags?: number): Promise<void>;
   /** KVM_MEMORY_ENCRYPT_OP on the VM fd; `undefined` is a NULL argument. Writes `error`/`hwError` back. */
   memEncryptOp(cmd: SevCommand | TdxCommand | undefined): void;
   /** KVM_MEMORY_ENCRYPT_REG_REGION. */
@@ -148,6 +155,14 @@ export interface Vcpu {
   run(opts?: RunOptions): Promise<Exit>;
   /** The last exit (the mmapped `kvm_run`), until the next run. */
   readonly exit: Exit | undefined;
+  /**
+   * Kicks the vCPU from another host task, as a VMM sets `kvm_run.immediate_exit` and signals the
+   * vCPU thread: the run in flight ends at the guest's next instruction boundary and fails with
+   * EINTR (exit reason `intr`); with no run in flight, the next run fails with EINTR after
+   * completing pending I/O. One kick is consumed by the EINTR it causes. Optional: a backend
+   * without it cannot be kicked.
+   */
+  kick?(): void;
   /** KVM_GET_REGS (EINVAL once the register state is protected). */
   getRegs(): Regs;
   /** KVM_SET_REGS (EINVAL once the register state is protected). */
@@ -181,4 +196,29 @@ export interface Vcpu {
    * (`vcpu_arch_set_entry_point`). Set before the first run.
    */
   setEntry(program: GuestProgram): void;
+}
+
+/** A KVM_RUN in flight (or a guest stopped at an exit), as a harness sees it when a case times out. */
+export interface RunInFlight {
+  readonly vcpuId: number;
+  /** What the guest is doing, e.g. `vCPU 0: running readAsync(0x1000), 12345 operations since its last exit`. */
+  describe(): string;
+  /** Ends the guest for good: a pending run fails, later runs report `why`. */
+  interrupt(why: string): void;
+}
+
+/** What a backend lists: its runs in flight and guests stopped at an exit. */
+export type RunProbe = () => readonly RunInFlight[];
+
+const probes: RunProbe[] = [];
+
+/** Registers a backend's probe (once per backend module). */
+export function registerRunProbe(probe: RunProbe): void {
+  if (typeof probe !== 'function') throw new TypeError('registerRunProbe: probe must be a function');
+  if (!probes.includes(probe)) probes.push(probe);
+}
+
+/** Every run in flight in this process, across backends (for timeout reports). */
+export function runsInFlight(): RunInFlight[] {
+  return probes.flatMap((p) => p());
 }

@@ -40,8 +40,8 @@ vi.mock('@kvmtest/coco', async (importOriginal) => {
 });
 
 // 2. kvm-sim: the type's arch table, through the simulator's one registry (here: sw-protected's).
-vi.mock('../../kvm-sim/src/internal/arch/dispatch.ts', async (importOriginal) => {
-  const d = await importOriginal<typeof import('../../kvm-sim/src/internal/arch/dispatch.js')>();
+vi.mock('../../kvm-sim/src/internal/arch-registry.ts', async (importOriginal) => {
+  const d = await importOriginal<typeof import('../../kvm-sim/src/internal/arch-registry.js')>();
   return {
     ...d,
     hostArchOps: (cfg: Parameters<typeof d.hostArchOps>[0]) =>

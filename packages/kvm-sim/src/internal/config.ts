@@ -69,6 +69,12 @@ export interface SimConfig {
   memslotsPerAddressSpace?: number;
   /** Guest operations one KVM_RUN may execute before it ends with `intr` / budgetExhausted. */
   runBudget?: number;
+  /**
+   * Mean number of guest operations between a running guest's yields to the event loop (each
+   * quantum is drawn from the seeded scheduler in 1 … 2 × this). A guest yields only at an async
+   * operation; host tasks run meanwhile.
+   */
+  yieldQuantum?: number;
   /** The simulated CPU. */
   cpu?: {
     /** MAXPHYADDR reported in CPUID 0x80000008 EAX[7:0] (default 52). */
@@ -103,6 +109,7 @@ export interface ResolvedConfig {
   /** KVM_MAX_NR_ADDRESS_SPACES: 2 with SMM, else 1 (a VM with private memory always has 1). */
   readonly addressSpaces: number;
   readonly runBudget: number;
+  readonly yieldQuantum: number;
   readonly maxPhysAddr: number;
   readonly cBit: number;
   readonly maxSevAsid: number;
@@ -122,6 +129,7 @@ export const SIM_CONFIG_DEFAULTS = Object.freeze({
   onlineCpus: 16,
   memslotsPerAddressSpace: 32764,
   runBudget: 5_000_000,
+  yieldQuantum: 128,
   maxPhysAddr: 52,
   cBit: 51,
   maxSevAsid: 509,
@@ -326,6 +334,7 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
     // (arch/x86/include/asm/kvm_host.h, include/linux/kvm_host.h).
     addressSpaces: features.smm ? 2 : 1,
     runBudget: positiveInt('runBudget', config.runBudget, d.runBudget, Number.MAX_SAFE_INTEGER),
+    yieldQuantum: positiveInt('yieldQuantum', config.yieldQuantum, d.yieldQuantum, 1 << 24),
     maxPhysAddr,
     cBit,
     maxSevAsid,

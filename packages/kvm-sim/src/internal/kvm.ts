@@ -12,7 +12,8 @@ import {
   type UserMemory,
   type Vm,
 } from '@kvmtest/kvm';
-import { hostArchOps } from './arch/dispatch.js';
+import { hostArchOps } from './arch-registry.js';
+import { checkInt } from './check.js';
 import type { ArchKvm, ArchOps, ArchVm, FdKind } from './arch/ops.js';
 import { type ResolvedConfig, resolveConfig, type SimConfig, supportedCpuid } from './config.js';
 import type { GmemFile } from './memory.js';
@@ -56,8 +57,6 @@ export interface SimStats {
   /** Memslots of live VMs. */
   readonly memslots: number;
 }
-
-const U64 = (1n << 64n) - 1n;
 
 /** KVM_CAP_X86_SMM and KVM_CAP_MULTI_ADDRESS_SPACE (include/uapi/linux/kvm.h). */
 const CAP_X86_SMM = 117;
@@ -414,19 +413,4 @@ export class SimKvm implements Kvm, ArchKvm {
       memslots,
     });
   }
-}
-
-/** Throws TypeError unless `v` is an integer (the argument mistakes that are not kernel errors). */
-export function checkInt(name: string, v: unknown, op: string): asserts v is number {
-  if (typeof v !== 'number' || !Number.isInteger(v))
-    throw new TypeError(
-      `${op}: ${name} must be an integer, got ${typeof v === 'number' ? String(v) : describeValue(v)}`,
-    );
-}
-
-/** Throws TypeError unless `v` is a bigint, RangeError unless it fits in a u64; returns it. */
-export function checkU64(name: string, v: unknown, op: string): bigint {
-  if (typeof v !== 'bigint') throw new TypeError(`${op}: ${name} must be a bigint, got ${describeValue(v)}`);
-  if (v < 0n || v > U64) throw new RangeError(`${op}: ${name} 0x${v.toString(16)} does not fit in a u64`);
-  return v;
 }

@@ -1,12 +1,14 @@
 // vCPU scope: register state, CPUID, MSRs and KVM_RUN, which drives the vCPU's guest program.
 //
 // The run loop: a guest program is an async function. Guest operations that exit (out, in, mmio,
-// hypercall, hlt, vmgexit, tdcall) hand an Exit to the pending run() and await the next run();
-// memory accessors are synchronous. run() resolves when the guest reaches its next exit, so
-// several vCPUs interleave only at exits, in microtask order (deterministic). A guest that awaits
-// anything else (a timer, host I/O, a host promise) is caught by a macrotask check (setImmediate
-// runs only after every microtask drained: a guest that has not exited by then is waiting on
-// something that is not a guest exit) and the run ends with internal-error.
+// readAsync/writeAsync, hypercall, hlt, vmgexit, tdcall) hand an Exit to the pending run() and
+// await the next run(); the synchronous memory accessors never exit. run() resolves when the guest
+// reaches its next exit. At async operations a running guest also yields to the event loop through
+// the seeded scheduler (sched.ts), so host tasks and other vCPUs' guests run beside it; a kick()
+// from such a task ends the run with EINTR. A guest that awaits anything else (a timer, host I/O, a
+// host promise) is caught by a macrotask check (setImmediate runs only after every microtask
+// drained: a guest that has not exited or yielded by then is waiting on something that is not a
+// guest exit) and the run ends with internal-error.
 
 import {
   CPUID_FLAG_SIGNIFICANT_INDEX,
@@ -20,6 +22,8 @@ import {
   type InternalErrorExit,
   KvmError,
   REG_NAMES,
+  registerRunProbe,
+  type RunInFlight,
   type Regs,
   type RunOptions,
   type Sregs,
@@ -31,7 +35,7 @@ import {
   zeroRegs,
 } from '@kvmtest/kvm';
 import type { ArchVcpu } from './arch/ops.js';
-import { checkInt, checkU64 } from './kvm.js';
+import { checkInt, checkU64 } from './check.js';
 import { GuestUnwind, SimGuest } from './guest.js';
 import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
 import type { SimVm } from './vm.js';
@@ -121,14 +125,23 @@ const schedule: (f: () => void) => void =
 
 function watchdog(): void {
   armed = false;
-  const stuck = listed.filter((v) => v.flightSeq !== 0).sort((a, b) => a.flightSeq - b.flightSeq);
+  const stuck = listed
+    .filter((v) => v.flightSeq !== 0 && !v.yielding)
+    .sort((a, b) => a.flightSeq - b.flightSeq);
+  // A guest waiting in the scheduler is not stuck: it stays tracked for the next check.
+  const yielding = listed.filter((v) => v.flightSeq !== 0 && v.yielding);
   for (const v of listed) {
     v.flightSeq = 0;
     v.listed = false;
   }
   listed.length = 0;
+  for (const v of yielding) track(v);
   for (const v of stuck) v.stuck();
 }
+
+/** Guest programs started and not ended, for timeout reports (registerRunProbe). */
+const live = new Set<SimVcpu>();
+registerRunProbe(() => [...live].map((v) => v.inFlight()));
 
 function track(v: SimVcpu): void {
   v.flightSeq = ++flightSeq;
@@ -164,6 +177,10 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   /** Watchdog bookkeeping: the start sequence of the run in flight (0: none), and whether it is listed. */
   flightSeq = 0;
   listed = false;
+  /** The guest waits in the scheduler (sched.ts) inside a run. */
+  yielding = false;
+  /** A kick is pending: the run in flight (or the next) fails with EINTR. */
+  kicked = false;
   exit: Exit | undefined = undefined;
   program: GuestProgram | undefined = undefined;
   guest: SimGuest;
@@ -524,6 +541,17 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     // `!vcpu->wants_to_run` (immediate_exit set) fails KVM_RUN with EINTR; exit_reason stays as it was.
     if (opts?.immediateExit)
       return Promise.reject(new KvmError('EINTR', 'KVM_RUN', 'kvm_run.immediate_exit is set'));
+    if (this.kicked) {
+      // A kick before the run: as immediate_exit set by the VMM's signal handler.
+      this.kicked = false;
+      return Promise.reject(
+        new KvmError(
+          'EINTR',
+          'KVM_RUN',
+          `vCPU ${this.id} was kicked (immediate_exit) before KVM_RUN entered the guest`,
+        ),
+      );
+    }
     if (this.state === 'ended') {
       this.exit = this.endExit!;
       return Promise.resolve(this.endExit!);
@@ -555,6 +583,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
 
   private start(): void {
     const program = this.program!;
+    live.add(this);
     let ret: unknown;
     try {
       ret = program(this.guest);
@@ -593,6 +622,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
 
   /** Ends the program for good: `exit` now, `later` on every following run. */
   end(exit: Exit, later: Exit): void {
+    live.delete(this);
     this.state = 'ended';
     this.endExit = later;
     this.resumeFn = undefined;
@@ -600,7 +630,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.finishRun(exit);
   }
 
-  private finishRun(exit: Exit): void {
+  private finishRun(exit: Exit, errno?: 'EINTR'): void {
     this.flightSeq = 0;
     countExit(this.stats, exit);
     this.current = undefined;
@@ -610,23 +640,86 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.runResolve = undefined;
     this.runReject = undefined;
     if (this.vm.dead && rej !== undefined) {
-      // spec §2: a vCPU in KVM_RUN that sees KVM_REQ_VM_DEAD returns EIO.
+      // kvm_main.c: a vCPU in KVM_RUN that sees KVM_REQ_VM_DEAD returns EIO.
       rej(new KvmError('EIO', 'KVM_RUN', 'the VM died while the vCPU was running'));
+      return;
+    }
+    if (errno !== undefined && rej !== undefined) {
+      rej(
+        new KvmError(
+          errno,
+          'KVM_RUN',
+          `vCPU ${this.id} was kicked while running its guest (exit reason intr)`,
+        ),
+      );
       return;
     }
     res?.(exit);
   }
 
   /**
+   * Kicks the vCPU (Vcpu.kick): as a VMM sets kvm_run.immediate_exit and signals the vCPU thread.
+   * The guest sees it at its next async operation (its next instruction boundary here).
+   */
+  kick(): void {
+    this.kicked = true;
+    this.guest.yieldAt = 0;
+  }
+
+  /**
+   * A second guest operation exited while the first one's exit is with the host: the program ends;
+   * the host's next run reports `detail` (the exit the host holds is left as it is).
+   */
+  failAtExit(detail: string): void {
+    live.delete(this);
+    const e: InternalErrorExit = { reason: 'internal-error', suberror: INTERNAL_ERROR.GUEST_CRASH, detail };
+    this.state = 'ended';
+    this.endExit = e;
+    this.resumeFn = undefined;
+    this.completion = undefined;
+  }
+
+  /** What a timeout report says about this vCPU's guest, and how to end it. */
+  inFlight(): RunInFlight {
+    return {
+      vcpuId: this.id,
+      describe: () => {
+        const g = this.guest;
+        const doing =
+          this.state === 'at-exit'
+            ? `stopped at exit ${this.exit === undefined ? '?' : describeExitShort(this.exit)} (after ${g.lastOp || 'its first operation'}), waiting for the host's next KVM_RUN`
+            : this.yielding
+              ? `running, yielded to the event loop in ${g.lastOp}`
+              : `running (last async operation: ${g.lastOp || 'none yet'})`;
+        return `vCPU ${this.id} (VM fd ${this.vm.fd}, ${this.vm.ops.name}): ${doing}; ${g.ops} guest operations in this run`;
+      },
+      interrupt: (why: string) => this.interrupt(why),
+    };
+  }
+
+  /** Ends the guest program for good: a run in flight returns internal-error `why`, as do later runs. */
+  interrupt(why: string): void {
+    if (this.state === 'ended' || this.state === 'idle') return;
+    const e: InternalErrorExit = {
+      reason: 'internal-error',
+      suberror: INTERNAL_ERROR.GUEST_CRASH,
+      detail: why,
+    };
+    this.guest.poison(new GuestUnwind(why));
+    if (this.state === 'running') this.end(e, e);
+    else this.failAtExit(why);
+  }
+
+  /**
    * A guest operation exits: `exit` goes to the pending run; the returned promise resolves with
    * what `complete` derives from the exit the host edited, when the next run starts.
    */
-  exitToHost(exit: Exit, complete?: (e: Exit) => unknown): Promise<unknown> {
+  exitToHost(exit: Exit, complete?: (e: Exit) => unknown, errno?: 'EINTR'): Promise<unknown> {
     if (this.state !== 'running') return Promise.reject(this.guest.outsideRun());
     this.state = 'at-exit';
     this.completion = complete;
     const p = new Promise<unknown>(this.captureResume);
-    this.finishRun(exit);
+    this.finishRun(exit, errno);
     return p;
   }
 
@@ -653,6 +746,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
 
   /** The VM is being destroyed: drop the guest program and its state. */
   destroy(): void {
+    live.delete(this);
     this.flightSeq = 0;
     this.program = undefined;
     this.resumeFn = undefined;
@@ -682,6 +776,19 @@ function countExit(stats: StatsBlock, exit: Exit): void {
       return;
     default:
       return;
+  }
+}
+
+function describeExitShort(e: Exit): string {
+  switch (e.reason) {
+    case 'io':
+      return `io ${e.direction} port 0x${e.port.toString(16)}`;
+    case 'mmio':
+      return `mmio ${e.isWrite ? 'write' : 'read'} gpa 0x${e.gpa.toString(16)}`;
+    case 'memory-fault':
+      return `memory-fault gpa 0x${e.gpa.toString(16)}`;
+    default:
+      return e.reason;
   }
 }
 

@@ -5,6 +5,7 @@ import {
   CAP,
   type EncRegion,
   KvmError,
+  tryKvm,
   MEM_FLAG,
   type MemoryAttributes,
   type SevCommand,
@@ -14,8 +15,10 @@ import {
   type Vm,
 } from '@kvmtest/kvm';
 import type { ArchOps, ArchVm, HostPtrTarget } from './arch/ops.js';
-import { checkInt, checkU64, type SimKvm } from './kvm.js';
+import { checkInt, checkU64 } from './check.js';
+import type { SimKvm } from './kvm.js';
 import { AttributeMap, GmemFile, Memslot, PAGE } from './memory.js';
+import { simPreempt, simYield } from './sched.js';
 import { type StatsBlock, statsPid, vmStats } from './stats.js';
 import { SimVcpu } from './vcpu.js';
 
@@ -144,8 +147,67 @@ export class SimVm implements Vm, ArchVm {
     return this.kvm.extension(this, cap);
   }
 
+  /**
+   * KVM_ENABLE_CAP from a host thread of its own (Vm.enableCapAsync). KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM
+   * runs as its steps (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from()): with the two-VM lock
+   * held (sev_lock_two_vms() set both migration_in_progress flags) it may be preempted at the
+   * points the kernel may sleep (mutex_lock_killable of both kvm->lock, kvm_lock_all_vcpus()), the
+   * seeded scheduler deciding; a concurrent MOVE touching either VM then fails with EBUSY. Every
+   * other cap runs as enableCap does.
+   */
+  enableCapAsync(cap: number, args: readonly (number | bigint | Vm)[] = [], flags = 0): Promise<void> {
+    if (cap !== CAP.VM_MOVE_ENC_CONTEXT_FROM || this.ops.vmMoveEncContextSteps === undefined) {
+      try {
+        this.enableCap(cap, args, flags);
+        return Promise.resolve();
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    let steps: Generator<unknown, void, void>;
+    try {
+      const a = this.capArgs('KVM_ENABLE_CAP', cap, args, flags);
+      steps = this.ops.vmMoveEncContextSteps(this, fdArg(a[0]!));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.driveMove(steps);
+  }
+
+  /** Runs MOVE steps until done, failed, or preempted (then goes on after the scheduler's turn). */
+  private driveMove(steps: Generator<unknown, void, void>): Promise<void> {
+    for (;;) {
+      // A step runs inside tryKvm so its KvmError is built without a stack trace (~3 µs, which
+      // would dominate the selftests' loops of expected failures); the error itself is rethrown.
+      let failure: unknown;
+      let done = false;
+      tryKvm(() => {
+        try {
+          done = steps.next().done === true;
+        } catch (e) {
+          failure = e;
+          throw e;
+        }
+      });
+      if (failure !== undefined) return Promise.reject(failure);
+      if (done) {
+        this.flushTlbs();
+        return Promise.resolve();
+      }
+      // A point where the kernel may sleep holding both VMs' locks: maybe another task runs now.
+      if (simPreempt(LOCK_PREEMPT_ONE_IN)) return simYield().then(() => this.driveMove(steps));
+    }
+  }
+
   enableCap(cap: number, args: readonly (number | bigint | Vm)[] = [], flags = 0): void {
     const op = 'KVM_ENABLE_CAP';
+    const a = this.capArgs(op, cap, args, flags);
+    if (this.ops.enableCap?.(this, cap, a) === 'handled') return;
+    this.enableCapChecked(op, cap, a);
+  }
+
+  /** KVM_ENABLE_CAP's argument checks, the gate and the flags check; returns args[0..3] as u64s. */
+  private capArgs(op: string, cap: number, args: readonly (number | bigint | Vm)[], flags: number): bigint[] {
     checkInt('cap', cap, op);
     checkInt('flags', flags, op);
     if (!Array.isArray(args)) throw new TypeError(`${op}: args must be an array`);
@@ -163,7 +225,11 @@ export class SimVm implements Vm, ArchVm {
     this.gate(op);
     // spec §2 / x86.c kvm_vm_ioctl_enable_cap: flags != 0 -> EINVAL before anything cap-specific.
     if (flags !== 0) throw new KvmError('EINVAL', op, `flags ${hex(flags)} must be 0`, { cap, flags });
-    if (this.ops.enableCap?.(this, cap, a) === 'handled') return;
+    return a;
+  }
+
+  /** The rest of enableCap, after the argument checks. */
+  private enableCapChecked(op: string, cap: number, a: bigint[]): void {
     const arg0 = a[0]!;
     switch (cap) {
       case CAP.EXIT_HYPERCALL:
@@ -626,6 +692,9 @@ export class SimVm implements Vm, ArchVm {
     this.kvm.liveVms.delete(this);
   }
 }
+
+/** One lock point in this many preempts the MOVE holding the two-VM lock (the seeded scheduler draws). */
+const LOCK_PREEMPT_ONE_IN = 256;
 
 function fdArg(v: bigint): number {
   // args[0] is an int fd; values beyond int range cannot name a descriptor.

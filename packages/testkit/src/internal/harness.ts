@@ -1,9 +1,13 @@
 // The kselftest harness: a suite is a list of named cases; running it prints TAP 13 (one result
 // line per case, diagnostics as `# ` lines) and yields the KSFT exit code. A failing case does not
 // stop the next; a case that throws KsftSkip is a skip; a case that outlives its timeout is
-// reported `not ok … # TIMEOUT` (it cannot be killed: it keeps running detached, its outcome
-// ignored). Reporters are events, so the CLI can print TAP, a TTY view or JUnit from one run.
+// reported `not ok … # TIMEOUT`, naming what each guest was doing; every guest still running is
+// then ended (its run returns internal-error) so the case's body stops at its next run. A failing
+// or timed-out case also prints the scheduler seed (KVMTEST_SEED) that replays its interleaving.
+// Reporters are events, so the CLI can print TAP, a TTY view or JUnit from one run.
 
+import { runsInFlight } from '@kvmtest/kvm';
+import { simSeed } from '@kvmtest/kvm-sim';
 import { KsftSkip, TestAssertionError, TestkitError } from './errors.js';
 import { type FormatValue, formatString } from './format.js';
 
@@ -252,6 +256,7 @@ export async function runSuite(suite: Suite, opts: RunSuiteOptions = {}): Promis
     reporter.onCaseStart?.(index, c);
     const ctx = caseContext(suite.name, c.name, (line) => reporter.onLog?.(index, line));
     const result = await runCase(index, c, ctx, c.timeoutMs ?? timeoutMs);
+    if (result.status === 'fail' || result.status === 'timeout') reporter.onLog?.(index, seedLine());
     counts[result.status]++;
     results.push(result);
     reporter.onCaseEnd?.(result);
@@ -279,6 +284,48 @@ async function runCase(index: number, c: TestCase, ctx: CaseContext, timeoutMs: 
     if (error !== undefined) r.error = error;
     return Object.freeze(r);
   };
+  try {
+    const outcome = await runWithTimeout(c, ctx, timeoutMs);
+    if (outcome !== undefined) return done('timeout', outcome.reason);
+    return done('pass');
+  } catch (e) {
+    if (e instanceof KsftSkip) return done('skip', e.reason, e);
+    return done('fail', e instanceof Error ? e.message : String(e), e);
+  }
+}
+
+/** The line that lets a failure be replayed: the scheduler seed of this process's interleaving. */
+export function seedLine(): string {
+  return `KVMTEST_SEED=${simSeed()} replays this interleaving`;
+}
+
+/** A case that outlived its timeout: the message names the case and what every guest was doing. */
+export class CaseTimeoutError extends Error {
+  override readonly name = 'CaseTimeoutError';
+  constructor(
+    /** The TAP reason: `<seconds> seconds`, then what each guest was doing, if any ran. */
+    readonly reason: string,
+    /** What each guest in flight was doing when the time ran out. */
+    readonly guests: readonly string[],
+    caseName: string,
+  ) {
+    super(`case ${caseName} timed out after ${reason}`);
+  }
+}
+
+/**
+ * Runs a case body under `timeoutMs`: resolves undefined when the body returned, rejects with what
+ * it threw, or resolves with a CaseTimeoutError when the time ran out first. On a timeout every
+ * guest still in flight is ended (registerRunProbe's interrupt: its run returns internal-error),
+ * so the detached body stops at its next run instead of running on. A guest yields to the event
+ * loop at its async operations, which is what lets the timer fire; a guest looping without any
+ * guest operation (`for (;;) await null`) cannot be preempted in-process.
+ */
+export async function runWithTimeout(
+  c: TestCase,
+  ctx: CaseContext,
+  timeoutMs: number,
+): Promise<CaseTimeoutError | undefined> {
   const body = new Promise<void>((resolve) => resolve(c.run(ctx)));
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<'timeout'>((resolve) => {
@@ -286,14 +333,15 @@ async function runCase(index: number, c: TestCase, ctx: CaseContext, timeoutMs: 
   });
   try {
     const outcome = await Promise.race([body.then(() => 'done' as const), timeout]);
-    if (outcome === 'timeout') {
-      body.catch(() => {}); // the case keeps running detached; its outcome no longer matters
-      return done('timeout', `${timeoutMs / 1000} seconds`);
-    }
-    return done('pass');
-  } catch (e) {
-    if (e instanceof KsftSkip) return done('skip', e.reason, e);
-    return done('fail', e instanceof Error ? e.message : String(e), e);
+    if (outcome === 'done') return undefined;
+    body.catch(() => {}); // ended below; its outcome no longer matters
+    const runs = runsInFlight();
+    const guests = runs.map((r) => r.describe());
+    const seconds = `${timeoutMs / 1000} seconds`;
+    const reason = guests.length === 0 ? seconds : `${seconds}: ${guests.join('; ')}`;
+    const err = new CaseTimeoutError(reason, guests, `${ctx.suite}/${c.name}`);
+    for (const r of runs) r.interrupt(err.message);
+    return err;
   } finally {
     clearTimeout(timer);
   }

@@ -255,6 +255,13 @@ export class FakeGuest implements Guest {
     for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]!);
     return v;
   }
+  /** The fake has no MMIO or memory faults: the async accessors are the plain ones. */
+  async readAsync(gva: bigint, size: 1 | 2 | 4 | 8): Promise<bigint> {
+    return this.readLe(gva, size);
+  }
+  async writeAsync(gva: bigint, size: 1 | 2 | 4 | 8, value: bigint): Promise<void> {
+    this.writeBytes(gva, le(BigInt.asUintN(size * 8, value), size));
+  }
   testAndSetBit(gva: bigint, bit: number): boolean {
     const a = gva + BigInt(bit >> 3);
     const old = this.readU8(a);

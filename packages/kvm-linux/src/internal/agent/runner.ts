@@ -29,6 +29,7 @@ import { hex } from '@kvmtest/coco';
 import {
   type CpuidEntry,
   type ExceptionFrame,
+  type AccessSize,
   type ExceptionHandler,
   type Exit,
   EXIT_REASON,
@@ -658,6 +659,38 @@ export class AgentGuest implements Guest {
     return this.read(OP.read64, 'readU64', gva);
   }
 
+  /**
+   * A load that may exit: the agent executes the MOV as an operation that may leave KVM_RUN, so an
+   * MMIO access ends the run with the real `mmio` exit (the value is the data the host left in it)
+   * and a memory fault with the real `memory-fault` exit, after which the next run re-executes the
+   * instruction, as KVM resumes the vCPU.
+   */
+  async readAsync(gva: bigint, size: AccessSize): Promise<bigint> {
+    checkGva('readAsync', gva);
+    if (size !== 1 && size !== 2 && size !== 4 && size !== 8)
+      throw new TypeError(
+        `readAsync: size must be 1, 2, 4 or 8, got ${typeof size === 'number' ? size : typeof size}`,
+      );
+    const op = ASYNC_READ[size]!;
+    // Every exit (MMIO, a memory fault) goes to the host; the next KVM_RUN completes the MOV (a
+    // read with the data the host left in kvm_run) and the agent reports the loaded value in R0.
+    if (!(await this.async(op, () => `readAsync(${hex(gva)})`, undefined, gva))) return 0n;
+    return BigInt.asUintN(size * 8, this.r0());
+  }
+
+  /** A store that may exit (see readAsync): MMIO is an `mmio` write exit, a memory fault is retried. */
+  async writeAsync(gva: bigint, size: AccessSize, value: bigint): Promise<void> {
+    checkGva('writeAsync', gva);
+    if (size !== 1 && size !== 2 && size !== 4 && size !== 8)
+      throw new TypeError(
+        `writeAsync: size must be 1, 2, 4 or 8, got ${typeof size === 'number' ? size : typeof size}`,
+      );
+    const op = ASYNC_WRITE[size]!;
+    if (typeof value !== 'bigint')
+      throw new TypeError(`writeAsync: value must be a bigint, got ${typeof value}`);
+    await this.async(op, () => `writeAsync(${hex(gva)})`, undefined, gva, BigInt.asUintN(size * 8, value));
+  }
+
   private write(op: number, what: string, gva: bigint, v: bigint): void {
     checkGva(what, gva);
     this.sync(op, () => `${what}(${hex(gva)})`, gva, v);
@@ -916,6 +949,20 @@ export class AgentGuest implements Guest {
 }
 
 /** The MMIO window operations by access size. */
+/** The plain load / store operations readAsync / writeAsync run as instructions that may exit. */
+const ASYNC_READ: Record<number, number | undefined> = {
+  1: OP.read8,
+  2: OP.read16,
+  4: OP.read32,
+  8: OP.read64,
+};
+const ASYNC_WRITE: Record<number, number | undefined> = {
+  1: OP.write8,
+  2: OP.write16,
+  4: OP.write32,
+  8: OP.write64,
+};
+
 const MMIO_READ: Record<number, number> = {
   1: OP.mmioRead8,
   2: OP.mmioRead16,

@@ -3,7 +3,7 @@
 // The generic kernel model (fd table, memslots, guest_memfd, memory attributes, vCPU creation, the
 // run loop, the guest MMU) lives in ../kvm.ts, ../vm.ts, ../vcpu.ts, ../guest.ts and knows nothing
 // about SEV or TDX. Everything that differs by VM type or host vendor goes through one `ArchOps`
-// object per VM, chosen ONCE, at KVM_CREATE_VM, by `selectArchOps` in ./dispatch.ts.
+// object per VM, chosen ONCE, at KVM_CREATE_VM, by `selectArchOps` in ../arch-registry.ts.
 //
 // How the kernel splits it, and how we follow:
 //   * x86.c / kvm_main.c call `kvm_x86_ops.<op>` — a per-HOST table (svm_x86_ops on AMD,
@@ -244,6 +244,12 @@ export interface ArchOps {
   vmCopyEncContextFrom?(dst: ArchVm, sourceFd: number): void;
   /** KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM with args[0] = source fd; absent -> EINVAL (spec §2). */
   vmMoveEncContextFrom?(dst: ArchVm, sourceFd: number): void;
+  /**
+   * The same MOVE as steps: each `yield` is a point where the kernel may sleep with the two-VM lock
+   * held (mutex_lock of kvm->lock, of every vCPU mutex), so other tasks may run and contend
+   * (Vm.enableCapAsync). Throws the errno of the first failing check, releasing the locks.
+   */
+  vmMoveEncContextSteps?(dst: ArchVm, sourceFd: number): Generator<unknown, void, void>;
   /** KVM_SET_USER_MEMORY_REGION2 extra checks for this type (x86 kvm_arch_prepare_memory_region). */
   prepareMemoryRegion?(vm: ArchVm, gpa: bigint, size: bigint, flags: number): void;
 

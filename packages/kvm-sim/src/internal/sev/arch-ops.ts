@@ -308,6 +308,9 @@ function sevOps(kind: VmType): Partial<ArchOps> {
     vmMoveEncContextFrom(dst, sourceFd) {
       sevPlatform(dst.kvm).moveEncContextFrom(vmView(dst), sourceFd);
     },
+    vmMoveEncContextSteps(dst, sourceFd) {
+      return sevPlatform(dst.kvm).moveEncContextSteps(vmView(dst), sourceFd);
+    },
     vcpuCreated(vcpu) {
       vcpu.arch = new ArchSevVcpu(vcpu);
       sevPlatform(vcpu.vm.kvm).vcpuReset(vmView(vcpu.vm), vcpuView(vcpu));

@@ -6,7 +6,7 @@ import { CR, type Guest, GuestException, KvmError, VECTOR } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm } from '../../index.js';
 import { TD_RESET_VECTOR } from './constants.js';
-import { launchTd } from './harness.js';
+import { launchTd } from './harness.test-support.js';
 
 const PAGES = 32;
 const DATA_GPA = 0x3000n;

@@ -35,7 +35,7 @@ import {
   initVm,
   launchTd,
   tdxCmd,
-} from './harness.js';
+} from './harness.test-support.js';
 import { tdxReport, tdxVcpuReport } from './report.js';
 
 const P = MEMORY_ATTRIBUTE.PRIVATE;

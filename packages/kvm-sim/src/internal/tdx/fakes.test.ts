@@ -5,7 +5,7 @@ import { TDX_CMD, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import type { ArchKvm, ArchVcpu, ArchVm } from '../arch/ops.js';
 import { resolveConfig } from '../config.js';
-import { gpawCpuid, tdxCmd } from './harness.js';
+import { gpawCpuid, tdxCmd } from './harness.test-support.js';
 import { tdxArchOps } from './ops.js';
 import { tdxReport } from './report.js';
 

@@ -25,7 +25,14 @@ import {
 import { describe, expect, it } from 'vitest';
 import { createSimKvm } from '../../index.js';
 import { TD_ATTR, TDX_STATUS } from './constants.js';
-import { addPrivateSlot, createTdVm, finalize, initMemRegion, initVcpu, initVm } from './harness.js';
+import {
+  addPrivateSlot,
+  createTdVm,
+  finalize,
+  initMemRegion,
+  initVcpu,
+  initVm,
+} from './harness.test-support.js';
 import { tdxSetEventPending } from './report.js';
 
 const S = 1n << 47n; // GPAW 48

@@ -16,9 +16,16 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm, simStats } from '../../index.js';
 import type { SimKvm } from '../kvm.js';
-import { addPrivateSlot, createTdVm, finalize, initMemRegion, initVcpu, tdxCmd } from './harness.js';
+import {
+  addPrivateSlot,
+  createTdVm,
+  finalize,
+  initMemRegion,
+  initVcpu,
+  tdxCmd,
+} from './harness.test-support.js';
 import { keyIdPool } from './state.js';
-import { gpawCpuid } from './harness.js';
+import { gpawCpuid } from './harness.test-support.js';
 
 type Step =
   | { k: 'caps' }
