@@ -259,6 +259,15 @@ describe.skipIf(!kvmAvailable)('real-mode guests', () => {
     expectExit(await vcpu.run(), 'hlt');
   });
 
+  it('a kicked vCPU fails its next KVM_RUN with EINTR, once, and then runs on', async () => {
+    const { vcpu } = guest([0xf4, 0xf4]);
+    const hlt = await vcpu.run();
+    vcpu.kick();
+    await expect(vcpu.run()).rejects.toThrow(/EINTR/);
+    expect(vcpu.exit).toBe(hlt);
+    expectExit(await vcpu.run(), 'hlt');
+  });
+
   it('an endless loop ends in a watchdog timeout naming the vCPU and the deadline', async () => {
     const { vcpu } = guest([0xeb, 0xfe], 200);
     const err = await vcpu.run().catch((e: unknown) => e);

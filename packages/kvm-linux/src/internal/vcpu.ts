@@ -67,6 +67,8 @@ export class LinuxVcpu implements Vcpu {
   entry: GuestProgram | undefined;
   /** Free-form state the agent keeps per vCPU. */
   agentState: unknown;
+  /** A kick() is pending: the next run fails with EINTR. */
+  private kicked = false;
   private readonly regsBuf = new Uint8Array(SIZE.kvm_regs);
   private readonly regsView = new DataView(this.regsBuf.buffer);
   private readonly sregsBuf = new Uint8Array(SIZE.kvm_sregs);
@@ -115,7 +117,22 @@ export class LinuxVcpu implements Vcpu {
     if (!this.fdOpen) throw new KvmError('EBADF', op, `vCPU ${this.id} descriptor ${this.fd} is closed`);
   }
 
+  /**
+   * A host task kicks this vCPU (the contract's kick): runs happen synchronously on the calling
+   * thread, so no run can be in flight while another task of that thread calls this; the next run
+   * therefore fails with EINTR after completing pending I/O — KVM_RUN with immediate_exit set, as the
+   * kernel answers a VMM's kick (arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run()). One kick, one EINTR.
+   */
+  kick(): void {
+    this.gate('kick');
+    this.kicked = true;
+  }
+
   async run(opts?: LinuxRunOptions): Promise<Exit> {
+    if (this.kicked) {
+      this.kicked = false;
+      opts = { ...opts, immediateExit: true };
+    }
     if (this.entry !== undefined) {
       const hook = entryHook();
       if (!hook)
