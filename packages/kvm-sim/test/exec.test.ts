@@ -77,7 +77,13 @@ describe('resumable exits', () => {
     const v = vcpu(async (g) => {
       got = await g.readAsync(TEST_GVA + 8n, 8);
     });
-    expect(await v.run()).toEqual({ reason: 'memory-fault', gpa: TEST_GPA, size: 4096n, private: true });
+    expect(await v.run()).toEqual({
+      reason: 'memory-fault',
+      gpa: TEST_GPA,
+      size: 4096n,
+      private: true,
+      errno: 'EFAULT',
+    });
     expect(v.exit?.reason).toBe('memory-fault');
     vm.setMemoryAttributes({ address: TEST_GPA, size: 4096n, attributes: 0n });
     expect(await v.run()).toEqual({ reason: 'hlt' });
@@ -142,8 +148,20 @@ describe('private_mem_kvm_exits_test', () => {
     // The second "thread": waits until the guest is reading, then deletes the slot under it.
     while (reads < 1000) await simYield();
     deleteSlot1(vm);
-    expect(await run).toEqual({ reason: 'memory-fault', gpa: TEST_GPA, size: 4096n, private: true });
-    expect(v.exit).toEqual({ reason: 'memory-fault', gpa: TEST_GPA, size: 4096n, private: true });
+    expect(await run).toEqual({
+      reason: 'memory-fault',
+      gpa: TEST_GPA,
+      size: 4096n,
+      private: true,
+      errno: 'EFAULT',
+    });
+    expect(v.exit).toEqual({
+      reason: 'memory-fault',
+      gpa: TEST_GPA,
+      size: 4096n,
+      private: true,
+      errno: 'EFAULT',
+    });
   });
 
   it('test_private_access_memslot_not_private: a private access to a slot without guest_memfd', async () => {
@@ -152,7 +170,13 @@ describe('private_mem_kvm_exits_test', () => {
     const v = vcpu(async (g) => {
       for (;;) await g.readAsync(TEST_GVA, 8);
     });
-    expect(await v.run()).toEqual({ reason: 'memory-fault', gpa: TEST_GPA, size: 4096n, private: true });
+    expect(await v.run()).toEqual({
+      reason: 'memory-fault',
+      gpa: TEST_GPA,
+      size: 4096n,
+      private: true,
+      errno: 'EFAULT',
+    });
   });
 
   it('a shared slot deleted mid-loop turns the next access into an MMIO exit, completed by the host data', async () => {

@@ -84,7 +84,13 @@ describe('private_mem_kvm_exits_test', () => {
     const v = vcpu(async (g) => {
       for (;;) g.readU64(TEST_GVA);
     });
-    expect(await v.run()).toEqual({ reason: 'memory-fault', gpa: TEST_GPA, size: 4096n, private: true });
+    expect(await v.run()).toEqual({
+      reason: 'memory-fault',
+      gpa: TEST_GPA,
+      size: 4096n,
+      private: true,
+      errno: 'EFAULT',
+    });
     const again = await v.run();
     expect(again.reason).toBe('internal-error');
   });
@@ -106,7 +112,13 @@ describe('private_mem_kvm_exits_test', () => {
       userspace: undefined,
     });
     void shared;
-    expect(await v.run()).toEqual({ reason: 'memory-fault', gpa: TEST_GPA, size: 4096n, private: true });
+    expect(await v.run()).toEqual({
+      reason: 'memory-fault',
+      gpa: TEST_GPA,
+      size: 4096n,
+      private: true,
+      errno: 'EFAULT',
+    });
   });
   it('mmioRead retries after a memory-fault exit once the host fixed the attribute', async () => {
     const { vm, vcpu, shared } = setup(false);

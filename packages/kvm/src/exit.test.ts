@@ -29,9 +29,9 @@ describe('exits', () => {
         data: new Uint8Array(4),
       }),
     ).toBe('io out port 0x1000 size 4 count 1');
-    expect(describeExit({ reason: 'memory-fault', gpa: 0x200000n, size: 0x1000n, private: true })).toBe(
-      'memory-fault gpa 0x200000 size 0x1000 private',
-    );
+    expect(
+      describeExit({ reason: 'memory-fault', gpa: 0x200000n, size: 0x1000n, private: true, errno: 'EFAULT' }),
+    ).toBe('memory-fault gpa 0x200000 size 0x1000 private');
     expect(describeExit({ reason: 'system-event', type: 'sev-term', data: [0x100n] })).toBe(
       'system-event sev-term data [0x100]',
     );

@@ -79,6 +79,13 @@ export interface MemoryFaultExit {
   gpa: bigint;
   size: bigint;
   private: boolean;
+  /**
+   * What KVM_RUN itself returned: the kernel fills the MEMORY_FAULT exit and fails the ioctl with
+   * EFAULT (virt/kvm/kvm_main.c / arch/x86/kvm/mmu/mmu.c: kvm_mmu_prepare_memory_fault_exit(), then
+   * -EFAULT from the page-fault path). `run()` resolves with the exit so the VMM can answer it (change
+   * the attributes, add the memslot) and run again; the errno is kept here so it stays visible.
+   */
+  errno: 'EFAULT';
 }
 /** KVM_EXIT_HLT. */
 export interface HltExit {

@@ -58,6 +58,7 @@ describe('decodeExit', () => {
       gpa: 0x10_0000n,
       size: 0x1000n,
       private: true,
+      errno: 'EFAULT',
     });
   });
 

@@ -92,6 +92,7 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
         gpa: run.getBigUint64(RUN.memory_fault_gpa, true),
         size: run.getBigUint64(RUN.memory_fault_size, true),
         private: (run.getBigUint64(RUN.memory_fault_flags, true) & MEMORY_EXIT_FLAG_PRIVATE) !== 0n,
+        errno: 'EFAULT',
       };
     case KVM_EXIT.INTERNAL_ERROR: {
       const suberror = run.getUint32(RUN.internal_suberror, true);

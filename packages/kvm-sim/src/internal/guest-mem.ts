@@ -57,7 +57,7 @@ export abstract class GuestMem extends GuestCpu {
         if (slot.userspace.length === 0)
           return {
             kind: 'fault',
-            exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: false },
+            exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: false, errno: 'EFAULT' },
           };
         return {
           kind: 'ram',
@@ -72,7 +72,7 @@ export abstract class GuestMem extends GuestCpu {
       case 'memory-fault':
         return {
           kind: 'fault',
-          exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: d.private },
+          exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: d.private, errno: 'EFAULT' },
         };
       case 'exception':
         return { kind: 'exception', e: d };
@@ -83,7 +83,10 @@ export abstract class GuestMem extends GuestCpu {
   protected privatePage(slot: Memslot | undefined, gpaPage: bigint): PageAccess {
     const g = slot?.gmem;
     if (slot === undefined || g === undefined)
-      return { kind: 'fault', exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: true } };
+      return {
+        kind: 'fault',
+        exit: { reason: 'memory-fault', gpa: gpaPage, size: 4096n, private: true, errno: 'EFAULT' },
+      };
     const index = Number((gpaPage - slot.gpa + slot.gmemOffset) >> 12n);
     return { kind: 'ram', bytes: g.page(index, true)!, base: 0, cipher: undefined, readonlySlot: false };
   }

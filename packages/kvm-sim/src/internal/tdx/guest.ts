@@ -365,7 +365,7 @@ async function acceptPage(cpu: ArchCpu, t: TdxVmState, rcx: bigint): Promise<big
     if (t.mapped.has(gfn)) return TDX_STATUS.PAGE_ALREADY_ACCEPTED;
     const slot = vm.memslotAt(gpa);
     if ((attr & MEMORY_ATTRIBUTE.PRIVATE) !== 0n && slot !== undefined && slot.hasGmem) break;
-    await cpu.exitToHost({ reason: 'memory-fault', gpa, size: PAGE, private: true });
+    await cpu.exitToHost({ reason: 'memory-fault', gpa, size: PAGE, private: true, errno: 'EFAULT' });
   }
   t.mapped.add(gfn);
   vm.flushTlbs();
