@@ -71,7 +71,7 @@ function ensureWorkspace() {
 }
 
 const tasks = {
-  start: () => must('pnpm', ['run', '--silent', 'main']),
+  start: (args) => must('node', ['scripts/start.mjs', ...args]),
   test: (args) => {
     must('node', ['scripts/check-layers.mjs']);
     must('vitest', ['run', ...args]);
