@@ -13,18 +13,24 @@ const env = {
   TURBO_TELEMETRY_DISABLED: '1',
   TURBO_NO_UPDATE_NOTIFIER: '1',
   DO_NOT_TRACK: '1',
-  PATH: [join(root, 'node_modules', '.bin'), join(root, '.tools', 'node_modules', '.bin'), process.env.PATH].join(
-    delimiter,
-  ),
+  PATH: [
+    join(root, 'node_modules', '.bin'),
+    join(root, '.tools', 'node_modules', '.bin'),
+    process.env.PATH,
+  ].join(delimiter),
 };
 
 const t0 = performance.now();
-const build = spawnSync('turbo', ['run', 'build', '--output-logs=errors-only', '--log-order=grouped', '--ui=stream'], {
-  cwd: root,
-  env,
-  encoding: 'utf8',
-  maxBuffer: 64 * 1024 * 1024,
-});
+const build = spawnSync(
+  'turbo',
+  ['run', 'build', '--output-logs=errors-only', '--log-order=grouped', '--ui=stream'],
+  {
+    cwd: root,
+    env,
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  },
+);
 if (build.error) throw build.error;
 const text = `${build.stdout}\n${build.stderr}`;
 const tasks = /Tasks:\s+(\d+) successful, (\d+) total/.exec(text);
@@ -41,7 +47,9 @@ else {
     .split('\n')
     .filter((l) => /^@[^:]+:[^:]+:|error TS|ERROR/.test(l) && !/^\s*•/.test(l))
     .join('\n');
-  console.log(`build failed in ${seconds} s${tasks ? ` (${tasks[1]} of ${tasks[2]} packages built)` : ''}:\n${errors || text}`);
+  console.log(
+    `build failed in ${seconds} s${tasks ? ` (${tasks[1]} of ${tasks[2]} packages built)` : ''}:\n${errors || text}`,
+  );
   console.log('the suites run from their sources anyway:\n');
 }
 
