@@ -284,3 +284,14 @@ test('a run with two reporters to files writes both; nothing left behind on stdo
   expect(existsSync(join(dir, 'r.tap'))).toBe(true);
   expect(json(join(dir, 'r.json')).results).toHaveLength(3);
 });
+
+test('suite globs: * within a folder name, ** across folders', async () => {
+  const { globToRegExp, suiteNameOfFile } = await import('../src/internal/suite.js');
+  expect(globToRegExp('test/*.suite.ts').test('test/a.suite.ts')).toBe(true);
+  expect(globToRegExp('test/*.suite.ts').test('test/x/a.suite.ts')).toBe(false);
+  expect(globToRegExp('test/**/*.suite.ts').test('test/a.suite.ts')).toBe(true);
+  expect(globToRegExp('test/**/*.suite.ts').test('test/x/y/a.suite.ts')).toBe(true);
+  expect(globToRegExp('src/?.ts').test('src/ab.ts')).toBe(false);
+  expect(suiteNameOfFile('test/memslots.suite.ts')).toBe('memslots');
+  expect(suiteNameOfFile('smoke.mjs')).toBe('smoke');
+});
