@@ -79,6 +79,11 @@ const tasks = {
   typecheck: () => must('turbo', ['run', 'typecheck', '--output-logs=errors-only']),
   lint: () => must('biome', ['ci', '.']),
   bench: (args) => must('tsx', ['scripts/bench.ts', ...args]),
+  // `npm run kvmtest -- <command>`: the CLI from its sources (never a stale build).
+  kvmtest: (args) =>
+    must('node', ['--conditions=@kvmtest/source', '--import', 'tsx', 'packages/cli/src/bin.ts', ...args], {
+      cwd: process.env.INIT_CWD ?? process.cwd(),
+    }),
 };
 
 const [task, ...args] = process.argv.slice(2);
