@@ -136,6 +136,15 @@ describe('report correctness', () => {
     expect(r.stderr).toMatch(
       /suite broken cannot be listed: .*needs "@kvmtest\/source" and "default" targets/,
     );
+    // `run` reports the broken suite as one failed (load) result and runs the others.
+    const run = kvmtest(['run', 'broken', 'beta', '--reporter', 'tap']);
+    expect(run.code).toBe(1);
+    expect(resultLines(run.stdout)).toEqual([
+      'not ok 1 broken: (load)',
+      'ok 2 beta: b1',
+      'ok 3 beta: b2',
+      'ok 4 beta: b3',
+    ]);
     const ok = kvmtest(['list', 'alpha', '--json']);
     expect(ok.code).toBe(0);
     expect(JSON.parse(ok.stdout)).toEqual([

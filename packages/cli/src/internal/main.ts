@@ -166,7 +166,12 @@ async function run(cmd: Extract<Command, { kind: 'run' }>, io: CliIo, project: P
       throw new UsageError(e.message, 'run');
     throw e;
   }
-  let selections = resolveSelectors(project.suites, cmd.selectors).map((s) => ({
+  // A broken suite named on the command line is reported as a failed load, not an unknown suite.
+  const brokenNames = new Set(project.broken.map((b) => b.name));
+  const healthy = cmd.selectors.filter((s) => !brokenNames.has(s.split(':')[0]!));
+  const named =
+    cmd.selectors.length > 0 && healthy.length === 0 ? [] : resolveSelectors(project.suites, healthy);
+  let selections = named.map((s) => ({
     ...s,
     selection: { ...s.selection, filter: cmd.filter },
   }));
