@@ -3,13 +3,14 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, expect, test } from 'vitest';
+import { afterEach, expect, test } from 'vitest';
 
 const bin = join(import.meta.dirname, '..', 'src', 'bin.ts');
 const scratchRoot = join(import.meta.dirname, '.scratch');
-mkdirSync(scratchRoot, { recursive: true });
-const ws = mkdtempSync(join(scratchRoot, 'ws-'));
-afterAll(() => rmSync(ws, { recursive: true, force: true }));
+let ws = '';
+afterEach(() => {
+  if (ws) rmSync(ws, { recursive: true, force: true });
+});
 
 function kvmtest(args: string[]) {
   const r = spawnSync(process.execPath, ['--conditions=@kvmtest/source', '--import', 'tsx', bin, ...args], {
@@ -22,6 +23,8 @@ function kvmtest(args: string[]) {
 }
 
 test('kvmtest new writes a suite the CLI lists and runs right away', { timeout: 240_000 }, () => {
+  mkdirSync(scratchRoot, { recursive: true });
+  ws = mkdtempSync(join(scratchRoot, 'ws-'));
   writeFileSync(join(ws, 'pnpm-workspace.yaml'), 'packages:\n  - apps/*\n');
   mkdirSync(join(ws, 'apps'));
   copyFileSync(
