@@ -76,12 +76,10 @@ export { FORMAT_MAX_WIDTH, type FormatValue, formatString } from './internal/for
 export {
   type CaseContext,
   type CaseResult,
-  type CaseStatus,
   caseContext,
   DEFAULT_CASE_TIMEOUT_MS,
   describeFailure,
   defineSuite,
-  KSFT,
   type KsftExitCode,
   ksftExitCode,
   type Reporter,
@@ -93,6 +91,21 @@ export {
   type TestCase,
   tapReporter,
 } from './internal/harness.js';
+export { setGuestPrintfSink } from './internal/guest-log.js';
+export { type ProgramIo, runSuiteProgram } from './internal/program.js';
+export {
+  type CaseOutcome,
+  type CaseStatus,
+  failureSummary,
+  isFailure,
+  KSFT,
+  oneLine,
+  type TapCounts,
+  tapDescription,
+  tapDiagnostics,
+  tapResultLine,
+  tapTotals,
+} from './internal/results.js';
 export {
   defineGuest,
   type GlobalDecl,
