@@ -71,7 +71,8 @@ function ensureWorkspace() {
 }
 
 const tasks = {
-  start: (args) => must('pnpm', ['run', '--silent', 'main', ...args]),
+  // `npm start -- <run options>` (e.g. `--backend sim,linux`): the options go to `kvmtest run`.
+  start: (args) => must('node', ['scripts/start.mjs', ...args]),
   test: (args) => {
     must('node', ['scripts/check-layers.mjs']);
     must('vitest', ['run', ...args]);
@@ -79,6 +80,12 @@ const tasks = {
   typecheck: () => must('turbo', ['run', 'typecheck', '--output-logs=errors-only']),
   lint: () => must('biome', ['ci', '.']),
   bench: (args) => must('tsx', ['scripts/bench.ts', ...args]),
+  // `npm run kvmtest -- <command>`: the CLI from its sources (never a stale build).
+  kvmtest: (args) =>
+    must('node', ['--conditions=@kvmtest/source', '--import', 'tsx', 'packages/cli/src/bin.ts', ...args], {
+      // biome-ignore lint/suspicious/noUndeclaredEnvVars: npm's own variable (where `npm run` was typed), not a turbo task input
+      cwd: process.env.INIT_CWD ?? process.cwd(),
+    }),
 };
 
 const [task, ...args] = process.argv.slice(2);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Runs the suite as a kselftest program: TAP on standard output, KSFT exit code (0, 1 or 4).
-import { runSuite } from '@kvmtest/testkit';
+// Runs the suite as a kselftest program: TAP on standard output, KSFT exit code (0, 1 or 4), and
+// the harness's flags: -l lists the cases, -t NAME / -T NAME include / exclude one, -h the usage.
+import { runSuiteProgram } from '@kvmtest/testkit';
 import suite from './suite.js';
 
-const result = await runSuite(suite);
-process.exitCode = result.exitCode;
+process.exitCode = await runSuiteProgram(suite);

@@ -176,8 +176,7 @@ async function smoke(
   const traits = VM_TYPE_TRAITS[type];
 
   let uc = await runUcall(vcpu);
-  testAssertEq(uc.cmd, UCALL.PRINTF);
-  log('%s', uc.message);
+  testAssertEq(uc.cmd, UCALL.PRINTF); // the kit attaches the guest's printf line to the case's report
 
   uc = await runUcall(vcpu);
   testAssert(uc.cmd === UCALL.SYNC && uc.args[0] === 1n, 'expected SYNC 1, got %s', JSON.stringify(uc.cmd));

@@ -1,6 +1,9 @@
 #!/usr/bin/env node
-// The `kvmtest` executable.
+// The `kvmtest` executable. Ctrl-C ends a run gracefully: the running cases are reported as
+// interrupted, the reports and files are written, and the exit code is 130; a second Ctrl-C quits
+// at once.
 import { readFileSync } from 'node:fs';
+import { EXIT_INTERRUPTED } from './internal/summary.js';
 import { runCli } from './internal/main.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -8,11 +11,18 @@ const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url),
 };
 const sink = (s: NodeJS.WriteStream) => ({ isTTY: Boolean(s.isTTY), write: (t: string) => void s.write(t) });
 
+const interrupt = new AbortController();
+process.on('SIGINT', () => {
+  if (interrupt.signal.aborted) process.exit(EXIT_INTERRUPTED);
+  interrupt.abort('interrupt');
+});
+
 runCli(process.argv.slice(2), {
   cwd: process.cwd(),
   stdout: sink(process.stdout),
   stderr: sink(process.stderr),
   version: pkg.version,
+  signal: interrupt.signal,
 }).then(
   (code) => {
     process.exitCode = code;

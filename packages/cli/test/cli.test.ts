@@ -35,16 +35,35 @@ function parseTap(text: string) {
 }
 
 describe('command line errors', () => {
-  test('no arguments prints the usage and exits 0', () => {
+  test('no arguments prints the usage on stderr and exits 64 (EX_USAGE); --help exits 0', () => {
     const r = kvmtest([]);
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^usage: kvmtest <command>/);
+    expect(r.code).toBe(64);
+    expect(r.stderr).toMatch(/^usage: kvmtest <command>/);
+    expect(r.stdout).toBe('');
+    const help = kvmtest(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^usage: kvmtest <command>[\s\S]*list \[suite…\] \[--json\]/);
+  });
+
+  test('each command has its own help: `help run`, `run --help`', () => {
+    for (const args of [
+      ['help', 'run'],
+      ['run', '--help'],
+    ]) {
+      const r = kvmtest(args);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^usage: kvmtest run[\s\S]*--reporter NAME\[=FILE\][\s\S]*--shard I\/N/);
+    }
+    expect(kvmtest(['list', '--help']).stdout).toMatch(/--json/);
   });
 
   test.each([
     [['frobnicate'], /unknown command "frobnicate"/],
     [['run', '--jobs', '0'], /--jobs must be a positive integer, got "0"/],
-    [['run', '--reporter', 'xml'], /--reporter must be one of pretty, tap, junit, html, got "xml"/],
+    [
+      ['run', '--reporter', 'xml'],
+      /--reporter must be one of pretty, tap, junit, json, html \(optionally =FILE\), got "xml"/,
+    ],
     [['run', '--colour'], /Unknown option '--colour'/],
     [['run', '--filter', '('], /--filter "\(" is not a regular expression/],
     [['run', 'nosuch'], /unknown suite "nosuch" \(suites: demo, hosts, quiet\)/],
@@ -59,26 +78,29 @@ describe('command line errors', () => {
       /--backend compares two backends at most, got 3 in "sim,linux,auto"/,
     ],
     [['run', '--backend', 'sim,'], /"" is none of these/],
-  ])('%j is a usage error: exit 2 with the reason and the usage', (args, reason) => {
-    const r = kvmtest(args);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(reason);
-    expect(r.stderr).toContain('usage: kvmtest');
-    expect(r.stdout).toBe('');
-  });
+  ])(
+    "%j is a usage error: exit 64 (not kselftest's XFAIL 2) with the reason and the usage",
+    (args, reason) => {
+      const r = kvmtest(args);
+      expect(r.code).toBe(64);
+      expect(r.stderr).toMatch(reason);
+      expect(r.stderr).toContain('usage: kvmtest');
+      expect(r.stdout).toBe('');
+    },
+  );
 });
 
 test('KVMTEST_BACKEND is the default of --backend, and a bad value is a usage error naming it', () => {
   const r = kvmtest(['run', 'demo:passes'], fixture, { KVMTEST_BACKEND: 'qemu' });
-  expect(r.code).toBe(2);
+  expect(r.code).toBe(64);
   expect(r.stderr).toMatch(/KVMTEST_BACKEND must be sim, sim:<host>/);
   const host = kvmtest(['run', 'demo:passes'], fixture, { KVMTEST_SIM_HOST: 'qemu' });
-  expect(host.code).toBe(2);
+  expect(host.code).toBe(64);
   expect(host.stderr).toMatch(/KVMTEST_SIM_HOST="qemu" names no simulated host/);
   const impossible = kvmtest(['run', 'demo:passes'], fixture, {
     KVMTEST_SIM_HOST: '{"cpu":{"minSevAsid":600,"maxSevAsid":509}}',
   });
-  expect(impossible.code).toBe(2);
+  expect(impossible.code).toBe(64);
   expect(impossible.stderr).toMatch(/minSevAsid 600 is above cpu.maxSevAsid 509/);
   const tap = kvmtest(['run', 'hosts:limits', '--reporter', 'tap'], fixture, { KVMTEST_BACKEND: 'sim:pvm' });
   expect(tap.code).toBe(0);
@@ -122,8 +144,10 @@ describe('kvmtest run', () => {
       ['demo: after the guest', true],
     ]);
     expect(asserts[3]!.skip).toBe('Requirement not met: SEV-ES');
-    expect(r.stdout).toMatch(/not ok 6 demo: hangs # TIMEOUT timed out after 2 s/);
-    expect(r.stdout).toMatch(/not ok 8 demo: guest never exits # TIMEOUT timed out after 2 s/);
+    expect(r.stdout).toMatch(/not ok 6 demo: hangs # TIMEOUT demo:hangs timed out after 2 s/);
+    expect(r.stdout).toMatch(
+      /not ok 8 demo: guest never exits # TIMEOUT demo:guest never exits timed out after 2 s/,
+    );
     expect(r.stdout).toContain('# guest says <hello> & "bye"');
     expect(r.stdout).toContain('# plain console output');
     expect(r.stdout).toContain('# Error: expected 0x10 but got 0x20');
@@ -156,7 +180,9 @@ describe('kvmtest run', () => {
     expect(demo).toMatchObject({ name: 'demo', tests: '4', failures: '1', skipped: '1' });
     expect(quiet).toMatchObject({ name: 'quiet', tests: '2', skipped: '2' });
     const failing = demo.testcase.find((c: { name: string }) => c.name === 'fails');
-    expect(failing.failure.message).toBe('Error: expected 0x10 but got 0x20');
+    // The message is the failure's own text; the stack is the element's body.
+    expect(failing.failure.message).toBe('expected 0x10 but got 0x20');
+    expect(failing.failure['#text']).toMatch(/Error: expected 0x10 but got 0x20\n\s+at .*suite\.ts:21:\d+/);
     const logging = demo.testcase.find((c: { name: string }) => c.name === 'logs & passes');
     expect(logging['system-out']).toContain('guest says <hello> & "bye"');
   });
@@ -176,10 +202,11 @@ describe('kvmtest run', () => {
     expect(r.code).toBe(0);
   });
 
-  test('a filter that matches nothing is a usage error', () => {
-    const r = kvmtest(['run', '--filter', 'nothing-matches-this']);
-    expect(r.code).toBe(2);
+  test('a filter that matches nothing runs nothing, prints no suite header and exits 4 (nothing ran)', () => {
+    const r = kvmtest(['run', '--filter', 'nothing-matches-this', '--reporter', 'pretty']);
+    expect(r.code).toBe(4);
     expect(r.stderr).toContain('no case matched the selection');
+    expect(r.stdout).not.toMatch(/demo|hosts|quiet/);
   });
 });
 

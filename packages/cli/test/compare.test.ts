@@ -31,7 +31,7 @@ const result = (status: CaseResult['status'], obs: [string, string][], message?:
   durationMs: 1,
   output: '',
   observations: obs.map(([name, value]) => ({ name, value })),
-  ...(message ? { message } : {}),
+  ...(message ? { reason: message } : {}),
 });
 
 describe('compareCase', () => {
@@ -70,7 +70,7 @@ describe('compareCase', () => {
     );
     expect(c.comparison?.summary).toBe('differs at observation #2 b: x 2, y (nothing: the run ended)');
     expect(c.status).toBe('fail');
-    expect(c.message).toBe('[y] boom');
+    expect(c.reason).toBe('[y] boom');
   });
   test('different outcomes with equal observations differ by outcome', () => {
     const c = compareCase(result('pass', []), result('timeout', [], 'slow'), 'x', 'y');

@@ -45,14 +45,15 @@ const sevMap = (runs: PageRun[], pages: number): VmMemoryMap => ({
 describe('html reporter parts', () => {
   test('--reporter html takes an optional folder', () => {
     expect(parseCommand(['run', '--reporter', 'html'], {})).toMatchObject({
-      reporter: 'html',
-      htmlDir: undefined,
+      reporters: [{ name: 'html' }],
     });
     expect(parseCommand(['run', '--reporter', 'html=out/r'], {})).toMatchObject({
-      reporter: 'html',
-      htmlDir: 'out/r',
+      reporters: [{ name: 'html', file: 'out/r' }],
     });
-    expect(() => parseCommand(['run', '--reporter', 'html='], {})).toThrow(/needs a folder/);
+    expect(parseCommand(['run', '--reporter', 'pretty', '--reporter', 'html=out/r'], {})).toMatchObject({
+      reporters: [{ name: 'pretty' }, { name: 'html', file: 'out/r' }],
+    });
+    expect(() => parseCommand(['run', '--reporter', 'html='], {})).toThrow(/html= names no file/);
   });
 
   test('aggregation keeps a lone special page visible and covers the slot', () => {
@@ -163,12 +164,12 @@ describe('html reporter parts', () => {
       name: 'c <1>',
       status: 'fail',
       durationMs: 3,
-      message,
+      reason: message,
       output: 'guest: hi\n',
     };
     const html = renderReport({
       results: [r],
-      summary: { passed: 0, failed: 1, skipped: 0, total: 1, durationMs: 3 },
+      summary: { passed: 0, failed: 1, skipped: 0, interrupted: 0, total: 1, durationMs: 3 },
       backends: [],
       roots: [dir],
       generatedAt: 'now',
@@ -178,6 +179,26 @@ describe('html reporter parts', () => {
     expect(html).toContain('guest: hi');
     expect(html).not.toMatch(/https?:\/\//); // self-contained: nothing fetched
   });
+});
+
+describe('html beside other reporters', () => {
+  test('TAP keeps stdout to itself (the report location goes to stderr); pretty prints one summary', () => {
+    const out = mkdtempSync(join(tmpdir(), 'kvmtest-html-'));
+    const tap = kvmtest(['run', 'demo:passes', '--reporter', 'tap', '--reporter', `html=${out}/a`], fixture);
+    expect(tap.code).toBe(0);
+    expect(tap.stdout).toMatch(/^TAP version 13\n/);
+    expect(tap.stdout).not.toContain('HTML report');
+    expect(tap.stderr).toBe(`HTML report: ${out}/a/index.html\n`);
+    expect(readFileSync(join(out, 'a', 'index.html'), 'utf8')).toContain('1 passed, 0 failed');
+    const pretty = kvmtest(
+      ['run', 'demo:passes', '--reporter', 'pretty', '--reporter', `html=${out}/b`],
+      fixture,
+    );
+    expect(pretty.code).toBe(0);
+    expect(pretty.stderr).toBe('');
+    expect(pretty.stdout.match(/1 passed, 0 failed/g)).toHaveLength(1);
+    expect(pretty.stdout).toMatch(new RegExp(`\\nHTML report: ${out}/b/index\\.html\\n$`));
+  }, 120_000);
 });
 
 /** Debian's Chromium (or one named by KVMTEST_CHROMIUM), if installed. */

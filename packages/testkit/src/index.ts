@@ -76,13 +76,11 @@ export { FORMAT_MAX_WIDTH, type FormatValue, formatString } from './internal/for
 export {
   type CaseContext,
   type CaseResult,
-  type CaseStatus,
   CaseTimeoutError,
   caseContext,
   DEFAULT_CASE_TIMEOUT_MS,
   describeFailure,
   defineSuite,
-  KSFT,
   type KsftExitCode,
   ksftExitCode,
   type Reporter,
@@ -96,6 +94,21 @@ export {
   type TestCase,
   tapReporter,
 } from './internal/harness.js';
+export { setGuestPrintfSink } from './internal/guest-log.js';
+export { type ProgramIo, runSuiteProgram } from './internal/program.js';
+export {
+  type CaseOutcome,
+  type CaseStatus,
+  failureSummary,
+  isFailure,
+  KSFT,
+  oneLine,
+  type TapCounts,
+  tapDescription,
+  tapDiagnostics,
+  tapResultLine,
+  tapTotals,
+} from './internal/results.js';
 export {
   defineGuest,
   type GlobalDecl,

@@ -7,11 +7,13 @@ import {
   backendFromEnv,
   caseContext,
   describeFailure,
+  failureSummary,
   KsftSkip,
   type MemoryRecording,
   type Observation,
   observeKvm,
   setDefaultKvm,
+  setGuestPrintfSink,
   startMemoryMaps,
   startObservations,
   takeMemoryMaps,
@@ -99,6 +101,9 @@ async function main(): Promise<void> {
     name: suite.name,
     cases: names,
     selected: indices,
+    timeouts: suite.cases.map((c) =>
+      typeof c.timeoutMs === 'number' && c.timeoutMs > 0 ? c.timeoutMs : null,
+    ),
     backend: backend.choice?.name ?? (process.env.KVMTEST_BACKEND || 'sim'),
     ...(backend.error === undefined ? {} : { backendError: backend.error }),
   });
@@ -120,7 +125,7 @@ async function main(): Promise<void> {
     await send({ type: 'case-start', index });
     const t0 = performance.now();
     if (backend.error !== undefined) {
-      await send({ type: 'case-end', index, status: 'skip', durationMs: 0, message: backend.error });
+      await send({ type: 'case-end', index, status: 'skip', durationMs: 0, reason: backend.error });
       current = -1;
       continue;
     }
@@ -135,6 +140,10 @@ async function main(): Promise<void> {
         lastProgress = now;
         void send({ type: 'case-progress', index, done, total });
       },
+    );
+    // The guest's printf lines (PRINTF ucalls the kit decodes) belong to the case's output.
+    const restoreSink = setGuestPrintfSink(
+      (line) => void send({ type: 'case-log', index, text: `${line}\n` }),
     );
     if (observe) startObservations();
     if (request.memoryMaps) startMemoryMaps();
@@ -158,13 +167,19 @@ async function main(): Promise<void> {
         index,
         status: skip ? 'skip' : 'fail',
         durationMs: performance.now() - t0,
-        message: skip ? skipReason(e) : describeFailure(e).join('\n'),
+        reason: skip ? skipReason(e) : describeFailure(e).join('\n'),
+        ...(skip ? {} : { summary: failureSummary(e) }),
         ...observed(),
       });
     }
+    restoreSink();
     current = -1;
   }
 }
+
+// Ctrl-C reaches the whole process group: the parent decides (it reports the running case as
+// interrupted and stops this process), so the suite process does not die on its own.
+process.on('SIGINT', () => {});
 
 main().then(
   () => process.exit(0),

@@ -1,13 +1,13 @@
 // Comparison mode (`--backend A,B`): every selected case runs on both backends, each suite in its
 // own process per backend, recording observations; the two results of a case become one result
 // saying `same`, `differs` (with the first differing observation) or `skipped on X`.
-import { firstDifference } from '@kvmtest/testkit';
+import { firstDifference, isFailure } from '@kvmtest/testkit';
 import type { ResolvedBackend } from './backends.js';
 import type { CaseResult, CaseStatus, Comparison } from './protocol.js';
 import { type CaseSelection, type RunListener, runSuite, type SchedulerOptions } from './scheduler.js';
 import type { SuiteRef } from './suite.js';
 
-const failed = (s: CaseStatus) => s === 'fail' || s === 'timeout';
+const failed = (s: CaseStatus) => isFailure(s);
 
 function quote(v: string | undefined): string {
   return v === undefined ? '(nothing: the run ended)' : v;
@@ -16,19 +16,19 @@ function quote(v: string | undefined): string {
 /** Compares one case's two runs (left on `a`, right on `b`). */
 export function compareCase(left: CaseResult, right: CaseResult, a: string, b: string): CaseResult {
   const runs: Comparison['runs'] = [
-    { status: left.status, ...(left.message === undefined ? {} : { message: left.message }) },
-    { status: right.status, ...(right.message === undefined ? {} : { message: right.message }) },
+    { status: left.status, ...(left.reason === undefined ? {} : { reason: left.reason }) },
+    { status: right.status, ...(right.reason === undefined ? {} : { reason: right.reason }) },
   ];
   let comparison: Comparison;
   if (left.status === 'skip' || right.status === 'skip') {
     const where =
       left.status === 'skip' && right.status === 'skip'
-        ? left.message === right.message
-          ? `skipped on both: ${left.message ?? ''}`
-          : `skipped on both (${a}: ${left.message ?? ''}; ${b}: ${right.message ?? ''})`
+        ? left.reason === right.reason
+          ? `skipped on both: ${left.reason ?? ''}`
+          : `skipped on both (${a}: ${left.reason ?? ''}; ${b}: ${right.reason ?? ''})`
         : left.status === 'skip'
-          ? `skipped on ${a}: ${left.message ?? ''}`
-          : `skipped on ${b}: ${right.message ?? ''}`;
+          ? `skipped on ${a}: ${left.reason ?? ''}`
+          : `skipped on ${b}: ${right.reason ?? ''}`;
     comparison = { verdict: 'skipped', backends: [a, b], runs, summary: where.split('\n')[0]! };
   } else {
     const d = firstDifference(left.observations ?? [], right.observations ?? []);
@@ -57,8 +57,8 @@ export function compareCase(left: CaseResult, right: CaseResult, a: string, b: s
         ? right.status
         : left.status;
   const messages = [
-    left.message && left.status !== 'pass' ? `[${a}] ${left.message}` : '',
-    right.message && right.status !== 'pass' ? `[${b}] ${right.message}` : '',
+    left.reason && left.status !== 'pass' ? `[${a}] ${left.reason}` : '',
+    right.reason && right.status !== 'pass' ? `[${b}] ${right.reason}` : '',
   ].filter(Boolean);
   const output = [
     left.output.trim() ? `[${a}]\n${left.output.trimEnd()}\n` : '',
@@ -72,7 +72,7 @@ export function compareCase(left: CaseResult, right: CaseResult, a: string, b: s
     output,
     backend: `${a},${b}`,
     comparison,
-    ...(messages.length ? { message: messages.join('\n') } : {}),
+    ...(messages.length ? { reason: messages.join('\n') } : {}),
   };
 }
 

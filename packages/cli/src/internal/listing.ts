@@ -1,22 +1,22 @@
 // `kvmtest list`: asks a suite process for its case names without running any.
 import { fork } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { ChildMessage, ChildRequest } from './protocol.js';
-import { type SuiteRef, sourceConditionActive } from './suite.js';
+import { type SuiteRef, suiteRunner } from './suite.js';
 
 /** The case names of a suite, read by loading it in a child process. */
 export function runSuiteListing(ref: SuiteRef): Promise<string[]> {
-  const entry = sourceConditionActive() ? ref.sourceEntry : ref.distEntry;
+  let runner: ReturnType<typeof suiteRunner>;
+  try {
+    runner = suiteRunner(ref);
+  } catch (e) {
+    return Promise.reject(new Error(`cannot list suite ${ref.name}: ${(e as Error).message}`));
+  }
   const request: ChildRequest = { suiteRef: ref.name, indices: [] };
-  const child = fork(
-    fileURLToPath(import.meta.url).replace(/listing\.(ts|js)$/, 'child.$1'),
-    [entry, JSON.stringify(request)],
-    {
-      cwd: ref.dir,
-      execArgv: process.execArgv,
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-    },
-  );
+  const child = fork(runner.childEntry, [runner.entry, JSON.stringify(request)], {
+    cwd: ref.dir,
+    execArgv: [...runner.execArgv],
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+  });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr += d.toString('utf8');

@@ -1,8 +1,14 @@
 // Messages between the CLI and a suite process (over the Node IPC channel).
-import type { MemoryRecording, Observation, ObservationDifference } from '@kvmtest/testkit';
+import type {
+  CaseOutcome,
+  CaseStatus,
+  MemoryRecording,
+  Observation,
+  ObservationDifference,
+} from '@kvmtest/testkit';
 
-/** How a case ended. `timeout` is decided by the parent, which killed the process. */
-export type CaseStatus = 'pass' | 'fail' | 'skip' | 'timeout';
+/** How a case ended (testkit's statuses; `timeout` and `interrupted` are decided by the parent). */
+export type { CaseStatus };
 
 /** Child → parent messages. */
 export type ChildMessage =
@@ -11,6 +17,8 @@ export type ChildMessage =
       name: string;
       cases: string[];
       selected: number[];
+      /** Each case's own timeoutMs (null: the run's). */
+      timeouts: (number | null)[];
       /** The backend the process opened (`sim`, `sim:pvm`, `linux`), or why it could not. */
       backend: string;
       backendError?: string;
@@ -23,7 +31,9 @@ export type ChildMessage =
       index: number;
       status: 'pass' | 'fail' | 'skip';
       durationMs: number;
-      message?: string;
+      reason?: string;
+      /** The failure's one-line summary (an assertion's text), for report headlines. */
+      summary?: string;
       /** What the case observed (only when the request asked for observations). */
       observations?: Observation[];
       /** The case's VMs' memory maps (only when the request asked for them: the HTML report). */
@@ -31,14 +41,13 @@ export type ChildMessage =
     }
   | { type: 'fatal'; message: string };
 
-/** The result of one case as reporters see it. */
-export interface CaseResult {
+/** The result of one case as reporters see it: testkit's CaseOutcome and where it ran. */
+export interface CaseResult extends CaseOutcome {
   suite: string;
-  name: string;
-  status: CaseStatus;
-  durationMs: number;
-  /** Failure or skip reason. */
-  message?: string;
+  /** A failure's one-line summary (an assertion's text): JUnit's failure message. */
+  summary?: string;
+  /** 1-based repetition (`--repeat N`, N > 1). */
+  repeat?: number;
   /** Output the case produced (logs, guest printf lines). */
   output: string;
   /** The backend the case ran on (`sim`, `sim:pvm`, `linux`; both, comma-separated, when compared). */
@@ -58,7 +67,7 @@ export interface Comparison {
   /** The two backends, left then right. */
   backends: [string, string];
   /** Each side's outcome. */
-  runs: [{ status: CaseStatus; message?: string }, { status: CaseStatus; message?: string }];
+  runs: [{ status: CaseStatus; reason?: string }, { status: CaseStatus; reason?: string }];
   /** Where the observations first part (differs), if they do. */
   difference?: ObservationDifference;
   /** One line for reports: `same`, `differs at …`, `skipped on linux: …`. */

@@ -1,9 +1,10 @@
-// Runs suites in child processes — up to `jobs` at once — enforcing the per-case timeout by killing
-// the process (like kselftest's harness, which forks per test) and restarting it for the cases left.
+// Runs suites in child processes — up to `jobs` at once — enforcing each case's timeout (its own
+// TestCase.timeoutMs, else the run's) by killing the process, like kselftest's harness, which forks
+// per test, and restarting it for the cases left. A run can be stopped (Ctrl-C, --bail): the
+// processes are killed and, on an interruption, their running cases are reported as interrupted.
 import { fork } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { CaseResult, ChildMessage, ChildRequest } from './protocol.js';
-import { type SuiteRef, sourceConditionActive } from './suite.js';
+import { type SuiteRef, suiteRunner } from './suite.js';
 
 /** Which cases of a suite to run: by exact name (empty = all), then by a regular expression on "suite:case". */
 export interface CaseSelection {
@@ -21,6 +22,9 @@ export interface RunListener {
   suiteEnd?(suite: string, results: readonly CaseResult[]): void;
 }
 
+/** Why a run was stopped: `interrupt` (Ctrl-C: running cases are reported) or `bail` (they are dropped). */
+export type StopReason = 'interrupt' | 'bail';
+
 /** How suites are run. */
 export interface SchedulerOptions {
   jobs: number;
@@ -34,32 +38,61 @@ export interface SchedulerOptions {
   /** Record the memory maps of each case's VMs (HTML report). */
   memoryMaps?: boolean;
   listener: RunListener;
+  /** Aborting it stops the run; its reason is a StopReason. */
+  signal?: AbortSignal;
+  /** The repetition these results belong to (`--repeat`), recorded in each result. */
+  repeat?: number;
 }
 
-function childEntryPath(): string {
-  return fileURLToPath(import.meta.url).replace(/scheduler\.(ts|js)$/, 'child.$1');
+function stopReason(signal: AbortSignal | undefined): StopReason | undefined {
+  return signal?.aborted ? (signal.reason === 'bail' ? 'bail' : 'interrupt') : undefined;
 }
 
-/** Runs one suite to completion and returns its selected cases' results in case order. */
+/** Runs one suite to completion (or until stopped) and returns its results in case order. */
 export async function runSuite(
   ref: SuiteRef,
   sel: CaseSelection,
   opts: SchedulerOptions,
 ): Promise<CaseResult[]> {
-  const entry = sourceConditionActive() ? ref.sourceEntry : ref.distEntry;
   const L = opts.listener;
   const results = new Map<number, CaseResult>();
   let cases: string[] | undefined;
   let selected: number[] | undefined;
+  let timeouts: (number | null)[] = [];
   let backend = opts.backend;
+  const repeat = opts.repeat === undefined ? {} : { repeat: opts.repeat };
 
   const record = (index: number, r: CaseResult) => {
-    const withBackend = { ...r, backend };
-    results.set(index, withBackend);
-    L.caseEnd?.(withBackend);
+    const full = { ...r, backend, ...repeat };
+    results.set(index, full);
+    L.caseEnd?.(full);
+  };
+  const loadFailure = (reason: string): CaseResult[] => {
+    const r: CaseResult = {
+      suite: ref.name,
+      name: '(load)',
+      status: 'fail',
+      durationMs: 0,
+      reason,
+      output: '',
+      backend,
+      ...repeat,
+    };
+    L.suiteStart?.(ref.name, [r.name], backend);
+    L.caseEnd?.(r);
+    L.suiteEnd?.(ref.name, [r]);
+    return [r];
   };
 
+  let runner: ReturnType<typeof suiteRunner>;
+  try {
+    runner = suiteRunner(ref);
+  } catch (e) {
+    return loadFailure((e as Error).message);
+  }
+
   for (;;) {
+    if (stopReason(opts.signal)) break;
     const remaining = selected?.filter((i) => !results.has(i));
     if (remaining?.length === 0) break;
     const request: ChildRequest = remaining
@@ -67,14 +100,14 @@ export async function runSuite(
       : { suiteRef: ref.name, names: [...sel.names], ...(sel.filter ? { filter: sel.filter.source } : {}) };
     if (opts.observe) request.observe = true;
     if (opts.memoryMaps) request.memoryMaps = true;
-    const child = fork(childEntryPath(), [entry, JSON.stringify(request)], {
+    const child = fork(runner.childEntry, [runner.entry, JSON.stringify(request)], {
       cwd: ref.dir,
-      execArgv: process.execArgv,
+      execArgv: [...runner.execArgv],
       env: { ...process.env, ...opts.backendEnv, KVMTEST_BACKEND: opts.backend },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     let stderr = '';
-    let running: { index: number; t0: number; output: string } | undefined;
+    let running: { index: number; t0: number; output: string; limitMs: number } | undefined;
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
     let fatal: string | undefined;
@@ -83,8 +116,10 @@ export async function runSuite(
       timer = setTimeout(() => {
         timedOut = true;
         child.kill('SIGKILL');
-      }, opts.timeoutMs);
+      }, running?.limitMs ?? opts.timeoutMs);
     };
+    const onStop = () => child.kill('SIGKILL');
+    opts.signal?.addEventListener('abort', onStop, { once: true });
     child.stderr?.on('data', (d: Buffer) => {
       stderr += d.toString('utf8');
     });
@@ -93,21 +128,29 @@ export async function runSuite(
     });
     child.on('message', (raw) => {
       const msg = raw as ChildMessage;
+      if (stopReason(opts.signal)) return; // the run is over: nothing more is reported
       switch (msg.type) {
         case 'suite':
           backend = msg.backend;
+          timeouts = msg.timeouts ?? [];
           if (!cases) {
             cases = msg.cases;
             selected = msg.selected;
-            L.suiteStart?.(
-              ref.name,
-              selected.map((i) => cases![i]!),
-              backend,
-            );
+            if (selected.length > 0)
+              L.suiteStart?.(
+                ref.name,
+                selected.map((i) => cases![i]!),
+                backend,
+              );
           }
           break;
         case 'case-start':
-          running = { index: msg.index, t0: performance.now(), output: '' };
+          running = {
+            index: msg.index,
+            t0: performance.now(),
+            output: '',
+            limitMs: timeouts[msg.index] ?? opts.timeoutMs,
+          };
           armTimer();
           L.caseStart?.(ref.name, cases![msg.index]!);
           break;
@@ -128,7 +171,8 @@ export async function runSuite(
             status: msg.status,
             durationMs: msg.durationMs,
             output: running?.index === msg.index ? running.output : '',
-            ...(msg.message === undefined ? {} : { message: msg.message }),
+            ...(msg.reason === undefined ? {} : { reason: msg.reason }),
+            ...(msg.summary === undefined ? {} : { summary: msg.summary }),
             ...(msg.observations === undefined ? {} : { observations: msg.observations }),
             ...(msg.memory === undefined ? {} : { memory: msg.memory }),
           });
@@ -141,32 +185,38 @@ export async function runSuite(
     });
     const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
     clearTimeout(timer);
-    const died = `the suite process died with exit code ${code}${stderr.trim() ? `: ${stderr.trim()}` : ''}`;
-    if (!cases) {
-      // The module did not load: one failed result stands for the suite.
-      const r: CaseResult = {
-        suite: ref.name,
-        name: '(load)',
-        status: 'fail',
-        durationMs: 0,
-        message: fatal ?? died,
-        output: '',
-        backend,
-      };
-      L.suiteStart?.(ref.name, [r.name], backend);
-      L.caseEnd?.(r);
-      L.suiteEnd?.(ref.name, [r]);
-      return [r];
+    opts.signal?.removeEventListener('abort', onStop);
+    const stop = stopReason(opts.signal);
+    if (stop) {
+      if (stop === 'interrupt' && running && cases) {
+        const { index, t0, output } = running;
+        const r: CaseResult = {
+          suite: ref.name,
+          name: cases[index]!,
+          status: 'interrupted',
+          durationMs: performance.now() - t0,
+          reason: `${ref.name}:${cases[index]} was running when the run was interrupted (SIGINT)`,
+          output,
+          backend,
+          ...repeat,
+        };
+        results.set(index, r);
+        L.caseEnd?.(r);
+      }
+      break;
     }
+    const died = `the suite process died with exit code ${code}${stderr.trim() ? `: ${stderr.trim()}` : ''}`;
+    if (!cases) return loadFailure(fatal ?? died);
     if (running) {
-      const { index, t0, output } = running;
+      const { index, t0, output, limitMs } = running;
+      const own = timeouts[index] != null;
       record(index, {
         suite: ref.name,
         name: cases[index]!,
         status: timedOut ? 'timeout' : 'fail',
         durationMs: performance.now() - t0,
-        message: timedOut
-          ? `timed out after ${opts.timeoutMs / 1000} s; the suite process was killed`
+        reason: timedOut
+          ? `${ref.name}:${cases[index]} timed out after ${limitMs / 1000} s (${own ? "the case's own timeoutMs" : 'the run timeout'}); the suite process was killed`
           : (fatal ?? died),
         output,
       });
@@ -179,28 +229,35 @@ export async function runSuite(
           name: cases[next]!,
           status: 'fail',
           durationMs: 0,
-          message: fatal ?? died,
+          reason: fatal ?? died,
           output: '',
         });
     }
   }
-  const ordered = selected!.map((i) => results.get(i)!);
-  L.suiteEnd?.(ref.name, ordered);
+  const ordered = (selected ?? []).flatMap((i) => {
+    const r = results.get(i);
+    return r ? [r] : [];
+  });
+  if (cases && selected && selected.length > 0) L.suiteEnd?.(ref.name, ordered);
   return ordered;
 }
 
-/** Runs every suite with at most `opts.jobs` suite processes at once; results keep the suites' order. */
+/**
+ * Runs every suite with at most `opts.jobs` suite processes at once; results keep the suites' order.
+ * `listenerFor(i)` gives the listener of the i-th suite (default: `opts.listener`).
+ */
 export async function runSuites(
   refs: readonly { ref: SuiteRef; selection: CaseSelection }[],
-  opts: SchedulerOptions,
+  opts: SchedulerOptions & { listenerFor?: (i: number) => RunListener; onSuiteDone?: (i: number) => void },
 ): Promise<CaseResult[][]> {
-  const out: CaseResult[][] = new Array(refs.length);
+  const out: CaseResult[][] = Array.from({ length: refs.length }, () => []);
   let next = 0;
   const worker = async () => {
-    while (next < refs.length) {
+    while (next < refs.length && !opts.signal?.aborted) {
       const i = next++;
       const { ref, selection } = refs[i]!;
-      out[i] = await runSuite(ref, selection, opts);
+      out[i] = await runSuite(ref, selection, { ...opts, listener: opts.listenerFor?.(i) ?? opts.listener });
+      opts.onSuiteDone?.(i);
     }
   };
   await Promise.all(Array.from({ length: Math.min(opts.jobs, refs.length) }, worker));

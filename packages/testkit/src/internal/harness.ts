@@ -10,15 +10,17 @@ import { runsInFlight } from '@kvmtest/kvm';
 import { simSeed } from '@kvmtest/kvm-sim';
 import { KsftSkip, TestAssertionError, TestkitError } from './errors.js';
 import { type FormatValue, formatString } from './format.js';
+import { setGuestPrintfSink } from './guest-log.js';
+import {
+  type CaseOutcome,
+  type CaseStatus,
+  KSFT,
+  tapDiagnostics,
+  tapResultLine,
+  tapTotals,
+} from './results.js';
 
-/** kselftest exit codes (tools/testing/selftests/kselftest.h). */
-export const KSFT = {
-  PASS: 0,
-  FAIL: 1,
-  XFAIL: 2,
-  XPASS: 3,
-  SKIP: 4,
-} as const;
+export { KSFT, type CaseStatus };
 
 /** The exit code of a suite run: 0 all passed, 1 something failed, 4 everything skipped. */
 export type KsftExitCode = (typeof KSFT)['PASS' | 'FAIL' | 'SKIP'];
@@ -51,18 +53,10 @@ export interface Suite {
   readonly cases: readonly TestCase[];
 }
 
-/** Outcome of one case. */
-export type CaseStatus = 'pass' | 'fail' | 'skip' | 'timeout';
-
-/** The result of one case as reported. */
-export interface CaseResult {
+/** The result of one case as runSuite reports it. */
+export interface CaseResult extends CaseOutcome {
   /** 1-based TAP test number. */
   readonly index: number;
-  readonly name: string;
-  readonly status: CaseStatus;
-  readonly durationMs: number;
-  /** Skip reason, failure message or timeout note. */
-  readonly reason?: string;
   /** What the case threw (failures and skips). */
   readonly error?: unknown;
 }
@@ -188,39 +182,23 @@ export function tapReporter(write: (line: string) => void = (l) => process.stdou
       write(`# ${line}`);
     },
     onCaseEnd(r) {
-      switch (r.status) {
-        case 'pass':
-          write(`#            OK  ${r.name}`);
-          write(`ok ${r.index} ${r.name}`);
-          break;
-        case 'skip':
-          write(`#      SKIP      ${r.reason ?? ''}`);
-          write(`#            OK  ${r.name}`);
-          write(`ok ${r.index} ${r.name} # SKIP ${oneLine(r.reason ?? '')}`);
-          break;
-        case 'fail':
-          for (const l of describeFailure(r.error)) write(`# ${l}`);
-          write(`#          FAIL  ${r.name}`);
-          write(`not ok ${r.index} ${r.name}`);
-          break;
-        case 'timeout':
-          write(`# ${r.reason ?? 'timeout'}`);
-          write(`#          FAIL  ${r.name}`);
-          write(`not ok ${r.index} ${r.name} # TIMEOUT ${oneLine(r.reason ?? '')}`);
-          break;
-      }
+      if (r.status === 'skip') write(`#      SKIP      ${r.reason ?? ''}`);
+      if (r.status === 'fail') for (const l of describeFailure(r.error)) write(`# ${l}`);
+      if (r.status === 'timeout') for (const l of tapDiagnostics(r.reason ?? 'timeout')) write(l);
+      write(
+        r.status === 'pass' || r.status === 'skip'
+          ? `#            OK  ${r.name}`
+          : `#          FAIL  ${r.name}`,
+      );
+      write(tapResultLine(r.index, r.name, r));
     },
     onSuiteEnd(res) {
       const c = res.counts;
       const total = res.results.length;
       write(`# ${c.fail + c.timeout === 0 ? 'PASSED' : 'FAILED'}: ${c.pass} / ${total} tests passed.`);
-      write(`# Totals: pass:${c.pass} fail:${c.fail + c.timeout} xfail:0 xpass:0 skip:${c.skip} error:0`);
+      write(tapTotals({ pass: c.pass, fail: c.fail + c.timeout, skip: c.skip }));
     },
   };
-}
-
-function oneLine(s: string): string {
-  return s.replace(/\s*\n\s*/g, ' ').trim();
 }
 
 /** The KSFT exit code for a set of counts: 1 if anything failed, 4 if nothing passed, else 0. */
@@ -255,9 +233,10 @@ export async function runSuite(suite: Suite, opts: RunSuiteOptions = {}): Promis
     const index = i + 1;
     reporter.onCaseStart?.(index, c);
     const ctx = caseContext(suite.name, c.name, (line) => reporter.onLog?.(index, line));
-    const result = await runCase(index, c, ctx, c.timeoutMs ?? timeoutMs);
+    const restore = setGuestPrintfSink((line) => reporter.onLog?.(index, line));
+    const result = await runCase(index, c, ctx, c.timeoutMs ?? timeoutMs).finally(restore);
     if (result.status === 'fail' || result.status === 'timeout') reporter.onLog?.(index, seedLine());
-    counts[result.status]++;
+    counts[result.status === 'interrupted' ? 'fail' : result.status]++;
     results.push(result);
     reporter.onCaseEnd?.(result);
   }

@@ -15,6 +15,7 @@ import {
 import { getUcall, type Ucall, UCALL, ucallCmdName } from '@kvmtest/ucall';
 import { callerOf, displayLocation } from './callsite.js';
 import { TestAssertionError, TestkitError } from './errors.js';
+import { emitGuestPrintf } from './guest-log.js';
 import { UNHANDLED_EXPRESSION, UNHANDLED_EXTRA } from './runtime.js';
 import { testVmOfVcpu } from './kit/registry.js';
 import { vmLaunch } from './launch.js';
@@ -108,6 +109,7 @@ export async function vcpuRun(vcpu: Vcpu, opts?: RunUcallOptions): Promise<Exit>
   const exit = await vcpu.run();
   const uc = vm.ucallPool === undefined ? undefined : getUcall(vcpu);
   lastUcalls.set(vcpu, uc);
+  if (uc?.cmd === UCALL.PRINTF) emitGuestPrintf(uc.message);
   if (uc !== undefined) checkUcall(uc, opts);
   return exit;
 }
@@ -138,6 +140,7 @@ export async function runUcall(vcpu: Vcpu, opts?: RunUcallOptions): Promise<Ucal
   const exit = await vcpu.run();
   const uc = getUcall(vcpu);
   lastUcalls.set(vcpu, uc);
+  if (uc?.cmd === UCALL.PRINTF) emitGuestPrintf(uc.message);
   if (uc === undefined)
     throw new TestkitError(
       'NOT_A_UCALL',

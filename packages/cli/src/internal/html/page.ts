@@ -2,6 +2,7 @@
 // run's summary, every suite and case (result, duration, backend, output, the failure with the source
 // around the failing line) and, for each VM a case made, the picture of its guest physical memory.
 import { relative } from 'node:path';
+import { isFailure } from '@kvmtest/testkit';
 import type { ResolvedBackend } from '../backends.js';
 import type { CaseResult } from '../protocol.js';
 import type { Summary } from '../summary.js';
@@ -28,7 +29,13 @@ const MAX_OUTPUT = 200_000;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: removing ANSI escape sequences
 const ANSI = /\u001b\[[0-9;]*[A-Za-z]/g;
 
-const STATUS_TEXT = { pass: 'PASS', fail: 'FAIL', skip: 'SKIP', timeout: 'TIMEOUT' } as const;
+const STATUS_TEXT = {
+  pass: 'PASS',
+  fail: 'FAIL',
+  skip: 'SKIP',
+  timeout: 'TIMEOUT',
+  interrupted: 'INTERRUPTED',
+} as const;
 
 function duration(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 1 : 0)} ms`;
@@ -69,13 +76,13 @@ ${cards.join('\n')}${omitted}${timeline ? `<h3>Encryption context timeline</h3>$
 }
 
 function caseHtml(r: CaseResult, roots: readonly string[]): string {
-  const failed = r.status === 'fail' || r.status === 'timeout';
+  const failed = isFailure(r.status);
   const vms = r.memory?.vms.length ?? 0;
   const parts: string[] = [];
-  if (r.message) {
-    parts.push(`<pre class="message ${r.status}">${escapeHtml(r.message.replace(ANSI, ''))}</pre>`);
+  if (r.reason) {
+    parts.push(`<pre class="message ${r.status}">${escapeHtml(r.reason.replace(ANSI, ''))}</pre>`);
     if (failed) {
-      const s = sourceSnippet(r.message, roots);
+      const s = sourceSnippet(r.reason, roots);
       if (s) parts.push(snippetHtml(s, roots[0] ?? '/'));
     }
   }
@@ -101,7 +108,7 @@ export function renderReport(input: ReportInput): string {
   for (const r of results) bySuite.set(r.suite, [...(bySuite.get(r.suite) ?? []), r]);
   const suites = [...bySuite].map(([suite, rs]) => {
     const count = (st: CaseResult['status']) => rs.filter((r) => r.status === st).length;
-    const counts = `${count('pass')} passed, ${count('fail') + count('timeout')} failed, ${count('skip')} skipped`;
+    const counts = `${count('pass')} passed, ${rs.filter((r) => isFailure(r.status)).length} failed, ${count('skip')} skipped`;
     return `<section class="suite" data-suite="${escapeHtml(suite)}"><h2>${escapeHtml(suite)} <small>${counts}</small></h2>
 ${rs.map((r) => caseHtml(r, input.roots)).join('\n')}
 </section>`;
@@ -139,16 +146,16 @@ h2 small{font-weight:normal;color:#666;font-size:13px}
 h3{font-size:14px;margin:14px 0 6px}
 h4{font-size:14px;margin:0 0 4px}
 .case{background:#fff;border:1px solid #ddd;border-left-width:5px;border-radius:4px;margin:6px 0}
-.case.pass{border-left-color:#2e9e4f}.case.fail,.case.timeout{border-left-color:#d9363e}.case.skip{border-left-color:#c9a400}
+.case.pass{border-left-color:#2e9e4f}.case.fail,.case.timeout,.case.interrupted{border-left-color:#d9363e}.case.skip{border-left-color:#c9a400}
 .case>summary{cursor:pointer;padding:6px 10px;display:flex;gap:10px;align-items:baseline}
 .case>summary .name{font-weight:600;flex:1}
 .dur,.backend,.vms{color:#555;font-size:13px}
 .backend,.vms{background:#eef;border-radius:3px;padding:0 6px}
 .badge{font-size:11px;font-weight:700;padding:1px 6px;border-radius:3px;color:#fff;min-width:52px;text-align:center}
-.badge.pass{background:#2e9e4f}.badge.fail,.badge.timeout{background:#d9363e}.badge.skip{background:#c9a400}
+.badge.pass{background:#2e9e4f}.badge.fail,.badge.timeout,.badge.interrupted{background:#d9363e}.badge.skip{background:#c9a400}
 .body{padding:2px 12px 12px}
 pre{background:#f4f4f4;border-radius:4px;padding:8px;overflow:auto;font-size:12.5px;max-height:360px;margin:6px 0}
-pre.message.fail,pre.message.timeout{background:#fdecea;color:#7a1c1c}
+pre.message.fail,pre.message.timeout,pre.message.interrupted{background:#fdecea;color:#7a1c1c}
 .snippet{border:1px solid #e3c4c4;border-radius:4px;overflow:auto;margin:6px 0}
 .snippet .file{background:#f7e6e6;font:12px monospace;padding:3px 8px}
 .snippet table{border-collapse:collapse;font:12.5px monospace;width:100%}
@@ -180,7 +187,7 @@ const SCRIPT = `
       for (const o of document.querySelectorAll('nav button[data-filter]')) o.classList.toggle('on', o === b);
       const f = b.dataset.filter;
       for (const c of cases) {
-        const show = f === 'all' || (f === 'fail' ? /fail|timeout/.test(c.dataset.status) : +c.dataset.vms > 0);
+        const show = f === 'all' || (f === 'fail' ? /fail|timeout|interrupted/.test(c.dataset.status) : +c.dataset.vms > 0);
         c.classList.toggle('hidden', !show);
       }
       for (const s of document.querySelectorAll('section.suite'))

@@ -1,6 +1,6 @@
 // `--reporter html[=DIR]`: writes DIR/index.html (self-contained: inline CSS and script, no network)
-// and DIR/report.json (the same results as data) at the end of the run, then prints the summary line
-// and where the report is. Cases record their VMs' memory maps through testkit while this reporter runs.
+// and DIR/report.json (the same results as data) at the end of the run, then prints where the report
+// is (after the summary line when no other reporter prints one). Cases record their VMs' memory maps through testkit while this reporter runs.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ResolvedBackend } from '../backends.js';
@@ -15,9 +15,11 @@ export interface HtmlReporterOptions {
   roots?: readonly string[];
   /** The time shown as written (default: now, ISO 8601). */
   now?: () => Date;
+  /** Print the summary line before the report's path (default true; false beside another reporter). */
+  summary?: boolean;
 }
 
-/** The HTML reporter: the report folder `dir`; `out` gets one summary line and the report's path. */
+/** The HTML reporter: the report folder `dir`; `out` gets the summary line and the report's path. */
 export function htmlReporter(dir: string, out: Sink, opts: HtmlReporterOptions = {}): Reporter {
   let backends: readonly ResolvedBackend[] = [];
   return {
@@ -38,7 +40,8 @@ export function htmlReporter(dir: string, out: Sink, opts: HtmlReporterOptions =
         join(dir, 'report.json'),
         `${JSON.stringify({ summary, backends: backends.map((b) => b.label), results: all }, null, 1)}\n`,
       );
-      out.write(`${summaryLine(summary)}\nHTML report: ${join(dir, 'index.html')}\n`);
+      const where = `HTML report: ${join(dir, 'index.html')}\n`;
+      out.write(opts.summary === false ? where : `${summaryLine(summary)}\n${where}`);
     },
   };
 }

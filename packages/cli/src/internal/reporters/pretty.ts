@@ -1,32 +1,35 @@
-// Human output: a line per case with its time, failure details indented, a progress line on a
+// Human output: a header per suite, a line per case with its time, failure details and the case's
+// output (logs, guest printf) indented — for every case with --verbose —, a progress line on a
 // terminal for long cases, and the one-line summary.
+import { painter } from '../colors.js';
 import type { CaseResult } from '../protocol.js';
-import { type Summary, summaryLine } from '../summary.js';
-import type { Reporter, Sink } from './reporter.js';
-
-const color = (on: boolean, code: number) => (s: string) => (on ? `\u001b[${code}m${s}\u001b[0m` : s);
+import { plural, type Summary, summaryLine } from '../summary.js';
+import type { Reporter, ReporterContext, Sink } from './reporter.js';
 
 function ms(d: number): string {
   return d >= 1000 ? `${(d / 1000).toFixed(2)} s` : `${Math.round(d)} ms`;
 }
 
+const indent = (s: string) =>
+  s
+    .replace(/\s+$/, '')
+    .split('\n')
+    .map((l) => `      ${l}`)
+    .join('\n');
+
 /** The pretty reporter. */
-export function prettyReporter(out: Sink): Reporter {
-  const green = color(out.isTTY, 32);
-  const red = color(out.isTTY, 31);
-  const yellow = color(out.isTTY, 33);
-  const dim = color(out.isTTY, 2);
+export function prettyReporter(out: Sink, ctx: Partial<Omit<ReporterContext, 'out'>> = {}): Reporter {
+  const paint = ctx.paint ?? painter(false);
+  const verbose = ctx.verbose ?? false;
+  const green = (s: string) => paint('green', s);
+  const red = (s: string) => paint('red', s);
+  const yellow = (s: string) => paint('yellow', s);
+  const dim = (s: string) => paint('dim', s);
   let progressShown = false;
   const clearProgress = () => {
     if (progressShown) out.write('\r\u001b[2K');
     progressShown = false;
   };
-  const indent = (s: string) =>
-    s
-      .replace(/\s+$/, '')
-      .split('\n')
-      .map((l) => `      ${l}`)
-      .join('\n');
   const verdict = (r: CaseResult) => {
     const c = r.comparison;
     if (!c) return '';
@@ -34,6 +37,7 @@ export function prettyReporter(out: Sink): Reporter {
     if (c.verdict === 'skipped') return ` ${yellow(c.summary)}`;
     return ` ${red(c.summary)}`;
   };
+  const again = (r: CaseResult) => (r.repeat === undefined ? '' : dim(` [repeat ${r.repeat}]`));
   return {
     runStart(backends) {
       const named = (b: (typeof backends)[number]) => `${b.label}${b.note ? dim(` (${b.note})`) : ''}`;
@@ -42,7 +46,7 @@ export function prettyReporter(out: Sink): Reporter {
     },
     suiteStart(suite, cases) {
       clearProgress();
-      out.write(`${suite} ${dim(`(${cases.length} cases)`)}\n`);
+      if (cases.length > 0) out.write(`${suite} ${dim(`(${plural(cases.length, 'case')})`)}\n`);
     },
     caseProgress(suite, name, done, total) {
       if (!out.isTTY) return;
@@ -53,18 +57,19 @@ export function prettyReporter(out: Sink): Reporter {
     caseEnd(r: CaseResult) {
       clearProgress();
       const time = dim(ms(r.durationMs));
-      if (r.status === 'pass') out.write(`  ${green('✓')} ${r.name} ${time}${verdict(r)}\n`);
+      if (r.status === 'pass') out.write(`  ${green('✓')} ${r.name}${again(r)} ${time}${verdict(r)}\n`);
       else if (r.status === 'skip')
         out.write(
-          `  ${yellow('-')} ${r.name} ${yellow(r.comparison ? r.comparison.summary : `skipped: ${r.message ?? ''}`)}\n`,
+          `  ${yellow('-')} ${r.name}${again(r)} ${yellow(r.comparison ? r.comparison.summary : `skipped: ${r.reason ?? ''}`)}\n`,
         );
       else {
-        out.write(
-          `  ${red('✗')} ${r.name} ${time}${r.status === 'timeout' ? red(' TIMEOUT') : ''}${verdict(r)}\n`,
-        );
-        if (r.message) out.write(`${indent(r.message)}\n`);
-        if (r.output.trim()) out.write(`${dim(indent(r.output))}\n`);
+        const tag =
+          r.status === 'timeout' ? red(' TIMEOUT') : r.status === 'interrupted' ? red(' INTERRUPTED') : '';
+        out.write(`  ${red('✗')} ${r.name}${again(r)} ${time}${tag}${verdict(r)}\n`);
+        if (r.reason) out.write(`${indent(r.reason)}\n`);
       }
+      if (r.output.trim() && (verbose || (r.status !== 'pass' && r.status !== 'skip')))
+        out.write(`${dim(indent(r.output))}\n`);
     },
     finish(_all, s: Summary) {
       clearProgress();
