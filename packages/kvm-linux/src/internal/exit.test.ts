@@ -1,7 +1,7 @@
 // Decoding of kvm_run exits the host cannot produce on demand (synthetic kvm_run contents).
-import { INTERNAL_ERROR } from '@kvmtest/kvm';
+import { EXIT_REASON, INTERNAL_ERROR } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
-import { completeExit, decodeExit, KVM_EXIT } from './exit.js';
+import { completeExit, decodeExit } from './exit.js';
 import { RUN } from './uapi.js';
 
 function run(reason: number, fill: (v: DataView) => void = () => {}) {
@@ -14,7 +14,7 @@ function run(reason: number, fill: (v: DataView) => void = () => {}) {
 
 describe('decodeExit', () => {
   it('decodes a hypercall with its six arguments and longmode', () => {
-    const { v, bytes } = run(KVM_EXIT.HYPERCALL, (d) => {
+    const { v, bytes } = run(EXIT_REASON.HYPERCALL, (d) => {
       d.setBigUint64(RUN.hypercall_nr, 12n, true);
       for (let i = 0; i < 6; i++) d.setBigUint64(RUN.hypercall_args + 8 * i, BigInt(i + 1), true);
       d.setUint32(RUN.hypercall_longmode, 1, true);
@@ -29,7 +29,7 @@ describe('decodeExit', () => {
   });
 
   it('decodes system events by name and reports unnamed types as internal errors', () => {
-    const named = run(KVM_EXIT.SYSTEM_EVENT, (d) => {
+    const named = run(EXIT_REASON.SYSTEM_EVENT, (d) => {
       d.setUint32(RUN.system_event_type, 6, true);
       d.setUint32(RUN.system_event_ndata, 2, true);
       d.setBigUint64(RUN.system_event_data, 0xan, true);
@@ -40,7 +40,7 @@ describe('decodeExit', () => {
       type: 'sev-term',
       data: [0xan, 0xbn],
     });
-    const wakeup = run(KVM_EXIT.SYSTEM_EVENT, (d) => d.setUint32(RUN.system_event_type, 4, true));
+    const wakeup = run(EXIT_REASON.SYSTEM_EVENT, (d) => d.setUint32(RUN.system_event_type, 4, true));
     expect(decodeExit(wakeup.v, wakeup.bytes)).toMatchObject({
       reason: 'internal-error',
       suberror: INTERNAL_ERROR.UNEXPECTED_EXIT_REASON,
@@ -48,7 +48,7 @@ describe('decodeExit', () => {
   });
 
   it('decodes memory faults with the private flag', () => {
-    const { v, bytes } = run(KVM_EXIT.MEMORY_FAULT, (d) => {
+    const { v, bytes } = run(EXIT_REASON.MEMORY_FAULT, (d) => {
       d.setBigUint64(RUN.memory_fault_flags, 1n << 3n, true);
       d.setBigUint64(RUN.memory_fault_gpa, 0x10_0000n, true);
       d.setBigUint64(RUN.memory_fault_size, 0x1000n, true);
@@ -63,7 +63,7 @@ describe('decodeExit', () => {
   });
 
   it('decodes internal errors, FAIL_ENTRY and unknown reasons with their numbers in the detail', () => {
-    const ie = run(KVM_EXIT.INTERNAL_ERROR, (d) => {
+    const ie = run(EXIT_REASON.INTERNAL_ERROR, (d) => {
       d.setUint32(RUN.internal_suberror, 1, true);
       d.setUint32(RUN.internal_ndata, 1, true);
       d.setBigUint64(RUN.internal_data, 0xffn, true);
@@ -73,7 +73,7 @@ describe('decodeExit', () => {
       suberror: 1,
       detail: 'KVM_INTERNAL_ERROR suberror 1, data [0xff]',
     });
-    const fe = run(KVM_EXIT.FAIL_ENTRY, (d) => d.setBigUint64(RUN.fail_entry_reason, 0x21n, true));
+    const fe = run(EXIT_REASON.FAIL_ENTRY, (d) => d.setBigUint64(RUN.fail_entry_reason, 0x21n, true));
     expect(decodeExit(fe.v, fe.bytes)).toMatchObject({
       reason: 'internal-error',
       detail: expect.stringMatching(/FAIL_ENTRY.*0x21/),
@@ -85,7 +85,7 @@ describe('decodeExit', () => {
   });
 
   it('copies OUT data, and writes IN data back at data_offset for the next run', () => {
-    const out = run(KVM_EXIT.IO, (d) => {
+    const out = run(EXIT_REASON.IO, (d) => {
       d.setUint8(RUN.io_direction, 1);
       d.setUint8(RUN.io_size, 2);
       d.setUint16(RUN.io_port, 0x3f8, true);

@@ -1,24 +1,7 @@
 // Decoding `struct kvm_run` into the contract's Exit union, and writing IN/MMIO-read data back.
 
-import { type Exit, INTERNAL_ERROR, SYSTEM_EVENT, type SystemEventType } from '@kvmtest/kvm';
+import { EXIT_REASON, type Exit, INTERNAL_ERROR, SYSTEM_EVENT, type SystemEventType } from '@kvmtest/kvm';
 import { EXIT_IO_OUT, MEMORY_EXIT_FLAG_PRIVATE, RUN } from './uapi.js';
-
-/** KVM_EXIT_* numbers this file decodes (include/uapi/linux/kvm.h). */
-export const KVM_EXIT = {
-  UNKNOWN: 0,
-  EXCEPTION: 1,
-  IO: 2,
-  HYPERCALL: 3,
-  DEBUG: 4,
-  HLT: 5,
-  MMIO: 6,
-  SHUTDOWN: 8,
-  FAIL_ENTRY: 9,
-  INTR: 10,
-  INTERNAL_ERROR: 17,
-  SYSTEM_EVENT: 24,
-  MEMORY_FAULT: 39,
-} as const;
 
 const SYSTEM_EVENT_NAME = new Map<number, SystemEventType>(
   Object.entries(SYSTEM_EVENT).map(([k, v]) => [v, k as SystemEventType]),
@@ -32,7 +15,7 @@ const SYSTEM_EVENT_NAME = new Map<number, SystemEventType>(
 export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
   const reason = run.getUint32(RUN.exit_reason, true);
   switch (reason) {
-    case KVM_EXIT.IO: {
+    case EXIT_REASON.IO: {
       const out = run.getUint8(RUN.io_direction) === EXIT_IO_OUT;
       const size = run.getUint8(RUN.io_size) as 1 | 2 | 4;
       const count = run.getUint32(RUN.io_count, true);
@@ -47,7 +30,7 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
         data: out ? bytes.slice(off, off + n) : new Uint8Array(n),
       };
     }
-    case KVM_EXIT.MMIO: {
+    case EXIT_REASON.MMIO: {
       const isWrite = run.getUint8(RUN.mmio_is_write) !== 0;
       const len = run.getUint32(RUN.mmio_len, true);
       return {
@@ -58,11 +41,11 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
         data: isWrite ? bytes.slice(RUN.mmio_data, RUN.mmio_data + len) : new Uint8Array(len),
       };
     }
-    case KVM_EXIT.HLT:
+    case EXIT_REASON.HLT:
       return { reason: 'hlt' };
-    case KVM_EXIT.SHUTDOWN:
+    case EXIT_REASON.SHUTDOWN:
       return { reason: 'shutdown' };
-    case KVM_EXIT.HYPERCALL: {
+    case EXIT_REASON.HYPERCALL: {
       const args: bigint[] = [];
       for (let i = 0; i < 6; i++) args.push(run.getBigUint64(RUN.hypercall_args + 8 * i, true));
       return {
@@ -73,7 +56,7 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
         longmode: run.getUint32(RUN.hypercall_longmode, true) !== 0,
       };
     }
-    case KVM_EXIT.SYSTEM_EVENT: {
+    case EXIT_REASON.SYSTEM_EVENT: {
       const type = run.getUint32(RUN.system_event_type, true);
       const ndata = Math.min(run.getUint32(RUN.system_event_ndata, true), 16);
       const data: bigint[] = [];
@@ -86,7 +69,7 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
         detail: `KVM_EXIT_SYSTEM_EVENT type ${type} has no name in the contract (data [${data.join(', ')}])`,
       };
     }
-    case KVM_EXIT.MEMORY_FAULT:
+    case EXIT_REASON.MEMORY_FAULT:
       return {
         reason: 'memory-fault',
         gpa: run.getBigUint64(RUN.memory_fault_gpa, true),
@@ -94,7 +77,7 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
         private: (run.getBigUint64(RUN.memory_fault_flags, true) & MEMORY_EXIT_FLAG_PRIVATE) !== 0n,
         errno: 'EFAULT',
       };
-    case KVM_EXIT.INTERNAL_ERROR: {
+    case EXIT_REASON.INTERNAL_ERROR: {
       const suberror = run.getUint32(RUN.internal_suberror, true);
       const ndata = Math.min(run.getUint32(RUN.internal_ndata, true), 16);
       const data: string[] = [];
@@ -106,9 +89,9 @@ export function decodeExit(run: DataView, bytes: Uint8Array): Exit {
         detail: `KVM_INTERNAL_ERROR suberror ${suberror}, data [${data.join(', ')}]`,
       };
     }
-    case KVM_EXIT.INTR:
+    case EXIT_REASON.INTR:
       return { reason: 'intr' };
-    case KVM_EXIT.FAIL_ENTRY:
+    case EXIT_REASON.FAIL_ENTRY:
       return {
         reason: 'internal-error',
         suberror: INTERNAL_ERROR.UNEXPECTED_EXIT_REASON,

@@ -20,8 +20,8 @@ import type {
   Vcpu,
   XcrEntry,
 } from '@kvmtest/kvm';
-import { KvmError, REG_NAMES, XSAVE_LAYOUT } from '@kvmtest/kvm';
-import { completeExit, decodeExit, KVM_EXIT } from './exit.js';
+import { EXIT_REASON, KvmError, REG_NAMES, XSAVE_LAYOUT } from '@kvmtest/kvm';
+import { completeExit, decodeExit } from './exit.js';
 import { entryHook } from './hooks.js';
 import { adoptMapping, detachFileMapping } from './memory.js';
 import {
@@ -411,8 +411,8 @@ export function runOnce(vcpu: LinuxVcpu, opts?: LinuxRunOptions): number {
       },
     );
   }
-  if (err.code === 'EFAULT' && v.getUint32(RUN.exit_reason, true) === KVM_EXIT.MEMORY_FAULT)
-    return KVM_EXIT.MEMORY_FAULT;
+  if (err.code === 'EFAULT' && v.getUint32(RUN.exit_reason, true) === EXIT_REASON.MEMORY_FAULT)
+    return EXIT_REASON.MEMORY_FAULT;
   throw new KvmError(err.code, 'KVM_RUN', `KVM_RUN on vCPU ${vcpu.id} failed`, {
     vcpu: vcpu.id,
     errno: err.errno,
