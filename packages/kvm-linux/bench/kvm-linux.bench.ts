@@ -10,7 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Bench } from '../../../scripts/bench/measure.js';
 import { kvmAvailability, type LinuxVcpu, openLinuxKvm } from '../src/index.js';
-import { SEGMENT, SREGS } from '../src/internal/uapi.js';
+import { realModeGuest } from '../test/helpers.js';
+
+/** `out 0x80, al; jmp $-2`: the loop baseline.c runs too. */
+const OUT_LOOP = [0xe6, 0x80, 0xeb, 0xfc];
 
 const ROUNDS = 9;
 const EXIT_OPS = 10_000;
@@ -39,19 +42,7 @@ function baseline(mode: 'exit' | 'create', n: number): number {
 
 /** A real-mode guest at 0x1000 looping on `out 0x80, al` (the same code as baseline.c). */
 function outLoopVcpu(): LinuxVcpu {
-  const kvm = openLinuxKvm();
-  const vm = kvm.createVm();
-  const mem = kvm.allocateUserMemory(0x10000).bytes;
-  mem.set([0xe6, 0x80, 0xeb, 0xfc], 0x1000);
-  vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x10000n, userspace: mem });
-  const vcpu = vm.createVcpu(0);
-  const s = vcpu.getSregsRaw();
-  const v = new DataView(s.buffer);
-  v.setBigUint64(SREGS.cs + SEGMENT.base, 0n, true);
-  v.setUint16(SREGS.cs + SEGMENT.selector, 0, true);
-  vcpu.setSregsRaw(s);
-  vcpu.setRegs({ ...vcpu.getRegs(), rip: 0x1000n, rflags: 2n });
-  return vcpu;
+  return realModeGuest(OUT_LOOP).vcpu;
 }
 
 async function jsExitRoundtrip(vcpu: LinuxVcpu, n: number): Promise<number> {
