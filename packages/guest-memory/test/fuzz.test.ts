@@ -1,8 +1,8 @@
-// Bad-input fuzz of every public function of guest-memory (see fuzz-kit.ts at the repository root):
+// Bad-input fuzz of every public function of guest-memory (see test-support/fuzz-kit.ts):
 // only GuestMemoryError or deliberate TypeError/RangeError, no state change after a rejection.
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { junk, K, runFuzz } from '../../../fuzz-kit.js';
+import { junk, K, runFuzz } from '../../../test-support/fuzz-kit.js';
 import {
   AddressSpace,
   GuestImage,

@@ -1,4 +1,4 @@
-// Bad-input fuzz of every public entry point of kvm-sim (see fuzz-kit.ts at the repository root):
+// Bad-input fuzz of every public entry point of kvm-sim (see test-support/fuzz-kit.ts):
 // createSimKvm and the Kvm, Vm and Vcpu objects it makes. Only KvmError or deliberate
 // TypeError/RangeError; no state change after a rejection.
 import {
@@ -15,7 +15,7 @@ import {
 } from '@kvmtest/kvm';
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { isDeliberate, junk, K, type Kind, runFuzz } from '../../../fuzz-kit.js';
+import { isDeliberate, junk, K, type Kind, runFuzz } from '../../../test-support/fuzz-kit.js';
 import {
   createSimKvm,
   resolveConfig,

@@ -1,4 +1,4 @@
-// Bad-input fuzz of testkit's public functions (see fuzz-kit.ts at the repository root): only the
+// Bad-input fuzz of testkit's public functions (see test-support/fuzz-kit.ts): only the
 // kit's errors (TestkitError, TestAssertionError, KsftSkip, guest failures), the lower layers' typed
 // errors (KvmError, UcallError, GuestMemoryError) or deliberate TypeError/RangeError; no state change
 // after a rejection.
@@ -7,7 +7,7 @@ import { KvmError, type Vcpu } from '@kvmtest/kvm';
 import { UCALL, UcallError } from '@kvmtest/ucall';
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { junk, K, runFuzz } from '../../../fuzz-kit.js';
+import { junk, K, runFuzz } from '../../../test-support/fuzz-kit.js';
 import {
   addrGva2Gpa,
   addrGva2Hva,

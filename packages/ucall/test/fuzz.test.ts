@@ -1,9 +1,9 @@
-// Bad-input fuzz of every public function of ucall (see fuzz-kit.ts at the repository root): only
+// Bad-input fuzz of every public function of ucall (see test-support/fuzz-kit.ts): only
 // UcallError, KvmError or deliberate TypeError/RangeError; no state change after a rejection.
 import type { Exit, Vcpu } from '@kvmtest/kvm';
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
-import { junk, K, runFuzz } from '../../../fuzz-kit.js';
+import { junk, K, runFuzz } from '../../../test-support/fuzz-kit.js';
 import {
   decodeSlot,
   describeUcall,
