@@ -123,29 +123,56 @@ const VCPU_STATS: readonly StatDesc[] = [
 ];
 
 /** One statistics block (a VM's or a vCPU's): its descriptors and live u64 values. */
+/** Where each statistic of a descriptor table starts in the value array (u64 index), by name. */
+interface StatsLayout {
+  readonly offsetOf: ReadonlyMap<string, number>;
+  readonly slots: number;
+}
+
+// One layout per descriptor table, computed once: a VM or vCPU only allocates its values.
+const layouts = new WeakMap<readonly StatDesc[], StatsLayout>();
+
+function layoutOf(descs: readonly StatDesc[]): StatsLayout {
+  let l = layouts.get(descs);
+  if (l === undefined) {
+    const offsetOf = new Map<string, number>();
+    let at = 0;
+    for (const d of descs) {
+      offsetOf.set(d.name, at);
+      at += d.size;
+    }
+    l = { offsetOf, slots: at };
+    layouts.set(descs, l);
+  }
+  return l;
+}
+
 export class StatsBlock {
   readonly descs: readonly StatDesc[];
-  /** Value slots: descriptor i's values start at `offsets[i]` (u64 index). */
-  private readonly offsets: number[];
-  private readonly index = new Map<string, number>();
-  readonly values: BigUint64Array;
+  private readonly layout: StatsLayout;
+  // Counted as doubles (exact far beyond any count a test reaches; no BigInt per exit), allocated
+  // at the first count: most VMs never count a VM-wide statistic.
+  private counts: Float64Array | undefined;
 
   constructor(descs: readonly StatDesc[]) {
     this.descs = descs;
-    let at = 0;
-    this.offsets = descs.map((d, i) => {
-      this.index.set(d.name, i);
-      const o = at;
-      at += d.size;
-      return o;
-    });
-    this.values = new BigUint64Array(at);
+    this.layout = layoutOf(descs);
+  }
+
+  /** The statistics' values (u64 each, histograms several), in descriptor order. */
+  get values(): BigUint64Array {
+    const out = new BigUint64Array(this.layout.slots);
+    const c = this.counts;
+    if (c !== undefined) for (let i = 0; i < c.length; i++) out[i] = BigInt(c[i]!);
+    return out;
   }
 
   /** Adds 1 to the single-valued statistic `name`. */
   bump(name: string): void {
-    const i = this.index.get(name);
-    if (i !== undefined) this.values[this.offsets[i]!]! += 1n;
+    const o = this.layout.offsetOf.get(name);
+    if (o === undefined) return;
+    this.counts ??= new Float64Array(this.layout.slots);
+    this.counts[o]!++;
   }
 
   /** The file contents for stats id `id` (header, id, descriptors, data), little-endian. */
@@ -154,7 +181,8 @@ export class StatsBlock {
     const idOffset = HEADER_SIZE;
     const descOffset = idOffset + KVM_STATS_NAME_SIZE;
     const dataOffset = descOffset + n * DESC_SIZE;
-    const out = new Uint8Array(dataOffset + this.values.length * 8);
+    const values = this.values;
+    const out = new Uint8Array(dataOffset + values.length * 8);
     const v = new DataView(out.buffer);
     // struct kvm_stats_header
     v.setUint32(0, 0, true);
@@ -169,11 +197,11 @@ export class StatsBlock {
       v.setUint32(at, d.flags, true);
       v.setInt16(at + 4, d.exponent, true);
       v.setUint16(at + 6, d.size, true);
-      v.setUint32(at + 8, this.offsets[i]! * 8, true);
+      v.setUint32(at + 8, this.layout.offsetOf.get(d.name)! * 8, true);
       v.setUint32(at + 12, d.bucketSize, true);
       out.set(ascii(d.name), at + 16);
     });
-    for (let i = 0; i < this.values.length; i++) v.setBigUint64(dataOffset + i * 8, this.values[i]!, true);
+    for (let i = 0; i < values.length; i++) v.setBigUint64(dataOffset + i * 8, values[i]!, true);
     return out;
   }
 }
