@@ -1,5 +1,5 @@
-// KVM_MEMORY_ENCRYPT_OP for SEV (`sev_mem_enc_ioctl`, spec §4) and every legacy SEV/SEV-ES command
-// handler (spec §5.1–§5.3), plus REG_REGION / UNREG_REGION (spec §10). Each handler runs its checks in
+// KVM_MEMORY_ENCRYPT_OP for SEV (`sev_mem_enc_ioctl`, arch/x86/kvm/svm/sev.c) and every legacy SEV/SEV-ES command
+// handler (arch/x86/kvm/svm/sev.c: sev_guest_init() … sev_receive_finish()), plus REG_REGION / UNREG_REGION (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region(), sev_mem_enc_unregister_region()). Each handler runs its checks in
 // the kernel's order and fails with the kernel's errno; firmware rejections are EIO with `error` set.
 
 import { type HostPtr, SEV_CMD, SEV_RET } from '@kvmtest/kvm';
@@ -61,7 +61,7 @@ export interface SevReceiveUpdateData {
   trans?: Uint8Array | undefined;
 }
 
-/** The command ids a mirror may issue (`is_cmd_allowed_from_mirror`, spec §4 step 5, §9.3). */
+/** The command ids a mirror may issue (`is_cmd_allowed_from_mirror`, arch/x86/kvm/svm/sev.c). */
 export const MIRROR_ALLOWED_CMDS: ReadonlySet<number> = new Set([
   SEV_CMD.LAUNCH_UPDATE_VMSA,
   SEV_CMD.GUEST_STATUS,
@@ -73,7 +73,7 @@ const CMD_NAME: Record<number, string> = Object.fromEntries(
   Object.entries(SEV_CMD).map(([k, v]) => [v, `KVM_SEV_${k}`]),
 );
 
-/** The local copy of `struct kvm_sev_cmd` a handler works on (`error` is copied back, spec §4 step 9). */
+/** The local copy of `struct kvm_sev_cmd` a handler works on (`error` is copied back, arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl()). */
 export interface SevCmdCopy {
   readonly id: number;
   readonly data: unknown;
@@ -83,7 +83,7 @@ export interface SevCmdCopy {
 
 type Handler = (p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string) => void;
 
-/** `sev_mem_enc_ioctl` (spec §4): gates in order, the handler, then the copy-back of the command. */
+/** `sev_mem_enc_ioctl` (arch/x86/kvm/svm/sev.c): gates in order, the handler, then the copy-back of the command. */
 export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void {
   const op0 = 'KVM_MEMORY_ENCRYPT_OP';
   // §4 #1
@@ -128,7 +128,7 @@ export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void 
 }
 
 // `sev_issue_cmd` through the fd remembered at LAUNCH_START: a closed or non-/dev/sev fd → EBADF before
-// the firmware; a firmware status ≠ 0 → EIO with `error` = the status (spec §1.5).
+// the firmware; a firmware status ≠ 0 → EIO with `error` = the status (drivers/crypto/ccp/sev-dev.c: sev_issue_cmd_external_user()).
 function issue(p: SevPlatform, fd: number, c: SevCmdCopy, op: string, fw: () => number): void {
   if (!p.host.isSevDeviceFd(fd)) fail('EBADF', op, `fd ${fd} is not an open /dev/sev descriptor`, { fd });
   const status = fw();
@@ -176,7 +176,7 @@ function sevGuestInit2(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string)
   guestInitCommon(p, vm, c, op, data, vm.type);
 }
 
-// `__sev_guest_init` (spec §5.1).
+// `__sev_guest_init` (arch/x86/kvm/svm/sev.c).
 function guestInitCommon(
   p: SevPlatform,
   vm: SevVmView,
@@ -281,7 +281,7 @@ function launchUpdateVmsa(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: stri
       fail('EINVAL', op, `vCPU ${vcpu.id} DR7 0x${vcpu.dr7.toString(16)} has breakpoints set`);
     const vmsa = buildVmsa(vcpu.regs(), vcpu.sregs(), vcpu.dr7, s.vmsaFeatures);
     issue(p, s.fd, c, op, () => p.firmware.launchUpdateVmsa(s.handle, vcpu.id, vmsa));
-    // No "already protected" check: a second call goes to the firmware again (spec §5.2).
+    // No "already protected" check: a second call goes to the firmware again (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa()).
     vcpu.sev.vmsa = vmsa;
     vcpu.sev.guestStateProtected = true;
   }
@@ -302,7 +302,7 @@ function launchSecret(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string):
 }
 
 /**
- * The shared shape of LAUNCH_MEASURE and GET_ATTESTATION_REPORT (spec §5.2): `len` 0 is query mode
+ * The shared shape of LAUNCH_MEASURE and GET_ATTESTATION_REPORT (arch/x86/kvm/svm/sev.c: sev_get_attestation_report(), sev_launch_measure()): `len` 0 is query mode
  * (the firmware runs without a buffer and the length it wants goes back even when it fails);
  * otherwise a buffer over 16 KiB is EINVAL, and on success the blob lands at `uaddr`.
  */
@@ -541,7 +541,7 @@ function receiveStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string):
 
 function receiveUpdateData(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
-  // The only handler whose "not SEV" answer is EINVAL (spec §5.3).
+  // The only handler whose "not SEV" answer is EINVAL (arch/x86/kvm/svm/sev.c: sev_receive_update_data()).
   requireSev(s, op, 'EINVAL');
   const rd = new StructReader(c.data, op, 'struct kvm_sev_receive_update_data');
   const hdr = rd.bytes('hdr');
@@ -604,7 +604,7 @@ function readRegion(region: unknown, op: string): { addr: HostPtr; size: bigint 
   return { addr: r.addr, size: r.size };
 }
 
-/** `sev_mem_enc_register_region` (spec §10). */
+/** `sev_mem_enc_register_region` (arch/x86/kvm/svm/sev.c). */
 export function registerRegion(p: SevPlatform, vm: SevVmView, region: unknown): void {
   const op = 'KVM_MEMORY_ENCRYPT_REG_REGION';
   const r = readRegion(region, op);
@@ -617,7 +617,7 @@ export function registerRegion(p: SevPlatform, vm: SevVmView, region: unknown): 
   s.regions.push({ uaddr: pin.uaddr, size: r.size, npages: pin.npages, ptr: r.addr });
 }
 
-/** `sev_mem_enc_unregister_region` (spec §10): the mirror check comes before everything else. */
+/** `sev_mem_enc_unregister_region` (arch/x86/kvm/svm/sev.c): the mirror check comes before everything else. */
 export function unregisterRegion(_p: SevPlatform, vm: SevVmView, region: unknown): void {
   const op = 'KVM_MEMORY_ENCRYPT_UNREG_REGION';
   const r = readRegion(region, op);

@@ -1,5 +1,5 @@
-// Intra-host migration (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM, spec §8) and mirrors
-// (KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, spec §9): the two-VM lock with its `migration_in_progress`
+// Intra-host migration (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM, arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from()) and mirrors
+// (KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()): the two-VM lock with its `migration_in_progress`
 // flags, every check in the kernel's order, and the transfer of ASID, handle, regions, mirrors and
 // per-vCPU SEV-ES state. The firmware is not involved: the ASID stays bound to the handle, so the
 // key moves with the context.
@@ -23,7 +23,7 @@ function lookupSource(p: SevPlatform, fd: number, op: string): SevVmView {
   return r;
 }
 
-/** `sev_lock_two_vms` (spec §8.1 #3–#7): self → EINVAL; either VM already migrating → EBUSY. */
+/** `sev_lock_two_vms` (arch/x86/kvm/svm/sev.c): self → EINVAL; either VM already migrating → EBUSY. */
 export function lockTwoVms(dst: SevVmView, src: SevVmView, op: string): void {
   const d = dst.sev;
   const s = src.sev;
@@ -101,7 +101,7 @@ export function* moveEncContextSteps(
   }
 }
 
-/** MOVE run to completion (spec §8): the same steps as `moveEncContextSteps`, without the yields. */
+/** MOVE run to completion (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from()): the same steps as `moveEncContextSteps`, without the yields. */
 export function moveEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number): void {
   const src = lookupSource(p, srcFd, MOVE_OP);
   lockTwoVms(dst, src, MOVE_OP);
@@ -113,7 +113,7 @@ export function moveEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number
   }
 }
 
-/** `sev_migrate_from` (spec §8.2). */
+/** `sev_migrate_from` (arch/x86/kvm/svm/sev.c). */
 function migrateFrom(dst: SevVmView, src: SevVmView): void {
   const d = dst.sev;
   const s = src.sev;
@@ -178,7 +178,7 @@ function migrateFrom(dst: SevVmView, src: SevVmView): void {
   });
 }
 
-/** COPY (spec §9): `dst` becomes a mirror sharing `src`'s ASID and handle. */
+/** COPY (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()): `dst` becomes a mirror sharing `src`'s ASID and handle. */
 export function copyEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number): void {
   const src = lookupSource(p, srcFd, COPY_OP);
   lockTwoVms(dst, src, COPY_OP);

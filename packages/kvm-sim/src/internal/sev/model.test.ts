@@ -333,15 +333,15 @@ function runSequence(ops: readonly Op[]): void {
   });
 }
 
-describe('SEV model against a reference of the rules (spec §4–§11)', () => {
-  it('spec §4–§11 property: random create/INIT/vCPU/launch/MOVE/COPY/close sequences agree with the rules and leak nothing', () => {
+describe('SEV model against a reference of the rules (arch/x86/kvm/svm/sev.c)', () => {
+  it('property: random create/INIT/vCPU/launch/MOVE/COPY/close sequences agree with the rules and leak nothing (arch/x86/kvm/svm/sev.c)', () => {
     fc.assert(
       fc.property(fc.array(opArb, { minLength: 1, maxLength: 40, size: 'max' }), (ops) => runSequence(ops)),
       { numRuns: 250 },
     );
   });
 
-  it('spec §14.1 shape: SEV and SEV-ES VMs moved along a chain and mirrored, then all closed', () => {
+  it('sev_migrate_tests shape: SEV and SEV-ES VMs moved along a chain and mirrored, then all closed (tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const ops: Op[] = [
       { k: 'create', type: 'default' },
       { k: 'init', vm: 0, id: SEV_CMD.ES_INIT },
