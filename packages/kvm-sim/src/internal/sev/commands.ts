@@ -86,11 +86,11 @@ type Handler = (p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string) => voi
 /** `sev_mem_enc_ioctl` (arch/x86/kvm/svm/sev.c): gates in order, the handler, then the copy-back of the command. */
 export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void {
   const op0 = 'KVM_MEMORY_ENCRYPT_OP';
-  // §4 #1
+  // SEV not enabled on the host → ENOTTY (the first check of sev_mem_enc_ioctl()).
   if (!p.sevEnabled) fail('ENOTTY', op0, 'SEV is not enabled on this host');
-  // §4 #2: a NULL argument does nothing and succeeds.
+  // A NULL argument does nothing and succeeds.
   if (cmd === undefined || cmd === null) return;
-  // §4 #3: copy_from_user of struct kvm_sev_cmd.
+  // copy_from_user of struct kvm_sev_cmd.
   const rd = new StructReader(cmd, op0, 'struct kvm_sev_cmd');
   const id = rd.uint('id');
   const sevFd = rd.uint('sevFd', 32, 0);
@@ -105,16 +105,16 @@ export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void 
   const c: SevCmdCopy = { id, data: (cmd as { data?: unknown }).data, sevFd, error };
   const op = CMD_NAME[id] ?? `${op0}(id ${id})`;
   const s = vm.sev;
-  // §4 #5: a mirror may only issue four commands; `data` is never looked at.
+  // is_cmd_allowed_from_mirror(): a mirror may only issue four commands; `data` is never looked at.
   if (isMirror(s) && !MIRROR_ALLOWED_CMDS.has(id))
     fail('EINVAL', op, `command ${id} is not allowed on a mirror VM (only 4, 16, 17, 18)`);
-  // §4 #6
+  // An SNP guest may not issue any legacy id (< KVM_SEV_SNP_LAUNCH_START) → EPERM.
   if (sevSnpGuest(s) && id < SEV_CMD.SNP_LAUNCH_START)
     fail('EPERM', op, 'legacy SEV commands are refused on an SNP guest');
-  // §4 #7: ES_INIT needs SEV-ES enabled before it shares the INIT path.
+  // ES_INIT needs SEV-ES enabled before it shares the INIT path.
   if (id === SEV_CMD.ES_INIT && !p.sevEsEnabled) fail('ENOTTY', op, 'SEV-ES is not enabled on this host');
   const handler = HANDLERS[id];
-  // §4 #8: unknown id, no copy-back.
+  // Unknown id (the switch's default case): EINVAL, no copy-back.
   if (handler === undefined) fail('EINVAL', op, `command id ${id} is not implemented`);
   let thrown: unknown;
   try {
@@ -122,7 +122,7 @@ export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void 
   } catch (e) {
     thrown = e;
   }
-  // §4 #9: the whole struct (with `error`) goes back to the caller, success or failure.
+  // After a handler ran, the whole struct (with `error`) goes back to the caller, success or failure.
   copyToUser(cmd, { error: c.error }, op, 'struct kvm_sev_cmd');
   if (thrown !== undefined) throw thrown;
 }
@@ -141,14 +141,14 @@ function requireSev(s: SevVmState, op: string, code: 'ENOTTY' | 'EINVAL' = 'ENOT
   if (!sevGuest(s)) fail(code, op, 'the VM is not an SEV guest (no INIT yet, or its context moved away)');
 }
 
-// ---- §5.1 initialisation ------------------------------------------------------------------------------
+// ---- initialisation: sev_guest_init(), sev_guest_init2(), __sev_guest_init() ------------------------------------------------------------------------------
 
 const GHCB_VERSION_MAX = 2;
 const GHCB_VERSION_DEFAULT = 2;
 const GHCB_VERSION_MIN = 1;
 
 function sevGuestInit(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
-  // §5.1 INIT #2: legacy INIT is only for DEFAULT VMs.
+  // sev_guest_init(): legacy INIT is only for DEFAULT VMs.
   if (vm.type !== 'default')
     fail('EINVAL', op, `legacy INIT is only for default VMs (this VM is ${vm.type})`);
   const es = c.id === SEV_CMD.ES_INIT;
@@ -199,11 +199,11 @@ function guestInitCommon(
   if (data.ghcbVersion > GHCB_VERSION_MAX || (!es && data.ghcbVersion !== 0))
     fail('EINVAL', op, `ghcb_version ${data.ghcbVersion} is not allowed for ${kind}`);
   if (s.active) fail('EINVAL', op, 'SEV is already initialised on this VM');
-  // §5.1 #7: the ASID (ranges by es_active).
+  // sev_asid_new(): the ASID (ranges by es_active).
   const asid = p.allocateAsid(es);
   if (asid === 'ENOTTY') fail('ENOTTY', op, `no ${es ? 'SEV-ES' : 'SEV'} ASIDs exist on this host`);
   if (asid === 'EBUSY') fail('EBUSY', op, `every ${es ? 'SEV-ES' : 'SEV'} ASID is in use`);
-  // §5.1 #8: platform init; on failure the ASID goes back and `error` carries the firmware code.
+  // sev_platform_init(): platform init; on failure the ASID goes back and `error` carries the firmware code.
   const st = p.firmware.platformInit();
   if (st !== SEV_RET.SUCCESS) {
     p.asids.free(asid);
@@ -212,7 +212,7 @@ function guestInitCommon(
   }
   s.active = true;
   s.esActive = es;
-  // §5.1 #6: an SNP VM gets SNP_ACTIVE (SVM_SEV_FEAT_SNP_ACTIVE, bit 0) in its VMSA features; #9 (the
+  // An SNP VM gets SNP_ACTIVE (SVM_SEV_FEAT_SNP_ACTIVE, bit 0) in its VMSA features; snp_guest_req_init() (the
   // guest-request bounce pages) cannot fail in the simulator.
   s.vmsaFeatures = kind === 'sev-snp' ? data.vmsaFeatures | 1n : data.vmsaFeatures;
   s.ghcbVersion = es && data.ghcbVersion === 0 ? GHCB_VERSION_DEFAULT : data.ghcbVersion;
@@ -222,7 +222,7 @@ function guestInitCommon(
   s.needInit = false;
 }
 
-// ---- §5.2 launch, status, debug -----------------------------------------------------------------------
+// ---- launch, status, debug (sev_launch_*(), sev_guest_status(), sev_dbg_crypt()) -----------------------------------------------------------------------
 
 function launchStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
@@ -440,7 +440,7 @@ function getAttestationReport(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: 
   );
 }
 
-// ---- §5.3 SEND_* / RECEIVE_* (kernel checks; the firmware has no certificate chain to accept) -------------
+// ---- SEND_* / RECEIVE_* (sev_send_*(), sev_receive_*()) (kernel checks; the firmware has no certificate chain to accept) -------------
 
 function sendStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
@@ -586,13 +586,13 @@ const HANDLERS: Record<number, Handler> = {
   [SEV_CMD.RECEIVE_START]: receiveStart,
   [SEV_CMD.RECEIVE_UPDATE_DATA]: receiveUpdateData,
   [SEV_CMD.RECEIVE_FINISH]: receiveFinish,
-  // §5.4, in ./snp-commands.ts
+  // The SNP commands (snp_launch_start() etc.) are in ./snp-commands.ts
   [SEV_CMD.SNP_LAUNCH_START]: snpLaunchStart,
   [SEV_CMD.SNP_LAUNCH_UPDATE]: snpLaunchUpdate,
   [SEV_CMD.SNP_LAUNCH_FINISH]: snpLaunchFinish,
 };
 
-// ---- §10 REG_REGION / UNREG_REGION ------------------------------------------------------------------------
+// ---- REG_REGION / UNREG_REGION (sev_mem_enc_(un)register_region()) ------------------------------------------------------------------------
 
 const ULONG_MAX = (1n << 64n) - 1n;
 

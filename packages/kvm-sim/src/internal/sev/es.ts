@@ -118,7 +118,7 @@ export function vmgexit(p: SevPlatform, cpu: SevGuestCpuView): VmgexitOutcome {
   return ghcbExit(cpu, msr);
 }
 
-// §12.3
+// The GHCB MSR protocol (sev_handle_vmgexit_msr_protocol()).
 function msrProtocol(p: SevPlatform, cpu: SevGuestCpuView, msr: bigint): VmgexitOutcome {
   const s = cpu.vm.sev;
   const st = cpu.vcpu.sev;
@@ -201,7 +201,7 @@ function mapGhcb(cpu: SevGuestCpuView, gpa: bigint): Ghcb | undefined {
   return ghcb;
 }
 
-// §12.5 steps 2–7.
+// The GHCB page path of sev_handle_vmgexit(): map, sev_es_sync_from_ghcb(), sev_es_validate_vmgexit(), dispatch, sev_es_sync_to_ghcb().
 function ghcbExit(cpu: SevGuestCpuView, gpa: bigint): VmgexitOutcome {
   const st = cpu.vcpu.sev;
   // #2: no GHCB, or one that cannot be mapped → straight back to the guest.

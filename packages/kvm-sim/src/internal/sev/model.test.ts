@@ -1,6 +1,6 @@
 // Model-based property test: random sequences of VM creation, INIT flavours, vCPU creation, launch
 // steps, MOVE, COPY and close over several VMs, each checked against a small reference model of the
-// spec's rules (§4, §5.1, §5.2, §7, §8, §9, §11); after every sequence, closing all VMs must give every
+// kernel's rules (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl(), the INIT and launch handlers, MOVE/COPY, the ASID allocator); after every sequence, closing all VMs must give every
 // ASID back and leave no firmware context.
 
 import type { VmType } from '@kvmtest/coco';

@@ -7,7 +7,7 @@
 //     into KVM_EXIT_MEMORY_FAULT (private/shared mismatch with the memory attributes);
 //   * PVALIDATE (status codes 0 / FAIL_INPUT 1 / FAIL_SIZEMISMATCH 6 / NOUPDATE 255);
 //   * the SNP GHCB requests: GHCB GPA preference and registration (REG_GPA, arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol(), and the -EINVAL
-//     of §12.5 #4), page-state changes through the MSR protocol (`snp_begin_psc_msr`) and the PSC NAE
+//     of sev_handle_vmgexit() for an unregistered GHCB GPA), page-state changes through the MSR protocol (`snp_begin_psc_msr`) and the PSC NAE
 //     event with a descriptor in the scratch area (`snp_begin_psc`), and VMMCALL through the GHCB
 //     (KVM_HC_MAP_GPA_RANGE, x86.c `__kvm_emulate_hypercall`) — each a KVM_EXIT_HYPERCALL (nr 12) when
 //     the VM enabled KVM_CAP_EXIT_HYPERCALL bit 12 (arch/x86/kvm/svm/sev.c: snp_begin_psc()).
@@ -404,7 +404,7 @@ async function snpVmgexit(cpu: ArchCpu, fallback: (cpu: ArchCpu) => Promise<void
         return fallback(cpu);
     }
   }
-  // §12.5 #2 (no GHCB / unmappable → resume) is the SEV-ES path's; #4: an unregistered GHCB GPA.
+  // sev_handle_vmgexit(): no GHCB / unmappable → resume is the SEV-ES path's; here an unregistered GHCB GPA → EINVAL.
   const page = msr & ~0xfffn;
   const slot = msr === 0n ? undefined : cpu.vcpu.vm.memslotAt(page);
   if (slot !== undefined && slot.userspace.length !== 0) {

@@ -55,10 +55,10 @@ function expected(ref: RefVm[], op: Op): Errno | undefined {
   const v = ref[op.vm]!;
   switch (op.k) {
     case 'init2': {
-      if (v.inited) return 'EPERM'; // §4 #6: id 22 < 100 on an SNP guest
-      if (v.vcpus > 0 || op.bad) return 'EINVAL'; // §5.1 #1, #3
+      if (v.inited) return 'EPERM'; // sev_mem_enc_ioctl(): id 22 < 100 on an SNP guest
+      if (v.vcpus > 0 || op.bad) return 'EINVAL'; // __sev_guest_init(): vCPUs exist, or bad flags/features
       const inUse = ref.filter((r) => !r.closed && r.inited).length;
-      if (inUse >= SNP_ASIDS) return 'EBUSY'; // §11.3 #5
+      if (inUse >= SNP_ASIDS) return 'EBUSY'; // sev_asid_new(): no free ASID
       v.inited = true;
       return undefined;
     }

@@ -1,5 +1,5 @@
 // SEV-SNP through the simulator API, one test per rule (arch/x86/kvm/svm/sev.c: sev_set_cpu_caps(), sev_mem_enc_ioctl(), __sev_guest_init(), snp_launch_start(), sev_guest_init(), sev_vm_move_enc_context_from(), sev_vm_copy_enc_context_from() as
-// mainline has them, §11, §12.2–§12.7), plus the launch digest checked against coco's SnpLaunchDigest.
+// mainline has them, the ASID allocator, and the SNP GHCB handling in sev_handle_vmgexit() / snp_begin_psc()), plus the launch digest checked against coco's SnpLaunchDigest.
 
 import {
   encodeGhcbMsr,
@@ -638,7 +638,7 @@ describe('SNP teardown and MOVE/COPY as mainline has them (arch/x86/kvm/svm/sev.
     expect(simStats(kvm)).toMatchObject({ gmemFiles: 0, gmemBytes: 0, liveVms: 0 });
   });
 
-  it('[ML] MOVE from an SNP source passes the type checks; the source’s SNP context stays with it ([KX] rejects SNP sources)', () => {
+  it('mainline: MOVE from an SNP source passes the type checks; the source’s SNP context stays with it (kvm-x86 next rejects SNP sources; arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from())', () => {
     const kvm = createSimKvm();
     const src = snpVm(kvm);
     snpVcpu(src, async () => {});
@@ -654,13 +654,13 @@ describe('SNP teardown and MOVE/COPY as mainline has them (arch/x86/kvm/svm/sev.
     src.vm.close();
     kvm.closeFd(src.gmemFd);
     dst.close();
-    // sev_vm_destroy returns early for the dead source: its SNP context is never decommissioned in [ML];
+    // sev_vm_destroy returns early for the dead source: its SNP context is never decommissioned in mainline;
     // its guest_memfd pages still go back to the hypervisor (sev_gmem_invalidate).
     expect(leakReport(kvm)).toMatchObject({ ownedAsids: [], rmpAssigned: 0, liveVms: 0 });
     expect(leakReport(kvm).snpContexts.length).toBe(1);
   });
 
-  it('[ML] COPY from an SNP source makes an SEV-ES mirror (vmsa_features are not copied)', () => {
+  it('mainline: COPY from an SNP source makes an SEV-ES mirror, vmsa_features not copied (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from())', () => {
     const kvm = createSimKvm();
     const src = snpVm(kvm);
     const mirror = kvm.createVm('sev-snp');

@@ -1,6 +1,6 @@
 // KVM_MEMORY_ENCRYPT_OP for TDs: the VM-scope (tdx_vm_ioctl) and vCPU-scope (tdx_vcpu_ioctl)
-// dispatchers and their commands, each check in the order of arch/x86/kvm/vmx/tdx.c (arch/x86/kvm/vmx/tdx.c: tdx_vm_ioctl(),
-// §13.2). Every check runs before any state changes, so a rejected command leaves the TD as it was;
+// dispatchers and their commands, each check in the order of arch/x86/kvm/vmx/tdx.c (tdx_vm_ioctl(),
+// tdx_vcpu_ioctl() and the per-command functions). Every check runs before any state changes, so a rejected command leaves the TD as it was;
 // the one exception is the kernel's own: INIT_MEM_REGION writes back the pages it did add before a
 // later page failed.
 
