@@ -237,7 +237,7 @@ describe('VMGEXIT through the GHCB (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()
     expect(ghcb.get('swExitInfo2')).toBe(BigInt(GHCB_ERR.INVALID_EVENT));
   });
 
-  it('string I/O needs sw_scratch; a scratch inside the GHCB must lie in the shared buffer (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit())', () => {
+  it('string I/O needs sw_scratch; a scratch inside the GHCB must lie in the shared buffer (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit(), setup_vmgexit_scratch())', () => {
     const { h, vm, ghcb } = esVm();
     const info = encodeIoioExitInfo({ direction: 'out', size: 1, port: 0x3f8, string: true, rep: true });
     h.platform.ghcbMsrWrite(vm.list[0]!, GHCB_GPA);

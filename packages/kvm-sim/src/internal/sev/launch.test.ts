@@ -56,7 +56,7 @@ describe('LAUNCH_START (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     ['empty session blob', { session: new Uint8Array(0) }],
     ['session blob over 16 KiB', { session: new Uint8Array(0x4001) }],
   ])(
-    'LAUNCH_START psp_copy_user_blob: %s → EINVAL, no handle (arch/x86/kvm/svm/sev.c: sev_launch_start(), psp_copy_user_blob())',
+    'LAUNCH_START psp_copy_user_blob: %s → EINVAL, no handle (arch/x86/kvm/svm/sev.c: sev_launch_start(); drivers/crypto/ccp/sev-dev.c: psp_copy_user_blob())',
     (_n, blobs) => {
       const h = new FakeHost();
       const vm = h.createVm();
