@@ -8,11 +8,11 @@ describe('KVM_CHECK_EXTENSION on /dev/kvm (x86.c kvm_vm_ioctl_check_extension, k
     for (const c of [CAP.USER_MEMORY, CAP.USER_MEMORY2, CAP.IMMEDIATE_EXIT, CAP.MEMORY_FAULT_INFO])
       expect(kvm.checkExtension(c)).toBe(1);
   });
-  it('answers 1 for COPY/MOVE_ENC_CONTEXT_FROM unconditionally (spec §1.2)', () => {
+  it('answers 1 for COPY/MOVE_ENC_CONTEXT_FROM unconditionally (arch/x86/kvm/x86.c: kvm_vm_ioctl_check_extension())', () => {
     expect(kvm.checkExtension(CAP.VM_COPY_ENC_CONTEXT_FROM)).toBe(1);
     expect(kvm.checkExtension(CAP.VM_MOVE_ENC_CONTEXT_FROM)).toBe(1);
   });
-  it('answers the forwardable-hypercall bitmask 1<<12 for EXIT_HYPERCALL (spec §1.2)', () => {
+  it('answers the forwardable-hypercall bitmask 1<<12 for EXIT_HYPERCALL (arch/x86/kvm/x86.c: kvm_vm_ioctl_check_extension())', () => {
     expect(kvm.checkExtension(CAP.EXIT_HYPERCALL)).toBe(1 << 12);
   });
   it('answers the default-config x86 limits: KVM_MAX_VCPUS 1024, KVM_MAX_VCPU_IDS 4×, 32764 user memslots', () => {
@@ -64,7 +64,7 @@ describe('KVM_CAP_VM_TYPES and KVM_CREATE_VM (x86.c kvm_arch_init_vm)', () => {
 });
 
 describe('KVM_GET_SUPPORTED_CPUID', () => {
-  it('reports MAXPHYADDR in 0x80000008 and the SEV C-bit and ASIDs in 0x8000001F (spec §11.1)', () => {
+  it('reports MAXPHYADDR in 0x80000008 and the SEV C-bit and ASIDs in 0x8000001F (arch/x86/kvm/cpuid.c: __do_cpuid_func())', () => {
     const cpuid = createSimKvm({ cpu: { maxPhysAddr: 48 } }).getSupportedCpuid();
     expect(cpuid.find((e) => e.function === 0x80000008)!.eax & 0xff).toBe(48);
     const sev = cpuid.find((e) => e.function === 0x8000001f)!;
@@ -85,7 +85,7 @@ describe('KVM_GET_SUPPORTED_CPUID', () => {
   });
 });
 
-describe('KVM_GET_DEVICE_ATTR (spec §1.4 sev_dev_get_attr)', () => {
+describe('KVM_GET_DEVICE_ATTR (arch/x86/kvm/svm/sev.c: sev_dev_get_attr())', () => {
   it('answers the VMSA features of the SEV group (0 while no SEV-ES is available)', () => {
     const noEs = createSimKvm({ vmTypes: ['default', 'sev'] });
     expect(noEs.getDeviceAttr(DEVICE_ATTR.X86_GRP_SEV, DEVICE_ATTR.X86_SEV_VMSA_FEATURES)).toBe(0n);

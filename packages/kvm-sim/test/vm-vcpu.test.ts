@@ -55,7 +55,7 @@ describe('KVM_CREATE_VCPU (kvm_main.c kvm_vm_ioctl_create_vcpu)', () => {
   });
 });
 
-describe('KVM_ENABLE_CAP (spec §2, x86.c kvm_vm_ioctl_enable_cap)', () => {
+describe('KVM_ENABLE_CAP (arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap())', () => {
   it('rejects non-zero flags with EINVAL before anything cap-specific', () => {
     expect(
       tryKvm(() =>
@@ -71,7 +71,7 @@ describe('KVM_ENABLE_CAP (spec §2, x86.c kvm_vm_ioctl_enable_cap)', () => {
     expect(tryKvm(() => vm.enableCap(CAP.EXIT_HYPERCALL, [1 << 11]))).toBe('EINVAL');
     expect(tryKvm(() => vm.enableCap(CAP.EXIT_HYPERCALL, [0]))).toBeUndefined();
   });
-  it('answers COPY/MOVE_ENC_CONTEXT_FROM with EINVAL when the vendor op is absent (spec §2)', () => {
+  it('answers COPY/MOVE_ENC_CONTEXT_FROM with EINVAL when the vendor op is absent (arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap())', () => {
     const kvm = createSimKvm({ vendor: 'intel' });
     const src = kvm.createVm();
     const dst = kvm.createVm();
@@ -100,9 +100,9 @@ describe('KVM_ENABLE_CAP (spec §2, x86.c kvm_vm_ioctl_enable_cap)', () => {
   });
 });
 
-describe('KVM_MEMORY_ENCRYPT_OP and REG/UNREG_REGION without a vendor op (spec §2)', () => {
+describe('KVM_MEMORY_ENCRYPT_OP and REG/UNREG_REGION without a vendor op (arch/x86/kvm/x86.c: kvm_arch_vm_ioctl())', () => {
   it('answers ENOTTY on the VM fd, for a NULL argument too', () => {
-    // A host without SEV (spec §4 #1: sev_enabled false) has no SEV vendor op on its DEFAULT VMs.
+    // A host without SEV (sev_enabled false, checked first in arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl()) has no SEV vendor op on its DEFAULT VMs.
     const vm = createSimKvm({ vmTypes: ['default', 'sw-protected'] }).createVm();
     expect(tryKvm(() => vm.memEncryptOp({ id: SEV_CMD.INIT }))).toBe('ENOTTY');
     expect(tryKvm(() => vm.memEncryptOp(undefined))).toBe('ENOTTY');
@@ -262,7 +262,7 @@ describe('closed and dead objects', () => {
     expect(tryKvm(() => v.getSregs())).toBe('EBADF');
     expect(tryKvm(() => vm.createVcpu(1))).toBeUndefined();
   });
-  it('spec §2: a dead VM fails every VM and vCPU ioctl with EIO, after the fd check', async () => {
+  it('a dead VM fails every VM and vCPU ioctl with EIO, after the fd check (virt/kvm/kvm_main.c: kvm_vm_ioctl())', async () => {
     const vm = createSimKvm().createVm();
     const v = vm.createVcpu(0);
     (vm as SimVm).markDead();

@@ -41,7 +41,7 @@ export function selectArchOps(type: VmType, cfg: ResolvedConfig): ArchOps {
       // The SNP model over the SEV-ES ops and the AMD vendor base.
       return snpArchOps(cfg, vendorBase(cfg));
     case 'tdx':
-      // The TDX model (../tdx): vt_x86_ops for KVM_X86_TDX_VM (spec §13).
+      // The TDX model (../tdx): vt_x86_ops for KVM_X86_TDX_VM (arch/x86/kvm/vmx/main.c).
       return tdxArchOps(cfg);
   }
 }

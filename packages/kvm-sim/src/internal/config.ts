@@ -81,7 +81,7 @@ export interface SimConfig {
     maxPhysAddr?: number;
     /** SEV C-bit position, CPUID 0x8000001F EBX[5:0] (default 51). */
     cBit?: number;
-    /** CPUID 0x8000001F ECX: highest SEV ASID (default 509; spec §11). */
+    /** CPUID 0x8000001F ECX: highest SEV ASID (default 509; arch/x86/kvm/svm/sev.c: sev_hardware_setup()). */
     maxSevAsid?: number;
     /** CPUID 0x8000001F EDX: lowest ASID for plain SEV; 1..min-1 are SEV-ES/SNP ASIDs (default 100). */
     minSevAsid?: number;
@@ -366,7 +366,7 @@ const KVM_FEATURE = { PV_UNHALT: 7, PV_SEND_IPI: 11, PV_SCHED_YIELD: 13 } as con
 /**
  * KVM_GET_SUPPORTED_CPUID of the simulated host: vendor, long mode/NX/LA57, MAXPHYADDR in
  * 0x80000008, the KVM paravirt leaves and, on an AMD-capable host with SEV types, 0x8000001F
- * (C-bit, ASID counts; EBX[11:6] and the VMPL count reported 0 as KVM does, spec §11.1).
+ * (C-bit, ASID counts; EBX[11:6] and the VMPL count reported 0 as KVM does, arch/x86/kvm/cpuid.c: __do_cpuid_func()).
  */
 export function supportedCpuid(cfg: ResolvedConfig): CpuidEntry[] {
   const amd = cfg.vendor !== 'intel';

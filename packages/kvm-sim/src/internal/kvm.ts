@@ -170,7 +170,7 @@ export class SimKvm implements Kvm, ArchKvm {
       case CAP.XSAVE:
       case CAP.XCRS:
         return 1;
-      // spec §1.2: both are in x86's unconditional "r = 1" list, even where the op is missing.
+      // arch/x86/kvm/x86.c: kvm_vm_ioctl_check_extension(): both are in x86's unconditional "r = 1" list, even where the op is missing.
       case CAP.VM_COPY_ENC_CONTEXT_FROM:
       case CAP.VM_MOVE_ENC_CONTEXT_FROM:
         return 1;

@@ -232,10 +232,11 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     this.fd = vm.kvm.allocFd({ kind: 'vcpu', vcpu: this });
   }
 
-  /** The fd check (EBADF) and the dead-VM gate (EIO, spec §2). */
+  /** The fd check (EBADF) and the dead-VM gate (EIO, virt/kvm/kvm_main.c: kvm_vm_ioctl()). */
   gate(op: string): void {
     if (!this.fdOpen) throw new KvmError('EBADF', op, `vCPU descriptor ${this.fd} is closed`);
-    if (this.vm.dead) throw new KvmError('EIO', op, 'the VM is dead (kvm->vm_dead), spec §2');
+    if (this.vm.dead)
+      throw new KvmError('EIO', op, 'the VM is dead (kvm->vm_dead), virt/kvm/kvm_main.c: kvm_vm_ioctl()');
   }
 
   private protectedGate(op: string): void {
@@ -458,7 +459,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
       throw new TypeError(`${op}: cmd must be a command object or undefined (NULL)`);
     this.gate(op);
     const f = this.vm.ops.vcpuMemEncryptOp;
-    // spec §2: SVM has no vCPU mem_enc op -> ENOTTY.
+    // arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl(): SVM has no vCPU mem_enc op -> ENOTTY.
     if (f === undefined)
       throw new KvmError('ENOTTY', op, `no vCPU memory-encryption op on ${this.vm.ops.name}`);
     f.call(this.vm.ops, this, cmd);

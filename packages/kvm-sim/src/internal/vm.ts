@@ -115,10 +115,11 @@ export class SimVm implements Vm, ArchVm {
 
   // ---- the ioctl gate -----------------------------------------------------------------------
 
-  /** The fd check (EBADF) and the dead-VM gate (spec §2: every VM ioctl, EIO) in that order. */
+  /** The fd check (EBADF) and the dead-VM gate (virt/kvm/kvm_main.c: kvm_vm_ioctl(): every VM ioctl, EIO) in that order. */
   gate(op: string): void {
     if (!this.vmFdOpen) throw new KvmError('EBADF', op, `VM descriptor ${this.fd} is closed`);
-    if (this.dead) throw new KvmError('EIO', op, 'the VM is dead (kvm->vm_dead), spec §2');
+    if (this.dead)
+      throw new KvmError('EIO', op, 'the VM is dead (kvm->vm_dead), virt/kvm/kvm_main.c: kvm_vm_ioctl()');
   }
 
   /** EBADF once the VM fd is closed, for the calls that are not ioctls (no dead-VM gate). */
@@ -223,7 +224,7 @@ export class SimVm implements Vm, ArchVm {
       else throw new TypeError(`${op}: args[${i}] must be a number, bigint or Vm`);
     });
     this.gate(op);
-    // spec §2 / x86.c kvm_vm_ioctl_enable_cap: flags != 0 -> EINVAL before anything cap-specific.
+    // arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap(): flags != 0 -> EINVAL before anything cap-specific.
     if (flags !== 0) throw new KvmError('EINVAL', op, `flags ${hex(flags)} must be 0`, { cap, flags });
     return a;
   }
@@ -245,7 +246,7 @@ export class SimVm implements Vm, ArchVm {
       case CAP.VM_MOVE_ENC_CONTEXT_FROM: {
         const copy = cap === CAP.VM_COPY_ENC_CONTEXT_FROM;
         const f = copy ? this.ops.vmCopyEncContextFrom : this.ops.vmMoveEncContextFrom;
-        // spec §2: a NULL vendor op -> EINVAL.
+        // arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap(): a NULL vendor op -> EINVAL.
         if (f === undefined)
           throw new KvmError(
             'EINVAL',
@@ -598,7 +599,7 @@ export class SimVm implements Vm, ArchVm {
       throw new TypeError(`${op}: cmd must be a command object or undefined (NULL)`);
     this.gate(op);
     const f = this.ops.memEncryptOp;
-    // spec §2: a missing vendor op -> ENOTTY.
+    // arch/x86/kvm/x86.c: kvm_arch_vm_ioctl(): a missing vendor op -> ENOTTY.
     if (f === undefined)
       throw new KvmError('ENOTTY', op, `no memory-encryption op for a ${this.type} VM on this host`);
     f.call(this.ops, this, cmd);

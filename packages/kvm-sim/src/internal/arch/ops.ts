@@ -12,7 +12,7 @@
 //     host SEV and TDX VMs side by side — see SimConfig.vendor), but each table must still behave
 //     like the vendor's: e.g. on an AMD host a DEFAULT VM's KVM_MEMORY_ENCRYPT_OP reaches the SEV
 //     code (legacy KVM_SEV_INIT turns it into an SEV guest), on an Intel host it reaches tdx_vm_ioctl
-//     which answers ENOTTY ("not a TD"), spec §2 / §13.1.
+//     which answers ENOTTY ("not a TD"), arch/x86/kvm/vmx/main.c: vt_mem_enc_ioctl().
 //   * An OPTIONAL method left undefined is a NULL op pointer: the core then answers exactly what
 //     x86.c answers for a NULL pointer (ENOTTY for mem_enc_ioctl / reg_region, EINVAL for
 //     copy/move enc context, #UD for vmgexit/tdcall/pvalidate). A table therefore leaves a method out
@@ -28,7 +28,7 @@
 //
 // Call order the core guarantees (mirrors kvm_main.c / x86.c):
 //   KVM_CREATE_VM        -> vmInit(vm)                     (after the type check; may throw KvmError)
-//   every VM/vCPU ioctl  -> dead-VM gate first (EIO), then the op      (spec §2)
+//   every VM/vCPU ioctl  -> dead-VM gate first (EIO), then the op      (virt/kvm/kvm_main.c: kvm_vm_ioctl())
 //   KVM_CREATE_VCPU      -> id / count checks, vcpuPrecreate(vm, id), create, duplicate-id EEXIST,
 //                           then vcpuCreated(vcpu)
 //   KVM_RUN              -> runCheck(vcpu) before the guest runs (TDX: EINVAL unless RUNNABLE)
@@ -234,15 +234,15 @@ export interface ArchOps {
   checkExtension?(vm: ArchVm | undefined, cap: number): number | undefined;
   /** KVM_ENABLE_CAP for caps this arch owns (undefined = not handled here, generic answer applies). */
   enableCap?(vm: ArchVm, cap: number, args: readonly bigint[]): 'handled' | undefined;
-  /** KVM_MEMORY_ENCRYPT_OP on the VM fd; absent -> ENOTTY (spec §2). `cmd` undefined = NULL argp. */
+  /** KVM_MEMORY_ENCRYPT_OP on the VM fd; absent -> ENOTTY (arch/x86/kvm/x86.c: kvm_arch_vm_ioctl()). `cmd` undefined = NULL argp. */
   memEncryptOp?(vm: ArchVm, cmd: SevCommand | TdxCommand | undefined): void;
   /** KVM_MEMORY_ENCRYPT_REG_REGION; absent -> ENOTTY. */
   memEncryptRegRegion?(vm: ArchVm, buffer: Uint8Array, offset: number, size: bigint): void;
   /** KVM_MEMORY_ENCRYPT_UNREG_REGION; absent -> ENOTTY. */
   memEncryptUnregRegion?(vm: ArchVm, buffer: Uint8Array, offset: number, size: bigint): void;
-  /** KVM_CAP_VM_COPY_ENC_CONTEXT_FROM with args[0] = source fd; absent -> EINVAL (spec §2). */
+  /** KVM_CAP_VM_COPY_ENC_CONTEXT_FROM with args[0] = source fd; absent -> EINVAL (arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap()). */
   vmCopyEncContextFrom?(dst: ArchVm, sourceFd: number): void;
-  /** KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM with args[0] = source fd; absent -> EINVAL (spec §2). */
+  /** KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM with args[0] = source fd; absent -> EINVAL (arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap()). */
   vmMoveEncContextFrom?(dst: ArchVm, sourceFd: number): void;
   /**
    * The same MOVE as steps: each `yield` is a point where the kernel may sleep with the two-VM lock
@@ -260,7 +260,7 @@ export interface ArchOps {
   vcpuCreated?(vcpu: ArchVcpu): void;
   /** vCPU freed (its VM is being destroyed). */
   vcpuDestroy?(vcpu: ArchVcpu): void;
-  /** KVM_MEMORY_ENCRYPT_OP on the vCPU fd; absent -> ENOTTY (SVM has none, spec §2). */
+  /** KVM_MEMORY_ENCRYPT_OP on the vCPU fd; absent -> ENOTTY (SVM has none, arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl()). */
   vcpuMemEncryptOp?(vcpu: ArchVcpu, cmd: TdxCommand | undefined): void;
   /** guest_state_protected: KVM_GET/SET_REGS and SREGS fail with EINVAL while true. */
   stateProtected?(vcpu: ArchVcpu): boolean;

@@ -10,14 +10,14 @@ const PRIVATE: AccessDecision = Object.freeze({ kind: 'private' });
 /**
  * Vendor-level behaviour every VM of the host sees (the parts of svm_x86_ops / vt_x86_ops that are
  * not about a confidential type). An AMD host reports the SEV device attribute group; an Intel host
- * answers a vCPU-scope KVM_MEMORY_ENCRYPT_OP on a non-TD vCPU with EINVAL (spec §2), an AMD host has
+ * answers a vCPU-scope KVM_MEMORY_ENCRYPT_OP on a non-TD vCPU with EINVAL (arch/x86/kvm/vmx/main.c: vt_vcpu_mem_enc_ioctl()), an AMD host has
  * no such op (ENOTTY).
  */
 export function vendorBase(cfg: ResolvedConfig): Partial<ArchOps> {
   if (cfg.vendor === 'intel') {
     return {
       vcpuMemEncryptOp(vcpu) {
-        // spec §2: VMX's vCPU mem_enc op rejects a vCPU that is not a TD vCPU.
+        // arch/x86/kvm/vmx/main.c: vt_vcpu_mem_enc_ioctl(): VMX's vCPU mem_enc op rejects a vCPU that is not a TD vCPU.
         throw new KvmError('EINVAL', 'KVM_MEMORY_ENCRYPT_OP', `vCPU ${vcpu.id} is not a TD vCPU`);
       },
     };
@@ -25,7 +25,7 @@ export function vendorBase(cfg: ResolvedConfig): Partial<ArchOps> {
   return {
     deviceAttr(kvm, group, attr) {
       if (group !== DEVICE_ATTR.X86_GRP_SEV) return undefined;
-      // spec §1.4 sev_dev_get_attr: unknown attribute -> ENXIO.
+      // arch/x86/kvm/svm/sev.c: sev_dev_get_attr(): unknown attribute -> ENXIO.
       if (attr !== DEVICE_ATTR.X86_SEV_VMSA_FEATURES)
         throw new KvmError(
           'ENXIO',
@@ -38,7 +38,7 @@ export function vendorBase(cfg: ResolvedConfig): Partial<ArchOps> {
   };
 }
 
-/** SEV-ES needs a non-empty ES ASID range (spec §11.2: min_sev_asid == 1 disables SEV-ES). */
+/** SEV-ES needs a non-empty ES ASID range (arch/x86/kvm/svm/sev.c: sev_hardware_setup(): min_sev_asid == 1 disables SEV-ES). */
 function sevEsUsable(cfg: ResolvedConfig): boolean {
   return cfg.minSevAsid > 1 && cfg.maxSevAsid > 0;
 }

@@ -40,7 +40,7 @@ import type { SevGuestCpuView, SevHostView, SevVcpuView, SevVmView, VmFdLookup }
 
 const HOST_KEY = 'sev-platform';
 
-/** The host's SEV platform, created on first use from the simulated CPU's configuration (spec §11.1). */
+/** The host's SEV platform, created on first use from the simulated CPU's configuration (arch/x86/kvm/svm/sev.c: sev_hardware_setup()). */
 export function sevPlatform(kvm: ArchKvm): SevPlatform {
   return kvm.hostState(HOST_KEY, () => {
     const cfg = kvm.config;
@@ -149,7 +149,7 @@ function vmState(vm: ArchVm): SevVmState {
   return (vm.arch as ArchSevVm).sev;
 }
 
-// RDMSR of the SEV MSRs (spec §12.1/§12.2): the status MSR of an SEV guest, the GHCB MSR of an SEV-ES guest.
+// RDMSR of the SEV MSRs (arch/x86/include/asm/msr-index.h: MSR_AMD64_SEV_*): the status MSR of an SEV guest, the GHCB MSR of an SEV-ES guest.
 function sevReadMsr(vcpu: ArchVcpu, msr: number): bigint | undefined {
   const p = sevPlatform(vcpu.vm.kvm);
   const s = vmState(vcpu.vm);
@@ -368,7 +368,7 @@ function sevOps(kind: VmType): Partial<ArchOps> {
   };
 }
 
-/** Whether the host offers SEV VMs of `type` (spec §1.1, §11.2: SEV-ES and SNP need ES ASIDs). */
+/** Whether the host offers SEV VMs of `type` (arch/x86/kvm/svm/sev.c: sev_set_cpu_caps(), sev_hardware_setup(): SEV-ES and SNP need ES ASIDs). */
 export function sevTypeAvailable(type: 'sev' | 'sev-es' | 'sev-snp', cfg: ResolvedConfig): boolean {
   if (!cfg.vmTypes.includes(type) || cfg.maxSevAsid === 0) return false;
   return type === 'sev' || cfg.minSevAsid > 1;
@@ -389,7 +389,7 @@ export function sevArchOps(
     name: type,
     available: sevTypeAvailable(type, cfg),
     vmInit(vm: ArchVm) {
-      // spec §1.1: has_private_mem = (type == SNP_VM); has_protected_state = (type != SEV_VM).
+      // arch/x86/kvm/svm/svm.c: svm_vm_init(): has_private_mem = (type == SNP_VM); has_protected_state = (type != SEV_VM).
       vm.hasPrivateMem = type === 'sev-snp';
       vm.hasProtectedState = type !== 'sev';
       vm.arch = new ArchSevVm(vm, sevPlatform(vm.kvm).newVmState(type));

@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { AsidPool } from './asid.js';
 import { cpuidWith, FakeHost } from './fakes.test-support.js';
 
-describe('ASID pool (spec §11)', () => {
-  it('spec §11.2: plain SEV uses min..max, SEV-ES uses 1..min-1; ASID 0 is never handed out', () => {
+describe('ASID pool (arch/x86/kvm/svm/sev.c: sev_asid_new(), sev_asid_free())', () => {
+  it('plain SEV uses min..max, SEV-ES uses 1..min-1; ASID 0 is never handed out (arch/x86/kvm/svm/sev.c: sev_asid_new())', () => {
     const p = new AsidPool(4, 6);
     expect([p.allocate(false), p.allocate(false), p.allocate(false), p.allocate(false)]).toEqual([
       4,
@@ -21,12 +21,12 @@ describe('ASID pool (spec §11)', () => {
     ]);
   });
 
-  it('spec §11.3 #1: an empty range → ENOTTY (min > max for SEV; min == 1 for SEV-ES)', () => {
+  it('an empty range → ENOTTY (min > max for SEV; min == 1 for SEV-ES) (arch/x86/kvm/svm/sev.c: sev_asid_new())', () => {
     expect(new AsidPool(5, 4).allocate(false)).toBe('ENOTTY');
     expect(new AsidPool(1, 4).allocate(true)).toBe('ENOTTY');
   });
 
-  it('spec §11.4: a freed ASID is not reused until the range is exhausted (delayed reuse)', () => {
+  it('a freed ASID is not reused until the range is exhausted (delayed reuse) (arch/x86/kvm/svm/sev.c: sev_asid_free())', () => {
     const p = new AsidPool(1, 3);
     expect(p.allocate(false)).toBe(1);
     expect(p.allocate(false)).toBe(2);
@@ -39,7 +39,7 @@ describe('ASID pool (spec §11)', () => {
     expect(p.allocate(false)).toBe('EBUSY');
   });
 
-  it('spec §11.3 #4: a recycle happens only if this range has a reclaimable ASID, and then frees every range', () => {
+  it('a recycle happens only if this range has a reclaimable ASID, and then frees every range (arch/x86/kvm/svm/sev.c: __sev_recycle_asids())', () => {
     const p = new AsidPool(3, 4);
     expect([p.allocate(true), p.allocate(true)]).toEqual([1, 2]);
     expect([p.allocate(false), p.allocate(false)]).toEqual([3, 4]);
@@ -53,7 +53,7 @@ describe('ASID pool (spec §11)', () => {
     expect(p.stats.recycles).toBe(1);
   });
 
-  it('spec §11.3 #5: the kernel answers EBUSY when a range is full (through KVM_SEV_INIT)', () => {
+  it('the kernel answers EBUSY when a range is full (through KVM_SEV_INIT) (arch/x86/kvm/svm/sev.c: sev_asid_new())', () => {
     const h = new FakeHost({ cpuid: cpuidWith(3, 4) });
     const es = [h.createVm(), h.createVm()];
     for (const v of es) v.cmd(SEV_CMD.ES_INIT);
@@ -71,7 +71,7 @@ describe('ASID pool (spec §11)', () => {
     expect(h.platform.firmware.issued).toContain('DF_FLUSH');
   });
 
-  it('spec §11.4: every ASID is back (owned none) after all VMs are closed; pools refill', () => {
+  it('every ASID is back (owned none) after all VMs are closed; pools refill (arch/x86/kvm/svm/sev.c: sev_asid_free())', () => {
     const h = new FakeHost({ cpuid: cpuidWith(3, 5) });
     for (let round = 0; round < 4; round++) {
       const vms = [h.createVm(), h.createVm(), h.createVm(), h.createVm(), h.createVm()];
@@ -86,7 +86,7 @@ describe('ASID pool (spec §11)', () => {
     }
   });
 
-  it('spec §11.3: property — allocate/free sequences never hand out an owned ASID and stay inside the range', () => {
+  it('property — allocate/free sequences never hand out an owned ASID and stay inside the range (arch/x86/kvm/svm/sev.c: sev_asid_new())', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 6 }),

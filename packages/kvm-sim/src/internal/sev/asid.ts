@@ -1,4 +1,4 @@
-// The SEV ASID space (spec §11): one used bitmap and one reclaim bitmap indexed by ASID, the plain-SEV
+// The SEV ASID space (arch/x86/kvm/svm/sev.c: sev_asid_new(), sev_asid_free()): one used bitmap and one reclaim bitmap indexed by ASID, the plain-SEV
 // range minSevAsid..maxSevAsid and the SEV-ES/SNP range 1..minSevAsid-1, lowest-free allocation,
 // delayed reuse through a single DF_FLUSH recycle, and EBUSY when a range is exhausted.
 
@@ -7,7 +7,7 @@ export type AsidAllocFailure = 'ENOTTY' | 'EBUSY';
 
 /** Counters a test can read to see what the pool did. */
 export interface AsidPoolStats {
-  /** DF_FLUSH recycles performed (spec §11.3 step 4). */
+  /** DF_FLUSH recycles performed (arch/x86/kvm/svm/sev.c: __sev_recycle_asids()). */
   recycles: number;
 }
 
@@ -26,17 +26,17 @@ export class AsidPool {
       throw new RangeError(`maxSevAsid ${maxSevAsid} is outside 0..65536 (the simulator's bitmap limit)`);
     this.minSevAsid = minSevAsid;
     this.maxSevAsid = maxSevAsid;
-    // ASID 0 has a slot but is never handed out (spec §11.2).
+    // ASID 0 has a slot but is never handed out (arch/x86/kvm/svm/sev.c: sev_asid_new()).
     this.#used = new Uint8Array(maxSevAsid + 1);
     this.#reclaim = new Uint8Array(maxSevAsid + 1);
   }
 
-  /** The inclusive range for a guest kind (spec §11.2): ES/SNP `1..min-1`, plain SEV `min..max`. */
+  /** The inclusive range for a guest kind (arch/x86/kvm/svm/sev.c: sev_asid_new()): ES/SNP `1..min-1`, plain SEV `min..max`. */
   range(es: boolean): { first: number; last: number } {
     return es ? { first: 1, last: this.minSevAsid - 1 } : { first: this.minSevAsid, last: this.maxSevAsid };
   }
 
-  /** `sev_asid_new` steps 1, 3–6 (spec §11.3): the lowest free ASID in range, recycling once if none. */
+  /** `sev_asid_new` steps 1, 3–6 (arch/x86/kvm/svm/sev.c): the lowest free ASID in range, recycling once if none. */
   allocate(es: boolean): number | AsidAllocFailure {
     const { first, last } = this.range(es);
     if (first > last) return 'ENOTTY';
@@ -47,7 +47,7 @@ export class AsidPool {
     return asid;
   }
 
-  /** `sev_asid_free` (spec §11.4): the ASID waits in the reclaim bitmap until the next recycle. */
+  /** `sev_asid_free` (arch/x86/kvm/svm/sev.c): the ASID waits in the reclaim bitmap until the next recycle. */
   free(asid: number): void {
     if (asid <= 0 || asid > this.maxSevAsid || this.#used[asid] !== 1)
       throw new Error(`internal: ASID ${asid} freed but not allocated`);
@@ -87,7 +87,7 @@ export class AsidPool {
   }
 
   // `__sev_recycle_asids`: only if some ASID of *this* range waits; then every reclaimable ASID of
-  // every range becomes free (spec §11.3 step 4).
+  // every range becomes free (arch/x86/kvm/svm/sev.c: __sev_recycle_asids()).
   #recycle(first: number, last: number): boolean {
     let any = false;
     for (let a = first; a <= last && !any; a++) any = this.#reclaim[a] === 1;

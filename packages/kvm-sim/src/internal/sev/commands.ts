@@ -1,5 +1,5 @@
-// KVM_MEMORY_ENCRYPT_OP for SEV (`sev_mem_enc_ioctl`, spec §4) and every legacy SEV/SEV-ES command
-// handler (spec §5.1–§5.3), plus REG_REGION / UNREG_REGION (spec §10). Each handler runs its checks in
+// KVM_MEMORY_ENCRYPT_OP for SEV (`sev_mem_enc_ioctl`, arch/x86/kvm/svm/sev.c) and every legacy SEV/SEV-ES command
+// handler (arch/x86/kvm/svm/sev.c: sev_guest_init() … sev_receive_finish()), plus REG_REGION / UNREG_REGION (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region(), sev_mem_enc_unregister_region()). Each handler runs its checks in
 // the kernel's order and fails with the kernel's errno; firmware rejections are EIO with `error` set.
 
 import { type HostPtr, SEV_CMD, SEV_RET } from '@kvmtest/kvm';
@@ -61,7 +61,7 @@ export interface SevReceiveUpdateData {
   trans?: Uint8Array | undefined;
 }
 
-/** The command ids a mirror may issue (`is_cmd_allowed_from_mirror`, spec §4 step 5, §9.3). */
+/** The command ids a mirror may issue (`is_cmd_allowed_from_mirror`, arch/x86/kvm/svm/sev.c). */
 export const MIRROR_ALLOWED_CMDS: ReadonlySet<number> = new Set([
   SEV_CMD.LAUNCH_UPDATE_VMSA,
   SEV_CMD.GUEST_STATUS,
@@ -73,7 +73,7 @@ const CMD_NAME: Record<number, string> = Object.fromEntries(
   Object.entries(SEV_CMD).map(([k, v]) => [v, `KVM_SEV_${k}`]),
 );
 
-/** The local copy of `struct kvm_sev_cmd` a handler works on (`error` is copied back, spec §4 step 9). */
+/** The local copy of `struct kvm_sev_cmd` a handler works on (`error` is copied back, arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl()). */
 export interface SevCmdCopy {
   readonly id: number;
   readonly data: unknown;
@@ -83,14 +83,14 @@ export interface SevCmdCopy {
 
 type Handler = (p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string) => void;
 
-/** `sev_mem_enc_ioctl` (spec §4): gates in order, the handler, then the copy-back of the command. */
+/** `sev_mem_enc_ioctl` (arch/x86/kvm/svm/sev.c): gates in order, the handler, then the copy-back of the command. */
 export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void {
   const op0 = 'KVM_MEMORY_ENCRYPT_OP';
-  // §4 #1
+  // SEV not enabled on the host → ENOTTY (the first check of sev_mem_enc_ioctl()).
   if (!p.sevEnabled) fail('ENOTTY', op0, 'SEV is not enabled on this host');
-  // §4 #2: a NULL argument does nothing and succeeds.
+  // A NULL argument does nothing and succeeds.
   if (cmd === undefined || cmd === null) return;
-  // §4 #3: copy_from_user of struct kvm_sev_cmd.
+  // copy_from_user of struct kvm_sev_cmd.
   const rd = new StructReader(cmd, op0, 'struct kvm_sev_cmd');
   const id = rd.uint('id');
   const sevFd = rd.uint('sevFd', 32, 0);
@@ -105,16 +105,16 @@ export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void 
   const c: SevCmdCopy = { id, data: (cmd as { data?: unknown }).data, sevFd, error };
   const op = CMD_NAME[id] ?? `${op0}(id ${id})`;
   const s = vm.sev;
-  // §4 #5: a mirror may only issue four commands; `data` is never looked at.
+  // is_cmd_allowed_from_mirror(): a mirror may only issue four commands; `data` is never looked at.
   if (isMirror(s) && !MIRROR_ALLOWED_CMDS.has(id))
     fail('EINVAL', op, `command ${id} is not allowed on a mirror VM (only 4, 16, 17, 18)`);
-  // §4 #6
+  // An SNP guest may not issue any legacy id (< KVM_SEV_SNP_LAUNCH_START) → EPERM.
   if (sevSnpGuest(s) && id < SEV_CMD.SNP_LAUNCH_START)
     fail('EPERM', op, 'legacy SEV commands are refused on an SNP guest');
-  // §4 #7: ES_INIT needs SEV-ES enabled before it shares the INIT path.
+  // ES_INIT needs SEV-ES enabled before it shares the INIT path.
   if (id === SEV_CMD.ES_INIT && !p.sevEsEnabled) fail('ENOTTY', op, 'SEV-ES is not enabled on this host');
   const handler = HANDLERS[id];
-  // §4 #8: unknown id, no copy-back.
+  // Unknown id (the switch's default case): EINVAL, no copy-back.
   if (handler === undefined) fail('EINVAL', op, `command id ${id} is not implemented`);
   let thrown: unknown;
   try {
@@ -122,13 +122,13 @@ export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void 
   } catch (e) {
     thrown = e;
   }
-  // §4 #9: the whole struct (with `error`) goes back to the caller, success or failure.
+  // After a handler ran, the whole struct (with `error`) goes back to the caller, success or failure.
   copyToUser(cmd, { error: c.error }, op, 'struct kvm_sev_cmd');
   if (thrown !== undefined) throw thrown;
 }
 
 // `sev_issue_cmd` through the fd remembered at LAUNCH_START: a closed or non-/dev/sev fd → EBADF before
-// the firmware; a firmware status ≠ 0 → EIO with `error` = the status (spec §1.5).
+// the firmware; a firmware status ≠ 0 → EIO with `error` = the status (drivers/crypto/ccp/sev-dev.c: sev_issue_cmd_external_user()).
 function issue(p: SevPlatform, fd: number, c: SevCmdCopy, op: string, fw: () => number): void {
   if (!p.host.isSevDeviceFd(fd)) fail('EBADF', op, `fd ${fd} is not an open /dev/sev descriptor`, { fd });
   const status = fw();
@@ -141,14 +141,14 @@ function requireSev(s: SevVmState, op: string, code: 'ENOTTY' | 'EINVAL' = 'ENOT
   if (!sevGuest(s)) fail(code, op, 'the VM is not an SEV guest (no INIT yet, or its context moved away)');
 }
 
-// ---- §5.1 initialisation ------------------------------------------------------------------------------
+// ---- initialisation: sev_guest_init(), sev_guest_init2(), __sev_guest_init() ------------------------------------------------------------------------------
 
 const GHCB_VERSION_MAX = 2;
 const GHCB_VERSION_DEFAULT = 2;
 const GHCB_VERSION_MIN = 1;
 
 function sevGuestInit(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
-  // §5.1 INIT #2: legacy INIT is only for DEFAULT VMs.
+  // sev_guest_init(): legacy INIT is only for DEFAULT VMs.
   if (vm.type !== 'default')
     fail('EINVAL', op, `legacy INIT is only for default VMs (this VM is ${vm.type})`);
   const es = c.id === SEV_CMD.ES_INIT;
@@ -176,7 +176,7 @@ function sevGuestInit2(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string)
   guestInitCommon(p, vm, c, op, data, vm.type);
 }
 
-// `__sev_guest_init` (spec §5.1).
+// `__sev_guest_init` (arch/x86/kvm/svm/sev.c).
 function guestInitCommon(
   p: SevPlatform,
   vm: SevVmView,
@@ -199,11 +199,11 @@ function guestInitCommon(
   if (data.ghcbVersion > GHCB_VERSION_MAX || (!es && data.ghcbVersion !== 0))
     fail('EINVAL', op, `ghcb_version ${data.ghcbVersion} is not allowed for ${kind}`);
   if (s.active) fail('EINVAL', op, 'SEV is already initialised on this VM');
-  // §5.1 #7: the ASID (ranges by es_active).
+  // sev_asid_new(): the ASID (ranges by es_active).
   const asid = p.allocateAsid(es);
   if (asid === 'ENOTTY') fail('ENOTTY', op, `no ${es ? 'SEV-ES' : 'SEV'} ASIDs exist on this host`);
   if (asid === 'EBUSY') fail('EBUSY', op, `every ${es ? 'SEV-ES' : 'SEV'} ASID is in use`);
-  // §5.1 #8: platform init; on failure the ASID goes back and `error` carries the firmware code.
+  // sev_platform_init(): platform init; on failure the ASID goes back and `error` carries the firmware code.
   const st = p.firmware.platformInit();
   if (st !== SEV_RET.SUCCESS) {
     p.asids.free(asid);
@@ -212,7 +212,7 @@ function guestInitCommon(
   }
   s.active = true;
   s.esActive = es;
-  // §5.1 #6: an SNP VM gets SNP_ACTIVE (SVM_SEV_FEAT_SNP_ACTIVE, bit 0) in its VMSA features; #9 (the
+  // An SNP VM gets SNP_ACTIVE (SVM_SEV_FEAT_SNP_ACTIVE, bit 0) in its VMSA features; snp_guest_req_init() (the
   // guest-request bounce pages) cannot fail in the simulator.
   s.vmsaFeatures = kind === 'sev-snp' ? data.vmsaFeatures | 1n : data.vmsaFeatures;
   s.ghcbVersion = es && data.ghcbVersion === 0 ? GHCB_VERSION_DEFAULT : data.ghcbVersion;
@@ -222,7 +222,7 @@ function guestInitCommon(
   s.needInit = false;
 }
 
-// ---- §5.2 launch, status, debug -----------------------------------------------------------------------
+// ---- launch, status, debug (sev_launch_*(), sev_guest_status(), sev_dbg_crypt()) -----------------------------------------------------------------------
 
 function launchStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
@@ -281,7 +281,7 @@ function launchUpdateVmsa(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: stri
       fail('EINVAL', op, `vCPU ${vcpu.id} DR7 0x${vcpu.dr7.toString(16)} has breakpoints set`);
     const vmsa = buildVmsa(vcpu.regs(), vcpu.sregs(), vcpu.dr7, s.vmsaFeatures);
     issue(p, s.fd, c, op, () => p.firmware.launchUpdateVmsa(s.handle, vcpu.id, vmsa));
-    // No "already protected" check: a second call goes to the firmware again (spec §5.2).
+    // No "already protected" check: a second call goes to the firmware again (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa()).
     vcpu.sev.vmsa = vmsa;
     vcpu.sev.guestStateProtected = true;
   }
@@ -302,7 +302,7 @@ function launchSecret(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string):
 }
 
 /**
- * The shared shape of LAUNCH_MEASURE and GET_ATTESTATION_REPORT (spec §5.2): `len` 0 is query mode
+ * The shared shape of LAUNCH_MEASURE and GET_ATTESTATION_REPORT (arch/x86/kvm/svm/sev.c: sev_get_attestation_report(), sev_launch_measure()): `len` 0 is query mode
  * (the firmware runs without a buffer and the length it wants goes back even when it fails);
  * otherwise a buffer over 16 KiB is EINVAL, and on success the blob lands at `uaddr`.
  */
@@ -440,7 +440,7 @@ function getAttestationReport(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: 
   );
 }
 
-// ---- §5.3 SEND_* / RECEIVE_* (kernel checks; the firmware has no certificate chain to accept) -------------
+// ---- SEND_* / RECEIVE_* (sev_send_*(), sev_receive_*()) (kernel checks; the firmware has no certificate chain to accept) -------------
 
 function sendStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
@@ -541,7 +541,7 @@ function receiveStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string):
 
 function receiveUpdateData(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
-  // The only handler whose "not SEV" answer is EINVAL (spec §5.3).
+  // The only handler whose "not SEV" answer is EINVAL (arch/x86/kvm/svm/sev.c: sev_receive_update_data()).
   requireSev(s, op, 'EINVAL');
   const rd = new StructReader(c.data, op, 'struct kvm_sev_receive_update_data');
   const hdr = rd.bytes('hdr');
@@ -586,13 +586,13 @@ const HANDLERS: Record<number, Handler> = {
   [SEV_CMD.RECEIVE_START]: receiveStart,
   [SEV_CMD.RECEIVE_UPDATE_DATA]: receiveUpdateData,
   [SEV_CMD.RECEIVE_FINISH]: receiveFinish,
-  // §5.4, in ./snp-commands.ts
+  // The SNP commands (snp_launch_start() etc.) are in ./snp-commands.ts
   [SEV_CMD.SNP_LAUNCH_START]: snpLaunchStart,
   [SEV_CMD.SNP_LAUNCH_UPDATE]: snpLaunchUpdate,
   [SEV_CMD.SNP_LAUNCH_FINISH]: snpLaunchFinish,
 };
 
-// ---- §10 REG_REGION / UNREG_REGION ------------------------------------------------------------------------
+// ---- REG_REGION / UNREG_REGION (sev_mem_enc_(un)register_region()) ------------------------------------------------------------------------
 
 const ULONG_MAX = (1n << 64n) - 1n;
 
@@ -604,7 +604,7 @@ function readRegion(region: unknown, op: string): { addr: HostPtr; size: bigint 
   return { addr: r.addr, size: r.size };
 }
 
-/** `sev_mem_enc_register_region` (spec §10). */
+/** `sev_mem_enc_register_region` (arch/x86/kvm/svm/sev.c). */
 export function registerRegion(p: SevPlatform, vm: SevVmView, region: unknown): void {
   const op = 'KVM_MEMORY_ENCRYPT_REG_REGION';
   const r = readRegion(region, op);
@@ -617,7 +617,7 @@ export function registerRegion(p: SevPlatform, vm: SevVmView, region: unknown): 
   s.regions.push({ uaddr: pin.uaddr, size: r.size, npages: pin.npages, ptr: r.addr });
 }
 
-/** `sev_mem_enc_unregister_region` (spec §10): the mirror check comes before everything else. */
+/** `sev_mem_enc_unregister_region` (arch/x86/kvm/svm/sev.c): the mirror check comes before everything else. */
 export function unregisterRegion(_p: SevPlatform, vm: SevVmView, region: unknown): void {
   const op = 'KVM_MEMORY_ENCRYPT_UNREG_REGION';
   const r = readRegion(region, op);

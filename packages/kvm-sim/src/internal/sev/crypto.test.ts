@@ -15,7 +15,7 @@ const K1 = deriveKey(1, 2);
 const K2 = deriveKey(2, 2);
 
 describe('memory-encryption engine', () => {
-  it('spec §5.2 encryption: is deterministic and keyed: the same key and page give the same ciphertext, another key another', () => {
+  it('encryption: is deterministic and keyed: the same key and page give the same ciphertext, another key another (the firmware encryption arch/x86/kvm/svm/sev.c: sev_launch_update_data() requests)', () => {
     const a = new Uint8Array(4096);
     cryptRange(K1, a, 0, 4096);
     const first = a.slice();
@@ -30,13 +30,13 @@ describe('memory-encryption engine', () => {
     expect(b).not.toEqual(first); // another host page: another tweak
   });
 
-  it('spec §5.2 encryption: is tweaked by the host page: identical plaintext on two pages encrypts differently', () => {
+  it('encryption: is tweaked by the host page: identical plaintext on two pages encrypts differently (the firmware encryption arch/x86/kvm/svm/sev.c: sev_launch_update_data() requests)', () => {
     const m = new Uint8Array(8192);
     cryptRange(K1, m, 0, 8192);
     expect(m.subarray(0, 4096)).not.toEqual(m.subarray(4096));
   });
 
-  it('spec §5.2 encryption: a ciphertext copied to another page does not decrypt there', () => {
+  it('encryption: a ciphertext copied to another page does not decrypt there (the firmware encryption arch/x86/kvm/svm/sev.c: sev_launch_update_data() requests)', () => {
     const m = new Uint8Array(8192);
     m.fill(0x42, 0, 64);
     cryptRange(K1, m, 0, 64);
@@ -45,7 +45,7 @@ describe('memory-encryption engine', () => {
     expect(decryptCopy(K1, m, 0, 64)).toEqual(new Uint8Array(64).fill(0x42));
   });
 
-  it('spec §5.2 encryption: a host write into an encrypted page scrambles what the guest reads', () => {
+  it('encryption: a host write into an encrypted page scrambles what the guest reads (the firmware encryption arch/x86/kvm/svm/sev.c: sev_launch_update_data() requests)', () => {
     const m = new Uint8Array(4096);
     privateWriteU64(K1, m, 16, 42n);
     expect(privateReadU64(K1, m, 16)).toBe(42n);
@@ -53,14 +53,14 @@ describe('memory-encryption engine', () => {
     expect(privateReadU64(K1, m, 16)).not.toBe(42n);
   });
 
-  it('spec §5.2 encryption: the same host page seen through a subarray (another Uint8Array over the buffer) decrypts the same', () => {
+  it('encryption: the same host page seen through a subarray (another Uint8Array over the buffer) decrypts the same (the firmware encryption arch/x86/kvm/svm/sev.c: sev_launch_update_data() requests)', () => {
     const m = new Uint8Array(16384);
     privateWriteU64(K1, m, 8200, 0xdeadbeefn);
     const view = new Uint8Array(m.buffer, 8192, 4096);
     expect(privateReadU64(K1, view, 8)).toBe(0xdeadbeefn);
   });
 
-  it('spec §5.2 encryption, property: every entry point round-trips at any offset, length and alignment', () => {
+  it('encryption, property: every entry point round-trips at any offset, length and alignment (the firmware encryption arch/x86/kvm/svm/sev.c: sev_launch_update_data() requests)', () => {
     fc.assert(
       fc.property(
         fc.uint8Array({ minLength: 1, maxLength: 300 }),
@@ -87,7 +87,7 @@ describe('memory-encryption engine', () => {
     );
   });
 
-  it('spec §5.2 encryption: rejects ranges outside the buffer with RangeError', () => {
+  it('encryption: rejects ranges outside the buffer with RangeError (the firmware encryption arch/x86/kvm/svm/sev.c: sev_launch_update_data() requests)', () => {
     expect(() => cryptRange(K1, new Uint8Array(8), 4, 8)).toThrow(RangeError);
     expect(() => decryptCopy(K1, new Uint8Array(8), 4, 8)).toThrow(RangeError);
   });

@@ -7,15 +7,15 @@ function snapshot(vm: FakeVm) {
   return { ...rest, mirrors: mirrors.length, owner: owner?.fd, regions: regions.length };
 }
 
-describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
-  it('spec §4 #1: SEV disabled on the host → ENOTTY', () => {
+describe('KVM_MEMORY_ENCRYPT_OP dispatch (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())', () => {
+  it('SEV disabled on the host → ENOTTY (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())', () => {
     const h = new FakeHost({ sevEnabled: false });
     const vm = h.createVm();
     expect(tryKvm(() => vm.op({ id: SEV_CMD.INIT }))).toBe('ENOTTY');
     expect(tryKvm(() => vm.op(undefined))).toBe('ENOTTY');
   });
 
-  it('spec §4 #1: a CPUID with no SEV bit or no ASIDs disables SEV → ENOTTY', () => {
+  it('a CPUID with no SEV bit or no ASIDs disables SEV → ENOTTY (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())', () => {
     const h = new FakeHost({ cpuid: { eax: 0, ebx: 51, ecx: 10, edx: 5 } });
     expect(h.platform.sevEnabled).toBe(false);
     expect(tryKvm(() => h.createVm().op({ id: SEV_CMD.INIT }))).toBe('ENOTTY');
@@ -23,7 +23,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     expect(h2.platform.sevEnabled).toBe(false);
   });
 
-  it('spec §4 #2: a NULL argument returns 0 and changes nothing', () => {
+  it('a NULL argument returns 0 and changes nothing (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     const before = snapshot(vm);
@@ -40,15 +40,18 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     ['a bigint id', { id: 0n }],
     ['a non-numeric sevFd', { id: 0, sevFd: 'x' }],
     ['a non-integer error', { id: 0, error: 'x' }],
-  ])('spec §4 #3: struct kvm_sev_cmd that cannot be copied (%s) → EFAULT, nothing changed', (_n, cmd) => {
-    const h = new FakeHost();
-    const vm = h.createVm();
-    const before = snapshot(vm);
-    expect(tryKvm(() => h.platform.memEncryptOp(vm, cmd))).toBe('EFAULT');
-    expect(snapshot(vm)).toEqual(before);
-  });
+  ])(
+    'struct kvm_sev_cmd that cannot be copied (%s) → EFAULT, nothing changed (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())',
+    (_n, cmd) => {
+      const h = new FakeHost();
+      const vm = h.createVm();
+      const before = snapshot(vm);
+      expect(tryKvm(() => h.platform.memEncryptOp(vm, cmd))).toBe('EFAULT');
+      expect(snapshot(vm)).toEqual(before);
+    },
+  );
 
-  it('spec §4 #7: ES_INIT with SEV-ES disabled → ENOTTY, no copy-back', () => {
+  it('ES_INIT with SEV-ES disabled → ENOTTY, no copy-back (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())', () => {
     const h = new FakeHost({ sevEsEnabled: false });
     const vm = h.createVm();
     const c: SevCommand = { id: SEV_CMD.ES_INIT, error: 77 };
@@ -57,14 +60,14 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     expect(vm.sev.active).toBe(false);
   });
 
-  it('spec §11.2: min_sev_asid == 1 leaves no SEV-ES ASIDs, so SEV-ES is disabled (ES_INIT → ENOTTY)', () => {
+  it('min_sev_asid == 1 leaves no SEV-ES ASIDs, so SEV-ES is disabled (ES_INIT → ENOTTY) (arch/x86/kvm/svm/sev.c: sev_hardware_setup())', () => {
     const h = new FakeHost({ cpuid: { eax: 2 | 8, ebx: 51, ecx: 10, edx: 1 } });
     expect(h.platform.sevEsEnabled).toBe(false);
     expect(tryKvm(() => h.createVm().op({ id: SEV_CMD.ES_INIT }))).toBe('ENOTTY');
   });
 
   it.each([10, 14, 19, 23, 50, 99, 103, 0xffff])(
-    'spec §4 #8: unimplemented id %i → EINVAL, error not copied back',
+    'unimplemented id %i → EINVAL, error not copied back (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())',
     (id) => {
       const h = new FakeHost();
       const vm = h.createVm();
@@ -74,7 +77,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     },
   );
 
-  it('spec §4 #9: a handled command copies `error` back even when it fails', () => {
+  it('a handled command copies `error` back even when it fails (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -88,7 +91,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     expect(c.error).toBe(SEV_RET.POLICY_FAILURE);
   });
 
-  it('spec §4 #9: the copy-back of kvm_sev_cmd failing turns the result into EFAULT', () => {
+  it('the copy-back of kvm_sev_cmd failing turns the result into EFAULT (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     const c = Object.freeze({ id: SEV_CMD.INIT, error: 0 });
@@ -97,7 +100,7 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
     expect(vm.sev.active).toBe(true);
   });
 
-  it('spec §4 #5: a mirror gets EINVAL for a non-allowed id before the SNP check and without reading data', () => {
+  it('a mirror gets EINVAL for a non-allowed id before the SNP check and without reading data (arch/x86/kvm/svm/sev.c: is_cmd_allowed_from_mirror())', () => {
     const h = new FakeHost();
     const owner = h.createVm();
     owner.cmd(SEV_CMD.INIT);
@@ -113,8 +116,8 @@ describe('KVM_MEMORY_ENCRYPT_OP dispatch (spec §4)', () => {
   });
 });
 
-describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
-  it('spec §5.1 INIT #2: legacy INIT on a non-default VM type → EINVAL', () => {
+describe('KVM_SEV_INIT / ES_INIT (arch/x86/kvm/svm/sev.c: __sev_guest_init(), sev_guest_init())', () => {
+  it('legacy INIT on a non-default VM type → EINVAL (arch/x86/kvm/svm/sev.c: sev_guest_init())', () => {
     const h = new FakeHost();
     for (const t of ['sev', 'sev-es', 'sw-protected'] as const) {
       const vm = h.createVm(t);
@@ -130,7 +133,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     }
   });
 
-  it('spec §7: INIT on a default VM makes an SEV guest with ghcb_version 0 and a plain-SEV ASID', () => {
+  it('INIT on a default VM makes an SEV guest with ghcb_version 0 and a plain-SEV ASID (arch/x86/kvm/svm/sev.c: sev_guest_init())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -144,7 +147,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     expect(vm.sev.asid).toBe(h.platform.info.minSevAsid);
   });
 
-  it('spec §7: ES_INIT on a default VM makes an SEV-ES guest with ghcb_version 1 and an ES ASID', () => {
+  it('ES_INIT on a default VM makes an SEV-ES guest with ghcb_version 1 and an ES ASID (arch/x86/kvm/svm/sev.c: sev_guest_init())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.ES_INIT);
@@ -152,7 +155,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     expect(vm.sev.asid).toBe(1);
   });
 
-  it('spec §5.1 note: a second INIT / ES_INIT → EINVAL (active already set), state unchanged', () => {
+  it('a second INIT / ES_INIT → EINVAL (active already set), state unchanged (arch/x86/kvm/svm/sev.c: __sev_guest_init())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -162,7 +165,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     expect(snapshot(vm)).toEqual(before);
   });
 
-  it('spec §5.1 __sev_guest_init #1: vCPUs already created → EINVAL, no ASID taken', () => {
+  it('vCPUs already created → EINVAL, no ASID taken (arch/x86/kvm/svm/sev.c: __sev_guest_init())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.addVcpu();
@@ -171,7 +174,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     expect(h.platform.asids.ownedAsids()).toEqual([]);
   });
 
-  it('spec §5.1 __sev_guest_init #7: ASIDs exhausted → EBUSY, state rolled back', () => {
+  it('ASIDs exhausted → EBUSY, state rolled back (arch/x86/kvm/svm/sev.c: __sev_guest_init(), sev_asid_new())', () => {
     const h = new FakeHost({ cpuid: { eax: 2 | 8, ebx: 51, ecx: 3, edx: 3 } });
     const a = h.createVm();
     a.cmd(SEV_CMD.INIT); // the only SEV ASID (3)
@@ -180,7 +183,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     expect(b.sev).toMatchObject({ active: false, esActive: false, asid: 0 });
   });
 
-  it('spec §11.2 (6.9): no plain-SEV ASIDs (min > max) → INIT fails with ENOTTY while ES_INIT works', () => {
+  it('no plain-SEV ASIDs (min > max, 6.9+) → INIT fails with ENOTTY while ES_INIT works (arch/x86/kvm/svm/sev.c: sev_asid_new())', () => {
     const h = new FakeHost({ cpuid: { eax: 2 | 8, ebx: 51, ecx: 4, edx: 5 } });
     expect(tryKvm(() => h.createVm().cmd(SEV_CMD.INIT))).toBe('ENOTTY');
     const es = h.createVm();
@@ -188,7 +191,7 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
     expect(es.sev.asid).toBe(1);
   });
 
-  it('spec §5.1 __sev_guest_init #8: platform init failure → EIO with the firmware code, ASID back', () => {
+  it('platform init failure → EIO with the firmware code, ASID back (arch/x86/kvm/svm/sev.c: __sev_guest_init())', () => {
     const h = new FakeHost();
     h.platform.firmware.platformInitError = SEV_RET.INVALID_PLATFORM_STATE;
     const vm = h.createVm();
@@ -200,34 +203,34 @@ describe('KVM_SEV_INIT / ES_INIT (spec §5.1, §7)', () => {
   });
 });
 
-describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
+describe('KVM_SEV_INIT2 (arch/x86/kvm/svm/sev.c: sev_guest_init2(); tools/testing/selftests/kvm/x86/sev_init2_tests.c)', () => {
   const zero = () => ({ vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
 
-  it('spec §14.2: INIT2 with a zero struct succeeds on SEV and SEV-ES VM types', () => {
+  it('INIT2 with a zero struct succeeds on SEV and SEV-ES VM types (arch/x86/kvm/svm/sev.c: sev_guest_init2(); tools/testing/selftests/kvm/x86/sev_init2_tests.c)', () => {
     const h = new FakeHost();
     const sev = h.createVm('sev');
     sev.cmd(SEV_CMD.INIT2, zero());
     expect(sev.sev).toMatchObject({ active: true, esActive: false, needInit: false, ghcbVersion: 0 });
     const es = h.createVm('sev-es');
     es.cmd(SEV_CMD.INIT2, zero());
-    // spec §5.1 #6: SEV-ES with ghcb_version 0 defaults to 2.
+    // arch/x86/kvm/svm/sev.c: __sev_guest_init(): SEV-ES with ghcb_version 0 defaults to 2.
     expect(es.sev).toMatchObject({ active: true, esActive: true, needInit: false, ghcbVersion: 2 });
   });
 
-  it('spec §5.1 INIT2 #1: INIT2 on default / sw-protected (need_init false) → EINVAL', () => {
+  it('INIT2 on default / sw-protected (need_init false) → EINVAL (arch/x86/kvm/svm/sev.c: sev_guest_init2())', () => {
     const h = new FakeHost();
     expect(tryKvm(() => h.createVm('default').cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
     expect(tryKvm(() => h.createVm('sw-protected').cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
   });
 
-  it('spec §7: a second INIT2 → EINVAL (need_init now false)', () => {
+  it('a second INIT2 → EINVAL (need_init now false) (arch/x86/kvm/svm/sev.c: sev_guest_init2())', () => {
     const h = new FakeHost();
     const vm = h.createVm('sev-es');
     vm.cmd(SEV_CMD.INIT2, zero());
     expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, zero()))).toBe('EINVAL');
   });
 
-  it('spec §5.1 INIT2 #3: data NULL or malformed → EFAULT, nothing changed', () => {
+  it('INIT2 data NULL or malformed → EFAULT, nothing changed (arch/x86/kvm/svm/sev.c: sev_guest_init2())', () => {
     const h = new FakeHost();
     const vm = h.createVm('sev');
     const before = snapshot(vm);
@@ -240,14 +243,17 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
     expect(snapshot(vm)).toEqual(before);
   });
 
-  it.each([0, 1, 5, 31])('spec §14.2: INIT2 with flags bit %i → EINVAL', (bit) => {
-    const h = new FakeHost();
-    const vm = h.createVm('sev-es');
-    expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, { ...zero(), flags: 2 ** bit }))).toBe('EINVAL');
-    expect(vm.sev.active).toBe(false);
-  });
+  it.each([0, 1, 5, 31])(
+    'INIT2 with flags bit %i → EINVAL (arch/x86/kvm/svm/sev.c: __sev_guest_init(); tools/testing/selftests/kvm/x86/sev_init2_tests.c)',
+    (bit) => {
+      const h = new FakeHost();
+      const vm = h.createVm('sev-es');
+      expect(tryKvm(() => vm.cmd(SEV_CMD.INIT2, { ...zero(), flags: 2 ** bit }))).toBe('EINVAL');
+      expect(vm.sev.active).toBe(false);
+    },
+  );
 
-  it('spec §14.2: every vmsa_features bit is invalid for plain SEV; for SEV-ES only the supported ones pass', () => {
+  it('every vmsa_features bit is invalid for plain SEV; for SEV-ES only the supported ones pass (arch/x86/kvm/svm/sev.c: __sev_guest_init(); tools/testing/selftests/kvm/x86/sev_init2_tests.c)', () => {
     const h = new FakeHost();
     for (let b = 0n; b < 64n; b++) {
       expect(
@@ -265,14 +271,14 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
     expect(es.sev.vmsaFeatures).toBe(32n);
   });
 
-  it('spec §5.1 #3: without DebugSwap support even DEBUG_SWAP is refused', () => {
+  it('without DebugSwap support even DEBUG_SWAP is refused (arch/x86/kvm/svm/sev.c: __sev_guest_init())', () => {
     const h = new FakeHost({ debugSwap: false });
     expect(tryKvm(() => h.createVm('sev-es').cmd(SEV_CMD.INIT2, { ...zero(), vmsaFeatures: 32n }))).toBe(
       'EINVAL',
     );
   });
 
-  it('spec §5.1 #4: ghcb_version above 2, or non-zero for plain SEV → EINVAL; 1 and 2 are kept for SEV-ES', () => {
+  it('ghcb_version above 2, or non-zero for plain SEV → EINVAL; 1 and 2 are kept for SEV-ES (arch/x86/kvm/svm/sev.c: __sev_guest_init())', () => {
     const h = new FakeHost();
     expect(tryKvm(() => h.createVm('sev-es').cmd(SEV_CMD.INIT2, { ...zero(), ghcbVersion: 3 }))).toBe(
       'EINVAL',
@@ -283,7 +289,7 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
     expect(v1.sev.ghcbVersion).toBe(1);
   });
 
-  it('spec §7: legacy INIT on SEV VM types and INIT2 on default VMs never mix', () => {
+  it('legacy INIT on SEV VM types and INIT2 on default VMs never mix (arch/x86/kvm/svm/sev.c: sev_guest_init(), sev_guest_init2())', () => {
     const h = new FakeHost();
     const d = h.createVm('default');
     d.cmd(SEV_CMD.INIT);
@@ -291,8 +297,8 @@ describe('KVM_SEV_INIT2 (spec §5.1, §7, §14.2)', () => {
   });
 });
 
-describe('launch policy input (spec §5.2 LAUNCH_START, §6)', () => {
-  it('spec §6: a policy with reserved bits reaches the firmware, which refuses it: EIO + POLICY_FAILURE, no handle', () => {
+describe('launch policy input (LAUNCH_START, arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
+  it('a policy with reserved bits reaches the firmware, which refuses it: EIO + POLICY_FAILURE, no handle (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -305,7 +311,7 @@ describe('launch policy input (spec §5.2 LAUNCH_START, §6)', () => {
     expect(h.platform.firmware.contextCount).toBe(0);
   });
 
-  it('spec §5.2 LAUNCH_UPDATE_DATA: HostPtr outside its buffer is a malformed pointer → EFAULT', () => {
+  it('LAUNCH_UPDATE_DATA: HostPtr outside its buffer is a malformed pointer → EFAULT (arch/x86/kvm/svm/sev.c: sev_launch_update_data())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);

@@ -17,29 +17,29 @@ function closeAll(h: FakeHost) {
   for (const v of h.fds.values()) if (typeof v !== 'string') v.close();
 }
 
-describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
-  it('spec §8.1 #1: args[0] not an open fd → EBADF', () => {
+describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from())', () => {
+  it('args[0] not an open fd → EBADF (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from())', () => {
     const h = new FakeHost();
     const dst = aux(h);
     expect(tryKvm(() => dst.move(12345))).toBe('EBADF');
     expect(flagsClear(dst)).toBe(true);
   });
 
-  it('spec §8.1 #2: args[0] open but not a VM (/dev/sev, another file) → EBADF', () => {
+  it('args[0] open but not a VM (/dev/sev, another file) → EBADF (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from())', () => {
     const h = new FakeHost();
     const dst = aux(h);
     expect(tryKvm(() => dst.move(h.sevFd))).toBe('EBADF');
     expect(tryKvm(() => dst.move(h.otherFd))).toBe('EBADF');
   });
 
-  it('spec §8.1 #3: source == destination → EINVAL, flags untouched', () => {
+  it('source == destination → EINVAL, flags untouched (arch/x86/kvm/svm/sev.c: sev_lock_two_vms())', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
     expect(tryKvm(() => vm.move(vm))).toBe('EINVAL');
     expect(flagsClear(vm)).toBe(true);
   });
 
-  it('spec §8.1 #4/#5: destination or source already migrating → EBUSY, and the other flag is released', () => {
+  it('destination or source already migrating → EBUSY, and the other flag is released (arch/x86/kvm/svm/sev.c: sev_lock_two_vms())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     const dst = aux(h);
@@ -54,7 +54,7 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     src.sev.migrationInProgress = false;
   });
 
-  it('spec §8.1 #8: VM types differ → EINVAL', () => {
+  it('VM types differ → EINVAL (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from())', () => {
     const h = new FakeHost();
     const src = h.createVm('sev');
     src.cmd(SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
@@ -64,12 +64,12 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     expect(flagsClear(src, dst)).toBe(true);
   });
 
-  it('spec §14.1 test_sev_migrate_parameters: source without SEV → EINVAL', () => {
+  it('test_sev_migrate_parameters: source without SEV → EINVAL (tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     expect(tryKvm(() => aux(h, 0).move(aux(h)))).toBe('EINVAL');
   });
 
-  it('spec §14.1: destination already SEV or SEV-ES → EINVAL (both directions)', () => {
+  it('destination already SEV or SEV-ES → EINVAL (both directions) (tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const sev = launchedVm(h, false);
     const es = launchedVm(h, true);
@@ -78,7 +78,7 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     expect(sev.sev.active && es.sev.active).toBe(true);
   });
 
-  it('spec §8.1 #11: vCPU creation in flight on source or destination → EBUSY', () => {
+  it('vCPU creation in flight on source or destination → EBUSY (arch/x86/kvm/svm/sev.c: sev_check_source_vcpus())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     const dst = aux(h);
@@ -92,14 +92,14 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     expect(flagsClear(src, dst)).toBe(true);
   });
 
-  it('spec §8.1 #12 / §14.1: SEV-ES needs equal vCPU counts → EINVAL (into a VM with no vCPUs)', () => {
+  it('SEV-ES needs equal vCPU counts → EINVAL (into a VM with no vCPUs) (arch/x86/kvm/svm/sev.c: sev_check_source_vcpus(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const es = launchedVm(h, true);
     expect(tryKvm(() => aux(h, 0).move(es))).toBe('EINVAL');
     expect(tryKvm(() => aux(h, 3).move(es))).toBe('EINVAL');
   });
 
-  it('spec §8.1 #13 / §14.1: SEV-ES source vCPU without UPDATE_VMSA → EINVAL', () => {
+  it('SEV-ES source vCPU without UPDATE_VMSA → EINVAL (arch/x86/kvm/svm/sev.c: sev_check_source_vcpus(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const es = h.createVm();
     es.cmd(SEV_CMD.ES_INIT);
@@ -108,15 +108,15 @@ describe('KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM checks (spec §8.1)', () => {
     expect(tryKvm(() => aux(h, 1).move(es))).toBe('EINVAL');
   });
 
-  it('spec §8.1 (note): plain SEV does not need equal vCPU counts', () => {
+  it('plain SEV does not need equal vCPU counts (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     aux(h, 1).move(src);
   });
 });
 
-describe('MOVE state transfer (spec §8.2, §8.3)', () => {
-  it('spec §8.2: ASID, handle, pages_locked, regions and es_active move; the source is emptied and dead', () => {
+describe('MOVE state transfer (arch/x86/kvm/svm/sev.c: sev_migrate_from(), sev_vm_move_enc_context_from())', () => {
+  it('ASID, handle, pages_locked, regions and es_active move; the source is emptied and dead (arch/x86/kvm/svm/sev.c: sev_migrate_from())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, true);
     const region = new Uint8Array(8192);
@@ -129,13 +129,13 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
     expect(src.sev).toMatchObject({ active: false, asid: 0, handle: 0, pagesLocked: 0, esActive: false });
     expect(src.sev.regions).toHaveLength(0);
     expect(src.dead).toBe(true);
-    // spec §8.2: fd is not copied.
+    // arch/x86/kvm/svm/sev.c: sev_migrate_from(): fd is not copied.
     expect(dst.sev.fd).toBe(0);
     // No new ASID and no firmware call.
     expect(h.platform.asids.ownedAsids()).toEqual([asid]);
   });
 
-  it('spec §8.2: per-vCPU SEV-ES state moves; the source vCPUs lose it', () => {
+  it('per-vCPU SEV-ES state moves; the source vCPUs lose it (arch/x86/kvm/svm/sev.c: sev_migrate_from())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, true);
     src.list[2]!.sev.ghcbMsr = 0x1234000n;
@@ -146,7 +146,7 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
     expect(src.list.every((v) => !v.sev.guestStateProtected && v.sev.vmsa === undefined)).toBe(true);
   });
 
-  it('spec §8.3 / §14.1: migrating back into the dead source → EIO (generic gate)', () => {
+  it('migrating back into the dead source → EIO (generic gate) (virt/kvm/kvm_main.c: kvm_vm_ioctl(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     const d = [aux(h), aux(h), aux(h)];
@@ -157,7 +157,7 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
     expect(tryKvm(() => src.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EIO');
   });
 
-  it('spec §8.3: a dead VM used as the source of MOVE or COPY → EINVAL (no longer sev_guest)', () => {
+  it('a dead VM used as the source of MOVE or COPY → EINVAL (no longer sev_guest) (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     aux(h).move(src);
@@ -165,7 +165,7 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
     expect(tryKvm(() => aux(h, 0).copy(src))).toBe('EINVAL');
   });
 
-  it('spec §8.2: the destination keeps fd 0, so firmware commands through it fail with EBADF', () => {
+  it('the destination keeps fd 0, so firmware commands through it fail with EBADF (arch/x86/kvm/svm/sev.c: sev_migrate_from())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     const dst = aux(h);
@@ -173,7 +173,7 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
     expect(tryKvm(() => dst.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EBADF');
   });
 
-  it('spec §8.2: the key moves with the context: the destination mapping the same memory decrypts it', () => {
+  it('the key moves with the context: the destination mapping the same memory decrypts it (arch/x86/kvm/svm/sev.c: sev_migrate_from())', () => {
     const h = new FakeHost();
     const src = h.createVm();
     const mem = src.addSlot(0n, 4096);
@@ -191,7 +191,7 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
     expect(h.platform.guestKey(src.sev)).toBeUndefined();
   });
 
-  it('spec §8.4: a source with mirrors can move (5.17+); each mirror now points at the destination', () => {
+  it('a source with mirrors can move (5.17+); each mirror now points at the destination (arch/x86/kvm/svm/sev.c: sev_migrate_from())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     const m = aux(h, 0);
@@ -206,21 +206,21 @@ describe('MOVE state transfer (spec §8.2, §8.3)', () => {
   });
 });
 
-describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (spec §9)', () => {
-  it('spec §9.1 #1/#2: bad fds → EBADF', () => {
+describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from())', () => {
+  it('bad fds → EBADF (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from())', () => {
     const h = new FakeHost();
     const m = aux(h, 0);
     expect(tryKvm(() => m.copy(9999))).toBe('EBADF');
     expect(tryKvm(() => m.copy(h.sevFd))).toBe('EBADF');
   });
 
-  it('spec §9.1 #3 / §14.1: copy to self → EINVAL', () => {
+  it('copy to self → EINVAL (arch/x86/kvm/svm/sev.c: sev_lock_two_vms(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
     expect(tryKvm(() => vm.copy(vm))).toBe('EINVAL');
   });
 
-  it('spec §9.1 #4: either VM migrating → EBUSY', () => {
+  it('either VM migrating → EBUSY (arch/x86/kvm/svm/sev.c: sev_lock_two_vms())', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
     const m = aux(h, 0);
@@ -236,34 +236,37 @@ describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (spec §9)', () => {
     ['destination already SEV', 'dstsev'],
     ['destination already SEV-ES', 'dstes'],
     ['source is a mirror', 'mirror'],
-  ] as const)('spec §9.1 #6 / §14.1: %s → EINVAL', (_n, kind) => {
-    const h = new FakeHost();
-    const sev = launchedVm(h, false);
-    let dst: FakeVm;
-    let src: FakeVm = sev;
-    if (kind === 'nosev') {
-      dst = aux(h, 0);
-      src = aux(h);
-    } else if (kind === 'vcpus') dst = aux(h, 4);
-    else if (kind === 'dstsev') dst = launchedVm(h, false);
-    else if (kind === 'dstes') dst = launchedVm(h, true);
-    else {
-      src = aux(h, 0);
-      src.copy(sev);
-      dst = aux(h, 0);
-    }
-    expect(tryKvm(() => dst.copy(src))).toBe('EINVAL');
-    expect(flagsClear(dst, src)).toBe(true);
-  });
+  ] as const)(
+    '%s → EINVAL (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c)',
+    (_n, kind) => {
+      const h = new FakeHost();
+      const sev = launchedVm(h, false);
+      let dst: FakeVm;
+      let src: FakeVm = sev;
+      if (kind === 'nosev') {
+        dst = aux(h, 0);
+        src = aux(h);
+      } else if (kind === 'vcpus') dst = aux(h, 4);
+      else if (kind === 'dstsev') dst = launchedVm(h, false);
+      else if (kind === 'dstes') dst = launchedVm(h, true);
+      else {
+        src = aux(h, 0);
+        src.copy(sev);
+        dst = aux(h, 0);
+      }
+      expect(tryKvm(() => dst.copy(src))).toBe('EINVAL');
+      expect(flagsClear(dst, src)).toBe(true);
+    },
+  );
 
-  it('spec §9.1: no VM-type equality check for COPY (an SEV-type VM can mirror into a default VM)', () => {
+  it('no VM-type equality check for COPY (an SEV-type VM can mirror into a default VM) (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from())', () => {
     const h = new FakeHost();
     const owner = h.createVm('sev');
     owner.cmd(SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
     aux(h, 0).copy(owner);
   });
 
-  it('spec §9.2: the mirror shares ASID, handle, fd, es_active; no new ASID; vmsa_features not copied', () => {
+  it('the mirror shares ASID, handle, fd, es_active; no new ASID; vmsa_features not copied (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from())', () => {
     const h = new FakeHost();
     const owner = h.createVm('sev-es');
     owner.cmd(SEV_CMD.INIT2, { vmsaFeatures: 32n, flags: 0, ghcbVersion: 0 });
@@ -284,7 +287,7 @@ describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (spec §9)', () => {
     expect(h.platform.asids.ownedAsids()).toEqual([owner.sev.asid]);
   });
 
-  it('spec §9.3 / §14.1 test_sev_mirror: a mirror adds vCPUs, runs LAUNCH_UPDATE_VMSA and GUEST_STATUS', () => {
+  it('test_sev_mirror: a mirror adds vCPUs, runs LAUNCH_UPDATE_VMSA and GUEST_STATUS (arch/x86/kvm/svm/sev.c: is_cmd_allowed_from_mirror(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const src = launchedVm(h, true);
     const m = aux(h, 0);
@@ -301,7 +304,7 @@ describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (spec §9)', () => {
     expect(out).toEqual(new Uint8Array(16).fill(3));
   });
 
-  it('spec §9.3: a mirror can be moved; the destination becomes a mirror of the same owner', () => {
+  it('a mirror can be moved; the destination becomes a mirror of the same owner (arch/x86/kvm/svm/sev.c: sev_migrate_from())', () => {
     const h = new FakeHost();
     const owner = launchedVm(h, false);
     const m = aux(h, 0);
@@ -315,8 +318,8 @@ describe('KVM_CAP_VM_COPY_ENC_CONTEXT_FROM (spec §9)', () => {
   });
 });
 
-describe('destruction (spec §9.4, §11.4)', () => {
-  it('spec §9.4 / §14.1 test_sev_move_copy part 1: moves in any interleaving, freed in the selftest order', () => {
+describe('destruction (arch/x86/kvm/svm/sev.c: sev_vm_destroy(), sev_asid_free())', () => {
+  it('test_sev_move_copy part 1: moves in any interleaving, freed in the selftest order (arch/x86/kvm/svm/sev.c: sev_vm_destroy(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const sev = launchedVm(h, false);
     const [dst, dst2, dst3] = [aux(h), aux(h), aux(h)];
@@ -333,7 +336,7 @@ describe('destruction (spec §9.4, §11.4)', () => {
     expect(h.platform.leakReport()).toMatchObject({ ownedAsids: [], firmwareContexts: [], boundAsids: 0 });
   });
 
-  it('spec §9.4 / §14.1 test_sev_move_copy part 2: mirrors freed first', () => {
+  it('test_sev_move_copy part 2: mirrors freed first (arch/x86/kvm/svm/sev.c: sev_vm_destroy(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const sev = launchedVm(h, false);
     const dst = aux(h);
@@ -346,7 +349,7 @@ describe('destruction (spec §9.4, §11.4)', () => {
     expect(h.platform.leakReport()).toMatchObject({ ownedAsids: [], firmwareContexts: [], boundAsids: 0 });
   });
 
-  it('spec §9.4: closing the owner first keeps its ASID until the last mirror goes', () => {
+  it('closing the owner first keeps its ASID until the last mirror goes (arch/x86/kvm/svm/sev.c: sev_vm_destroy())', () => {
     const h = new FakeHost();
     const owner = launchedVm(h, false);
     const asid = owner.sev.asid;
@@ -360,7 +363,7 @@ describe('destruction (spec §9.4, §11.4)', () => {
     expect(h.platform.asids.reclaimableAsids()).toEqual([asid]);
   });
 
-  it('spec §9.4: a dead MOVE source is destroyed without freeing anything', () => {
+  it('a dead MOVE source is destroyed without freeing anything (arch/x86/kvm/svm/sev.c: sev_vm_destroy())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     const dst = aux(h);
@@ -374,8 +377,8 @@ describe('destruction (spec §9.4, §11.4)', () => {
   });
 });
 
-describe('migration locking (spec §8.1 #4/#5, §14.1 test_sev_migrate_locking)', () => {
-  it('spec §8.1: a MOVE holding the locks makes every other MOVE/COPY touching either VM EBUSY', () => {
+describe('migration locking (arch/x86/kvm/svm/sev.c: sev_lock_two_vms(); tools/testing/selftests/kvm/x86/sev_migrate_tests.c test_sev_migrate_locking)', () => {
+  it('a MOVE holding the locks makes every other MOVE/COPY touching either VM EBUSY (arch/x86/kvm/svm/sev.c: sev_lock_two_vms())', () => {
     const h = new FakeHost();
     const src = launchedVm(h, false);
     const dst = aux(h);
@@ -393,7 +396,7 @@ describe('migration locking (spec §8.1 #4/#5, §14.1 test_sev_migrate_locking)'
     expect(dst.sev.active).toBe(true);
   });
 
-  it('spec §14.1: 3 threads × many interleaved MOVEs among 3 SEV VMs only see EINVAL or EBUSY, and never deadlock', () => {
+  it('3 threads × many interleaved MOVEs among 3 SEV VMs only see EINVAL or EBUSY, and never deadlock (tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const h = new FakeHost();
     const vms = [launchedVm(h, false), launchedVm(h, false), launchedVm(h, false)];
     const seen = new Set<string>();

@@ -1,5 +1,5 @@
-// Intra-host migration (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM, spec §8) and mirrors
-// (KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, spec §9): the two-VM lock with its `migration_in_progress`
+// Intra-host migration (KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM, arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from()) and mirrors
+// (KVM_CAP_VM_COPY_ENC_CONTEXT_FROM, arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()): the two-VM lock with its `migration_in_progress`
 // flags, every check in the kernel's order, and the transfer of ASID, handle, regions, mirrors and
 // per-vCPU SEV-ES state. The firmware is not involved: the ASID stays bound to the handle, so the
 // key moves with the context.
@@ -15,7 +15,8 @@ const COPY_OP = 'KVM_ENABLE_CAP(KVM_CAP_VM_COPY_ENC_CONTEXT_FROM)';
 /** Points at which a MOVE yields while it holds both VMs' locks (for lock-step interleaving tests). */
 export type MoveStep = 'vms-locked' | 'vcpus-locked';
 
-// §8.1 #1–#2 / §9.1 #1–#2.
+// args[0] must be an open fd of a KVM VM, else EBADF (the first checks of sev_vm_move_enc_context_from()
+// and sev_vm_copy_enc_context_from()).
 function lookupSource(p: SevPlatform, fd: number, op: string): SevVmView {
   const r = p.host.lookupVmFd(fd);
   if (r === 'not-open') fail('EBADF', op, `source fd ${fd} is not open`, { fd });
@@ -23,7 +24,7 @@ function lookupSource(p: SevPlatform, fd: number, op: string): SevVmView {
   return r;
 }
 
-/** `sev_lock_two_vms` (spec §8.1 #3–#7): self → EINVAL; either VM already migrating → EBUSY. */
+/** `sev_lock_two_vms` (arch/x86/kvm/svm/sev.c): self → EINVAL; either VM already migrating → EBUSY. */
 export function lockTwoVms(dst: SevVmView, src: SevVmView, op: string): void {
   const d = dst.sev;
   const s = src.sev;
@@ -48,7 +49,7 @@ export function unlockTwoVms(dst: SevVmView, src: SevVmView): void {
   src.sev.migrationInProgress = false;
 }
 
-// §8.1 #8 (one combined condition), checked with both VM locks held.
+// sev_vm_move_enc_context_from(): VM types differ, destination already SEV, or source not SEV → EINVAL (one combined condition), checked with both VM locks held.
 function checkMoveVms(dst: SevVmView, src: SevVmView): void {
   const d = dst.sev;
   const s = src.sev;
@@ -62,10 +63,11 @@ function checkMoveVms(dst: SevVmView, src: SevVmView): void {
           ? 'the destination is already an SEV guest'
           : 'the source is not an SEV guest',
     );
-  // §8.1 #9: misc cgroup charge — one cgroup in the simulator, never charged.
+  // sev_misc_cg_try_charge(): misc cgroup charge — one cgroup in the simulator, never charged.
 }
 
-// §8.1 #11–#13 (`sev_check_source_vcpus`), with every vCPU mutex held (#10); then the transfer (#15).
+// `sev_check_source_vcpus`, with every vCPU mutex held (kvm_lock_all_vcpus()); then the transfer
+// (sev_migrate_from()) and kvm_vm_dead() on the source.
 function checkVcpusAndMove(dst: SevVmView, src: SevVmView): void {
   if (src.createdVcpus !== src.onlineVcpus || dst.createdVcpus !== dst.onlineVcpus)
     fail('EBUSY', MOVE_OP, 'vCPU creation is in flight on the source or the destination');
@@ -101,7 +103,7 @@ export function* moveEncContextSteps(
   }
 }
 
-/** MOVE run to completion (spec §8): the same steps as `moveEncContextSteps`, without the yields. */
+/** MOVE run to completion (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from()): the same steps as `moveEncContextSteps`, without the yields. */
 export function moveEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number): void {
   const src = lookupSource(p, srcFd, MOVE_OP);
   lockTwoVms(dst, src, MOVE_OP);
@@ -113,7 +115,7 @@ export function moveEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number
   }
 }
 
-/** `sev_migrate_from` (spec §8.2). */
+/** `sev_migrate_from` (arch/x86/kvm/svm/sev.c). */
 function migrateFrom(dst: SevVmView, src: SevVmView): void {
   const d = dst.sev;
   const s = src.sev;
@@ -178,14 +180,14 @@ function migrateFrom(dst: SevVmView, src: SevVmView): void {
   });
 }
 
-/** COPY (spec §9): `dst` becomes a mirror sharing `src`'s ASID and handle. */
+/** COPY (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()): `dst` becomes a mirror sharing `src`'s ASID and handle. */
 export function copyEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number): void {
   const src = lookupSource(p, srcFd, COPY_OP);
   lockTwoVms(dst, src, COPY_OP);
   try {
     const d = dst.sev;
     const s = src.sev;
-    // §9.1 #6 (one combined condition).
+    // sev_vm_copy_enc_context_from(): destination already SEV, source not SEV or itself a mirror, or destination has vCPUs → EINVAL (one combined condition).
     if (sevGuest(d) || !sevGuest(s) || isMirror(s) || dst.createdVcpus !== 0)
       fail(
         'EINVAL',
@@ -198,7 +200,7 @@ export function copyEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number
               ? 'the source is itself a mirror'
               : `the destination already has vCPUs (${dst.createdVcpus})`,
       );
-    // §9.2
+    // sev_vm_copy_enc_context_from() on success: kvm_get_kvm(owner), join the owner's mirror list, share ASID/handle/fd.
     s.refs++;
     s.mirrors.push(dst);
     d.owner = src;

@@ -43,8 +43,8 @@ function ioRequest(ghcb: Ghcb, info: bigint, opts: { rax?: bigint; info2?: bigin
   if (opts.scratch !== undefined) ghcb.set('swScratch', opts.scratch);
 }
 
-describe('SEV status MSR and #VC (spec §12.1, §12.2)', () => {
-  it('spec §12.2: MSR 0xC0010131 reads 0 / SEV / SEV+ES, with VMSA features shifted by 2', () => {
+describe('SEV status MSR and #VC (arch/x86/include/asm/trapnr.h: X86_TRAP_VC; arch/x86/include/asm/msr-index.h: MSR_AMD64_SEV_*)', () => {
+  it('MSR 0xC0010131 reads 0 / SEV / SEV+ES, with VMSA features shifted by 2 (arch/x86/include/asm/msr-index.h: MSR_AMD64_SEV_*)', () => {
     const h = new FakeHost();
     const plain = h.createVm();
     expect(h.platform.sevStatusMsr(plain)).toBe(0n);
@@ -60,7 +60,7 @@ describe('SEV status MSR and #VC (spec §12.1, §12.2)', () => {
     ]);
   });
 
-  it('spec §12.1: IN/OUT, CPUID and other MSRs raise #VC in an SEV-ES guest with the SVM exit code', () => {
+  it('IN/OUT, CPUID and other MSRs raise #VC in an SEV-ES guest with the SVM exit code (arch/x86/include/asm/trapnr.h: X86_TRAP_VC)', () => {
     const h = new FakeHost();
     const es = launchedVm(h, true, { vcpus: 0 });
     expect(h.platform.vcErrorCode(es, 'io')).toBe(0x7b);
@@ -69,7 +69,7 @@ describe('SEV status MSR and #VC (spec §12.1, §12.2)', () => {
     expect(h.platform.vcErrorCode(es, 'vmmcall')).toBe(0x81);
   });
 
-  it('spec §12.1: SEV (non-ES) and default guests do not trap; the GHCB and status MSRs never trap', () => {
+  it('SEV (non-ES) and default guests do not trap; the GHCB and status MSRs never trap (arch/x86/include/asm/msr-index.h)', () => {
     const h = new FakeHost();
     expect(h.platform.vcErrorCode(launchedVm(h, false, { vcpus: 0 }), 'io')).toBeUndefined();
     expect(h.platform.vcErrorCode(h.createVm(), 'cpuid')).toBeUndefined();
@@ -80,8 +80,8 @@ describe('SEV status MSR and #VC (spec §12.1, §12.2)', () => {
   });
 });
 
-describe('GHCB MSR protocol (spec §12.3)', () => {
-  it('spec §12.3: the GHCB MSR starts with SEV_INFO (max = ghcb_version, min = 1, C-bit)', () => {
+describe('GHCB MSR protocol (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', () => {
+  it('the GHCB MSR starts with SEV_INFO (max = ghcb_version, min = 1, C-bit) (arch/x86/kvm/svm/sev.c: sev_es_vcpu_reset())', () => {
     const { h, vm } = esVm();
     const v = h.platform.ghcbMsrRead(vm.list[0]!);
     expect(v & 0xfffn).toBe(BigInt(GHCB_MSR_CODE.SEV_INFO_RESP));
@@ -90,14 +90,14 @@ describe('GHCB MSR protocol (spec §12.3)', () => {
     expect((v >> 24n) & 0xffn).toBe(51n);
   });
 
-  it('spec §12.3: SEV_INFO_REQ answers SEV_INFO_RESP with the VM ghcb_version (INIT2 default 2)', () => {
+  it('SEV_INFO_REQ answers SEV_INFO_RESP with the VM ghcb_version (INIT2 default 2) (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', () => {
     const { h, vm } = esVm(0);
     h.platform.ghcbMsrWrite(vm.list[0]!, BigInt(GHCB_MSR_CODE.SEV_INFO_REQ));
     expect(run(h, vm)).toEqual({ kind: 'resume' });
     expect(h.platform.ghcbMsrRead(vm.list[0]!) >> 48n).toBe(2n);
   });
 
-  it('spec §12.3: CPUID_REQ answers the requested register in [63:32]', () => {
+  it('CPUID_REQ answers the requested register in [63:32] (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', () => {
     const { h, vm } = esVm();
     const req = (0x8000001fn << 32n) | (1n << 30n) | BigInt(GHCB_MSR_CODE.CPUID_REQ);
     h.platform.ghcbMsrWrite(vm.list[0]!, req);
@@ -108,14 +108,14 @@ describe('GHCB MSR protocol (spec §12.3)', () => {
     expect(r >> 32n).toBe(2n); // the fake CPUID answers EBX = subleaf + 2
   });
 
-  it('spec §12.3: HV_FT_REQ answers the feature bitmap', () => {
+  it('HV_FT_REQ answers the feature bitmap (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', () => {
     const { h, vm } = esVm();
     h.platform.ghcbMsrWrite(vm.list[0]!, BigInt(GHCB_MSR_CODE.HV_FT_REQ));
     run(h, vm);
     expect(h.platform.ghcbMsrRead(vm.list[0]!)).toBe((3n << 12n) | BigInt(GHCB_MSR_CODE.HV_FT_RESP));
   });
 
-  it('spec §12.3: TERM_REQ exits with system-event sev-term, data[0] = the MSR value', () => {
+  it('TERM_REQ exits with system-event sev-term, data[0] = the MSR value (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', () => {
     const { h, vm } = esVm();
     const v = (7n << 16n) | (1n << 12n) | BigInt(GHCB_MSR_CODE.TERM_REQ);
     h.platform.ghcbMsrWrite(vm.list[0]!, v);
@@ -125,7 +125,7 @@ describe('GHCB MSR protocol (spec §12.3)', () => {
     });
   });
 
-  it('spec §12.3: an SNP-only request from a non-SNP guest is a termination request', () => {
+  it('an SNP-only request from a non-SNP guest is a termination request (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', () => {
     const { h, vm } = esVm();
     const v = (0x1234n << 12n) | BigInt(GHCB_MSR_CODE.REG_GPA_REQ);
     h.platform.ghcbMsrWrite(vm.list[0]!, v);
@@ -133,7 +133,7 @@ describe('GHCB MSR protocol (spec §12.3)', () => {
     expect(out.kind === 'exit' && out.exit.reason === 'system-event' && out.exit.type).toBe('sev-term');
   });
 
-  it('spec §12.3: an unknown code leaves the MSR unchanged and resumes', () => {
+  it('an unknown code leaves the MSR unchanged and resumes (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', () => {
     const { h, vm } = esVm();
     h.platform.ghcbMsrWrite(vm.list[0]!, 0xabcn | (5n << 40n));
     expect(run(h, vm)).toEqual({ kind: 'resume' });
@@ -141,8 +141,8 @@ describe('GHCB MSR protocol (spec §12.3)', () => {
   });
 });
 
-describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
-  it('spec §12.5 #2: GHCB GPA 0, or not backed by memory → resume, nothing done', () => {
+describe('VMGEXIT through the GHCB (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit(); arch/x86/kvm/svm/svm.c: io_interception())', () => {
+  it('GHCB GPA 0, or not backed by memory → resume, nothing done (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit())', () => {
     const { h, vm } = esVm();
     h.platform.ghcbMsrWrite(vm.list[0]!, 0n);
     expect(run(h, vm)).toEqual({ kind: 'resume' });
@@ -150,7 +150,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     expect(run(h, vm)).toEqual({ kind: 'resume' });
   });
 
-  it('spec §12.6: OUT through the GHCB becomes an io exit with RAX as data; the valid bitmap is cleared', () => {
+  it('OUT through the GHCB becomes an io exit with RAX as data; the valid bitmap is cleared (arch/x86/kvm/svm/svm.c: io_interception())', () => {
     const { h, vm, ghcb } = esVm();
     ioRequest(
       ghcb,
@@ -175,11 +175,11 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     expect(ghcb.isValid('rax')).toBe(false);
     expect(ghcb.get('swExitInfo1')).toBe(0n);
     h.platform.completeVmgexit(vm.cpu(0), (out as { exit: Exit }).exit);
-    // spec §12.5 #7: RAX written back.
+    // arch/x86/kvm/svm/sev.c: sev_es_sync_to_ghcb(): RAX written back.
     expect(ghcb.getIfValid('rax')).toBe(0xcafe1234n);
   });
 
-  it('spec §12.6 #5: IN through the GHCB: the host data lands in the GHCB RAX (merged below 4 bytes)', () => {
+  it('IN through the GHCB: the host data lands in the GHCB RAX (merged below 4 bytes) (arch/x86/kvm/svm/sev.c: sev_es_sync_to_ghcb())', () => {
     const { h, vm, ghcb } = esVm();
     ioRequest(ghcb, encodeIoioExitInfo({ direction: 'in', size: 2, port: 0x60, string: false, rep: false }), {
       rax: 0xffff_0000_1111_2222n,
@@ -193,7 +193,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     expect(ghcb.getIfValid('rax')).toBe(0xffff_0000_1111_aabbn);
   });
 
-  it('spec §12.5 #5: OUT without RAX marked valid → GHCB error MISSING_INPUT, guest resumed', () => {
+  it('OUT without RAX marked valid → GHCB error MISSING_INPUT, guest resumed (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit())', () => {
     const { h, vm, ghcb } = esVm();
     ioRequest(ghcb, encodeIoioExitInfo({ direction: 'out', size: 1, port: 0x80, string: false, rep: false }));
     h.platform.ghcbMsrWrite(vm.list[0]!, GHCB_GPA);
@@ -202,14 +202,14 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     expect(ghcb.getIfValid('swExitInfo2')).toBe(BigInt(GHCB_ERR.MISSING_INPUT));
   });
 
-  it('spec §12.5 #5: IN needs no RAX', () => {
+  it('IN needs no RAX (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit())', () => {
     const { h, vm, ghcb } = esVm();
     ioRequest(ghcb, encodeIoioExitInfo({ direction: 'in', size: 1, port: 0x80, string: false, rep: false }));
     h.platform.ghcbMsrWrite(vm.list[0]!, GHCB_GPA);
     expect(run(h, vm).kind).toBe('exit');
   });
 
-  it('spec §12.5 #5: sw_exit_code / info1 / info2 not valid → MISSING_INPUT; ghcb_usage ≠ 0 → INVALID_USAGE; unknown exit → INVALID_EVENT', () => {
+  it('sw_exit_code / info1 / info2 not valid → MISSING_INPUT; ghcb_usage ≠ 0 → INVALID_USAGE; unknown exit → INVALID_EVENT (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit())', () => {
     const { h, vm, ghcb } = esVm();
     h.platform.ghcbMsrWrite(vm.list[0]!, GHCB_GPA);
     ghcb.reset();
@@ -237,7 +237,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     expect(ghcb.get('swExitInfo2')).toBe(BigInt(GHCB_ERR.INVALID_EVENT));
   });
 
-  it('spec §12.5 #5: string I/O needs sw_scratch; a scratch inside the GHCB must lie in the shared buffer', () => {
+  it('string I/O needs sw_scratch; a scratch inside the GHCB must lie in the shared buffer (arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit(), setup_vmgexit_scratch())', () => {
     const { h, vm, ghcb } = esVm();
     const info = encodeIoioExitInfo({ direction: 'out', size: 1, port: 0x3f8, string: true, rep: true });
     h.platform.ghcbMsrWrite(vm.list[0]!, GHCB_GPA);
@@ -263,7 +263,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     });
   });
 
-  it('spec §12.6: string IN writes the host data into the scratch area outside the GHCB', () => {
+  it('string IN writes the host data into the scratch area outside the GHCB (arch/x86/kvm/svm/sev.c: sev_es_string_io())', () => {
     const { h, vm, ghcb, mem } = esVm();
     const info = encodeIoioExitInfo({ direction: 'in', size: 2, port: 0x1f0, string: true, rep: true });
     ioRequest(ghcb, info, { info2: 2n, scratch: 0x12000n });
@@ -276,7 +276,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     expect(mem.subarray(0x2000, 0x2004)).toEqual(new Uint8Array([1, 2, 3, 4]));
   });
 
-  it('spec §12.5: a scratch outside guest memory fails KVM_RUN with EFAULT', () => {
+  it('a scratch outside guest memory fails KVM_RUN with EFAULT (arch/x86/kvm/svm/sev.c: setup_vmgexit_scratch())', () => {
     const { h, vm, ghcb } = esVm();
     const info = encodeIoioExitInfo({ direction: 'out', size: 1, port: 0x3f8, string: true, rep: true });
     ioRequest(ghcb, info, { info2: 4n, scratch: 0x900000n });
@@ -284,7 +284,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     expect(run(h, vm)).toMatchObject({ kind: 'error', errno: 'EFAULT' });
   });
 
-  it('spec §12.5: CPUID through the GHCB answers RAX..RDX; TERM_REQUEST exits with the GHCB GPA', () => {
+  it('CPUID through the GHCB answers RAX..RDX; TERM_REQUEST exits with the GHCB GPA (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit())', () => {
     const { h, vm, ghcb } = esVm();
     ghcb.reset();
     ghcb.set('swExitCode', BigInt(SVM_EXIT.CPUID));
@@ -306,7 +306,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     });
   });
 
-  it('spec §12.5: MMIO_WRITE through the GHCB becomes an mmio exit with the scratch data', () => {
+  it('MMIO_WRITE through the GHCB becomes an mmio exit with the scratch data (arch/x86/kvm/svm/sev.c: setup_vmgexit_scratch())', () => {
     const { h, vm, ghcb } = esVm();
     ghcb.sharedBuffer.set([9, 8, 7, 6]);
     ghcb.reset();
@@ -321,7 +321,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     });
   });
 
-  it('spec §12.5: MSR through the GHCB: RDMSR answers RDX:RAX, WRMSR takes them; an unknown MSR reports a #GP to inject', () => {
+  it('MSR through the GHCB: RDMSR answers RDX:RAX, WRMSR takes them; an unknown MSR reports a #GP to inject (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit())', () => {
     const { h, vm, ghcb } = esVm();
     h.platform.ghcbMsrWrite(vm.list[0]!, GHCB_GPA);
     const req = (write: boolean, msr: bigint, rax = 0n, rdx = 0n) => {
@@ -342,7 +342,7 @@ describe('VMGEXIT through the GHCB (spec §12.5, §12.6)', () => {
     expect(vm.msrs.get(0x10)).toBe(0xb_0000_aaaan);
     req(false, 0x99n);
     expect([ghcb.get('swExitInfo1'), ghcb.get('swExitInfo2')]).toEqual([1n, GHCB_GP_EVENT]);
-    // spec §12.5 #5: WRMSR without RAX/RDX marked valid → MISSING_INPUT.
+    // arch/x86/kvm/svm/sev.c: sev_es_validate_vmgexit(): WRMSR without RAX/RDX marked valid → MISSING_INPUT.
     ghcb.reset();
     ghcb.set('swExitCode', BigInt(SVM_EXIT.MSR));
     ghcb.set('swExitInfo1', 1n);

@@ -1,4 +1,4 @@
-// SEV-ES as the guest meets it (spec §12): the SEV status MSR, #VC for intercepted instructions, the
+// SEV-ES as the guest meets it (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()): the SEV status MSR, #VC for intercepted instructions, the
 // GHCB MSR protocol and VMGEXIT through a GHCB page in shared memory — validated the way KVM does
 // (`sev_handle_vmgexit`, `sev_es_validate_vmgexit`) and turned into ordinary exits (IOIO → `io`).
 // The core's guest CPU calls these; they never touch the core's objects except through the views.
@@ -34,7 +34,7 @@ export type VcEvent =
   | 'invd'
   | 'xsetbv';
 
-/** The #VC vector (X86_TRAP_VC, spec §12.1). */
+/** The #VC vector (X86_TRAP_VC, arch/x86/include/asm/trapnr.h). */
 export const VC_VECTOR = 29;
 
 const VC_CODE: Record<VcEvent, number> = {
@@ -62,7 +62,7 @@ export function vcErrorCode(s: SevVmState, event: VcEvent, msr?: number): number
   return VC_CODE[event];
 }
 
-/** RDMSR 0xC0010131 (spec §12.2): 0 for a non-SEV guest; SEV bit 0; SEV-ES bit 1 and VMSA features << 2. */
+/** RDMSR 0xC0010131 (arch/x86/include/asm/msr-index.h: MSR_AMD64_SEV_*): 0 for a non-SEV guest; SEV bit 0; SEV-ES bit 1 and VMSA features << 2. */
 export function sevStatusMsr(s: SevVmState): bigint {
   if (!s.active) return 0n;
   if (sevSnpGuest(s)) return sevStatusFor('sev-snp', s.vmsaFeatures);
@@ -79,7 +79,7 @@ export function ghcbMsrWrite(vcpu: SevVcpuView, value: bigint): void {
   vcpu.sev.ghcbMsr = BigInt.asUintN(64, value);
 }
 
-/** The SEV_INFO response: [63:48] max GHCB version, [47:32] min (1), [31:24] C-bit position (spec §12.3). */
+/** The SEV_INFO response: [63:48] max GHCB version, [47:32] min (1), [31:24] C-bit position (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol()). */
 export function sevInfoResponse(p: SevPlatform, s: SevVmState): bigint {
   return (
     (BigInt(s.ghcbVersion) << 48n) |
@@ -108,7 +108,7 @@ const SEV_TERM_EXIT = (data: bigint): VmgexitOutcome => ({
   exit: { reason: 'system-event', type: 'sev-term', data: [data] },
 });
 
-/** VMGEXIT (spec §12.5): the MSR protocol when GHCBData[11:0] ≠ 0, else the GHCB page at that GPA. */
+/** VMGEXIT (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()): the MSR protocol when GHCBData[11:0] ≠ 0, else the GHCB page at that GPA. */
 export function vmgexit(p: SevPlatform, cpu: SevGuestCpuView): VmgexitOutcome {
   const s = cpu.vm.sev;
   if (!sevEsGuest(s))
@@ -118,7 +118,7 @@ export function vmgexit(p: SevPlatform, cpu: SevGuestCpuView): VmgexitOutcome {
   return ghcbExit(cpu, msr);
 }
 
-// §12.3
+// The GHCB MSR protocol (sev_handle_vmgexit_msr_protocol()).
 function msrProtocol(p: SevPlatform, cpu: SevGuestCpuView, msr: bigint): VmgexitOutcome {
   const s = cpu.vm.sev;
   const st = cpu.vcpu.sev;
@@ -201,7 +201,7 @@ function mapGhcb(cpu: SevGuestCpuView, gpa: bigint): Ghcb | undefined {
   return ghcb;
 }
 
-// §12.5 steps 2–7.
+// The GHCB page path of sev_handle_vmgexit(): map, sev_es_sync_from_ghcb(), sev_es_validate_vmgexit(), dispatch, sev_es_sync_to_ghcb().
 function ghcbExit(cpu: SevGuestCpuView, gpa: bigint): VmgexitOutcome {
   const st = cpu.vcpu.sev;
   // #2: no GHCB, or one that cannot be mapped → straight back to the guest.
@@ -252,7 +252,7 @@ export interface PendingIo {
   readonly scratchGpa: bigint | undefined;
 }
 
-// `sev_es_validate_vmgexit` (spec §12.5 #5): a GHCB_ERR_* reason, or undefined when the request is valid.
+// `sev_es_validate_vmgexit` (arch/x86/kvm/svm/sev.c): a GHCB_ERR_* reason, or undefined when the request is valid.
 // MISSING_INPUT unless every one of `fields` is valid in the snapshot.
 function need(g: GhcbSnapshot, ...fields: GhcbField[]): number | undefined {
   for (const f of fields) if (!has(g, f)) return GHCB_ERR.MISSING_INPUT;
@@ -401,7 +401,7 @@ function scratchArea(
   return loc.buffer.subarray(loc.offset, loc.offset + len);
 }
 
-// IOIO through the GHCB (spec §12.6) → an `io` exit.
+// IOIO through the GHCB (arch/x86/kvm/svm/svm.c: io_interception()) → an `io` exit.
 function ioio(cpu: SevGuestCpuView, ghcb: Ghcb, pend: PendingVmgexit, g: GhcbSnapshot): VmgexitOutcome {
   const gpa = pend.ghcbGpa;
   const regs = pend.regs;
@@ -482,7 +482,7 @@ function syncToGhcb(ghcb: Ghcb, regs: Regs4): void {
 
 /**
  * Next KVM_RUN after a VMGEXIT exit: IN data goes to RAX (merged below 4 bytes, as `complete_fast_pio_in`
- * does) or to the scratch area; then RAX/RBX/RCX/RDX are written back into the GHCB (spec §12.5 #7).
+ * does) or to the scratch area; then RAX/RBX/RCX/RDX are written back into the GHCB (arch/x86/kvm/svm/sev.c: sev_es_sync_to_ghcb()).
  */
 export function completeVmgexit(cpu: SevGuestCpuView, exit: Exit): void {
   const st = cpu.vcpu.sev;

@@ -127,7 +127,7 @@ export class FakeVm implements SevVmView {
   gate(): void {
     if (this.closed) throw new Error('EBADF: closed VM used');
     if (this.dead) {
-      // spec §2: the generic dead-VM gate.
+      // virt/kvm/kvm_main.c: kvm_vm_ioctl(): the generic dead-VM gate.
       throw new KvmError('EIO', 'ioctl', 'VM is dead');
     }
   }

@@ -1,7 +1,7 @@
 // The simulated AMD Secure Processor (PSP) SEV firmware. KVM keeps no launch state machine — the
-// firmware does (spec §6): guest contexts by handle with their state, policy, key, launch digest and
+// firmware does (arch/x86/kvm/svm/sev.c only forwards, e.g. sev_guest_status() returns the firmware's state): guest contexts by handle with their state, policy, key, launch digest and
 // ASID binding (ACTIVATE / DEACTIVATE / DF_FLUSH). Every command answers a firmware status code; the
-// KVM side turns a non-zero status into EIO with `error` = that code (spec §1.5).
+// KVM side turns a non-zero status into EIO with `error` = that code (drivers/crypto/ccp/sev-dev.c: sev_issue_cmd_external_user()).
 
 import {
   SEV_POLICY_BIT,
@@ -56,7 +56,7 @@ export class SevFirmware {
   #nextHandle = 1;
   #nonce = 0;
   #initialized = false;
-  /** When set, PLATFORM INIT fails with this status (a test knob for spec §5.1 `__sev_guest_init` #8). */
+  /** When set, PLATFORM INIT fails with this status (a test knob for the sev_platform_init() failure path of arch/x86/kvm/svm/sev.c: __sev_guest_init()). */
   platformInitError: FwStatus | undefined;
   /** Commands issued, by name (a test can see what reached the firmware). */
   readonly issued: string[] = [];
@@ -115,7 +115,7 @@ export class SevFirmware {
     return SEV_RET.SUCCESS;
   }
 
-  /** DF_FLUSH: ASIDs deactivated so far may be activated again (spec §11.3 step 4). */
+  /** DF_FLUSH: ASIDs deactivated so far may be activated again (arch/x86/kvm/svm/sev.c: __sev_recycle_asids()). */
   dfFlush(): FwStatus {
     this.#log('DF_FLUSH');
     this.#needsFlush.clear();

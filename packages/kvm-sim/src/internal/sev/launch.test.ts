@@ -18,13 +18,13 @@ function started(h: FakeHost, es = false, policy = es ? POLICY.ES : 0): FakeVm {
   return vm;
 }
 
-describe('LAUNCH_START (spec §5.2, §6)', () => {
-  it('spec §5.2 LAUNCH_START 1st check: not an SEV guest → ENOTTY', () => {
+describe('LAUNCH_START (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
+  it('LAUNCH_START 1st check: not an SEV guest → ENOTTY (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     const h = new FakeHost();
     expect(tryKvm(() => h.createVm().cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0 }))).toBe('ENOTTY');
   });
 
-  it('spec §6: LAUNCH_START gives a handle, GUEST_STATUS says LAUNCH_UPDATE with the policy', () => {
+  it('LAUNCH_START gives a handle, GUEST_STATUS says LAUNCH_UPDATE with the policy (arch/x86/kvm/svm/sev.c: sev_launch_start(), sev_guest_status(); tools/testing/selftests/kvm/lib/x86/sev.c: sev_vm_launch())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -40,7 +40,7 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     });
   });
 
-  it('spec §5.2 LAUNCH_START: data NULL → EFAULT, nothing reaches the firmware', () => {
+  it('LAUNCH_START: data NULL → EFAULT, nothing reaches the firmware (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -55,16 +55,19 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     ['DH blob over 16 KiB', { dh: new Uint8Array(0x4001) }],
     ['empty session blob', { session: new Uint8Array(0) }],
     ['session blob over 16 KiB', { session: new Uint8Array(0x4001) }],
-  ])('spec §5.2 LAUNCH_START psp_copy_user_blob: %s → EINVAL, no handle', (_n, blobs) => {
-    const h = new FakeHost();
-    const vm = h.createVm();
-    vm.cmd(SEV_CMD.INIT);
-    expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0, ...blobs }))).toBe('EINVAL');
-    expect(vm.sev.handle).toBe(0);
-    expect(h.platform.firmware.contextCount).toBe(0);
-  });
+  ])(
+    'LAUNCH_START psp_copy_user_blob: %s → EINVAL, no handle (arch/x86/kvm/svm/sev.c: sev_launch_start(); drivers/crypto/ccp/sev-dev.c: psp_copy_user_blob())',
+    (_n, blobs) => {
+      const h = new FakeHost();
+      const vm = h.createVm();
+      vm.cmd(SEV_CMD.INIT);
+      expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_START, { handle: 0, policy: 0, ...blobs }))).toBe('EINVAL');
+      expect(vm.sev.handle).toBe(0);
+      expect(h.platform.firmware.contextCount).toBe(0);
+    },
+  );
 
-  it('spec §5.2 LAUNCH_START: blobs of 1 byte and of exactly 16 KiB are accepted', () => {
+  it('LAUNCH_START: blobs of 1 byte and of exactly 16 KiB are accepted (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -80,22 +83,25 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
   it.each([
     ['not open', 999],
     ['open but not /dev/sev', -1],
-  ])('spec §1.5: sev_fd %s → EBADF, error untouched, no context', (_n, fd) => {
-    const h = new FakeHost();
-    const vm = h.createVm();
-    vm.cmd(SEV_CMD.INIT);
-    const c: SevCommand = {
-      id: SEV_CMD.LAUNCH_START,
-      data: { handle: 0, policy: 0 },
-      sevFd: fd < 0 ? h.otherFd : fd,
-    };
-    c.error = 5;
-    expect(tryKvm(() => vm.op(c))).toBe('EBADF');
-    expect(c.error).toBe(5);
-    expect(h.platform.firmware.contextCount).toBe(0);
-  });
+  ])(
+    'sev_fd %s → EBADF, error untouched, no context (arch/x86/kvm/svm/sev.c: __sev_issue_cmd())',
+    (_n, fd) => {
+      const h = new FakeHost();
+      const vm = h.createVm();
+      vm.cmd(SEV_CMD.INIT);
+      const c: SevCommand = {
+        id: SEV_CMD.LAUNCH_START,
+        data: { handle: 0, policy: 0 },
+        sevFd: fd < 0 ? h.otherFd : fd,
+      };
+      c.error = 5;
+      expect(tryKvm(() => vm.op(c))).toBe('EBADF');
+      expect(c.error).toBe(5);
+      expect(h.platform.firmware.contextCount).toBe(0);
+    },
+  );
 
-  it('spec §5.2 LAUNCH_START: the handle copy-back failing unbinds the ASID and decommissions → EFAULT', () => {
+  it('LAUNCH_START: the handle copy-back failing unbinds the ASID and decommissions → EFAULT (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -107,7 +113,7 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     expect(h.platform.firmware.boundAsidCount).toBe(0);
   });
 
-  it('spec §6: a second LAUNCH_START on the same VM fails in ACTIVATE (ASID_OWNED) and leaves the first context', () => {
+  it('a second LAUNCH_START on the same VM fails in ACTIVATE (ASID_OWNED) and leaves the first context (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     const h = new FakeHost();
     const vm = started(h);
     const first = vm.sev.handle;
@@ -118,7 +124,7 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     expect(h.platform.firmware.handles()).toEqual([first]);
   });
 
-  it('spec §6: LAUNCH_START sharing the key of a guest whose policy has NOKS → EIO POLICY_FAILURE', () => {
+  it('LAUNCH_START sharing the key of a guest whose policy has NOKS → EIO POLICY_FAILURE (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     const h = new FakeHost();
     const a = started(h, false, POLICY.NOKS);
     const b = h.createVm();
@@ -135,7 +141,7 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
     expect(c2.error).toBe(SEV_RET.INVALID_GUEST);
   });
 
-  it('spec §6: an ES policy on a plain-SEV ASID is refused by ACTIVATE (INVALID_ASID)', () => {
+  it('an ES policy on a plain-SEV ASID is refused by ACTIVATE (INVALID_ASID) (arch/x86/kvm/svm/sev.c: sev_launch_start())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -150,8 +156,8 @@ describe('LAUNCH_START (spec §5.2, §6)', () => {
   });
 });
 
-describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
-  it('spec §5.2 LAUNCH_UPDATE_DATA: len 0 → EINVAL', () => {
+describe('LAUNCH_UPDATE_DATA (arch/x86/kvm/svm/sev.c: sev_launch_update_data()) and real encryption', () => {
+  it('LAUNCH_UPDATE_DATA: len 0 → EINVAL (arch/x86/kvm/svm/sev.c: sev_launch_update_data())', () => {
     const h = new FakeHost();
     const vm = started(h);
     expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: ptr(new Uint8Array(8)), len: 0 }))).toBe(
@@ -159,7 +165,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
     );
   });
 
-  it('spec §5.2 LAUNCH_UPDATE_DATA: NULL uaddr or a range past the mapping fails to pin → ENOMEM', () => {
+  it('LAUNCH_UPDATE_DATA: NULL uaddr or a range past the mapping fails to pin → ENOMEM (arch/x86/kvm/svm/sev.c: sev_launch_update_data())', () => {
     const h = new FakeHost();
     const vm = started(h);
     expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: undefined, len: 16 }))).toBe('ENOMEM');
@@ -168,7 +174,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
     );
   });
 
-  it('spec §5.2 LAUNCH_UPDATE_DATA: over RLIMIT_MEMLOCK → ENOMEM, memory untouched', () => {
+  it('LAUNCH_UPDATE_DATA: over RLIMIT_MEMLOCK → ENOMEM, memory untouched (arch/x86/kvm/svm/sev.c: sev_launch_update_data())', () => {
     const h = new FakeHost({ memlockLimitPages: 2 });
     const vm = started(h);
     const mem = new Uint8Array(3 * 4096).fill(7);
@@ -180,7 +186,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
     expect(vm.sev.pagesLocked).toBe(0);
   });
 
-  it('spec §5.2 LAUNCH_UPDATE_DATA: not an SEV guest → ENOTTY; malformed data → EFAULT', () => {
+  it('LAUNCH_UPDATE_DATA: not an SEV guest → ENOTTY; malformed data → EFAULT (arch/x86/kvm/svm/sev.c: sev_launch_update_data())', () => {
     const h = new FakeHost();
     expect(tryKvm(() => h.createVm().cmd(SEV_CMD.LAUNCH_UPDATE_DATA, { uaddr: undefined, len: 1 }))).toBe(
       'ENOTTY',
@@ -190,7 +196,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
     expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_UPDATE_DATA, undefined))).toBe('EFAULT');
   });
 
-  it('spec §6: LAUNCH_UPDATE_DATA before LAUNCH_START uses the stored fd 0, which is not /dev/sev → EBADF', () => {
+  it('LAUNCH_UPDATE_DATA before LAUNCH_START uses the stored fd 0, which is not /dev/sev → EBADF (arch/x86/kvm/svm/sev.c: sev_launch_update_data())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -199,7 +205,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
     expect(mem.every((b) => b === 0)).toBe(true);
   });
 
-  it('spec §5.2 LAUNCH_UPDATE_DATA encrypts in place: the host sees ciphertext, the guest key decrypts it', () => {
+  it('LAUNCH_UPDATE_DATA encrypts in place: the host sees ciphertext, the guest key decrypts it (arch/x86/kvm/svm/sev.c: sev_launch_update_data())', () => {
     const h = new FakeHost();
     const vm = started(h);
     const mem = vm.addSlot(0x10000n, 8192);
@@ -216,7 +222,7 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
     expect(dbg).toEqual(plain.subarray(100, 5100));
   });
 
-  it('spec §6: LAUNCH_UPDATE_DATA after LAUNCH_MEASURE → EIO INVALID_GUEST_STATE, memory untouched', () => {
+  it('LAUNCH_UPDATE_DATA after LAUNCH_MEASURE → EIO INVALID_GUEST_STATE, memory untouched (arch/x86/kvm/svm/sev.c: sev_launch_update_data())', () => {
     const h = new FakeHost();
     const vm = started(h);
     vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(new Uint8Array(64)), len: 64 });
@@ -232,8 +238,8 @@ describe('LAUNCH_UPDATE_DATA (spec §5.2) and real encryption', () => {
   });
 });
 
-describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
-  it('spec §5.2 LAUNCH_MEASURE: len 0 queries the length: EIO INVALID_LEN, len = 48, state unchanged', () => {
+describe('LAUNCH_MEASURE and the launch digest (arch/x86/kvm/svm/sev.c: sev_launch_measure())', () => {
+  it('LAUNCH_MEASURE: len 0 queries the length: EIO INVALID_LEN, len = 48, state unchanged (arch/x86/kvm/svm/sev.c: sev_launch_measure())', () => {
     const h = new FakeHost();
     const vm = started(h);
     const data = { uaddr: undefined, len: 0 };
@@ -244,7 +250,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     expect(status(vm).state).toBe(SEV_GUEST_STATE.LAUNCH_UPDATE);
   });
 
-  it('spec §5.2 LAUNCH_MEASURE: len over 16 KiB with a buffer → EINVAL before the firmware', () => {
+  it('LAUNCH_MEASURE: len over 16 KiB with a buffer → EINVAL before the firmware (arch/x86/kvm/svm/sev.c: sev_launch_measure())', () => {
     const h = new FakeHost();
     const vm = started(h);
     const buf = new Uint8Array(0x5000);
@@ -252,7 +258,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     expect(status(vm).state).toBe(SEV_GUEST_STATE.LAUNCH_UPDATE);
   });
 
-  it('spec §5.2 LAUNCH_MEASURE: a too-small buffer → EIO INVALID_LEN, len not written back', () => {
+  it('LAUNCH_MEASURE: a too-small buffer → EIO INVALID_LEN, len not written back (arch/x86/kvm/svm/sev.c: sev_launch_measure())', () => {
     const h = new FakeHost();
     const vm = started(h);
     const data = { uaddr: ptr(new Uint8Array(16)), len: 16 };
@@ -262,7 +268,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     expect(data.len).toBe(16);
   });
 
-  it('spec §6: the measurement is HMAC(TIK) over the launch digest of every UPDATE_DATA and UPDATE_VMSA, in order', () => {
+  it('the measurement is HMAC(TIK) over the launch digest of every UPDATE_DATA and UPDATE_VMSA, in order (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa(), sev_launch_measure())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     const mem = vm.addSlot(0x200000n, 4096 * 3);
@@ -298,7 +304,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     expect(status(vm).state).toBe(SEV_GUEST_STATE.LAUNCH_SECRET);
   });
 
-  it('spec §6: LAUNCH_MEASURE twice → the second is EIO INVALID_GUEST_STATE (already LAUNCH_SECRET)', () => {
+  it('LAUNCH_MEASURE twice → the second is EIO INVALID_GUEST_STATE (already LAUNCH_SECRET) (arch/x86/kvm/svm/sev.c: sev_launch_measure())', () => {
     const h = new FakeHost();
     const vm = started(h);
     vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(new Uint8Array(48)), len: 48 });
@@ -311,7 +317,7 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
     expect(c.error).toBe(SEV_RET.INVALID_GUEST_STATE);
   });
 
-  it('spec §5.2 LAUNCH_MEASURE: the measurement buffer not writable → EFAULT after the firmware ran', () => {
+  it('LAUNCH_MEASURE: the measurement buffer not writable → EFAULT after the firmware ran (arch/x86/kvm/svm/sev.c: sev_launch_measure())', () => {
     const h = new FakeHost();
     const vm = started(h);
     const small = new Uint8Array(10);
@@ -319,8 +325,8 @@ describe('LAUNCH_MEASURE and the launch digest (spec §5.2, §6)', () => {
   });
 });
 
-describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
-  it('spec §6: LAUNCH_FINISH from LAUNCH_UPDATE or LAUNCH_SECRET → RUNNING; again → INVALID_GUEST_STATE', () => {
+describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (arch/x86/kvm/svm/sev.c: sev_launch_secret(), sev_launch_finish(), sev_guest_status())', () => {
+  it('LAUNCH_FINISH from LAUNCH_UPDATE or LAUNCH_SECRET → RUNNING; again → INVALID_GUEST_STATE (arch/x86/kvm/svm/sev.c: sev_launch_finish())', () => {
     const h = new FakeHost();
     const a = started(h);
     a.cmd(SEV_CMD.LAUNCH_FINISH);
@@ -334,28 +340,28 @@ describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
     expect(status(b).state).toBe(SEV_GUEST_STATE.RUNNING);
   });
 
-  it('spec §5.2 LAUNCH_FINISH / GUEST_STATUS: not an SEV guest → ENOTTY', () => {
+  it('LAUNCH_FINISH / GUEST_STATUS: not an SEV guest → ENOTTY (arch/x86/kvm/svm/sev.c: sev_launch_finish(), sev_guest_status())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     expect(tryKvm(() => vm.cmd(SEV_CMD.LAUNCH_FINISH))).toBe('ENOTTY');
     expect(tryKvm(() => vm.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('ENOTTY');
   });
 
-  it('spec §6: GUEST_STATUS before LAUNCH_START goes out on fd 0 → EBADF', () => {
+  it('GUEST_STATUS before LAUNCH_START goes out on fd 0 → EBADF (arch/x86/kvm/svm/sev.c: sev_guest_status())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
     expect(tryKvm(() => vm.cmd(SEV_CMD.GUEST_STATUS, {}))).toBe('EBADF');
   });
 
-  it('spec §5.2 GUEST_STATUS: data NULL or read-only → EFAULT after the firmware answered', () => {
+  it('GUEST_STATUS: data NULL or read-only → EFAULT after the firmware answered (arch/x86/kvm/svm/sev.c: sev_guest_status())', () => {
     const h = new FakeHost();
     const vm = started(h);
     expect(tryKvm(() => vm.cmd(SEV_CMD.GUEST_STATUS, undefined))).toBe('EFAULT');
     expect(tryKvm(() => vm.cmd(SEV_CMD.GUEST_STATUS, Object.freeze({})))).toBe('EFAULT');
   });
 
-  it('spec §5.2 LAUNCH_SECRET: only in LAUNCH_SECRET; injects the secret encrypted into guest memory', () => {
+  it('LAUNCH_SECRET: only in LAUNCH_SECRET; injects the secret encrypted into guest memory (arch/x86/kvm/svm/sev.c: sev_launch_secret())', () => {
     const h = new FakeHost();
     const vm = started(h);
     const mem = new Uint8Array(4096);
@@ -383,7 +389,7 @@ describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
     ['empty hdr blob', { hdr: new Uint8Array(0) }, 'EINVAL'],
     ['NULL guest pointer', { guest: undefined }, 'ENOMEM'],
     ['hdr not bytes', { hdr: 'x' }, 'EFAULT'],
-  ] as const)('spec §5.2 LAUNCH_SECRET: %s → %s', (_n, over, code) => {
+  ] as const)('LAUNCH_SECRET: %s → %s (arch/x86/kvm/svm/sev.c: sev_launch_secret())', (_n, over, code) => {
     const h = new FakeHost();
     const vm = started(h);
     vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(new Uint8Array(48)), len: 48 });
@@ -400,21 +406,21 @@ describe('LAUNCH_FINISH, GUEST_STATUS, LAUNCH_SECRET (spec §5.2, §6)', () => {
   });
 });
 
-describe('LAUNCH_UPDATE_VMSA (spec §5.2)', () => {
-  it('spec §5.2 LAUNCH_UPDATE_VMSA: not an SEV-ES guest → ENOTTY', () => {
+describe('LAUNCH_UPDATE_VMSA (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa())', () => {
+  it('LAUNCH_UPDATE_VMSA: not an SEV-ES guest → ENOTTY (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa())', () => {
     const h = new FakeHost();
     expect(tryKvm(() => started(h).cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('ENOTTY');
     expect(tryKvm(() => h.createVm().cmd(SEV_CMD.LAUNCH_UPDATE_VMSA))).toBe('ENOTTY');
   });
 
-  it('spec §5.2 LAUNCH_UPDATE_VMSA: marks every vCPU protected; a second call goes to the firmware again and succeeds', () => {
+  it('LAUNCH_UPDATE_VMSA: marks every vCPU protected; a second call goes to the firmware again and succeeds (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa())', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, true);
     expect(vm.list.every((v) => h.platform.isGuestStateProtected(v))).toBe(true);
     expect(h.platform.firmware.issued.filter((c) => c === 'LAUNCH_UPDATE_VMSA')).toHaveLength(8);
   });
 
-  it('spec §5.2 LAUNCH_UPDATE_VMSA: a vCPU with guest_debug → EINVAL; vCPUs before it stay protected', () => {
+  it('LAUNCH_UPDATE_VMSA: a vCPU with guest_debug → EINVAL; vCPUs before it stay protected (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.ES_INIT);
@@ -425,7 +431,7 @@ describe('LAUNCH_UPDATE_VMSA (spec §5.2)', () => {
     expect(vm.list.map((v) => v.sev.guestStateProtected)).toEqual([true, false]);
   });
 
-  it('spec §5.2 LAUNCH_UPDATE_VMSA: DR7 with bits beyond DR7_FIXED_1 → EINVAL', () => {
+  it('LAUNCH_UPDATE_VMSA: DR7 with bits beyond DR7_FIXED_1 → EINVAL (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.ES_INIT);
@@ -435,7 +441,7 @@ describe('LAUNCH_UPDATE_VMSA (spec §5.2)', () => {
     expect(vm.list[0]!.sev.guestStateProtected).toBe(false);
   });
 
-  it('spec §6: LAUNCH_UPDATE_VMSA with a policy lacking ES → EIO POLICY_FAILURE, vCPU not protected', () => {
+  it('LAUNCH_UPDATE_VMSA with a policy lacking ES → EIO POLICY_FAILURE, vCPU not protected (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.ES_INIT);
@@ -448,20 +454,20 @@ describe('LAUNCH_UPDATE_VMSA (spec §5.2)', () => {
   });
 });
 
-describe('DBG_DECRYPT / DBG_ENCRYPT (spec §5.2)', () => {
+describe('DBG_DECRYPT / DBG_ENCRYPT (arch/x86/kvm/svm/sev.c: sev_dbg_crypt())', () => {
   it.each([
     ['len 0', { len: 0 }, 'EINVAL'],
     ['dst NULL', { dst: undefined }, 'EINVAL'],
     ['src NULL', { src: undefined }, 'ENOMEM'],
     ['src not a pointer', { src: 7 }, 'EFAULT'],
-  ] as const)('spec §5.2 DBG_DECRYPT: %s → %s', (_n, over, code) => {
+  ] as const)('DBG_DECRYPT: %s → %s (arch/x86/kvm/svm/sev.c: sev_dbg_crypt())', (_n, over, code) => {
     const h = new FakeHost();
     const vm = started(h);
     const data = { src: ptr(new Uint8Array(64)), dst: ptr(new Uint8Array(64)), len: 16, ...over };
     expect(tryKvm(() => vm.cmd(SEV_CMD.DBG_DECRYPT, data))).toBe(code);
   });
 
-  it('spec §6: DBG on a guest whose policy forbids debugging → EIO POLICY_FAILURE', () => {
+  it('DBG on a guest whose policy forbids debugging → EIO POLICY_FAILURE (arch/x86/kvm/svm/sev.c: sev_dbg_crypt())', () => {
     const h = new FakeHost();
     const vm = started(h, false, POLICY.NODBG);
     const c: SevCommand = {
@@ -473,7 +479,7 @@ describe('DBG_DECRYPT / DBG_ENCRYPT (spec §5.2)', () => {
     expect(c.error).toBe(SEV_RET.POLICY_FAILURE);
   });
 
-  it('spec §5.2 DBG_ENCRYPT then DBG_DECRYPT round-trips through the key, across page boundaries and odd alignment', () => {
+  it('DBG_ENCRYPT then DBG_DECRYPT round-trips through the key, across page boundaries and odd alignment (arch/x86/kvm/svm/sev.c: sev_dbg_crypt())', () => {
     const h = new FakeHost();
     const vm = started(h);
     const guest = new Uint8Array(3 * 4096);
@@ -486,7 +492,7 @@ describe('DBG_DECRYPT / DBG_ENCRYPT (spec §5.2)', () => {
     expect(back).toEqual(plain);
   });
 
-  it('spec §5.2 DBG: the destination too short → EFAULT', () => {
+  it('DBG: the destination too short → EFAULT (arch/x86/kvm/svm/sev.c: sev_dbg_crypt())', () => {
     const h = new FakeHost();
     const vm = started(h);
     expect(
@@ -497,8 +503,8 @@ describe('DBG_DECRYPT / DBG_ENCRYPT (spec §5.2)', () => {
   });
 });
 
-describe('GET_ATTESTATION_REPORT (spec §5.2)', () => {
-  it('spec §5.2 GET_ATTESTATION_REPORT: query mode, >16 KiB, and a report with the launch digest', () => {
+describe('GET_ATTESTATION_REPORT (arch/x86/kvm/svm/sev.c: sev_get_attestation_report())', () => {
+  it('GET_ATTESTATION_REPORT: query mode, >16 KiB, and a report with the launch digest (arch/x86/kvm/svm/sev.c: sev_get_attestation_report())', () => {
     const h = new FakeHost();
     const vm = started(h);
     vm.cmd(SEV_CMD.LAUNCH_MEASURE, { uaddr: ptr(new Uint8Array(48)), len: 48 });
@@ -520,7 +526,7 @@ describe('GET_ATTESTATION_REPORT (spec §5.2)', () => {
     expect(out.subarray(16, 48)).toEqual(new SevLaunchDigest().digest());
   });
 
-  it('spec §5.2 GET_ATTESTATION_REPORT: not an SEV guest → ENOTTY; wrong mnonce size → EFAULT', () => {
+  it('GET_ATTESTATION_REPORT: not an SEV guest → ENOTTY; wrong mnonce size → EFAULT (arch/x86/kvm/svm/sev.c: sev_get_attestation_report())', () => {
     const h = new FakeHost();
     expect(tryKvm(() => h.createVm().cmd(SEV_CMD.GET_ATTESTATION_REPORT, {}))).toBe('ENOTTY');
     const vm = started(h);

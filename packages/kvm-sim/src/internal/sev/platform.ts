@@ -1,6 +1,6 @@
-// The host's SEV support as KVM sets it up (`sev_hardware_setup`, spec §11): what CPUID 0x8000001F and
+// The host's SEV support as KVM sets it up (`sev_hardware_setup`, arch/x86/kvm/svm/sev.c): what CPUID 0x8000001F and
 // the module parameters enable, the ASID bitmaps, the PSP firmware, and the per-VM lifecycle
-// (`sev_vm_destroy`, spec §9.4). The arch seam holds one SevPlatform per simulated host and forwards
+// (`sev_vm_destroy`, arch/x86/kvm/svm/sev.c). The arch seam holds one SevPlatform per simulated host and forwards
 // the SEV-related ioctls and guest events to it.
 
 import {
@@ -84,9 +84,9 @@ export interface SevLeakReport {
 /** One simulated host's SEV support: configuration, ASIDs, firmware and the SEV ioctls. */
 export class SevPlatform {
   readonly info: SevCpuInfo;
-  /** `sev_enabled` after hardware setup (spec §4 step 1). */
+  /** `sev_enabled` after hardware setup (arch/x86/kvm/svm/sev.c: sev_hardware_setup(); checked first in sev_mem_enc_ioctl()). */
   readonly sevEnabled: boolean;
-  /** `sev_es_enabled` after hardware setup (spec §4 step 7, §11.2). */
+  /** `sev_es_enabled` after hardware setup (arch/x86/kvm/svm/sev.c: sev_hardware_setup(); ES_INIT checks it in sev_mem_enc_ioctl()). */
   readonly sevEsEnabled: boolean;
   /** `sev_supported_vmsa_features` (KVM_X86_SEV_VMSA_FEATURES). */
   readonly supportedVmsaFeatures: bigint;
@@ -128,7 +128,7 @@ export class SevPlatform {
     return CPUID_LEAF_SEV;
   }
 
-  /** SEV VM types this host offers (`sev_set_cpu_caps`; spec §1.1). */
+  /** SEV VM types this host offers (`sev_set_cpu_caps`; arch/x86/kvm/svm/sev.c). */
   supportedVmTypes(): VmType[] {
     const out: VmType[] = [];
     if (this.sevEnabled) out.push('sev');
@@ -149,22 +149,22 @@ export class SevPlatform {
     return newSevVcpuState();
   }
 
-  /** KVM_MEMORY_ENCRYPT_OP on the VM fd, SEV flavour (spec §4, §5). `cmd` undefined = NULL argument. */
+  /** KVM_MEMORY_ENCRYPT_OP on the VM fd, SEV flavour (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl()). `cmd` undefined = NULL argument. */
   memEncryptOp(vm: SevVmView, cmd: unknown): void {
     memEncryptOp(this, vm, cmd);
   }
 
-  /** KVM_MEMORY_ENCRYPT_REG_REGION (spec §10). */
+  /** KVM_MEMORY_ENCRYPT_REG_REGION (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region()). */
   registerRegion(vm: SevVmView, region: EncRegion | unknown): void {
     registerRegion(this, vm, region);
   }
 
-  /** KVM_MEMORY_ENCRYPT_UNREG_REGION (spec §10). */
+  /** KVM_MEMORY_ENCRYPT_UNREG_REGION (arch/x86/kvm/svm/sev.c: sev_mem_enc_unregister_region()). */
   unregisterRegion(vm: SevVmView, region: EncRegion | unknown): void {
     unregisterRegion(this, vm, region);
   }
 
-  /** KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM on `dst` with `args[0] = srcFd` (spec §8), after the generic gates. */
+  /** KVM_CAP_VM_MOVE_ENC_CONTEXT_FROM on `dst` with `args[0] = srcFd` (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from()), after the generic gates. */
   moveEncContextFrom(dst: SevVmView, srcFd: number): void {
     moveEncContextFrom(this, dst, srcFd);
   }
@@ -174,14 +174,14 @@ export class SevPlatform {
     return moveEncContextSteps(this, dst, srcFd);
   }
 
-  /** KVM_CAP_VM_COPY_ENC_CONTEXT_FROM on `dst` with `args[0] = srcFd` (spec §9), after the generic gates. */
+  /** KVM_CAP_VM_COPY_ENC_CONTEXT_FROM on `dst` with `args[0] = srcFd` (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()), after the generic gates. */
   copyEncContextFrom(dst: SevVmView, srcFd: number): void {
     copyEncContextFrom(this, dst, srcFd);
   }
 
   /**
    * The VM fd was closed. The VM is destroyed now, or — while mirrors still hold a reference — when
-   * the last mirror goes (spec §9.4).
+   * the last mirror goes (arch/x86/kvm/svm/sev.c: sev_vm_destroy()).
    */
   vmClosed(vm: SevVmView): void {
     const s = vm.sev;
@@ -190,7 +190,7 @@ export class SevPlatform {
     if (s.refs === 0) this.destroyVm(vm);
   }
 
-  /** `sev_vm_destroy` (spec §9.4). Called by `vmClosed` once no reference is left. */
+  /** `sev_vm_destroy` (arch/x86/kvm/svm/sev.c). Called by `vmClosed` once no reference is left. */
   destroyVm(vm: SevVmView): void {
     const s = vm.sev;
     if (s.destroyed) return;
@@ -216,7 +216,7 @@ export class SevPlatform {
     s.regions = [];
     const snp = sevSnpGuest(s) ? snpVm(s) : undefined;
     if (snp !== undefined) {
-      // SNP: SNP_DECOMMISSION of the guest context (spec §9.4); it cannot fail in the simulator.
+      // SNP: SNP_DECOMMISSION of the guest context (arch/x86/kvm/svm/sev.c: sev_vm_destroy()); it cannot fail in the simulator.
       if (snp.gctx !== 0) this.snp.decommission(snp.gctx);
       snp.gctx = 0;
     } else if (s.handle !== 0) {
@@ -229,7 +229,7 @@ export class SevPlatform {
     s.active = false;
   }
 
-  /** `sev_asid_new` (spec §11.3); a recycle runs DF_FLUSH in the firmware. */
+  /** `sev_asid_new` (arch/x86/kvm/svm/sev.c, recycling through __sev_recycle_asids()); a recycle runs DF_FLUSH in the firmware. */
   allocateAsid(es: boolean): number | 'ENOTTY' | 'EBUSY' {
     const before = this.asids.stats.recycles;
     const r = this.asids.allocate(es);
@@ -237,7 +237,7 @@ export class SevPlatform {
     return r;
   }
 
-  /** `sev_asid_free` (spec §11.4). */
+  /** `sev_asid_free` (arch/x86/kvm/svm/sev.c). */
   freeAsid(s: SevVmState): void {
     if (s.asid !== 0) this.asids.free(s.asid);
     s.asid = 0;
@@ -257,7 +257,7 @@ export class SevPlatform {
     return this.firmware.keyForAsid(s.asid) ?? deriveKey(s.asid, 0xa51d);
   }
 
-  /** RDMSR 0xC0010131 (SEV status) as this VM's guest reads it (spec §12.2). */
+  /** RDMSR 0xC0010131 (SEV status) as this VM's guest reads it (arch/x86/include/asm/msr-index.h: MSR_AMD64_SEV_*). */
   sevStatusMsr(vm: SevVmView): bigint {
     return sevStatusMsr(vm.sev);
   }
@@ -282,7 +282,7 @@ export class SevPlatform {
     vcpuReset(this, vm.sev, vcpu);
   }
 
-  /** VMGEXIT from an SEV-ES guest (spec §12.3, §12.5, §12.6). */
+  /** VMGEXIT from an SEV-ES guest (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol(), sev_handle_vmgexit(); arch/x86/kvm/svm/svm.c: io_interception()). */
   vmgexit(cpu: SevGuestCpuView): VmgexitOutcome {
     return vmgexit(this, cpu);
   }

@@ -2,8 +2,8 @@ import { SEV_CMD, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { FakeHost, launchedVm, ptr } from './fakes.test-support.js';
 
-describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
-  it('spec §2: a region that cannot be copied → EFAULT before any SEV check', () => {
+describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region(), sev_mem_enc_unregister_region())', () => {
+  it('a region that cannot be copied → EFAULT before any SEV check (arch/x86/kvm/x86.c: kvm_arch_vm_ioctl())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     expect(tryKvm(() => h.platform.registerRegion(vm, undefined))).toBe('EFAULT');
@@ -13,14 +13,14 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     expect(tryKvm(() => h.platform.unregisterRegion(vm, { addr: 5, size: 8n }))).toBe('EFAULT');
   });
 
-  it('spec §10 REG #1: not an SEV guest → ENOTTY', () => {
+  it('REG_REGION: not an SEV guest → ENOTTY (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region())', () => {
     const h = new FakeHost();
     expect(
       tryKvm(() => h.platform.registerRegion(h.createVm(), { addr: ptr(new Uint8Array(8)), size: 8n })),
     ).toBe('ENOTTY');
   });
 
-  it('spec §10 REG #2 / §9.3: on a mirror → EINVAL', () => {
+  it('REG_REGION on a mirror → EINVAL (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region())', () => {
     const h = new FakeHost();
     const owner = launchedVm(h, false);
     const m = h.createVm();
@@ -30,7 +30,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     );
   });
 
-  it('spec §10 REG #3: size above ULONG_MAX → EINVAL', () => {
+  it('REG_REGION: size above ULONG_MAX → EINVAL (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region())', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
     expect(
@@ -38,7 +38,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     ).toBe('EINVAL');
   });
 
-  it('spec §10 REG pin: size 0 or a range that wraps → EINVAL; over the memlock limit or unmapped → ENOMEM', () => {
+  it('REG_REGION pinning: size 0 or a range that wraps → EINVAL; over the memlock limit or unmapped → ENOMEM (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region())', () => {
     const h = new FakeHost({ memlockLimitPages: 3 });
     const vm = launchedVm(h, false, { memSize: 4096 });
     const mem = new Uint8Array(4 * 4096);
@@ -54,7 +54,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     expect(vm.sev.pagesLocked).toBe(0);
   });
 
-  it('spec §10: registered regions pin pages; UNREG needs the exact (addr, size)', () => {
+  it('registered regions pin pages; UNREG needs the exact (addr, size) (arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region(), sev_mem_enc_unregister_region())', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
     const mem = new Uint8Array(3 * 4096);
@@ -69,7 +69,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     expect(vm.sev.regions).toHaveLength(0);
   });
 
-  it('spec §10 UNREG: the mirror check comes first (EINVAL), then not-SEV → ENOTTY', () => {
+  it('UNREG_REGION: the mirror check comes first (EINVAL), then not-SEV → ENOTTY (arch/x86/kvm/svm/sev.c: sev_mem_enc_unregister_region())', () => {
     const h = new FakeHost();
     const owner = launchedVm(h, false);
     const m = h.createVm();
@@ -82,7 +82,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     ).toBe('ENOTTY');
   });
 
-  it('spec §9.4: regions still registered are unpinned when the VM is destroyed', () => {
+  it('regions still registered are unpinned when the VM is destroyed (arch/x86/kvm/svm/sev.c: sev_vm_destroy())', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false);
     h.platform.registerRegion(vm, { addr: ptr(new Uint8Array(4096)), size: 4096n });
@@ -91,7 +91,7 @@ describe('KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION (spec §10)', () => {
     expect(vm.sev.pagesLocked).toBe(0);
   });
 
-  it('spec §5.2: pinned regions count against the memlock limit of later LAUNCH_UPDATE_DATA', () => {
+  it('pinned regions count against the memlock limit of later LAUNCH_UPDATE_DATA (arch/x86/kvm/svm/sev.c: sev_launch_update_data(), sev_pin_memory())', () => {
     const h = new FakeHost({ memlockLimitPages: 2 });
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);

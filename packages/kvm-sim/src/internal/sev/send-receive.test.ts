@@ -18,7 +18,7 @@ function fw(vm: FakeVm, id: number, data?: unknown): { code: Errno | undefined; 
 
 const blob = (n = 16) => new Uint8Array(n).fill(1);
 
-describe('SEND_* (spec §5.3)', () => {
+describe('SEND_* (arch/x86/kvm/svm/sev.c: sev_send_start(), sev_send_update_data(), sev_send_finish(), sev_send_cancel())', () => {
   it.each([
     SEV_CMD.SEND_START,
     SEV_CMD.SEND_UPDATE_DATA,
@@ -26,17 +26,20 @@ describe('SEND_* (spec §5.3)', () => {
     SEV_CMD.SEND_CANCEL,
     SEV_CMD.RECEIVE_START,
     SEV_CMD.RECEIVE_FINISH,
-  ])('spec §5.3: command %i on a VM that is not an SEV guest → ENOTTY', (id) => {
-    const h = new FakeHost();
-    expect(tryKvm(() => h.createVm().cmd(id, {}))).toBe('ENOTTY');
-  });
+  ])(
+    'command %i on a VM that is not an SEV guest → ENOTTY (arch/x86/kvm/svm/sev.c: the sev_send_*() and sev_receive_*() handlers)',
+    (id) => {
+      const h = new FakeHost();
+      expect(tryKvm(() => h.createVm().cmd(id, {}))).toBe('ENOTTY');
+    },
+  );
 
-  it('spec §5.3 RECEIVE_UPDATE_DATA: not an SEV guest → EINVAL (the one handler that says EINVAL)', () => {
+  it('RECEIVE_UPDATE_DATA: not an SEV guest → EINVAL (the one handler that says EINVAL) (arch/x86/kvm/svm/sev.c: sev_receive_update_data())', () => {
     const h = new FakeHost();
     expect(tryKvm(() => h.createVm().cmd(SEV_CMD.RECEIVE_UPDATE_DATA, {}))).toBe('EINVAL');
   });
 
-  it('spec §5.3 SEND_START: session_len 0 queries: the firmware answers INVALID_LEN and the length is written back', () => {
+  it('SEND_START: session_len 0 queries: the firmware answers INVALID_LEN and the length is written back (arch/x86/kvm/svm/sev.c: sev_send_start())', () => {
     const h = new FakeHost();
     const vm = running(h);
     const data = { policy: 0, session: undefined, sessionLen: 0 };
@@ -52,7 +55,7 @@ describe('SEND_* (spec §5.3)', () => {
     ['session_len over 16 KiB', { sessionLen: 0x4001 }],
     ['no platform certificates', { platCerts: undefined }],
     ['AMD certificates over 16 KiB', { amdCerts: new Uint8Array(0x4001) }],
-  ])('spec §5.3 SEND_START: %s → EINVAL', (_n, over) => {
+  ])('SEND_START: %s → EINVAL (arch/x86/kvm/svm/sev.c: sev_send_start())', (_n, over) => {
     const h = new FakeHost();
     const vm = running(h);
     const data = {
@@ -67,7 +70,7 @@ describe('SEND_* (spec §5.3)', () => {
     expect(tryKvm(() => vm.cmd(SEV_CMD.SEND_START, data))).toBe('EINVAL');
   });
 
-  it('spec §5.3 SEND_START: a full request reaches the firmware, which has no certificate chain (INVALID_CERTIFICATE)', () => {
+  it('SEND_START: a full request reaches the firmware, which has no certificate chain (INVALID_CERTIFICATE) (arch/x86/kvm/svm/sev.c: sev_send_start())', () => {
     const h = new FakeHost();
     const vm = running(h);
     const data = {
@@ -81,7 +84,7 @@ describe('SEND_* (spec §5.3)', () => {
     expect(fw(vm, SEV_CMD.SEND_START, data)).toEqual({ code: 'EIO', error: SEV_RET.INVALID_CERTIFICATE });
   });
 
-  it('spec §6: SEND_START on a guest that is still launching → EIO INVALID_GUEST_STATE; NOSEND policy → POLICY_FAILURE', () => {
+  it('SEND_START on a guest that is still launching → EIO INVALID_GUEST_STATE; NOSEND policy → POLICY_FAILURE (arch/x86/kvm/svm/sev.c: sev_send_start())', () => {
     const h = new FakeHost();
     const launching = h.createVm();
     launching.cmd(SEV_CMD.INIT);
@@ -103,7 +106,7 @@ describe('SEND_* (spec §5.3)', () => {
     ['no hdr', { hdr: undefined }],
     ['guest_len over a page', { guestLen: 4097 }],
     ['range crossing a page', { guest: ptr(new Uint8Array(8192), 4000), guestLen: 200 }],
-  ])('spec §5.3 SEND_UPDATE_DATA: %s → EINVAL', (_n, over) => {
+  ])('SEND_UPDATE_DATA: %s → EINVAL (arch/x86/kvm/svm/sev.c: sev_send_update_data())', (_n, over) => {
     const h = new FakeHost();
     const vm = running(h);
     const data = {
@@ -118,7 +121,7 @@ describe('SEND_* (spec §5.3)', () => {
     expect(tryKvm(() => vm.cmd(SEV_CMD.SEND_UPDATE_DATA, data))).toBe('EINVAL');
   });
 
-  it('spec §5.3 SEND_UPDATE_DATA / FINISH / CANCEL: the guest is not SENDING → EIO INVALID_GUEST_STATE', () => {
+  it('SEND_UPDATE_DATA / FINISH / CANCEL: the guest is not SENDING → EIO INVALID_GUEST_STATE (arch/x86/kvm/svm/sev.c: sev_send_update_data(), sev_send_finish(), sev_send_cancel())', () => {
     const h = new FakeHost();
     const vm = running(h);
     expect(fw(vm, SEV_CMD.SEND_UPDATE_DATA, { hdrLen: 0, guestLen: 0, transLen: 0 })).toEqual({
@@ -130,12 +133,12 @@ describe('SEND_* (spec §5.3)', () => {
   });
 });
 
-describe('RECEIVE_* (spec §5.3)', () => {
+describe('RECEIVE_* (arch/x86/kvm/svm/sev.c: sev_receive_start(), sev_receive_update_data(), sev_receive_finish())', () => {
   it.each([
     ['no PDH', { pdh: undefined }],
     ['empty session', { session: new Uint8Array(0) }],
     ['PDH over 16 KiB', { pdh: new Uint8Array(0x4001) }],
-  ])('spec §5.3 RECEIVE_START: %s → EINVAL', (_n, over) => {
+  ])('RECEIVE_START: %s → EINVAL (arch/x86/kvm/svm/sev.c: sev_receive_start())', (_n, over) => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -146,7 +149,7 @@ describe('RECEIVE_* (spec §5.3)', () => {
     ).toBe('EINVAL');
   });
 
-  it('spec §5.3 RECEIVE_START: on the caller-supplied sev_fd (bad → EBADF); the firmware rejects the PDH', () => {
+  it('RECEIVE_START: on the caller-supplied sev_fd (bad → EBADF); the firmware rejects the PDH (arch/x86/kvm/svm/sev.c: sev_receive_start())', () => {
     const h = new FakeHost();
     const vm = h.createVm();
     vm.cmd(SEV_CMD.INIT);
@@ -161,14 +164,14 @@ describe('RECEIVE_* (spec §5.3)', () => {
     ['no trans', { trans: new Uint8Array(0) }],
     ['guest_len 0', { guestLen: 0 }],
     ['crossing a page', { guest: ptr(new Uint8Array(8192), 4090) }],
-  ])('spec §5.3 RECEIVE_UPDATE_DATA: %s → EINVAL', (_n, over) => {
+  ])('RECEIVE_UPDATE_DATA: %s → EINVAL (arch/x86/kvm/svm/sev.c: sev_receive_update_data())', (_n, over) => {
     const h = new FakeHost();
     const vm = launchedVm(h, false, { vcpus: 0 });
     const data = { hdr: blob(52), guest: ptr(new Uint8Array(4096)), guestLen: 16, trans: blob(), ...over };
     expect(tryKvm(() => vm.cmd(SEV_CMD.RECEIVE_UPDATE_DATA, data))).toBe('EINVAL');
   });
 
-  it('spec §5.3 RECEIVE_UPDATE_DATA / FINISH: the guest is not RECEIVING → EIO INVALID_GUEST_STATE', () => {
+  it('RECEIVE_UPDATE_DATA / FINISH: the guest is not RECEIVING → EIO INVALID_GUEST_STATE (arch/x86/kvm/svm/sev.c: sev_receive_update_data(), sev_receive_finish())', () => {
     const h = new FakeHost();
     const vm = launchedVm(h, false, { vcpus: 0 });
     const data = { hdr: blob(52), guest: ptr(new Uint8Array(4096)), guestLen: 16, trans: blob() };

@@ -6,11 +6,11 @@
 //     a C-bit access to a shared page, or a plain access to a private one, is an RMP #NPF that KVM turns
 //     into KVM_EXIT_MEMORY_FAULT (private/shared mismatch with the memory attributes);
 //   * PVALIDATE (status codes 0 / FAIL_INPUT 1 / FAIL_SIZEMISMATCH 6 / NOUPDATE 255);
-//   * the SNP GHCB requests: GHCB GPA preference and registration (REG_GPA, spec §12.3, and the -EINVAL
-//     of §12.5 #4), page-state changes through the MSR protocol (`snp_begin_psc_msr`) and the PSC NAE
+//   * the SNP GHCB requests: GHCB GPA preference and registration (REG_GPA, arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol(), and the -EINVAL
+//     of sev_handle_vmgexit() for an unregistered GHCB GPA), page-state changes through the MSR protocol (`snp_begin_psc_msr`) and the PSC NAE
 //     event with a descriptor in the scratch area (`snp_begin_psc`), and VMMCALL through the GHCB
 //     (KVM_HC_MAP_GPA_RANGE, x86.c `__kvm_emulate_hypercall`) — each a KVM_EXIT_HYPERCALL (nr 12) when
-//     the VM enabled KVM_CAP_EXIT_HYPERCALL bit 12 (spec §12.7).
+//     the VM enabled KVM_CAP_EXIT_HYPERCALL bit 12 (arch/x86/kvm/svm/sev.c: snp_begin_psc()).
 //
 // Host writes: the host cannot write a guest-owned page. In Linux the private page is a guest_memfd
 // folio the VMM cannot map (and a write through any mapping of an RMP-assigned page takes an RMP #PF that
@@ -18,7 +18,7 @@
 // VMM's userspace buffer of the slot is the *shared* backing: writing it never reaches the private page.
 // The simulator paths that would write a guest-owned page refuse instead: SNP_LAUNCH_UPDATE on an
 // assigned page (EEXIST inside populate → EIO), the legacy LAUNCH_UPDATE_DATA / DBG_ENCRYPT (EPERM on an
-// SNP guest, spec §4 #6).
+// SNP guest, arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl()).
 //
 // Conversion: converting a page to shared (KVM_SET_MEMORY_ATTRIBUTES without PRIVATE) makes its RMP
 // entry hypervisor-owned again, as when the VMM discards the private backing of a converted range (the
@@ -68,7 +68,7 @@ const KVM_ENOSYS = 1000n;
 const KVM_EINVAL = 22n;
 const KVM_EPERM = 1n;
 const KVM_EOPNOTSUPP = 95n;
-/** GHCB_MSR_PSC_RESP_ERROR: bit 63 | PSC_RESP (spec §12.3). */
+/** GHCB_MSR_PSC_RESP_ERROR: bit 63 | PSC_RESP (arch/x86/kvm/svm/sev.c: snp_begin_psc_msr()). */
 const PSC_RESP_ERROR = (1n << 63n) | BigInt(GHCB_MSR_CODE.PSC_RESP);
 const GHCB_SCRATCH_AREA_LIMIT = 16 * 4096;
 
@@ -97,7 +97,7 @@ function syncRange(vm: ArchVm, gpa: bigint, npages: bigint): void {
   vm.flushTlbs();
 }
 
-/** SNP's classification of a guest access (RMP checks after the nested walk; spec §12.7, APM §15.36.10). */
+/** SNP's classification of a guest access (RMP checks after the nested walk; arch/x86/virt/svm/sev.c: rmp_make_private(), APM §15.36.10). */
 export function snpClassifyAccess(vm: ArchVm, a: MemAccess): AccessDecision {
   const s = stateOf(vm);
   if (!sevSnpGuest(s)) return SHARED;
@@ -163,7 +163,7 @@ function hypercallExit(gpa: bigint, npages: bigint, attrs: bigint): HypercallExi
   };
 }
 
-// `snp_begin_psc_msr` / `snp_complete_psc_msr` (spec §12.3 PSC_REQ, §12.7 MSR-protocol PSC).
+// `snp_begin_psc_msr` / `snp_complete_psc_msr` (arch/x86/kvm/svm/sev.c; the GHCB MSR protocol's PSC_REQ, one 4K page per request).
 async function pscMsr(cpu: ArchCpu, msr: bigint): Promise<void> {
   const vm = cpu.vcpu.vm;
   const st = vcpuView(cpu.vcpu).sev;
@@ -209,7 +209,7 @@ function pscScratch(cpu: ArchCpu, ghcbGpa: bigint, scratch: bigint): Uint8Array 
   return loc.buffer.subarray(loc.offset, loc.offset + n);
 }
 
-// `snp_begin_psc` / `snp_complete_one_psc` / `snp_complete_psc` (spec §12.7): adjacent entries with the
+// `snp_begin_psc` / `snp_complete_one_psc` / `snp_complete_psc` (arch/x86/kvm/svm/sev.c): adjacent entries with the
 // same operation and size become one KVM_HC_MAP_GPA_RANGE exit; PSMASH/UNSMASH entries are skipped.
 async function pscGhcb(cpu: ArchCpu, ghcb: Ghcb, area: Uint8Array): Promise<void> {
   const vm = cpu.vcpu.vm;
@@ -321,7 +321,7 @@ async function vmmcallGhcb(
   ghcb.set('rdx', BigInt.asUintN(64, regs.rdx));
 }
 
-// The GHCB exits SNP adds to the SEV-ES dispatcher (PSC, VMMCALL). Steps 3, 5 and 6 of spec §12.5 as the
+// The GHCB exits SNP adds to the SEV-ES dispatcher (PSC, VMMCALL). Steps of arch/x86/kvm/svm/sev.c: sev_handle_vmgexit() (sev_es_sync_from_ghcb(), sev_es_validate_vmgexit(), clearing sw_exit_info) as the
 // SEV-ES path does them. Returns false when the exit is not one of these (the SEV-ES path handles it).
 async function snpGhcbExit(cpu: ArchCpu, gpa: bigint, buf: Uint8Array, off: number): Promise<boolean> {
   const ghcb = new Ghcb(buf.subarray(off, off + GHCB_LAYOUT.SIZE));
@@ -404,7 +404,7 @@ async function snpVmgexit(cpu: ArchCpu, fallback: (cpu: ArchCpu) => Promise<void
         return fallback(cpu);
     }
   }
-  // §12.5 #2 (no GHCB / unmappable → resume) is the SEV-ES path's; #4: an unregistered GHCB GPA.
+  // sev_handle_vmgexit(): no GHCB / unmappable → resume is the SEV-ES path's; here an unregistered GHCB GPA → EINVAL.
   const page = msr & ~0xfffn;
   const slot = msr === 0n ? undefined : cpu.vcpu.vm.memslotAt(page);
   if (slot !== undefined && slot.userspace.length !== 0) {
@@ -412,7 +412,7 @@ async function snpVmgexit(cpu: ArchCpu, fallback: (cpu: ArchCpu) => Promise<void
       throw new KvmError(
         'EINVAL',
         'KVM_RUN',
-        `SNP guest used GHCB GPA ${hex(msr)} without registering it (GHCB MSR REG_GPA_REQ), spec §12.5 #4`,
+        `SNP guest used GHCB GPA ${hex(msr)} without registering it (GHCB MSR REG_GPA_REQ), arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()`,
       );
     const buf = slot.userspace;
     const off = Number(page - slot.gpa);
@@ -442,7 +442,7 @@ export function snpArchOps(cfg: ResolvedConfig, base: Partial<ArchOps> = {}): Ar
         throw new KvmError(
           'EINVAL',
           'KVM_RUN',
-          `vCPU ${vcpu.id} of the SNP VM has no VMSA yet (KVM_SEV_SNP_LAUNCH_FINISH has not run for it), spec §11.4 pre_sev_run`,
+          `vCPU ${vcpu.id} of the SNP VM has no VMSA yet (KVM_SEV_SNP_LAUNCH_FINISH has not run for it), arch/x86/kvm/svm/sev.c: pre_sev_run()`,
         );
     },
     classifyAccess: snpClassifyAccess,

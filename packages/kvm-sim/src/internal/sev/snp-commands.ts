@@ -1,4 +1,4 @@
-// The SEV-SNP commands of KVM_MEMORY_ENCRYPT_OP (spec §5.4, [ML] sev.c `snp_launch_start`,
+// The SEV-SNP commands of KVM_MEMORY_ENCRYPT_OP (arch/x86/kvm/svm/sev.c: `snp_launch_start`,
 // `snp_launch_update` + guest_memfd.c `kvm_gmem_populate` + `sev_gmem_post_populate`,
 // `snp_launch_finish` + `snp_launch_update_vmsa`), each check in the kernel's order with its errno.
 // The dispatcher (./commands.ts) has already applied the mirror and "legacy id on SNP → EPERM" gates.
@@ -24,7 +24,7 @@ const VALID_TYPES: ReadonlySet<number> = new Set([
   SNP_PAGE_TYPE.CPUID,
 ]);
 
-/** `snp_launch_start` (spec §5.4 id 100). */
+/** `snp_launch_start` (arch/x86/kvm/svm/sev.c, KVM_SEV_SNP_LAUNCH_START = 100). */
 export function snpLaunchStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   if (!sevSnpGuest(s))
@@ -83,7 +83,7 @@ export function snpLaunchStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op:
 type PageFailure = { ok: false; errno: string; why: string; fwError: number };
 type PageResult = { ok: true } | PageFailure;
 
-/** `snp_launch_update` (spec §5.4 id 101): progress is written back; a failure on the first page is EIO. */
+/** `snp_launch_update` (arch/x86/kvm/svm/sev.c, KVM_SEV_SNP_LAUNCH_UPDATE = 101): progress is written back; a failure on the first page is EIO. */
 export function snpLaunchUpdate(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   const snp = snpVm(s);
@@ -217,7 +217,7 @@ function populatePage(
   return { ok: true };
 }
 
-/** `snp_launch_finish` (spec §5.4 id 102): every vCPU's VMSA measured (type VMSA), then LAUNCH_FINISH. */
+/** `snp_launch_finish` (arch/x86/kvm/svm/sev.c, KVM_SEV_SNP_LAUNCH_FINISH = 102): every vCPU's VMSA measured (type VMSA), then LAUNCH_FINISH. */
 export function snpLaunchFinish(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   if (!sevSnpGuest(s)) fail('ENOTTY', op, 'the VM is not an SEV-SNP guest');

@@ -1,7 +1,7 @@
 // The SEV-SNP half of the simulated PSP firmware (SEV-SNP ABI): guest contexts (SNP_GCTX_CREATE), their
 // launch (SNP_LAUNCH_START / SNP_LAUNCH_UPDATE / SNP_LAUNCH_FINISH) with the launch digest chained page
 // by page over PAGE_INFO (coco SnpLaunchDigest), ASID binding (SNP_ACTIVATE), SNP_DECOMMISSION. Every
-// command answers a firmware status; KVM turns a non-zero one into EIO with `error` set (spec §1.5).
+// command answers a firmware status; KVM turns a non-zero one into EIO with `error` set (drivers/crypto/ccp/sev-dev.c: sev_issue_cmd_external_user()).
 
 import { hash } from 'node:crypto';
 import { SNP_PAGE_TYPE, SNP_POLICY_BIT, SNP_VMSA_GPA, type SnpPageType } from '@kvmtest/coco';

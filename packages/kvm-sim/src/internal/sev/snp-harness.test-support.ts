@@ -137,7 +137,7 @@ export function leakReport(kvm: Kvm): SevLeakReport {
   return sevPlatform(kvm as unknown as ArchKvm).leakReport();
 }
 
-/** Guest side: registers the GHCB at SHARED_GPA with the MSR protocol (spec §12.3 REG_GPA). */
+/** Guest side: registers the GHCB at SHARED_GPA with the MSR protocol (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol() REG_GPA). */
 export async function registerGhcb(g: Guest, gpa = SHARED_GPA): Promise<void> {
   g.wrmsr(SEV_MSR.MSR_AMD64_SEV_ES_GHCB, encodeGhcbMsr({ kind: 'reg-gpa-req', gfn: gpa >> 12n }));
   await g.vmgexit();

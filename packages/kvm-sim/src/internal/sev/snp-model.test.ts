@@ -1,4 +1,4 @@
-// Model-based property test of SNP flows (spec §4 #6, §5.1, §5.4, §11): random sequences of VM creation,
+// Model-based property test of SNP flows (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl(), __sev_guest_init(), snp_launch_start(), sev_asid_new(), sev_asid_free()): random sequences of VM creation,
 // INIT2, vCPU creation, SNP_LAUNCH_START / UPDATE / FINISH (in any order, with bad inputs) and close over
 // several sev-snp VMs of the simulator, each result checked against a small reference of the rules; a
 // failing command must change nothing (the firmware's page count and the RMP agree with the reference);
@@ -55,10 +55,10 @@ function expected(ref: RefVm[], op: Op): Errno | undefined {
   const v = ref[op.vm]!;
   switch (op.k) {
     case 'init2': {
-      if (v.inited) return 'EPERM'; // §4 #6: id 22 < 100 on an SNP guest
-      if (v.vcpus > 0 || op.bad) return 'EINVAL'; // §5.1 #1, #3
+      if (v.inited) return 'EPERM'; // sev_mem_enc_ioctl(): id 22 < 100 on an SNP guest
+      if (v.vcpus > 0 || op.bad) return 'EINVAL'; // __sev_guest_init(): vCPUs exist, or bad flags/features
       const inUse = ref.filter((r) => !r.closed && r.inited).length;
-      if (inUse >= SNP_ASIDS) return 'EBUSY'; // §11.3 #5
+      if (inUse >= SNP_ASIDS) return 'EBUSY'; // sev_asid_new(): no free ASID
       v.inited = true;
       return undefined;
     }
@@ -230,7 +230,7 @@ function runSequence(ops: readonly Op[]): void {
   expect(simStats(kvm)).toMatchObject({ liveVms: 0, gmemFiles: 0, gmemBytes: 0, openFds: 1 });
 }
 
-describe('SNP model against a reference of the rules (spec §4 #6, §5.1, §5.4, §11)', () => {
+describe('SNP model against a reference of the rules (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl(), __sev_guest_init(), snp_launch_start(), sev_asid_new(), sev_asid_free())', () => {
   it('random create/INIT2/vCPU/SNP_LAUNCH_START/UPDATE/FINISH/close sequences agree with the rules and leak nothing', () => {
     fc.assert(
       fc.property(fc.array(opArb(), { minLength: 1, maxLength: 40 }), (ops) =>

@@ -93,7 +93,7 @@ export interface SnpVmState {
   launched: boolean;
 }
 
-/** The SNP part of a vCPU: the registered GHCB GPA (`snp_ghcb_gpa` registration, spec §12.3 REG_GPA). */
+/** The SNP part of a vCPU: the registered GHCB GPA (`snp_ghcb_gpa` registration, arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol() REG_GPA). */
 export interface SnpVcpuState {
   /** GPA the guest registered with REG_GPA_REQ, INVALID_PAGE until then. */
   registeredGhcb: bigint;

@@ -1,5 +1,5 @@
-// SEV-SNP through the simulator API, one test per rule (spec §1, §4 #6, §5.1, §5.4, §7, §8/§9 as
-// mainline has them, §11, §12.2–§12.7), plus the launch digest checked against coco's SnpLaunchDigest.
+// SEV-SNP through the simulator API, one test per rule (arch/x86/kvm/svm/sev.c: sev_set_cpu_caps(), sev_mem_enc_ioctl(), __sev_guest_init(), snp_launch_start(), sev_guest_init(), sev_vm_move_enc_context_from(), sev_vm_copy_enc_context_from() as
+// mainline has them, the ASID allocator, and the SNP GHCB handling in sev_handle_vmgexit() / snp_begin_psc()), plus the launch digest checked against coco's SnpLaunchDigest.
 
 import {
   encodeGhcbMsr,
@@ -83,22 +83,22 @@ function launched(
   return { ...s, vcpu };
 }
 
-describe('SEV-SNP VM type and INIT2 (spec §1.1, §5.1, §7)', () => {
-  it('spec §1.1: KVM_CAP_VM_TYPES advertises KVM_X86_SNP_VM (bit 4) and CPUID 0x8000001F has SEV-SNP', () => {
+describe('SEV-SNP VM type and INIT2 (arch/x86/kvm/svm/sev.c: sev_set_cpu_caps(), sev_guest_init2(), __sev_guest_init())', () => {
+  it('KVM_CAP_VM_TYPES advertises KVM_X86_SNP_VM (bit 4) and CPUID 0x8000001F has SEV-SNP (arch/x86/kvm/svm/sev.c: sev_set_cpu_caps())', () => {
     const kvm = createSimKvm();
     expect((kvm.checkExtension(CAP.VM_TYPES) >> 4) & 1).toBe(1);
     const leaf = kvm.getSupportedCpuid().find((e) => e.function === 0x8000001f);
     expect(((leaf?.eax ?? 0) >> 4) & 1).toBe(1);
   });
 
-  it('spec §1.1 has_private_mem: an SNP VM accepts guest_memfd memslots and the PRIVATE attribute', () => {
+  it('has_private_mem: an SNP VM accepts guest_memfd memslots and the PRIVATE attribute (arch/x86/kvm/svm/svm.c: svm_vm_init())', () => {
     const kvm = createSimKvm();
     const vm = kvm.createVm('sev-snp');
     expect(vm.checkExtension(CAP.MEMORY_ATTRIBUTES)).toBe(Number(P));
     expect(vm.checkExtension(CAP.GUEST_MEMFD)).toBe(1);
   });
 
-  it('spec §5.1 __sev_guest_init #6: INIT2 on sev-snp sets SNP_ACTIVE; the guest sees SEV status bits 0, 1 and 2', async () => {
+  it('INIT2 on sev-snp sets SNP_ACTIVE; the guest sees SEV status bits 0, 1 and 2 (arch/x86/kvm/svm/sev.c: __sev_guest_init())', async () => {
     let status = 0n;
     const s = launched(async (g) => {
       status = g.rdmsr(SEV_MSR.MSR_AMD64_SEV);
@@ -110,18 +110,18 @@ describe('SEV-SNP VM type and INIT2 (spec §1.1, §5.1, §7)', () => {
     expect(exit).toMatchObject({ reason: 'system-event', type: 'sev-term', data: [0x100n] });
   });
 
-  it('spec §7: legacy KVM_SEV_INIT on an SNP VM before INIT2 → EINVAL (type check in sev_guest_init)', () => {
+  it('legacy KVM_SEV_INIT on an SNP VM before INIT2 → EINVAL (type check, arch/x86/kvm/svm/sev.c: sev_guest_init())', () => {
     const s = snpVm(undefined, { init2: false });
     expect(errOf(() => s.op(SEV_CMD.INIT)).code).toBe('EINVAL');
     expect(errOf(() => s.op(SEV_CMD.ES_INIT)).code).toBe('EINVAL');
   });
 
-  it('spec §4 #6: after INIT2 every legacy id (< 100), INIT2 and GUEST_STATUS included, → EPERM', () => {
+  it('after INIT2 every legacy id (< 100), INIT2 and GUEST_STATUS included, → EPERM (arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl())', () => {
     const s = snpVm();
     for (let id = 0; id < 100; id++) expect(errOf(() => s.op(id, {})).code, `id ${id}`).toBe('EPERM');
   });
 
-  it('spec §5.1 #3: INIT2 with a VMSA feature outside KVM_X86_SEV_VMSA_FEATURES → EINVAL, nothing allocated', () => {
+  it('INIT2 with a VMSA feature outside KVM_X86_SEV_VMSA_FEATURES → EINVAL, nothing allocated (arch/x86/kvm/svm/sev.c: __sev_guest_init())', () => {
     const kvm = createSimKvm();
     const s = snpVm(kvm, { init2: false });
     const before = leakReport(kvm).ownedAsids.length;
@@ -132,7 +132,7 @@ describe('SEV-SNP VM type and INIT2 (spec §1.1, §5.1, §7)', () => {
     s.op(SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
   });
 
-  it('spec §11.2: SNP guests take ASIDs from the SEV-ES range (1..min_sev_asid-1)', () => {
+  it('SNP guests take ASIDs from the SEV-ES range (1..min_sev_asid-1) (arch/x86/kvm/svm/sev.c: sev_asid_new())', () => {
     const kvm = createSimKvm({ cpu: { minSevAsid: 3, maxSevAsid: 8 } });
     snpVm(kvm);
     snpVm(kvm);
@@ -141,7 +141,7 @@ describe('SEV-SNP VM type and INIT2 (spec §1.1, §5.1, §7)', () => {
   });
 });
 
-describe('KVM_SEV_SNP_LAUNCH_START (spec §5.4 snp_launch_start)', () => {
+describe('KVM_SEV_SNP_LAUNCH_START (arch/x86/kvm/svm/sev.c: snp_launch_start())', () => {
   it('before INIT2 → ENOTTY (not an SNP guest)', () => {
     const s = snpVm(undefined, { init2: false });
     expect(errOf(() => s.op(SEV_CMD.SNP_LAUNCH_START, { policy: SNP_POLICY, flags: 0 })).code).toBe('ENOTTY');
@@ -183,7 +183,7 @@ describe('KVM_SEV_SNP_LAUNCH_START (spec §5.4 snp_launch_start)', () => {
   });
 });
 
-describe('KVM_SEV_SNP_LAUNCH_UPDATE (spec §5.4 snp_launch_update, kvm_gmem_populate)', () => {
+describe('KVM_SEV_SNP_LAUNCH_UPDATE (arch/x86/kvm/svm/sev.c: snp_launch_update(); virt/kvm/guest_memfd.c: kvm_gmem_populate())', () => {
   const upd = (over: Record<string, unknown> = {}) => ({
     gfnStart: DATA_GPA >> 12n,
     uaddr: undefined as unknown,
@@ -304,7 +304,7 @@ describe('KVM_SEV_SNP_LAUNCH_UPDATE (spec §5.4 snp_launch_update, kvm_gmem_popu
   });
 });
 
-describe('KVM_SEV_SNP_LAUNCH_FINISH (spec §5.4 snp_launch_finish, snp_launch_update_vmsa)', () => {
+describe('KVM_SEV_SNP_LAUNCH_FINISH (arch/x86/kvm/svm/sev.c: snp_launch_finish(), snp_launch_update_vmsa())', () => {
   it('before INIT2 → ENOTTY; without SNP_LAUNCH_START → EINVAL; flags ≠ 0 → EINVAL', () => {
     expect(
       errOf(() => snpVm(undefined, { init2: false }).op(SEV_CMD.SNP_LAUNCH_FINISH, { flags: 0 })).code,
@@ -371,7 +371,7 @@ describe('SNP launch digest (firmware model vs coco SnpLaunchDigest)', () => {
   });
 });
 
-describe('SNP guest memory: RMP, PVALIDATE, #VC (APM §15.36, spec §12.7)', () => {
+describe('SNP guest memory: RMP, PVALIDATE, #VC (APM §15.36; arch/x86/virt/svm/sev.c: rmp_make_private(), rmp_make_shared())', () => {
   it('launched private pages are validated by the firmware: the guest reads their contents', async () => {
     let v = 0n;
     const s = launched(async (g) => {
@@ -458,7 +458,7 @@ function fillGhcb(g: Guest, fields: Record<string, bigint>): void {
   g.writeBytes(SHARED_GVA + 0x3f0n, page.subarray(0x3f0, 0x400));
 }
 
-describe('SNP page-state changes and MAP_GPA_RANGE (spec §12.3, §12.7)', () => {
+describe('SNP page-state changes and MAP_GPA_RANGE (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol(), snp_begin_psc())', () => {
   it('MSR-protocol PSC without KVM_CAP_EXIT_HYPERCALL → PSC_RESP error (bit 63 | 0x015), no exit', async () => {
     let resp = 0n;
     const s = snpVm(undefined, { exitHypercall: false });
@@ -511,7 +511,7 @@ describe('SNP page-state changes and MAP_GPA_RANGE (spec §12.3, §12.7)', () =>
     expect(log).toEqual(['resp 15', '#29 404', 'pvalidate 0']);
   });
 
-  it('a GHCB GPA used without REG_GPA registration ends the run with KVM_RUN’s EINVAL (spec §12.5 #4)', async () => {
+  it('a GHCB GPA used without REG_GPA registration ends the run with KVM_RUN’s EINVAL (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit())', async () => {
     const s = launched(async (g) => {
       fillGhcb(g, { swExitCode: BigInt(SVM_EXIT.IOIO), swExitInfo1: 0n, swExitInfo2: 0n, rax: 0n });
       g.wrmsr(GHCB, SHARED_GPA);
@@ -524,7 +524,7 @@ describe('SNP page-state changes and MAP_GPA_RANGE (spec §12.3, §12.7)', () =>
     expect((e as { detail: string }).detail).toMatch(/EINVAL.*without registering it/);
   });
 
-  it('REG_GPA and PREF_GPA responses (spec §12.3)', async () => {
+  it('REG_GPA and PREF_GPA responses (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', async () => {
     let pref = 0n;
     let reg = 0n;
     const s = launched(async (g) => {
@@ -615,7 +615,7 @@ describe('SNP page-state changes and MAP_GPA_RANGE (spec §12.3, §12.7)', () =>
   });
 });
 
-describe('SNP teardown and MOVE/COPY as mainline has them (spec §8, §9, §9.4, §11.4)', () => {
+describe('SNP teardown and MOVE/COPY as mainline has them (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from(), sev_vm_copy_enc_context_from(), sev_vm_destroy(), sev_asid_free())', () => {
   it('closing launched SNP VMs leaks nothing: ASIDs back, RMP entries released, contexts decommissioned, gmem freed', () => {
     const kvm = createSimKvm();
     for (let i = 0; i < 3; i++) {
@@ -638,7 +638,7 @@ describe('SNP teardown and MOVE/COPY as mainline has them (spec §8, §9, §9.4,
     expect(simStats(kvm)).toMatchObject({ gmemFiles: 0, gmemBytes: 0, liveVms: 0 });
   });
 
-  it('[ML] MOVE from an SNP source passes the type checks; the source’s SNP context stays with it ([KX] rejects SNP sources)', () => {
+  it('mainline: MOVE from an SNP source passes the type checks; the source’s SNP context stays with it (kvm-x86 next rejects SNP sources; arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from())', () => {
     const kvm = createSimKvm();
     const src = snpVm(kvm);
     snpVcpu(src, async () => {});
@@ -654,18 +654,18 @@ describe('SNP teardown and MOVE/COPY as mainline has them (spec §8, §9, §9.4,
     src.vm.close();
     kvm.closeFd(src.gmemFd);
     dst.close();
-    // sev_vm_destroy returns early for the dead source: its SNP context is never decommissioned in [ML];
+    // sev_vm_destroy returns early for the dead source: its SNP context is never decommissioned in mainline;
     // its guest_memfd pages still go back to the hypervisor (sev_gmem_invalidate).
     expect(leakReport(kvm)).toMatchObject({ ownedAsids: [], rmpAssigned: 0, liveVms: 0 });
     expect(leakReport(kvm).snpContexts.length).toBe(1);
   });
 
-  it('[ML] COPY from an SNP source makes an SEV-ES mirror (vmsa_features are not copied)', () => {
+  it('mainline: COPY from an SNP source makes an SEV-ES mirror, vmsa_features not copied (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from())', () => {
     const kvm = createSimKvm();
     const src = snpVm(kvm);
     const mirror = kvm.createVm('sev-snp');
     mirror.enableCap(CAP.VM_COPY_ENC_CONTEXT_FROM, [src.vm]);
-    // Mirror gate first (spec §4 #5 before #6): INIT2 on a mirror → EINVAL.
+    // Mirror gate first (arch/x86/kvm/svm/sev.c: is_cmd_allowed_from_mirror()): INIT2 on a mirror → EINVAL.
     expect(tryKvm(() => mirror.memEncryptOp({ id: SEV_CMD.INIT2, data: {}, sevFd: src.sevFd }))).toBe(
       'EINVAL',
     );
@@ -676,7 +676,7 @@ describe('SNP teardown and MOVE/COPY as mainline has them (spec §8, §9, §9.4,
   });
 });
 
-describe('SNP GHCB requests: the error answers (spec §12.5, §12.7, x86.c __kvm_emulate_hypercall)', () => {
+describe('SNP GHCB requests: the error answers (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit(), snp_begin_psc(); arch/x86/kvm/x86.c: __kvm_emulate_hypercall())', () => {
   const SB = SHARED_GVA + BigInt(GHCB_LAYOUT.SHARED_BUFFER_OFFSET);
   const SCRATCH = SHARED_GPA + BigInt(GHCB_LAYOUT.SHARED_BUFFER_OFFSET);
   const psc = (
@@ -785,7 +785,7 @@ describe('SNP GHCB requests: the error answers (spec §12.5, §12.7, x86.c __kvm
     expect(rax).toEqual([-1000n, -22n, -22n, -1n]);
   });
 
-  it('spec §12.3: an SNP-only MSR request (PSC) from an SEV-ES guest is a termination request', async () => {
+  it('an SNP-only MSR request (PSC) from an SEV-ES guest is a termination request (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol())', async () => {
     const kvm = createSimKvm();
     const vm = kvm.createVm('sev-es');
     const sevFd = kvm.openSevDevice();

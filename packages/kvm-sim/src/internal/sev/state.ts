@@ -1,12 +1,12 @@
 // Per-VM and per-vCPU SEV state: `struct kvm_sev_info` and the SEV-ES part of `struct vcpu_svm`,
-// in one place (spec §3), with the predicates sev.c uses.
+// in one place (arch/x86/kvm/svm/svm.h), with the predicates sev.c uses.
 
 import type { VmType } from '@kvmtest/coco';
 import type { HostPtr } from '@kvmtest/kvm';
 import type { PendingVmgexit } from './es.js';
 import type { SevVmView } from './views.js';
 
-/** One registered encrypted region (`struct enc_region`, spec §10). */
+/** One registered encrypted region (`struct enc_region`, arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region(), sev_mem_enc_unregister_region()). */
 export interface EncRegionRecord {
   /** The host pointer the region was registered with (compared by identity of address). */
   readonly uaddr: bigint;
@@ -15,7 +15,7 @@ export interface EncRegionRecord {
   readonly ptr: HostPtr;
 }
 
-/** `struct kvm_sev_info` (spec §3). Mutated only by the SEV model, always after validation. */
+/** `struct kvm_sev_info` (arch/x86/kvm/svm/svm.h). Mutated only by the SEV model, always after validation. */
 export interface SevVmState {
   /** `kvm->arch.vm_type`, kept here so the model needs no view to classify the VM. */
   readonly vmType: VmType;
@@ -38,9 +38,9 @@ export interface SevVmState {
   migrationInProgress: boolean;
   /** `kvm->lock` held by a command or a two-VM lock (the single-threaded model only asserts on it). */
   locked: boolean;
-  /** References other VMs hold on this one (`kvm_get_kvm` by mirrors, spec §9.2). */
+  /** References other VMs hold on this one (`kvm_get_kvm` by mirrors, arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()). */
   refs: number;
-  /** The VM fd was closed; destruction waits until `refs` drops to 0 (spec §9.4). */
+  /** The VM fd was closed; destruction waits until `refs` drops to 0 (arch/x86/kvm/svm/sev.c: sev_vm_destroy()). */
   fdClosed: boolean;
   /** `sev_vm_destroy` ran. */
   destroyed: boolean;
@@ -51,7 +51,7 @@ export const INVALID_PAGE = 0xffff_ffff_ffff_ffffn;
 
 /** The SEV-ES part of a vCPU (`svm->sev_es`, `guest_state_protected`, GHCB GPA, VMSA). */
 export interface SevVcpuState {
-  /** `vcpu->arch.guest_state_protected`: set by LAUNCH_UPDATE_VMSA; KVM_GET/SET_REGS then fail (spec §5.2). */
+  /** `vcpu->arch.guest_state_protected`: set by LAUNCH_UPDATE_VMSA; KVM_GET/SET_REGS then fail (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa()). */
   guestStateProtected: boolean;
   /** The encrypted VMSA page handed to firmware (undefined before LAUNCH_UPDATE_VMSA). */
   vmsa: Uint8Array | undefined;
@@ -59,11 +59,11 @@ export interface SevVcpuState {
   ghcbMsr: bigint;
   /** `vmcb->control.ghcb_gpa`: the GPA of the GHCB the last VMGEXIT used. */
   ghcbGpa: bigint;
-  /** A VMGEXIT that exited to userspace and completes on the next run (spec §12.5 #7, §12.6 #5). */
+  /** A VMGEXIT that exited to userspace and completes on the next run (arch/x86/kvm/svm/sev.c: sev_es_sync_to_ghcb()). */
   pendingExit: PendingVmgexit | undefined;
 }
 
-/** A fresh SEV slot for a VM of `vmType` (spec §1.1: `need_init` for the SEV VM types). */
+/** A fresh SEV slot for a VM of `vmType` (arch/x86/kvm/svm/svm.c: svm_vm_init(): `need_init` for the SEV VM types). */
 export function newSevVmState(vmType: VmType): SevVmState {
   return {
     vmType,
@@ -99,22 +99,22 @@ export function newSevVcpuState(): SevVcpuState {
   };
 }
 
-/** `sev_guest(kvm)` (spec §3). */
+/** `sev_guest(kvm)` (arch/x86/kvm/svm/svm.h). */
 export function sevGuest(s: SevVmState): boolean {
   return s.active;
 }
 
-/** `sev_es_guest(kvm)` (spec §3). */
+/** `sev_es_guest(kvm)` (arch/x86/kvm/svm/svm.h). */
 export function sevEsGuest(s: SevVmState): boolean {
   return s.active && s.esActive;
 }
 
-/** `sev_snp_guest(kvm)`: SNP_ACTIVE in vmsa_features (spec §3). */
+/** `sev_snp_guest(kvm)`: SNP_ACTIVE in vmsa_features (arch/x86/kvm/svm/svm.h). */
 export function sevSnpGuest(s: SevVmState): boolean {
   return (s.vmsaFeatures & 1n) !== 0n;
 }
 
-/** `is_mirroring_enc_context(kvm)` (spec §3). */
+/** `is_mirroring_enc_context(kvm)` (arch/x86/kvm/svm/svm.h). */
 export function isMirror(s: SevVmState): boolean {
   return s.owner !== undefined;
 }

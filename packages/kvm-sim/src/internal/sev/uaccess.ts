@@ -5,7 +5,7 @@
 import { type Errno, type HostPtr, KvmError } from '@kvmtest/kvm';
 import { bufferId } from './crypto.js';
 
-/** Largest blob psp_copy_user_blob accepts (SEV_FW_BLOB_MAX_SIZE, 16 KiB; spec §5.2). */
+/** Largest blob psp_copy_user_blob accepts (SEV_FW_BLOB_MAX_SIZE, 16 KiB; drivers/crypto/ccp/sev-dev.c). */
 export const SEV_FW_BLOB_MAX_SIZE = 0x4000;
 /** Host page size. */
 export const PAGE_SIZE = 4096;
@@ -117,7 +117,7 @@ export function copyBytesFromUser(p: HostPtr | undefined, len: number, op: strin
   return p.buffer.slice(p.offset, p.offset + len);
 }
 
-/** `psp_copy_user_blob`: NULL or empty → EINVAL, over 16 KiB → EINVAL (spec §5.2). */
+/** `psp_copy_user_blob`: NULL or empty → EINVAL, over 16 KiB → EINVAL (drivers/crypto/ccp/sev-dev.c). */
 export function pspCopyUserBlob(blob: Uint8Array | undefined, op: string, what: string): Uint8Array {
   if (blob === undefined || blob.length === 0) fail('EINVAL', op, `${what} blob is NULL or empty`);
   if (blob.length > SEV_FW_BLOB_MAX_SIZE)
@@ -135,7 +135,7 @@ export interface Pinned {
 }
 
 /**
- * `sev_pin_memory` (spec §5.2): `len` 0 or a range that wraps → EINVAL; more pages than the memlock
+ * `sev_pin_memory` (arch/x86/kvm/svm/sev.c): `len` 0 or a range that wraps → EINVAL; more pages than the memlock
  * limit allows → ENOMEM; pages that are not mapped (NULL, past the buffer) → ENOMEM. Does not charge
  * `pages_locked`; the caller adds `npages` when it keeps the pin.
  */

@@ -33,7 +33,7 @@ export interface SevVmView {
   readonly fd: number;
   /** `kvm->arch.vm_type`. */
   readonly type: VmType;
-  /** `kvm->vm_dead`: set by `markDead()`; the core's ioctl gate answers EIO from then on (spec §2). */
+  /** `kvm->vm_dead`: set by `markDead()`; the core's ioctl gate answers EIO from then on (virt/kvm/kvm_main.c: kvm_vm_ioctl()). */
   readonly dead: boolean;
   /** `kvm->created_vcpus`: KVM_CREATE_VCPU calls that got past reservation (includes in-flight ones). */
   readonly createdVcpus: number;
@@ -48,20 +48,20 @@ export interface SevVmView {
    * records LAUNCH_UPDATE_DATA regions by GPA (coco SevLaunchDigest); without it the synthetic uaddr is used.
    */
   hostToGpa?(buffer: Uint8Array, offset: number): bigint | undefined;
-  /** `kvm_vm_dead(kvm)`: every later VM and vCPU ioctl on this VM fails with EIO (spec §2, §8.3). */
+  /** `kvm_vm_dead(kvm)`: every later VM and vCPU ioctl on this VM fails with EIO (virt/kvm/kvm_main.c: kvm_vm_ioctl()). */
   markDead(): void;
   /** The core VM (SNP reads its memslots, memory attributes and guest_memfd pages); absent in unit fakes. */
   readonly core?: ArchVm;
 }
 
-/** How an fd passed as `args[0]` of MOVE/COPY resolves (spec §8.1 #1–#2). */
+/** How an fd passed as `args[0]` of MOVE/COPY resolves (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from()). */
 export type VmFdLookup = SevVmView | 'not-open' | 'not-a-vm';
 
 /** What the SEV model needs from the process: its descriptor table. */
 export interface SevHostView {
   /** Resolves a VM fd: the VM, `'not-open'` (fd_empty) or `'not-a-vm'` (!file_is_kvm). */
   lookupVmFd(fd: number): VmFdLookup;
-  /** True when `fd` is open and refers to /dev/sev (the PSP driver's file-ops check, spec §1.5). */
+  /** True when `fd` is open and refers to /dev/sev (the PSP driver's file-ops check, drivers/crypto/ccp/sev-dev.c: sev_issue_cmd_external_user()). */
   isSevDeviceFd(fd: number): boolean;
 }
 

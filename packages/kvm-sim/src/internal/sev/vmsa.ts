@@ -34,7 +34,7 @@ export const VMSA_OFFSET = {
   xcr0: 0x3e8,
 } as const;
 
-/** DR7 bits that are always one (`DR7_FIXED_1`); any other bit set refuses LAUNCH_UPDATE_VMSA (spec §5.2). */
+/** DR7 bits that are always one (`DR7_FIXED_1`); any other bit set refuses LAUNCH_UPDATE_VMSA (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa()). */
 export const DR7_FIXED_1 = 0x400n;
 
 const GPRS = [

@@ -69,8 +69,8 @@ function leaks(kvm: Kvm) {
   return sevPlatform(kvm as unknown as ArchKvm).leakReport();
 }
 
-describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
-  it('spec §1.1: KVM_CAP_VM_TYPES offers sev and sev-es; /dev/sev opens', () => {
+describe('SEV through the simulator API (tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
+  it('KVM_CAP_VM_TYPES offers sev and sev-es; /dev/sev opens (arch/x86/kvm/svm/sev.c: sev_set_cpu_caps())', () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const mask = kvm.checkExtension(CAP.VM_TYPES);
     expect(mask & (1 << 2)).not.toBe(0);
@@ -80,7 +80,7 @@ describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
   });
 
   it.each([false, true])(
-    'spec §14.1 test_sev_migrate_from(es=%s): a chain of moves, then migrating back → EIO',
+    'test_sev_migrate_from(es=%s): a chain of moves, then migrating back → EIO (tools/testing/selftests/kvm/x86/sev_migrate_tests.c)',
     (es) => {
       const kvm = createSimKvm({ vendor: 'amd' });
       const sevFd = kvm.openSevDevice();
@@ -90,7 +90,7 @@ describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
       expect(move(dst[1]!, dst[0]!)).toBeUndefined();
       expect(move(dst[2]!, dst[1]!)).toBeUndefined();
       expect(move(src, dst[2]!)).toBe('EIO');
-      // spec §2: every later ioctl on the dead VM is EIO.
+      // virt/kvm/kvm_main.c: kvm_vm_ioctl(): every later ioctl on the dead VM is EIO.
       expect(tryKvm(() => src.createVcpu(9))).toBe('EIO');
       expect(tryKvm(() => src.vcpus[0]!.getRegs())).toBe('EIO');
       for (const v of [src, ...dst]) v.close();
@@ -98,7 +98,7 @@ describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
     },
   );
 
-  it('spec §14.1 test_sev_migrate_parameters', () => {
+  it('the parameter checks of tools/testing/selftests/kvm/x86/sev_migrate_tests.c: test_sev_migrate_parameters()', () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();
     const sevVm = sevVmCreate(kvm, sevFd, false);
@@ -117,28 +117,31 @@ describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
     expect(leaks(kvm).ownedAsids).toEqual([]);
   });
 
-  it.each([false, true])('spec §14.1 test_sev_mirror(es=%s): allowed commands only', (es) => {
-    const kvm = createSimKvm({ vendor: 'amd' });
-    const sevFd = kvm.openSevDevice();
-    const src = sevVmCreate(kvm, sevFd, es);
-    const dst = auxVm(kvm, false);
-    expect(copy(dst, src)).toBeUndefined();
-    for (let i = 0; i < NR_VCPUS; i++) dst.createVcpu(i);
-    if (es) sevCmd(dst, sevFd, SEV_CMD.LAUNCH_UPDATE_VMSA);
-    for (let id = 0; id < SEV_CMD.NR_MAX; id++) {
-      if ([4, 16, 17, 18].includes(id)) continue;
-      expect(
-        tryKvm(() => dst.memEncryptOp({ id, sevFd })),
-        `id ${id}`,
-      ).toBe('EINVAL');
-    }
-    expect(status(dst, sevFd).handle).not.toBe(0);
-    dst.close();
-    src.close();
-    expect(leaks(kvm).ownedAsids).toEqual([]);
-  });
+  it.each([false, true])(
+    'test_sev_mirror(es=%s): allowed commands only (tools/testing/selftests/kvm/x86/sev_migrate_tests.c)',
+    (es) => {
+      const kvm = createSimKvm({ vendor: 'amd' });
+      const sevFd = kvm.openSevDevice();
+      const src = sevVmCreate(kvm, sevFd, es);
+      const dst = auxVm(kvm, false);
+      expect(copy(dst, src)).toBeUndefined();
+      for (let i = 0; i < NR_VCPUS; i++) dst.createVcpu(i);
+      if (es) sevCmd(dst, sevFd, SEV_CMD.LAUNCH_UPDATE_VMSA);
+      for (let id = 0; id < SEV_CMD.NR_MAX; id++) {
+        if ([4, 16, 17, 18].includes(id)) continue;
+        expect(
+          tryKvm(() => dst.memEncryptOp({ id, sevFd })),
+          `id ${id}`,
+        ).toBe('EINVAL');
+      }
+      expect(status(dst, sevFd).handle).not.toBe(0);
+      dst.close();
+      src.close();
+      expect(leaks(kvm).ownedAsids).toEqual([]);
+    },
+  );
 
-  it('spec §14.1 test_sev_mirror_parameters', () => {
+  it('the parameter checks of tools/testing/selftests/kvm/x86/sev_migrate_tests.c: test_sev_mirror_parameters()', () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();
     const sevVm = sevVmCreate(kvm, sevFd, false);
@@ -153,7 +156,7 @@ describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
     for (const v of [sevVm, sevEsVm, withVcpu, noVcpu]) v.close();
   });
 
-  it('spec §8.1 #1/#2, §9.1 #1/#2: a closed source, a VM of another process, /dev/sev → EBADF; nothing changes', () => {
+  it('a closed source, a VM of another process, /dev/sev → EBADF; nothing changes (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from(), sev_vm_copy_enc_context_from())', () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();
     const src = sevVmCreate(kvm, sevFd, false);
@@ -172,14 +175,14 @@ describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
     }
     expect(tryKvm(() => dst.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [sevFd]))).toBe('EBADF');
     expect(tryKvm(() => mirror.enableCap(CAP.VM_COPY_ENC_CONTEXT_FROM, [sevFd]))).toBe('EBADF');
-    // spec §2: flags ≠ 0 → EINVAL before anything SEV-specific.
+    // arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap(): flags ≠ 0 → EINVAL before anything SEV-specific.
     expect(tryKvm(() => dst.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [src], 1))).toBe('EINVAL');
     expect(move(dst, src)).toBeUndefined();
     for (const v of [src, dst, mirror]) v.close();
     expect(leaks(kvm).ownedAsids).toEqual([]);
   });
 
-  it('spec §14.1 test_sev_move_copy: both free orders leave no ASID behind', () => {
+  it('test_sev_move_copy: both free orders leave no ASID behind (tools/testing/selftests/kvm/x86/sev_migrate_tests.c)', () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();
     {
@@ -221,8 +224,8 @@ describe('SEV through the simulator API (spec §14 sev_migrate_tests)', () => {
   });
 });
 
-describe('ASIDs from the simulated CPUID (spec §11)', () => {
-  it('spec §11.2/§11.3: SimConfig cpu.minSevAsid / maxSevAsid size the pools; exhaustion → EBUSY; all back after close', () => {
+describe('ASIDs from the simulated CPUID (arch/x86/kvm/svm/sev.c: sev_hardware_setup())', () => {
+  it('SimConfig cpu.minSevAsid / maxSevAsid size the pools; exhaustion → EBUSY; all back after close (arch/x86/kvm/svm/sev.c: sev_asid_new())', () => {
     const kvm = createSimKvm({ vendor: 'amd', cpu: { minSevAsid: 3, maxSevAsid: 4 } });
     const sevFd = kvm.openSevDevice();
     const init2 = { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 };
@@ -240,7 +243,7 @@ describe('ASIDs from the simulated CPUID (spec §11)', () => {
     }
   });
 
-  it('spec §11.2: min_sev_asid 1 leaves no SEV-ES ASIDs: the sev-es VM type is not offered', () => {
+  it('min_sev_asid 1 leaves no SEV-ES ASIDs: the sev-es VM type is not offered (arch/x86/kvm/svm/sev.c: sev_hardware_setup())', () => {
     const kvm = createSimKvm({ vendor: 'amd', cpu: { minSevAsid: 1, maxSevAsid: 8 } });
     expect(kvm.checkExtension(CAP.VM_TYPES) & (1 << 3)).toBe(0);
     expect(tryKvm(() => kvm.createVm('sev-es'))).toBe('EINVAL');
@@ -291,7 +294,7 @@ describe('SEV guests through the simulator API', () => {
     return v;
   }
 
-  it('spec §5.2/§8.2: an SEV guest reads its encrypted memory in plaintext; the host sees ciphertext; after MOVE the destination still decrypts', async () => {
+  it('an SEV guest reads its encrypted memory in plaintext; the host sees ciphertext; after MOVE the destination still decrypts (arch/x86/kvm/svm/sev.c: sev_launch_update_data(), sev_migrate_from())', async () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();
     const { vm, mem, pt } = sevGuestVm(kvm, 'sev');
@@ -409,7 +412,7 @@ describe('SEV guests through the simulator API', () => {
     dst.close();
   });
 
-  it('spec §5.2: after LAUNCH_UPDATE_VMSA an sev-es VM refuses KVM_GET/SET_REGS with EINVAL; a legacy ES_INIT default VM does not', () => {
+  it('after LAUNCH_UPDATE_VMSA an sev-es VM refuses KVM_GET/SET_REGS with EINVAL; a legacy ES_INIT default VM does not (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa())', () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();
     const vm = kvm.createVm('sev-es');
@@ -426,7 +429,7 @@ describe('SEV guests through the simulator API', () => {
     legacy.close();
   });
 
-  it('spec §12.6: an SEV-ES guest OUT raises #VC 0x7B; its handler sends it through the GHCB and the host sees an io exit', async () => {
+  it('an SEV-ES guest OUT raises #VC 0x7B; its handler sends it through the GHCB and the host sees an io exit (arch/x86/kvm/svm/svm.c: io_interception())', async () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();
     const GHCB_GPA = 0x30_0000n;

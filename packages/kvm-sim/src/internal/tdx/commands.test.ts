@@ -1,4 +1,4 @@
-// Host-side TD rules (spec §13.1, §13.2, §13.4, §2) through the simulator's Kvm/Vm/Vcpu API.
+// Host-side TD rules (arch/x86/kvm/vmx/tdx.c: tdx_vm_ioctl(), tdx_vcpu_ioctl() and the commands; arch/x86/kvm/vmx/main.c: vt_x86_ops; arch/x86/kvm/x86.c: kvm_arch_vm_ioctl()) through the simulator's Kvm/Vm/Vcpu API.
 
 import { TdxMrtd, VM_TYPE_NUMBER } from '@kvmtest/coco';
 import {
@@ -70,30 +70,30 @@ const initVmData = (over: Partial<TdxInitVmData> & Record<string, unknown> = {})
 const tryVmOp = (vm: Vm, id: number, data?: unknown, flags = 0): Errno | undefined =>
   tryKvm(() => vm.memEncryptOp(tdxCmd(id, data, flags)));
 
-describe('KVM_MEMORY_ENCRYPT_OP on the VM fd (tdx_vm_ioctl, spec §13.1)', () => {
-  it('a VM that is not a TD answers ENOTTY on an Intel host (spec §13.1 check 1, vt_mem_enc_ioctl)', () => {
+describe('KVM_MEMORY_ENCRYPT_OP on the VM fd (tdx_vm_ioctl, arch/x86/kvm/vmx/tdx.c)', () => {
+  it('a VM that is not a TD answers ENOTTY on an Intel host (arch/x86/kvm/vmx/main.c: vt_mem_enc_ioctl())', () => {
     const vm = createSimKvm({ vendor: 'intel' }).createVm('default');
     expect(tryVmOp(vm, TDX_CMD.CAPABILITIES, {})).toBe('ENOTTY');
   });
 
-  it('a NULL command is EFAULT (spec §13.1 check 2, copy_from_user of kvm_tdx_cmd)', () => {
+  it('a NULL command is EFAULT (arch/x86/kvm/vmx/tdx.c: tdx_vm_ioctl(), copy_from_user of kvm_tdx_cmd)', () => {
     const vm = createTdVm(createSimKvm());
     expect(tryKvm(() => vm.memEncryptOp(undefined))).toBe('EFAULT');
   });
 
-  it('hw_error set on input is EINVAL, before the id is looked at (spec §13.1 check 3)', () => {
+  it('hw_error set on input is EINVAL, before the id is looked at (arch/x86/kvm/vmx/tdx.c: tdx_vm_ioctl())', () => {
     const vm = createTdVm(createSimKvm());
     expect(tryKvm(() => vm.memEncryptOp({ id: 99, flags: 0, hwError: 1n }))).toBe('EINVAL');
   });
 
-  it('an unknown id and a vCPU-scoped id are EINVAL on the VM fd (spec §13.1 check 5)', () => {
+  it('an unknown id and a vCPU-scoped id are EINVAL on the VM fd (arch/x86/kvm/vmx/tdx.c: tdx_vm_ioctl())', () => {
     const vm = createTdVm(createSimKvm());
     expect(tryVmOp(vm, 99)).toBe('EINVAL');
     for (const id of [TDX_CMD.INIT_VCPU, TDX_CMD.INIT_MEM_REGION, TDX_CMD.GET_CPUID])
       expect(tryVmOp(vm, id)).toBe('EINVAL');
   });
 
-  it('hw_error is written back (0) after a VM-scope command (spec §13.1 check 6)', () => {
+  it('hw_error is written back (0) after a VM-scope command (arch/x86/kvm/vmx/tdx.c: tdx_vm_ioctl())', () => {
     const vm = createTdVm(createSimKvm());
     const cmd = { id: TDX_CMD.CAPABILITIES, flags: 0, data: { nent: 64 }, hwError: 0n };
     vm.memEncryptOp(cmd);
@@ -101,7 +101,7 @@ describe('KVM_MEMORY_ENCRYPT_OP on the VM fd (tdx_vm_ioctl, spec §13.1)', () =>
   });
 });
 
-describe('KVM_TDX_CAPABILITIES (tdx_get_capabilities, spec §13.2)', () => {
+describe('KVM_TDX_CAPABILITIES (tdx_get_capabilities, arch/x86/kvm/vmx/tdx.c)', () => {
   it('flags other than 0 are EINVAL', () => {
     expect(tryVmOp(createTdVm(createSimKvm()), TDX_CMD.CAPABILITIES, { nent: 64 }, 1)).toBe('EINVAL');
   });
@@ -131,7 +131,7 @@ describe('KVM_TDX_CAPABILITIES (tdx_get_capabilities, spec §13.2)', () => {
   });
 });
 
-describe('KVM_TDX_INIT_VM (tdx_td_init / setup_tdparams, spec §13.2)', () => {
+describe('KVM_TDX_INIT_VM (tdx_td_init / setup_tdparams, arch/x86/kvm/vmx/tdx.c)', () => {
   it('a second INIT_VM is EINVAL (state is no longer UNINITIALIZED)', () => {
     const { vm } = td();
     expect(tryVmOp(vm, TDX_CMD.INIT_VM, initVmData())).toBe('EINVAL');
@@ -231,7 +231,7 @@ describe('KVM_TDX_INIT_VM (tdx_td_init / setup_tdparams, spec §13.2)', () => {
   });
 });
 
-describe('KVM_CREATE_VCPU on a TD (tdx_vcpu_create, spec §13.2)', () => {
+describe('KVM_CREATE_VCPU on a TD (tdx_vcpu_create, arch/x86/kvm/vmx/tdx.c)', () => {
   it('before INIT_VM is EIO', () => {
     const vm = createTdVm(createSimKvm());
     vm.enableCap(CAP.SPLIT_IRQCHIP, [24]);
@@ -262,8 +262,8 @@ describe('KVM_CREATE_VCPU on a TD (tdx_vcpu_create, spec §13.2)', () => {
   });
 });
 
-describe('KVM_MEMORY_ENCRYPT_OP on the vCPU fd (tdx_vcpu_ioctl, spec §13.1)', () => {
-  it('a vCPU that is not a TD vCPU is EINVAL on an Intel host and ENOTTY on an AMD host (spec §2)', () => {
+describe('KVM_MEMORY_ENCRYPT_OP on the vCPU fd (tdx_vcpu_ioctl, arch/x86/kvm/vmx/tdx.c)', () => {
+  it('a vCPU that is not a TD vCPU is EINVAL on an Intel host and ENOTTY on an AMD host (arch/x86/kvm/vmx/main.c: vt_vcpu_mem_enc_ioctl(); arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl())', () => {
     const intel = createSimKvm({ vendor: 'intel' }).createVm('default').createVcpu(0);
     expect(tryKvm(() => intel.memEncryptOp(tdxCmd(TDX_CMD.INIT_VCPU)))).toBe('EINVAL');
     const amd = createSimKvm({ vendor: 'amd' }).createVm('default').createVcpu(0);
@@ -287,7 +287,7 @@ describe('KVM_MEMORY_ENCRYPT_OP on the vCPU fd (tdx_vcpu_ioctl, spec §13.1)', (
   });
 });
 
-describe('KVM_TDX_INIT_VCPU (tdx_vcpu_init, spec §13.2)', () => {
+describe('KVM_TDX_INIT_VCPU (tdx_vcpu_init, arch/x86/kvm/vmx/tdx.c)', () => {
   it('flags other than 0 are EINVAL; a second INIT_VCPU is EINVAL', () => {
     const { vm } = td();
     const vcpu = vm.createVcpu(0);
@@ -309,7 +309,7 @@ describe('KVM_TDX_INIT_VCPU (tdx_vcpu_init, spec §13.2)', () => {
   });
 });
 
-describe('KVM_TDX_INIT_MEM_REGION (tdx_vcpu_init_mem_region + kvm_gmem_populate, spec §13.2)', () => {
+describe('KVM_TDX_INIT_MEM_REGION (tdx_vcpu_init_mem_region + kvm_gmem_populate, arch/x86/kvm/vmx/tdx.c)', () => {
   const region = (gpa: bigint, nrPages: bigint, src = image(4), offset = 0): TdxInitMemRegionData => ({
     source: { buffer: src, offset },
     gpa,
@@ -400,7 +400,7 @@ describe('KVM_TDX_INIT_MEM_REGION (tdx_vcpu_init_mem_region + kvm_gmem_populate,
   });
 });
 
-describe('KVM_TDX_GET_CPUID (tdx_vcpu_get_cpuid, spec §13.2)', () => {
+describe('KVM_TDX_GET_CPUID (tdx_vcpu_get_cpuid, arch/x86/kvm/vmx/tdx.c)', () => {
   it('a buffer that is too small is E2BIG and reports the needed count in nent', () => {
     const { vm } = td();
     const vcpu = vm.createVcpu(0);
@@ -420,7 +420,7 @@ describe('KVM_TDX_GET_CPUID (tdx_vcpu_get_cpuid, spec §13.2)', () => {
   });
 });
 
-describe('KVM_TDX_FINALIZE_VM (tdx_td_finalize, spec §13.2)', () => {
+describe('KVM_TDX_FINALIZE_VM (tdx_td_finalize, arch/x86/kvm/vmx/tdx.c)', () => {
   it('before INIT_VM (no HKID) is EINVAL; a second FINALIZE is EINVAL', () => {
     const vm = createTdVm(createSimKvm());
     expect(tryVmOp(vm, TDX_CMD.FINALIZE_VM)).toBe('EINVAL');
@@ -431,7 +431,7 @@ describe('KVM_TDX_FINALIZE_VM (tdx_td_finalize, spec §13.2)', () => {
   });
 });
 
-describe('KVM_RUN and registers of a TD vCPU (tdx_vcpu_pre_run, guest_state_protected; spec §13.2)', () => {
+describe('KVM_RUN and registers of a TD vCPU (tdx_vcpu_pre_run, guest_state_protected; arch/x86/kvm/vmx/tdx.c)', () => {
   it('KVM_RUN before FINALIZE is EINVAL; on a vCPU never initialized it is EINVAL', async () => {
     const { vm } = td();
     const a = vm.createVcpu(0);
@@ -454,7 +454,7 @@ describe('KVM_RUN and registers of a TD vCPU (tdx_vcpu_pre_run, guest_state_prot
 });
 
 describe('VM-wide TD rules', () => {
-  it('KVM_CAP_VM_COPY/MOVE_ENC_CONTEXT_FROM are EINVAL on a TD though CHECK_EXTENSION says 1 (spec §13.4)', () => {
+  it('KVM_CAP_VM_COPY/MOVE_ENC_CONTEXT_FROM are EINVAL on a TD though CHECK_EXTENSION says 1 (arch/x86/kvm/vmx/main.c: vt_x86_ops)', () => {
     const kvm = createSimKvm();
     const { vm } = td();
     const other = createTdVm(kvm);
@@ -463,7 +463,7 @@ describe('VM-wide TD rules', () => {
     expect(tryKvm(() => vm.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [other]))).toBe('EINVAL');
   });
 
-  it('KVM_MEMORY_ENCRYPT_REG_REGION has no TDX op: ENOTTY (spec §2)', () => {
+  it('KVM_MEMORY_ENCRYPT_REG_REGION has no TDX op: ENOTTY (arch/x86/kvm/x86.c: kvm_arch_vm_ioctl())', () => {
     const { vm } = td();
     expect(
       tryKvm(() =>
@@ -500,7 +500,7 @@ describe('VM-wide TD rules', () => {
     for (let i = 0; i < TDX_GUEST_KEYIDS; i++) initVm(createTdVm(kvm));
   });
 
-  it('KVM_CAP_VM_TYPES advertises tdx once the TDX ops are wired (kvm_caps.supported_vm_types, spec §1.1)', () => {
+  it('KVM_CAP_VM_TYPES advertises tdx once the TDX ops are wired (kvm_caps.supported_vm_types, arch/x86/kvm/x86.c: kvm_vm_ioctl_check_extension())', () => {
     const kvm = createSimKvm();
     const wired = (kvm.checkExtension(CAP.VM_TYPES) & (1 << VM_TYPE_NUMBER.tdx)) !== 0;
     if (wired) expect(kvm.createVm('tdx').type).toBe('tdx');

@@ -1,6 +1,6 @@
 // KVM_MEMORY_ENCRYPT_OP for TDs: the VM-scope (tdx_vm_ioctl) and vCPU-scope (tdx_vcpu_ioctl)
-// dispatchers and their commands, each check in the order of arch/x86/kvm/vmx/tdx.c (spec §13.1,
-// §13.2). Every check runs before any state changes, so a rejected command leaves the TD as it was;
+// dispatchers and their commands, each check in the order of arch/x86/kvm/vmx/tdx.c (tdx_vm_ioctl(),
+// tdx_vcpu_ioctl() and the per-command functions). Every check runs before any state changes, so a rejected command leaves the TD as it was;
 // the one exception is the kernel's own: INIT_MEM_REGION writes back the pages it did add before a
 // later page failed.
 
@@ -78,16 +78,21 @@ export function isPrivateGpa(td: TdxVmState, gpa: bigint): boolean {
 // ---- VM scope -----------------------------------------------------------------------------------
 
 /**
- * vt_mem_enc_ioctl -> tdx_vm_ioctl (spec §13.1): not a TD -> ENOTTY; copy -> EFAULT; hw_error set
+ * vt_mem_enc_ioctl -> tdx_vm_ioctl (arch/x86/kvm/vmx/tdx.c): not a TD -> ENOTTY; copy -> EFAULT; hw_error set
  * -> EINVAL; unknown or vCPU-scoped id -> EINVAL (nothing copied back); else the command, after
  * which `hwError` is written back.
  */
 export function tdxVmIoctl(vm: ArchVm, cmd: TdxCommand | undefined): void {
   const td = tdOf(vm);
-  if (td === undefined) fail('ENOTTY', OP, `VM ${vm.fd} is a ${vm.type} VM, not a TD (spec §13.1)`);
+  if (td === undefined)
+    fail('ENOTTY', OP, `VM ${vm.fd} is a ${vm.type} VM, not a TD (arch/x86/kvm/vmx/tdx.c: tdx_vm_ioctl())`);
   const c = copyCmd(cmd);
   if (c.hwError !== 0n)
-    fail('EINVAL', OP, `hw_error ${hex(c.hwError)} must be 0 on input (tdx_vm_ioctl, spec §13.1)`);
+    fail(
+      'EINVAL',
+      OP,
+      `hw_error ${hex(c.hwError)} must be 0 on input (tdx_vm_ioctl, arch/x86/kvm/vmx/tdx.c)`,
+    );
   const name = VM_CMD_NAME[c.id];
   let run: () => void;
   switch (c.id) {
@@ -104,7 +109,7 @@ export function tdxVmIoctl(vm: ArchVm, cmd: TdxCommand | undefined): void {
       fail(
         'EINVAL',
         OP,
-        `${name ?? `command id ${c.id}`} is not a VM-scope TDX command (tdx_vm_ioctl default case, spec §13.1)`,
+        `${name ?? `command id ${c.id}`} is not a VM-scope TDX command (tdx_vm_ioctl default case, arch/x86/kvm/vmx/tdx.c)`,
         { id: c.id },
       );
   }
@@ -116,7 +121,7 @@ export function tdxVmIoctl(vm: ArchVm, cmd: TdxCommand | undefined): void {
   }
 }
 
-/** KVM_TDX_CAPABILITIES (tdx_get_capabilities, spec §13.2). */
+/** KVM_TDX_CAPABILITIES (tdx_get_capabilities, arch/x86/kvm/vmx/tdx.c). */
 function tdxCapabilities(c: CmdCopy, data: unknown): void {
   const op = 'KVM_TDX_CAPABILITIES';
   if (c.flags !== 0) fail('EINVAL', op, `flags ${hex(c.flags)} must be 0 (reserved)`);
@@ -148,7 +153,7 @@ function tdxCapabilities(c: CmdCopy, data: unknown): void {
   }));
 }
 
-/** KVM_TDX_INIT_VM (tdx_td_init -> setup_tdparams -> __tdx_td_init, spec §13.2). */
+/** KVM_TDX_INIT_VM (tdx_td_init -> setup_tdparams -> __tdx_td_init, arch/x86/kvm/vmx/tdx.c). */
 function tdxInitVm(vm: ArchVm, td: TdxVmState, c: CmdCopy, data: unknown): void {
   const op = 'KVM_TDX_INIT_VM';
   if (td.state !== TD_STATE.UNINITIALIZED)
@@ -220,7 +225,7 @@ function tdxInitVm(vm: ArchVm, td: TdxVmState, c: CmdCopy, data: unknown): void 
   td.state = TD_STATE.INITIALIZED;
 }
 
-/** KVM_TDX_FINALIZE_VM (tdx_td_finalize, spec §13.2). */
+/** KVM_TDX_FINALIZE_VM (tdx_td_finalize, arch/x86/kvm/vmx/tdx.c). */
 function tdxFinalizeVm(td: TdxVmState): void {
   const op = 'KVM_TDX_FINALIZE_VM';
   if (td.hkid <= 0) fail('EINVAL', op, 'the TD has no HKID: KVM_TDX_INIT_VM has not run');
@@ -233,14 +238,15 @@ function tdxFinalizeVm(td: TdxVmState): void {
 // ---- vCPU scope ---------------------------------------------------------------------------------
 
 /**
- * vt_vcpu_mem_enc_ioctl -> tdx_vcpu_ioctl (spec §13.1): not a TD vCPU -> EINVAL; TD without HKID
+ * vt_vcpu_mem_enc_ioctl -> tdx_vcpu_ioctl (arch/x86/kvm/vmx/tdx.c): not a TD vCPU -> EINVAL; TD without HKID
  * or already RUNNABLE -> EINVAL (before the copy); copy -> EFAULT; hw_error -> EINVAL; unknown id
  * -> EINVAL. Nothing is copied back to the command.
  */
 export function tdxVcpuIoctl(vcpu: ArchVcpu, cmd: TdxCommand | undefined): void {
   const td = tdOf(vcpu.vm);
   const tv = tdVcpuOf(vcpu);
-  if (td === undefined || tv === undefined) fail('EINVAL', OP, `vCPU ${vcpu.id} is not a TD vCPU (spec §2)`);
+  if (td === undefined || tv === undefined)
+    fail('EINVAL', OP, `vCPU ${vcpu.id} is not a TD vCPU (arch/x86/kvm/vmx/main.c: vt_vcpu_mem_enc_ioctl())`);
   if (td.hkid <= 0 || td.state === TD_STATE.RUNNABLE)
     fail(
       'EINVAL',
@@ -272,7 +278,7 @@ export function tdxVcpuIoctl(vcpu: ArchVcpu, cmd: TdxCommand | undefined): void 
   }
 }
 
-/** KVM_TDX_INIT_VCPU (tdx_vcpu_init -> tdx_td_vcpu_init, spec §13.2): `data` is the initial RCX. */
+/** KVM_TDX_INIT_VCPU (tdx_vcpu_init -> tdx_td_vcpu_init, arch/x86/kvm/vmx/tdx.c): `data` is the initial RCX. */
 function tdxInitVcpu(vcpu: ArchVcpu, td: TdxVmState, tv: TdxVcpuState, c: CmdCopy, data: unknown): void {
   const op = 'KVM_TDX_INIT_VCPU';
   if (c.flags !== 0) fail('EINVAL', op, `flags ${hex(c.flags)} must be 0`);
@@ -350,7 +356,7 @@ function populatePage(
   else done.add(loc.index);
 }
 
-/** KVM_TDX_INIT_MEM_REGION (tdx_vcpu_init_mem_region, spec §13.2). */
+/** KVM_TDX_INIT_MEM_REGION (tdx_vcpu_init_mem_region, arch/x86/kvm/vmx/tdx.c). */
 function tdxInitMemRegion(vcpu: ArchVcpu, td: TdxVmState, tv: TdxVcpuState, c: CmdCopy, data: unknown): void {
   const op = 'KVM_TDX_INIT_MEM_REGION';
   if (tv.state !== TD_VCPU_STATE.INITIALIZED)
@@ -404,7 +410,7 @@ export function tdCpuid(vm: ArchVm, td: TdxVmState): CpuidEntry[] {
   return out.sort((a, b) => a.function - b.function || a.index - b.index);
 }
 
-/** KVM_TDX_GET_CPUID (tdx_vcpu_get_cpuid, spec §13.2): a short buffer -> E2BIG with `nent` set to the count. */
+/** KVM_TDX_GET_CPUID (tdx_vcpu_get_cpuid, arch/x86/kvm/vmx/tdx.c): a short buffer -> E2BIG with `nent` set to the count. */
 function tdxGetCpuid(vcpu: ArchVcpu, td: TdxVmState, data: unknown): void {
   const op = 'KVM_TDX_GET_CPUID';
   const s = new UserStruct(data, op, 'struct kvm_cpuid2');

@@ -1,12 +1,12 @@
 // Numbers of the simulated TDX module and of KVM's TDX code (arch/x86/kvm/vmx/tdx.c, tdx_arch.h,
-// tdx_errno.h, asm/shared/tdx.h; spec §13). Values, not code: each one says where it comes from.
+// tdx_errno.h, asm/shared/tdx.h; arch/x86/kvm/vmx/tdx.c). Values, not code: each one says where it comes from.
 
-/** TD life-cycle states (`enum kvm_tdx_state`, spec §13.2). */
+/** TD life-cycle states (`enum kvm_tdx_state`, arch/x86/kvm/vmx/tdx.h). */
 export const TD_STATE = { UNINITIALIZED: 0, INITIALIZED: 1, RUNNABLE: 2 } as const;
 /** A TD state number. */
 export type TdState = (typeof TD_STATE)[keyof typeof TD_STATE];
 
-/** TD vCPU states (`enum vcpu_tdx_state`, spec §13.2). */
+/** TD vCPU states (`enum vcpu_tdx_state`, arch/x86/kvm/vmx/tdx.h). */
 export const TD_VCPU_STATE = { UNINITIALIZED: 0, INITIALIZED: 1 } as const;
 
 /** TD ATTRIBUTES bits (tdx_arch.h `TDX_TD_ATTR_*`). */
@@ -55,7 +55,7 @@ export interface CpuidConfigLeaf {
 /**
  * The module's configurable CPUID leaves (`td_conf.cpuid_config_leaves/values`) as KVM reports
  * them in KVM_TDX_CAPABILITIES: TSX and WAITPKG already cleared (td_init_cpuid_entry2) and
- * 0x80000008 EAX[23:16] reported as all-ones, the GPAW interface (spec §13.2).
+ * 0x80000008 EAX[23:16] reported as all-ones, the GPAW interface (arch/x86/kvm/vmx/tdx.c: tdx_td_init()).
  */
 export const TDX_CPUID_CONFIG: readonly CpuidConfigLeaf[] = Object.freeze([
   { function: 0x1, index: undefined, eax: 0, ebx: 0x00ff_0000, ecx: 0xffff_ffff, edx: 0xffff_ffff },
@@ -74,7 +74,7 @@ export const TDX_CPUID_CONFIG: readonly CpuidConfigLeaf[] = Object.freeze([
   { function: 0x8000_0008, index: undefined, eax: 0x00ff_0000, ebx: 0, ecx: 0, edx: 0 },
 ]);
 
-/** TDX private KeyIDs the simulated platform has (tdx_guest_keyid_alloc draws from them; spec §13.2 "HKID"). */
+/** TDX private KeyIDs the simulated platform has (tdx_guest_keyid_alloc draws from them; arch/x86/kvm/vmx/tdx.c: tdx_td_init() "HKID"). */
 export const TDX_GUEST_KEYIDS = 64;
 
 /** TDX module completion status codes (RAX of TDCALL; arch/x86/kvm/vmx/tdx_errno.h). */

@@ -1,5 +1,5 @@
 // Rules the real flow cannot reach (a vCPU cannot exist before INIT_VM), checked through small
-// fakes of the seam views (spec §13.1, §13.2).
+// fakes of the seam views (arch/x86/kvm/vmx/tdx.c: tdx_vm_ioctl()).
 
 import { TDX_CMD, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
@@ -81,7 +81,7 @@ describe('TDX rules behind the seam (fakes)', () => {
     expect(tryKvm(() => ops.vcpuPrecreate!(unknown, 0))).toBeUndefined();
   });
 
-  it('MOVE/COPY_ENC_CONTEXT_FROM and REG/UNREG_REGION ops are absent, so the core answers EINVAL / ENOTTY (spec §13.4)', () => {
+  it('MOVE/COPY_ENC_CONTEXT_FROM and REG/UNREG_REGION ops are absent, so the core answers EINVAL / ENOTTY (arch/x86/kvm/vmx/main.c: vt_x86_ops)', () => {
     expect(ops.vmCopyEncContextFrom).toBeUndefined();
     expect(ops.vmMoveEncContextFrom).toBeUndefined();
     expect(ops.memEncryptRegRegion).toBeUndefined();

@@ -1,4 +1,4 @@
-// The TD's side (spec §13.2 private/shared, §13.3 TDVMCALL ABI and #VE) through guest programs run
+// The TD's side (private/shared memory by the shared GPA bit that arch/x86/kvm/vmx/tdx.c: tdx_td_init() sets; the TDVMCALL ABI of handle_tdvmcall(); #VE as arch/x86/coco/tdx/tdx.c handles it) through guest programs run
 // by the simulator's KVM_RUN.
 
 import { PageTables, PhysicalMemory } from '@kvmtest/guest-memory';
@@ -108,7 +108,7 @@ async function runAll(vcpu: Vcpu, onExit: (e: Exit) => void = () => {}): Promise
 
 const vmcall = (regs: TdcallRegs) => regs;
 
-describe('TD memory: private iff the S-bit is clear (spec §13.2, kvm_mmu_faultin_pfn for a TD)', () => {
+describe('TD memory: private iff the S-bit is clear (arch/x86/kvm/vmx/tdx.c: tdx_td_init(), kvm_mmu_faultin_pfn for a TD)', () => {
   it('private pages come from guest_memfd with the measured contents; the host buffer never shows them', async () => {
     let read = 0n;
     const { vcpu, slot0 } = bootTd(async (g) => {
@@ -196,7 +196,7 @@ describe('TD memory: private iff the S-bit is clear (spec §13.2, kvm_mmu_faulti
   });
 });
 
-describe('#VE for instructions the TD cannot expose (spec §13.3 guest side)', () => {
+describe('#VE for instructions the TD cannot expose (guest side, arch/x86/coco/tdx/tdx.c: virt_exception_kernel())', () => {
   it('OUT raises #VE (vector 20); TDG.VP.VEINFO.GET gives exit reason 30 and the I/O qualification', async () => {
     let vector = -1;
     let info: TdcallRegs = {};
@@ -248,7 +248,7 @@ describe('#VE for instructions the TD cannot expose (spec §13.3 guest side)', (
   });
 });
 
-describe('TDG.VP.VMCALL (handle_tdvmcall and friends, spec §13.3)', () => {
+describe('TDG.VP.VMCALL (handle_tdvmcall and friends, arch/x86/kvm/vmx/tdx.c)', () => {
   it("Instruction.IO OUT exits with the R15 value; IN returns the host's value in R11 (tdx_emulate_io)", async () => {
     let inReply: TdcallRegs = {};
     const { vcpu } = bootTd(async (g) => {

@@ -1,6 +1,6 @@
-// The TD's side: how its memory accesses are served (private by the S-bit, spec §13.2), which
-// instructions raise #VE (spec §13.3 "guest side"), and TDCALL — the TDX module's leaves and,
-// through TDG.VP.VMCALL, KVM's TDVMCALL handling (tdx.c handle_tdvmcall and friends, spec §13.3).
+// The TD's side: how its memory accesses are served (private by the S-bit, arch/x86/kvm/vmx/tdx.c: tdx_td_init()), which
+// instructions raise #VE (guest side: arch/x86/coco/tdx/tdx.c: virt_exception_kernel()), and TDCALL — the TDX module's leaves and,
+// through TDG.VP.VMCALL, KVM's TDVMCALL handling (arch/x86/kvm/vmx/tdx.c: handle_tdvmcall() and friends).
 
 import {
   encodeVmxIoQualification,
@@ -89,7 +89,7 @@ function tdv(cpu: ArchCpu): TdxVcpuState {
 // ---- memory -------------------------------------------------------------------------------------
 
 /**
- * A TD's guest access (spec §13.2; mmu.c kvm_mmu_faultin_pfn for a TD): private iff the S-bit is
+ * A TD's guest access (arch/x86/kvm/vmx/tdx.c: tdx_td_init(); mmu.c kvm_mmu_faultin_pfn for a TD): private iff the S-bit is
  * clear in the guest's GPA. When that intent differs from the page's PRIVATE attribute KVM exits
  * with KVM_EXIT_MEMORY_FAULT (flag PRIVATE = the guest's intent). Private pages come from
  * guest_memfd; one that was never added (INIT_MEM_REGION) nor accepted is PENDING in the secure
@@ -145,7 +145,7 @@ function ve(tv: TdxVcpuState, info: VeInfo, what: string): ArchException {
 
 /**
  * Instructions a TD cannot let the VMM see raise #VE (vector 20) with the VMX exit reason and
- * qualification in the VE_INFO that TDG.VP.VEINFO.GET returns (spec §13.3 guest side; Linux
+ * qualification in the VE_INFO that TDG.VP.VEINFO.GET returns (guest side: arch/x86/coco/tdx/tdx.c: virt_exception_kernel(); Linux
  * arch/x86/coco/tdx/tdx.c virt_exception_kernel). VMCALL is not one of them: it is #UD in a TD.
  */
 export function tdxIntercept(cpu: ArchCpu, ev: InterceptEvent): ArchException | undefined {
@@ -284,7 +284,7 @@ function leBytes(v: bigint, n: number): Uint8Array {
 
 /**
  * TDCALL. RAX is the leaf; the result carries the module's status in RAX. TDG.VP.VMCALL hands the
- * registers named by RCX to KVM (spec §13.3); other leaves are the module's own.
+ * registers named by RCX to KVM (arch/x86/kvm/vmx/tdx.c: handle_tdvmcall()); other leaves are the module's own.
  */
 export async function tdxTdcall(cpu: ArchCpu, leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs> {
   const t = td(cpu.vcpu.vm);
@@ -581,7 +581,7 @@ function emulateMsr(cpu: ArchCpu, tv: TdxVcpuState, f: VmcallFrame, write: boole
 }
 
 /**
- * tdx_map_gpa (spec §13.3): KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE) per ≤ 2 MiB chunk, GPA without
+ * tdx_map_gpa (arch/x86/kvm/vmx/tdx.c): KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE) per ≤ 2 MiB chunk, GPA without
  * the S-bit, ENCRYPTED when the range is private. Needs KVM_CAP_EXIT_HYPERCALL bit 12
  * (SUBFUNC_UNSUPPORTED otherwise); a bad range is INVALID_OPERAND, misalignment ALIGN_ERROR — R11
  * then holds the GPA. The host's non-zero `ret` fails the call at the chunk (INVALID_OPERAND, R11 =

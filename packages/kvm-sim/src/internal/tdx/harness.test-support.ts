@@ -1,5 +1,5 @@
-// A TD launch as the TDX selftests' library does it (spec §13.2 creation flow; selftest-anatomy
-// §3.6): used by the TDX model's tests and its benchmark. Not part of the package API.
+// A TD launch as the TDX selftests' library does it (the creation flow of
+// Documentation/virt/kvm/x86/intel-tdx.rst): used by the TDX model's tests and its benchmark. Not part of the package API.
 
 import { VM_TYPE_NUMBER } from '@kvmtest/coco';
 import {

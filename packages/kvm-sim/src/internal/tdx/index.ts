@@ -1,4 +1,4 @@
-// The TDX model of the simulated kernel (spec §13): the ops table the arch dispatcher installs for
+// The TDX model of the simulated kernel (arch/x86/kvm/vmx/main.c: vt_x86_ops): the ops table the arch dispatcher installs for
 // `tdx` VMs, and the simulator-only introspection helpers.
 
 export { type TdxGetCpuidData, tdCpuid } from './commands.js';

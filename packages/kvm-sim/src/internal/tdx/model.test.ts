@@ -1,4 +1,4 @@
-// Model-based property test: random sequences of TD flow steps (spec §13.2 creation flow) against a
+// Model-based property test: random sequences of TD flow steps (Documentation/virt/kvm/x86/intel-tdx.rst creation flow) against a
 // small reference model of the rules; every step's errno must match, and closing leaks nothing.
 
 import { TDCALL_LEAF, encodeTdxIoRequest } from '@kvmtest/coco';
@@ -78,7 +78,7 @@ const flow = fc
   .tuple(fc.constantFrom(...PREFIXES), fc.array(step, { maxLength: 30 }))
   .map(([prefix, rest]) => [...prefix, ...rest]);
 
-/** The reference model: the rules of spec §13.2 and nothing else. */
+/** The reference model: the rules of Documentation/virt/kvm/x86/intel-tdx.rst and nothing else. */
 class Model {
   state: 'U' | 'I' | 'R' = 'U';
   split = false;
@@ -178,7 +178,7 @@ async function apply(vm: Vm, vcpus: Map<number, Vcpu>, s: Step): Promise<Errno |
   }
 }
 
-describe('TD flow against a reference model (spec §13.2)', () => {
+describe('TD flow against a reference model (arch/x86/kvm/vmx/tdx.c)', () => {
   it('every step of a random TD flow fails or succeeds as the rules say, and closing the TD leaks nothing', async () => {
     await fc.assert(
       fc.asyncProperty(flow, async (steps) => {

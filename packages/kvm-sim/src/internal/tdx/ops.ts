@@ -1,5 +1,5 @@
 // The TDX ops table: what `vt_x86_ops` does for a KVM_X86_TDX_VM (arch/x86/kvm/vmx/main.c `vt_*`
-// dispatching to tdx.c), expressed as the simulator's ArchOps (spec §13).
+// dispatching to tdx.c), expressed as the simulator's ArchOps (arch/x86/kvm/vmx/main.c: vt_x86_ops).
 
 import { hex } from '@kvmtest/coco';
 import { CAP, KvmError, type TdxCommand } from '@kvmtest/kvm';
@@ -18,7 +18,7 @@ function must<T>(v: T | undefined, what: string): T {
 
 /**
  * The ops table of `tdx` VMs. COPY/MOVE_ENC_CONTEXT_FROM and REG/UNREG_REGION are left out on
- * purpose: vt_x86_ops has no such ops, so the core answers EINVAL / ENOTTY (spec §2, §13.4).
+ * purpose: vt_x86_ops has no such ops, so the core answers EINVAL / ENOTTY (arch/x86/kvm/x86.c: kvm_vm_ioctl_enable_cap(), kvm_arch_vm_ioctl(); arch/x86/kvm/vmx/main.c: vt_x86_ops).
  */
 export function tdxArchOps(cfg: ResolvedConfig): ArchOps {
   return {
@@ -73,7 +73,7 @@ export function tdxArchOps(cfg: ResolvedConfig): ArchOps {
       // kvm_vm_ioctl_create_vcpu: created_vcpus >= kvm->max_vcpus (the TD's lowered limit).
       if (vm.createdVcpus >= td.maxVcpus)
         throw new KvmError('EINVAL', op, `the TD already has its maximum of ${td.maxVcpus} vCPUs`, { id });
-      // tdx_vcpu_create (spec §13.2): TD not INITIALIZED -> EIO; no split irqchip -> EINVAL.
+      // tdx_vcpu_create (arch/x86/kvm/vmx/tdx.c): TD not INITIALIZED -> EIO; no split irqchip -> EINVAL.
       if (td.state !== TD_STATE.INITIALIZED)
         throw new KvmError(
           'EIO',
@@ -108,7 +108,7 @@ export function tdxArchOps(cfg: ResolvedConfig): ArchOps {
     },
 
     runCheck(vcpu: ArchVcpu) {
-      // tdx_vcpu_pre_run (spec §13.2).
+      // tdx_vcpu_pre_run (arch/x86/kvm/vmx/tdx.c).
       const td = must(tdOf(vcpu.vm), `VM ${vcpu.vm.fd}`);
       const tv = must(tdVcpuOf(vcpu), `vCPU ${vcpu.id}`);
       if (tv.state !== TD_VCPU_STATE.INITIALIZED)

@@ -1,5 +1,5 @@
 // Per-TD and per-TD-vCPU state of the simulated TDX module and of KVM's `struct kvm_tdx` /
-// `struct vcpu_tdx` (spec §13.2), kept in the `arch` slot of the core's VM and vCPU.
+// `struct vcpu_tdx` (arch/x86/kvm/vmx/tdx.h), kept in the `arch` slot of the core's VM and vCPU.
 
 import { type CpuidEntry, KvmError } from '@kvmtest/kvm';
 import type { ArchKvm, ArchVcpu, ArchVm } from '../arch/ops.js';
