@@ -1,62 +1,19 @@
-// Execution: resumable exits (readAsync / writeAsync), host tasks beside a running guest (yields,
-// memslot changes, kicks), two exits in flight, and seeded interleaving of several vCPUs.
-
-import { PageTables, PhysicalMemory } from '@kvmtest/guest-memory';
-import { CR, type Exit, type GuestProgram, KvmError, MEM_FLAG, MEMORY_ATTRIBUTE } from '@kvmtest/kvm';
+import { type Exit, type GuestProgram, KvmError, MEMORY_ATTRIBUTE } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
-import { createSimKvm, setSimSeed, simSeed, simYield } from '../src/index.js';
+import { privateMemVm, TEST_GPA, TEST_GVA } from './helpers.js';
+import { setSimSeed, simSeed, simYield } from '../src/index.js';
 
 const P = MEMORY_ATTRIBUTE.PRIVATE;
-const TEST_GPA = 0x1_0000_0000n;
-const TEST_GVA = 0x8000_0000n;
 const MMIO_GPA = 0x2_0000_0000n;
 const MMIO_GVA = 0x9000_0000n;
 
 /** A sw-protected VM: slot 0 (page tables), slot 1 at TEST_GPA (guest_memfd when `gmem`), MMIO_GVA mapped to no slot. */
 function setup(gmem: boolean, yieldQuantum?: number) {
-  const kvm = createSimKvm(yieldQuantum === undefined ? {} : { yieldQuantum });
-  const vm = kvm.createVm('sw-protected');
-  const mem = new Uint8Array(4 << 20);
-  vm.setUserMemoryRegion({
-    slot: 0,
-    flags: 0,
-    guestPhysAddr: 0n,
-    memorySize: BigInt(mem.length),
-    userspace: mem,
+  return privateMemVm({
+    gmem,
+    ...(yieldQuantum === undefined ? {} : { config: { yieldQuantum } }),
+    extraMaps: [[MMIO_GVA, MMIO_GPA]],
   });
-  const phys = new PhysicalMemory();
-  phys.addRegion({ slot: 0, gpa: 0n, size: BigInt(mem.length), backing: mem });
-  let next = 0x10_0000n;
-  const pt = new PageTables(phys, { levels: 4, physBits: 52 }, () => {
-    const p = next;
-    next += 4096n;
-    return p;
-  });
-  pt.map(TEST_GVA, TEST_GPA);
-  pt.map(MMIO_GVA, MMIO_GPA);
-  const shared = new Uint8Array(4096);
-  const fd = gmem ? vm.createGuestMemfd(4096n) : undefined;
-  vm.setUserMemoryRegion({
-    slot: 1,
-    flags: gmem ? MEM_FLAG.GUEST_MEMFD : 0,
-    guestPhysAddr: TEST_GPA,
-    memorySize: 4096n,
-    userspace: shared,
-    ...(fd === undefined ? {} : { guestMemfd: fd }),
-  });
-  const vcpu = (program: GuestProgram) => {
-    const v = vm.createVcpu(vm.vcpus.length);
-    v.setSregs({
-      cr0: CR.CR0_PE | CR.CR0_PG,
-      cr2: 0n,
-      cr3: pt.root,
-      cr4: CR.CR4_PAE,
-      efer: CR.EFER_LME | CR.EFER_LMA,
-    });
-    v.setEntry(program);
-    return v;
-  };
-  return { kvm, vm, shared, vcpu };
 }
 
 const deleteSlot1 = (vm: ReturnType<typeof setup>['vm']) =>

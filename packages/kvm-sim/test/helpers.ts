@@ -1,8 +1,9 @@
 // Test helpers: a VM with one memslot of RAM, identity-free page tables built with guest-memory.
 
 import { PageTables, PhysicalMemory } from '@kvmtest/guest-memory';
-import { CR, type GuestProgram, type Kvm, type Vcpu, type Vm } from '@kvmtest/kvm';
+import { CR, type GuestProgram, type Kvm, MEM_FLAG, type Vcpu, type Vm } from '@kvmtest/kvm';
 import type { VmType } from '@kvmtest/coco';
+import { createSimKvm, type SimConfig } from '../src/index.js';
 
 /** GVA where helpers map the data pages. */
 export const DATA_GVA = 0x40_0000n;
@@ -72,4 +73,73 @@ export function guestVm(
       return v;
     },
   };
+}
+
+/** GPA of privateMemVm's test slot (slot 1, above 4 GiB) and the GVA it is mapped at. */
+export const TEST_GPA = 0x1_0000_0000n;
+export const TEST_GVA = 0x8000_0000n;
+
+/** Options of privateMemVm. */
+export interface PrivateMemVmOptions {
+  /** Back slot 1 with a guest_memfd (private memory possible). */
+  gmem: boolean;
+  /** Pages of slot 1 (mapped at TEST_GVA..), default 1. */
+  pages?: number;
+  /** The simulator's configuration. */
+  config?: SimConfig;
+  /** More GVA → GPA page mappings (e.g. a GVA over no memslot, for MMIO). */
+  extraMaps?: readonly (readonly [bigint, bigint])[];
+}
+
+/**
+ * A sw-protected VM as private_mem_kvm_exits_test builds it: slot 0 (4 MiB, page tables from 1 MiB),
+ * slot 1 at TEST_GPA mapped at TEST_GVA (guest_memfd-backed when `gmem`), and `vcpu(program)` adding
+ * a long-mode vCPU that runs `program`.
+ */
+export function privateMemVm(opts: PrivateMemVmOptions) {
+  const pages = opts.pages ?? 1;
+  const kvm = createSimKvm(opts.config ?? {});
+  const vm = kvm.createVm('sw-protected');
+  const mem = new Uint8Array(4 << 20);
+  vm.setUserMemoryRegion({
+    slot: 0,
+    flags: 0,
+    guestPhysAddr: 0n,
+    memorySize: BigInt(mem.length),
+    userspace: mem,
+  });
+  const phys = new PhysicalMemory();
+  phys.addRegion({ slot: 0, gpa: 0n, size: BigInt(mem.length), backing: mem });
+  let next = 0x10_0000n;
+  const pt = new PageTables(phys, { levels: 4, physBits: 52 }, () => {
+    const p = next;
+    next += 4096n;
+    return p;
+  });
+  for (let i = 0n; i < BigInt(pages); i++) pt.map(TEST_GVA + i * 4096n, TEST_GPA + i * 4096n);
+  for (const [gva, gpa] of opts.extraMaps ?? []) pt.map(gva, gpa);
+  const shared = new Uint8Array(pages * 4096);
+  const size = BigInt(shared.length);
+  const gmem = opts.gmem ? vm.createGuestMemfd(size) : undefined;
+  vm.setUserMemoryRegion({
+    slot: 1,
+    flags: gmem === undefined ? 0 : MEM_FLAG.GUEST_MEMFD,
+    guestPhysAddr: TEST_GPA,
+    memorySize: size,
+    userspace: shared,
+    ...(gmem === undefined ? {} : { guestMemfd: gmem }),
+  });
+  const vcpu = (program: GuestProgram): Vcpu => {
+    const v = vm.createVcpu(vm.vcpus.length);
+    v.setSregs({
+      cr0: CR.CR0_PE | CR.CR0_PG,
+      cr2: 0n,
+      cr3: pt.root,
+      cr4: CR.CR4_PAE,
+      efer: CR.EFER_LME | CR.EFER_LMA,
+    });
+    v.setEntry(program);
+    return v;
+  };
+  return { kvm, vm, shared, gmem, vcpu };
 }

@@ -1,80 +1,13 @@
-// sw-protected VMs: private memory in guest_memfd, selected by the PRIVATE attribute
-// (private_mem_kvm_exits_test, private_mem_conversions_test).
-
-import { PageTables, PhysicalMemory } from '@kvmtest/guest-memory';
-import {
-  CAP,
-  CR,
-  type Exit,
-  FALLOC_FL,
-  KVM_HC,
-  MAP_GPA_RANGE,
-  MEM_FLAG,
-  MEMORY_ATTRIBUTE,
-  tryKvm,
-} from '@kvmtest/kvm';
+import { CAP, type Exit, FALLOC_FL, KVM_HC, MAP_GPA_RANGE, MEMORY_ATTRIBUTE, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
-import { createSimKvm, simStats } from '../src/index.js';
+import { privateMemVm, TEST_GPA, TEST_GVA } from './helpers.js';
+import { simStats } from '../src/index.js';
 
 const P = MEMORY_ATTRIBUTE.PRIVATE;
-const TEST_GPA = 0x1_0000_0000n;
-const TEST_GVA = 0x8000_0000n;
 
 /** A sw-protected VM: slot 0 (plain, page tables) + a test slot at 4 GiB mapped at TEST_GVA. */
 function setup(gmemSlot: boolean, pages = 4) {
-  const kvm = createSimKvm();
-  const vm = kvm.createVm('sw-protected');
-  const mem = new Uint8Array(4 << 20);
-  vm.setUserMemoryRegion({
-    slot: 0,
-    flags: 0,
-    guestPhysAddr: 0n,
-    memorySize: BigInt(mem.length),
-    userspace: mem,
-  });
-  const phys = new PhysicalMemory();
-  phys.addRegion({ slot: 0, gpa: 0n, size: BigInt(mem.length), backing: mem });
-  let next = 0x10_0000n;
-  const pt = new PageTables(phys, { levels: 4, physBits: 52 }, () => {
-    const p = next;
-    next += 4096n;
-    return p;
-  });
-  for (let i = 0n; i < BigInt(pages); i++) pt.map(TEST_GVA + i * 4096n, TEST_GPA + i * 4096n);
-  const shared = new Uint8Array(pages * 4096);
-  const size = BigInt(shared.length);
-  let gmem: number | undefined;
-  if (gmemSlot) {
-    gmem = vm.createGuestMemfd(size);
-    vm.setUserMemoryRegion({
-      slot: 1,
-      flags: MEM_FLAG.GUEST_MEMFD,
-      guestPhysAddr: TEST_GPA,
-      memorySize: size,
-      userspace: shared,
-      guestMemfd: gmem,
-    });
-  } else
-    vm.setUserMemoryRegion({
-      slot: 1,
-      flags: 0,
-      guestPhysAddr: TEST_GPA,
-      memorySize: size,
-      userspace: shared,
-    });
-  const vcpu = (program: Parameters<ReturnType<typeof vm.createVcpu>['setEntry']>[0]) => {
-    const v = vm.createVcpu(vm.vcpus.length);
-    v.setSregs({
-      cr0: CR.CR0_PE | CR.CR0_PG,
-      cr2: 0n,
-      cr3: pt.root,
-      cr4: CR.CR4_PAE,
-      efer: CR.EFER_LME | CR.EFER_LMA,
-    });
-    v.setEntry(program);
-    return v;
-  };
-  return { kvm, vm, shared, gmem, vcpu };
+  return privateMemVm({ gmem: gmemSlot, pages });
 }
 
 describe('private_mem_kvm_exits_test', () => {
