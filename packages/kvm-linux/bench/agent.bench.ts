@@ -7,19 +7,12 @@
 // compiler exists). The bench reaches testkit and ucall from source: they sit above kvm-linux, and
 // the round trip they make is the one users pay.
 
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Bench } from '../../../scripts/bench/measure.js';
 import { defineGuest, guestSync, vmCreateWithOneVcpu } from '../../testkit/src/index.js';
 import { getUcall } from '../../ucall/src/index.js';
 import { kvmAvailability, type LinuxKvm, type LinuxVcpu, openLinuxKvm } from '../src/index.js';
 import { registerGuestAgent } from '../src/internal/agent/index.js';
-import { realModeGuest } from '../test/helpers.js';
-
-/** `out 0x80, al; jmp $-2`: the loop baseline.c runs too. */
-const OUT_LOOP = [0xe6, 0x80, 0xeb, 0xfc];
+import { cBaseline, cc, median, outLoopVcpu } from './support.js';
 
 const ROUNDS = 5;
 const UCALL_OPS = 2_000;
@@ -27,22 +20,10 @@ const READ_OPS = 5_000;
 const EXIT_OPS = 10_000;
 
 const avail = kvmAvailability();
-const cc = ['gcc', 'cc', 'clang'].find((c) => spawnSync(c, ['--version']).status === 0);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-let baselineBin: string | undefined;
+const cProgram = cBaseline('agent-baseline');
+/** The C ucall-shaped loop's ns per round trip. */
 function cUcall(n: number): number {
-  if (!baselineBin) {
-    const dir = mkdtempSync(join(tmpdir(), 'kvm-linux-agent-bench-'));
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    baselineBin = join(dir, 'agent-baseline');
-    execFileSync(cc!, ['-O2', '-o', baselineBin, join(import.meta.dirname, 'agent-baseline.c')]);
-  }
-  return Number(execFileSync(baselineBin, ['ucall', String(n)], { encoding: 'utf8' }).trim());
+  return cProgram('ucall', String(n));
 }
 
 const syncLoop = defineGuest(async (g) => {
@@ -84,11 +65,6 @@ async function jsReadU64(kvm: LinuxKvm, n: number): Promise<number> {
   const e = await vm.vcpus[0]!.run();
   if (e.reason !== 'io') throw new Error(`unexpected exit ${e.reason}`);
   return ns;
-}
-
-/** A real-mode guest at 0x1000 looping on `out 0x80, al` (the loop of linux.exit-roundtrip). */
-function outLoopVcpu(kvm: LinuxKvm): LinuxVcpu {
-  return realModeGuest(OUT_LOOP, { kvm }).vcpu;
 }
 
 async function jsExit(vcpu: LinuxVcpu, n: number): Promise<number> {

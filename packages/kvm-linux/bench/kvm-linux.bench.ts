@@ -4,16 +4,9 @@
 // shared machine moves both alike. Without /dev/kvm (or without a C compiler for the baselines)
 // the benchmarks are left out with a note on stderr.
 
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Bench } from '../../../scripts/bench/measure.js';
 import { kvmAvailability, type LinuxVcpu, openLinuxKvm } from '../src/index.js';
-import { realModeGuest } from '../test/helpers.js';
-
-/** `out 0x80, al; jmp $-2`: the loop baseline.c runs too. */
-const OUT_LOOP = [0xe6, 0x80, 0xeb, 0xfc];
+import { cBaseline, cc, median, outLoopVcpu } from './support.js';
 
 const ROUNDS = 9;
 const EXIT_OPS = 10_000;
@@ -22,27 +15,10 @@ const CREATE_ROUNDS = 21;
 const CREATE_OPS = 25;
 
 const avail = kvmAvailability();
-const cc = ['gcc', 'cc', 'clang'].find((c) => spawnSync(c, ['--version']).status === 0);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-let baselineBin: string | undefined;
+const cProgram = cBaseline('baseline');
+/** The C loop's ns per operation (`exit`: the OUT round trip, `create`: VM + memslot + vCPU + close). */
 function baseline(mode: 'exit' | 'create', n: number): number {
-  if (!baselineBin) {
-    const dir = mkdtempSync(join(tmpdir(), 'kvm-linux-bench-'));
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    baselineBin = join(dir, 'baseline');
-    execFileSync(cc!, ['-O2', '-o', baselineBin, join(import.meta.dirname, 'baseline.c')]);
-  }
-  return Number(execFileSync(baselineBin, [mode, String(n)], { encoding: 'utf8' }).trim());
-}
-
-/** A real-mode guest at 0x1000 looping on `out 0x80, al` (the same code as baseline.c). */
-function outLoopVcpu(): LinuxVcpu {
-  return realModeGuest(OUT_LOOP).vcpu;
+  return cProgram(mode, String(n));
 }
 
 async function jsExitRoundtrip(vcpu: LinuxVcpu, n: number): Promise<number> {
