@@ -4,6 +4,16 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CAP, DEVICE_ATTR, type Exit, isKvmError, KvmError, MEM_FLAG, tryKvm } from '@kvmtest/kvm';
+/** Runs `fixtures/<name>` in a child Node process (from source); its outcome, whole, for assertions. */
+function runFixture(name: string, timeout: number) {
+  const r = spawnSync(
+    process.execPath,
+    ['--conditions=@kvmtest/source', '--import', 'tsx', join(import.meta.dirname, 'fixtures', name)],
+    { encoding: 'utf8', timeout },
+  );
+  return { error: r.error, status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
 import { afterEach, describe, expect, it } from 'vitest';
 import { type LinuxKvm, type LinuxVm, openLinuxKvm } from '../src/index.js';
 import { CODE, kvmAvailable, realModeGuest } from './helpers.js';
@@ -290,24 +300,8 @@ describe.skipIf(!kvmAvailable)('real-mode guests', () => {
   });
 
   it('a process whose guest never exits ends anyway: the run times out and nothing keeps it alive', () => {
-    const r = spawnSync(
-      process.execPath,
-      [
-        '--conditions=@kvmtest/source',
-        '--import',
-        'tsx',
-        join(import.meta.dirname, 'fixtures', 'stuck-guest.ts'),
-      ],
-      { encoding: 'utf8', timeout: 20_000 },
-    );
     // spawnSync's own timeout would show as `error`; the whole result is shown on a failure.
-    expect({
-      error: r.error,
-      status: r.status,
-      signal: r.signal,
-      stdout: r.stdout,
-      stderr: r.stderr,
-    }).toMatchObject({
+    expect(runFixture('stuck-guest.ts', 20_000)).toMatchObject({
       error: undefined,
       status: 0,
       stdout: expect.stringMatching(/caught: .*watchdog: vCPU 0 .*100 ms deadline/),
@@ -315,24 +309,8 @@ describe.skipIf(!kvmAvailable)('real-mode guests', () => {
   });
 
   it('a worker thread may run vCPUs too; process.exit() during its 60 s run does not wait for the deadline', () => {
-    const r = spawnSync(
-      process.execPath,
-      [
-        '--conditions=@kvmtest/source',
-        '--import',
-        'tsx',
-        join(import.meta.dirname, 'fixtures', 'worker-guest.ts'),
-      ],
-      { encoding: 'utf8', timeout: 30_000 },
-    );
     // `error`: killed by spawnSync's timeout (the exit waited for the worker); `signal`: SIGUSR2 killed it.
-    expect({
-      error: r.error,
-      status: r.status,
-      signal: r.signal,
-      stdout: r.stdout,
-      stderr: r.stderr,
-    }).toMatchObject({
+    expect(runFixture('worker-guest.ts', 30_000)).toMatchObject({
       error: undefined,
       status: 0,
       signal: null,
