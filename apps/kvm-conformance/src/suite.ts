@@ -10,7 +10,6 @@ import {
   type Errno,
   type Exit,
   hostPtr,
-  type Kvm,
   MEM_FLAG,
   SEV_CMD,
   type UserMemoryRegion,
@@ -43,11 +42,16 @@ const PAGE = 0x1000n;
 /** VM type numbers of the SEV family (KVM_X86_SEV_VM, SEV_ES_VM, SNP_VM). */
 const SEV_TYPES_MASK = (1 << 2) | (1 << 3) | (1 << 4);
 
-/** Page-aligned host memory for memslots: the backend's own (mmap'd on linux) when it offers it. */
-function hostMemory(kvm: Kvm, size: number): { bytes: Uint8Array; release(): void } {
-  const k = kvm as Kvm & { allocateUserMemory?(n: number): { bytes: Uint8Array; release(): void } };
-  if (typeof k.allocateUserMemory === 'function') return k.allocateUserMemory(size);
-  return { bytes: new Uint8Array(size), release() {} };
+/** Runs `body` on a new DEFAULT VM of the backend with `size` bytes of its host memory, released after. */
+function withVmAndMemory(size: number, body: (vm: Vm, m: Uint8Array) => void): void {
+  const kvm = getKvm();
+  const mem = kvm.allocateUserMemory(size);
+  try {
+    using vm = kvm.createVm('default');
+    body(vm, mem.bytes);
+  } finally {
+    mem.release();
+  }
 }
 
 /** Records the errno of `fn` (or 'ok') as `name` and asserts the kernel's answer. */
@@ -208,11 +212,7 @@ const maxVcpuIdCap: TestCase = {
 const memslotShape: TestCase = {
   name: 'memslot alignment, size and flags',
   run() {
-    const kvm = getKvm();
-    const mem = hostMemory(kvm, 0x20000);
-    try {
-      using vm = kvm.createVm('default');
-      const m = mem.bytes;
+    withVmAndMemory(0x20000, (vm, m) => {
       // kvm_main.c __kvm_set_memory_region(): page-aligned size, GPA and userspace address.
       expectErrno('64 KiB at GPA 0', () => vm.setUserMemoryRegion(region(m, 0, 0n, 0x10000)), 'ok');
       expectErrno(
@@ -264,9 +264,7 @@ const memslotShape: TestCase = {
         () => vm.setUserMemoryRegion(region(m, 4, 1n << 52n, 0x1000, 0x13000)),
         'EINVAL',
       );
-    } finally {
-      mem.release();
-    }
+    });
   },
 };
 
@@ -276,7 +274,7 @@ const memslotPlaces: TestCase = {
     const kvm = getKvm();
     const nrSlots = kvm.checkExtension(CAP.NR_MEMSLOTS);
     const addressSpaces = Math.max(1, kvm.checkExtension(CAP_MULTI_ADDRESS_SPACE));
-    const mem = hostMemory(kvm, 0x20000);
+    const mem = kvm.allocateUserMemory(0x20000);
     try {
       using vm = kvm.createVm('default');
       const m = mem.bytes;
@@ -318,11 +316,7 @@ const memslotPlaces: TestCase = {
 const memslotChanges: TestCase = {
   name: 'memslot delete and move',
   run() {
-    const kvm = getKvm();
-    const mem = hostMemory(kvm, 0x30000);
-    try {
-      using vm = kvm.createVm('default');
-      const m = mem.bytes;
+    withVmAndMemory(0x30000, (vm, m) => {
       expectErrno('create slot 0', () => vm.setUserMemoryRegion(region(m, 0, 0n, 0x10000)), 'ok');
       expectErrno(
         'create slot 1',
@@ -364,9 +358,7 @@ const memslotChanges: TestCase = {
         'EINVAL',
       );
       expectErrno('recreate slot 0 at GPA 0', () => vm.setUserMemoryRegion(region(m, 0, 0n, 0x10000)), 'ok');
-    } finally {
-      mem.release();
-    }
+    });
   },
 };
 
@@ -421,7 +413,7 @@ const encryptionWithoutSev: TestCase = {
       'ENOTTY',
     );
     // KVM_MEMORY_ENCRYPT_REG_REGION: ENOTTY without the op, and svm/sev.c for a non-SEV VM.
-    const mem = hostMemory(kvm, 0x1000);
+    const mem = kvm.allocateUserMemory(0x1000);
     try {
       expectErrno(
         'MEMORY_ENCRYPT_REG_REGION',
@@ -549,7 +541,7 @@ const readOnlySlot: TestCase = {
       await guestDone(g);
     });
     using vm = vmCreateWithOneVcpu(guest, 'default');
-    const mem = hostMemory(vm.kvm, 0x1000);
+    const mem = vm.kvm.allocateUserMemory(0x1000);
     try {
       mem.bytes.fill(0x5a);
       vm.raw.setUserMemoryRegion(region(mem.bytes, RO_SLOT, RO_GPA, 0x1000, 0, MEM_FLAG.READONLY));
