@@ -60,7 +60,7 @@ export interface TestVmInit {
   readonly raw: Vm;
   readonly kvm: Kvm;
   readonly shape: VmShape;
-  readonly ops: KitOps;
+  readonly ops: KitOps<TestVm>;
   /** True for vmCreateBarebones VMs: no memory, no image, no ucall. */
   readonly barebones: boolean;
   /** vCPUs the VM was sized for (GHCB pages). */
@@ -80,7 +80,7 @@ export class KitVmState {
   #policy: number;
   #ptProtected = false;
   #mem: VmMemory | undefined;
-  readonly ops: KitOps;
+  readonly ops: KitOps<TestVm>;
   readonly cpuid: readonly CpuidEntry[] | undefined;
   /** Host memory from kvm.allocateUserMemory behind the VM's memslots, released at close. */
   readonly #userMemory: UserMemory[] = [];

@@ -5,11 +5,27 @@
 // HTML report draws them. Outside a recording every hook costs one check; a recording reads the
 // allocator's bitmaps once per VM (at close or at case end) and run-length encodes them.
 
-import { cBitFromCpuid, VM_TYPE_TRAITS, type VmType } from '@kvmtest/coco';
+import { cBitFromCpuid, VM_TYPE_TRAITS, type VmShape, type VmType } from '@kvmtest/coco';
 import type { AddressSpace } from '@kvmtest/guest-memory';
-import { type CpuidEntry, findCpuid, type Kvm } from '@kvmtest/kvm';
+import { type CpuidEntry, findCpuid, type Kvm, type Vm } from '@kvmtest/kvm';
 import { ucallPoolOf } from '@kvmtest/ucall';
-import type { TestVm } from './kit-vm.js';
+
+/**
+ * What a memory map reads of a kit VM: the kit's TestVm (./kit-vm.ts) has these members, and is
+ * named here only by this shape so the kit VM can call the hooks below without an import loop.
+ */
+export interface MappedVm {
+  readonly raw: Vm;
+  readonly kvm: Kvm;
+  readonly shape: VmShape;
+  readonly type: VmType;
+  readonly barebones: boolean;
+  readonly closed: boolean;
+  /** Read only while the VM is neither barebones nor closed. */
+  readonly space: AddressSpace;
+  /** Where its launch stands (LaunchStage of ./kit-vm.ts). */
+  readonly launchStage: string;
+}
 
 /** What a page holds, by index in run tuples. `data` is an allocated page of a VM without encryption. */
 export const PAGE_KINDS = [
@@ -93,7 +109,7 @@ export const MAX_VM_MAPS = 64;
 const MAX_EVENTS = 1000;
 
 interface Entry {
-  readonly vm: TestVm;
+  readonly vm: MappedVm;
   readonly id: number;
   /** The picture was taken (or counted as omitted). */
   taken: boolean;
@@ -101,11 +117,11 @@ interface Entry {
 
 interface Recording {
   readonly t0: number;
-  readonly entries: Map<TestVm, Entry>;
+  readonly entries: Map<MappedVm, Entry>;
   readonly maps: VmMemoryMap[];
   readonly timeline: EncContextEvent[];
   /** VMs that gave or received an encryption context: SEV guests whatever their VM type. */
-  readonly sev: Set<TestVm>;
+  readonly sev: Set<MappedVm>;
   omitted: number;
   nextId: number;
 }
@@ -160,7 +176,7 @@ export function takeMemoryMaps(): MemoryRecording | undefined {
   };
 }
 
-function entryOf(r: Recording, vm: TestVm): Entry {
+function entryOf(r: Recording, vm: MappedVm): Entry {
   let e = r.entries.get(vm);
   if (e === undefined) {
     e = { vm, id: r.nextId++, taken: false };
@@ -182,12 +198,12 @@ function event(r: Recording, op: EncContextEvent['op'], vm: number, from?: numbe
 }
 
 /** @internal a kit VM was made (TestVm constructor). */
-export function noteVmCreated(vm: TestVm): void {
+export function noteVmCreated(vm: MappedVm): void {
   if (recording !== undefined) entryOf(recording, vm);
 }
 
 /** @internal a kit VM is closing (TestVm.close, before its memory is let go): picture it now. */
-export function noteVmClosing(vm: TestVm): void {
+export function noteVmClosing(vm: MappedVm): void {
   const r = recording;
   if (r === undefined) return;
   const e = entryOf(r, vm);
@@ -214,7 +230,7 @@ export function noteStack(space: AddressSpace, gva: bigint, pages: number): void
 }
 
 /** @internal a context was made in `dst` (`init`), or moved (`move`) or mirrored (`mirror`) into `dst` from `src`. */
-export function noteEncContext(op: 'init' | 'move' | 'mirror', dst: TestVm, src?: TestVm): void {
+export function noteEncContext(op: 'init' | 'move' | 'mirror', dst: MappedVm, src?: MappedVm): void {
   const r = recording;
   if (r === undefined) return;
   r.sev.add(dst);
@@ -228,12 +244,12 @@ export function noteEncContext(op: 'init' | 'move' | 'mirror', dst: TestVm, src?
 const cpuidCache = new WeakMap<Kvm, readonly CpuidEntry[]>();
 
 /** The VM's address space through its public API (undefined for barebones or closed VMs). */
-function spaceOf(vm: TestVm): AddressSpace | undefined {
+function spaceOf(vm: MappedVm): AddressSpace | undefined {
   return vm.barebones || vm.closed ? undefined : vm.space;
 }
 
 /** The tag bit a VM of `type` uses (for a barebones VM, what vmCreate would give it on this backend). */
-function tagOf(vm: TestVm, sev: boolean): TagBitInfo | undefined {
+function tagOf(vm: MappedVm, sev: boolean): TagBitInfo | undefined {
   const tag = spaceOf(vm)?.tag;
   // A default VM that got KVM_SEV_INIT (the legacy way, as the SEV migrate selftests do) is an SEV guest.
   const kind = sev && vm.type === 'default' ? 'c-bit' : VM_TYPE_TRAITS[vm.type].tagBit;
@@ -264,14 +280,14 @@ function take(r: Recording, e: Entry, takenAt: VmMemoryMap['takenAt']): void {
 
 /** The memory picture of a kit VM now (its memslots and page runs). */
 export function describeVmMemory(
-  vm: TestVm,
+  vm: MappedVm,
   id = 0,
   takenAt: VmMemoryMap['takenAt'] = 'case-end',
 ): VmMemoryMap {
   return describeVm(vm, id, takenAt, false);
 }
 
-function describeVm(vm: TestVm, id: number, takenAt: VmMemoryMap['takenAt'], sev: boolean): VmMemoryMap {
+function describeVm(vm: MappedVm, id: number, takenAt: VmMemoryMap['takenAt'], sev: boolean): VmMemoryMap {
   const base = {
     id,
     type: vm.type,

@@ -4,7 +4,7 @@
 import { cpuidHas, X86_FEATURE } from '@kvmtest/coco';
 import { CAP, CR, type CpuidEntry, findCpuid, type Kvm } from '@kvmtest/kvm';
 import { supportedCpuid } from '../host-cpuid.js';
-import { kitState } from '../kit-vm.js';
+import { kitState, type TestVm } from '../kit-vm.js';
 import { wrapGuest } from '../runtime.js';
 import type { KitOps } from './ops.js';
 
@@ -24,7 +24,7 @@ function xsaveXcr0(kvm: Kvm, cpuid: readonly CpuidEntry[]): bigint | undefined {
  * root, XCR0 with XSAVE), RSP at the stack top and the guest program as entry point. Shared by
  * every table whose vCPU state is the host's until launch (default, SEV family, SNP).
  */
-export const x86AddVcpu: KitOps['addVcpu'] = (vm, vcpu, stackTop, guest) => {
+export const x86AddVcpu: KitOps<TestVm>['addVcpu'] = (vm, vcpu, stackTop, guest) => {
   const cpuid = kitState(vm).cpuid ?? supportedCpuid(vm.kvm);
   vcpu.setCpuid(cpuid);
   // vcpu_init_sregs / vcpu_init_xcrs: with XSAVE, CR4.OSXSAVE and XCR0 = every feature KVM supports.
@@ -47,7 +47,7 @@ export const x86AddVcpu: KitOps['addVcpu'] = (vm, vcpu, stackTop, guest) => {
 };
 
 /** The table of default and sw-protected VMs. */
-export const defaultKitOps: KitOps = Object.freeze<KitOps>({
+export const defaultKitOps: KitOps<TestVm> = Object.freeze<KitOps<TestVm>>({
   name: 'default',
   tagPolicy: () => undefined,
   bootRegions: () => {},

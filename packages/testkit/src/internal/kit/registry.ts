@@ -10,7 +10,7 @@ import { sevKitOps, snpKitOps } from './sev.js';
 import { tdxKitOps } from './tdx.js';
 
 /** The kit table of each launch flow. */
-export const KIT_TABLES: Readonly<Record<LaunchFlow, KitOps>> = Object.freeze({
+export const KIT_TABLES: Readonly<Record<LaunchFlow, KitOps<TestVm>>> = Object.freeze({
   none: defaultKitOps,
   sev: sevKitOps,
   snp: snpKitOps,
@@ -18,7 +18,7 @@ export const KIT_TABLES: Readonly<Record<LaunchFlow, KitOps>> = Object.freeze({
 });
 
 /** The kit table of a VM type. */
-export function kitOpsFor(type: VmType): KitOps {
+export function kitOpsFor(type: VmType): KitOps<TestVm> {
   return KIT_TABLES[VM_TYPE_TRAITS[type].launchFlow];
 }
 

@@ -16,7 +16,7 @@ function initSev2(vm: TestVm): void {
 }
 
 /** The table of sev and sev-es VMs. */
-export const sevKitOps: KitOps = Object.freeze<KitOps>({
+export const sevKitOps: KitOps<TestVm> = Object.freeze<KitOps<TestVm>>({
   name: 'sev',
   tagPolicy: (shape, cpuid) => tagPolicyFor(shape.type, cpuid),
   bootRegions: () => {},
@@ -26,7 +26,7 @@ export const sevKitOps: KitOps = Object.freeze<KitOps>({
 });
 
 /** The table of sev-snp VMs (snp_vm_init: INIT2 only; KVM_CAP_EXIT_HYPERCALL comes with the launch). */
-export const snpKitOps: KitOps = Object.freeze<KitOps>({
+export const snpKitOps: KitOps<TestVm> = Object.freeze<KitOps<TestVm>>({
   name: 'snp',
   tagPolicy: (shape, cpuid) => tagPolicyFor(shape.type, cpuid),
   bootRegions: () => {},
