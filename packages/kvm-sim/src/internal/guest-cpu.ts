@@ -12,8 +12,8 @@ import {
 } from '@kvmtest/kvm';
 import type { PagingParams } from '@kvmtest/guest-memory';
 import type { ArchCpu, ArchException, InterceptEvent } from './arch/ops.js';
+import type { VcpuCore } from './core.js';
 import { drawQuantum, simYield } from './sched.js';
-import type { SimVcpu } from './vcpu.js';
 
 import {
   U64,
@@ -71,11 +71,11 @@ export abstract class GuestCpu implements ArchCpu {
   protected params5: PagingParams;
   protected readonly reader = { readU64: (gpa: bigint) => this.readPte(gpa) };
 
-  protected vm: SimVcpu['vm'];
+  protected vm: VcpuCore['vm'];
   /** True while PVALIDATE translates its operand (MemAccess.pvalidate). */
   protected pvalidating = false;
 
-  constructor(public vcpu: SimVcpu) {
+  constructor(public vcpu: VcpuCore) {
     this.vm = vcpu.vm;
     this.budget = vcpu.vm.kvm.config.runBudget;
     this.quantum = drawQuantum(vcpu.vm.kvm.config.yieldQuantum);
@@ -91,7 +91,7 @@ export abstract class GuestCpu implements ArchCpu {
    * hands the guest's point of execution to the destination (see SimVcpu.adoptGuest). Every cached
    * translation is dropped; the destination VM's memslots and keys answer from now on.
    */
-  rebind(vcpu: SimVcpu): void {
+  rebind(vcpu: VcpuCore): void {
     this.vcpu = vcpu;
     this.vm = vcpu.vm;
     const physBits = vcpu.vm.kvm.config.maxPhysAddr;

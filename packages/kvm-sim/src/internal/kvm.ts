@@ -6,7 +6,6 @@ import {
   type CpuidEntry,
   describeValue,
   FALLOC_FL,
-  type Kvm,
   KvmError,
   MEMORY_ATTRIBUTE,
   type UserMemory,
@@ -14,10 +13,10 @@ import {
 } from '@kvmtest/kvm';
 import { hostArchOps } from './arch-registry.js';
 import { checkInt } from './check.js';
-import type { ArchKvm, ArchOps, ArchVm, FdKind } from './arch/ops.js';
+import type { ArchOps, ArchVm, FdKind } from './arch/ops.js';
 import { type ResolvedConfig, resolveConfig, type SimConfig, supportedCpuid } from './config.js';
+import type { FdEntryOf, KvmCore } from './core.js';
 import type { GmemFile } from './memory.js';
-import type { StatsBlock } from './stats.js';
 import { UserMemoryPool } from './user-memory.js';
 import { SimVm } from './vm.js';
 import type { SimVcpu } from './vcpu.js';
@@ -34,13 +33,7 @@ const FALLOC_MODE_MASK =
 const MAX_LFS_FILESIZE = (1n << 63n) - 1n;
 
 /** One open descriptor: its kind and the object behind it. */
-export type FdEntry =
-  | { kind: 'kvm' }
-  | { kind: 'vm'; vm: SimVm }
-  | { kind: 'vcpu'; vcpu: SimVcpu }
-  | { kind: 'guest-memfd'; gmem: GmemFile; vm: SimVm }
-  | { kind: 'stats'; block: StatsBlock; id: string; vm: SimVm }
-  | { kind: 'sev-device' };
+export type FdEntry = FdEntryOf<SimVm, SimVcpu>;
 
 /** Counts of what a simulated process holds (for leak checks). */
 export interface SimStats {
@@ -66,7 +59,7 @@ const CAP_MULTI_ADDRESS_SPACE = 118;
 const FIRST_FD = 3;
 
 /** The simulated /dev/kvm and the process around it. */
-export class SimKvm implements Kvm, ArchKvm {
+export class SimKvm implements KvmCore {
   readonly backend = 'sim' as const;
   readonly config: ResolvedConfig;
   readonly fd: number;

@@ -28,17 +28,15 @@ import {
   type RunOptions,
   type Sregs,
   type TdxCommand,
-  type Vcpu,
   type XcrEntry,
   XFEATURE,
   XSAVE_LAYOUT,
   zeroRegs,
 } from '@kvmtest/kvm';
-import type { ArchVcpu } from './arch/ops.js';
+import type { RunState, VcpuCore, VmCore } from './core.js';
 import { checkInt, checkU64 } from './check.js';
 import { GuestUnwind, SimGuest } from './guest.js';
 import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
-import type { SimVm } from './vm.js';
 import { loadComponents, resetXsaveArea, SUPPORTED_XCR0, xcrProblem, xsaveAreaProblem } from './xsave.js';
 
 /** KVM_MAX_XCRS. */
@@ -155,10 +153,8 @@ function track(v: SimVcpu): void {
   }
 }
 
-type RunState = 'idle' | 'running' | 'at-exit' | 'ended';
-
 /** A simulated vCPU (the vCPU fd, `struct kvm_vcpu` and its `kvm_run`). */
-export class SimVcpu implements Vcpu, ArchVcpu {
+export class SimVcpu implements VcpuCore {
   readonly fd: number;
   arch: unknown = undefined;
   fdOpen = true;
@@ -207,7 +203,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   };
 
   constructor(
-    readonly vm: SimVm,
+    readonly vm: VmCore,
     readonly id: number,
   ) {
     this.cpuid = vm.kvm.cpuid.map((e) => ({ ...e }));

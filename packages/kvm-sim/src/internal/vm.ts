@@ -14,9 +14,9 @@ import {
   type Vcpu,
   type Vm,
 } from '@kvmtest/kvm';
-import type { ArchOps, ArchVm, HostPtrTarget } from './arch/ops.js';
+import type { ArchOps, HostPtrTarget } from './arch/ops.js';
 import { checkInt, checkU64 } from './check.js';
-import type { SimKvm } from './kvm.js';
+import type { KvmCore, VmCore } from './core.js';
 import { AttributeMap, GmemFile, Memslot, PAGE } from './memory.js';
 import { simPreempt, simYield } from './sched.js';
 import { type StatsBlock, statsPid, vmStats } from './stats.js';
@@ -42,7 +42,7 @@ function u32(name: string, v: unknown, op: string): number {
 const hex = (v: bigint | number) => `0x${v.toString(16)}`;
 
 /** A simulated VM (the VM file and `struct kvm`). */
-export class SimVm implements Vm, ArchVm {
+export class SimVm implements VmCore {
   readonly fd: number;
   readonly typeNumber: number;
   arch: unknown = undefined;
@@ -73,7 +73,7 @@ export class SimVm implements Vm, ArchVm {
   memGeneration = 0;
 
   constructor(
-    readonly kvm: SimKvm,
+    readonly kvm: KvmCore,
     readonly type: VmType,
     readonly ops: ArchOps,
   ) {

@@ -3,7 +3,7 @@
 // the kernel's order and fails with the kernel's errno; firmware rejections are EIO with `error` set.
 
 import { type HostPtr, SEV_CMD, SEV_RET } from '@kvmtest/kvm';
-import type { SevPlatform } from './platform.js';
+import type { SevCmdCopy, SevPlatformCore } from './types.js';
 import { isMirror, sevEsGuest, sevGuest, sevSnpGuest, type SevVmState } from './state.js';
 import {
   copyBytesFromUser,
@@ -73,18 +73,10 @@ const CMD_NAME: Record<number, string> = Object.fromEntries(
   Object.entries(SEV_CMD).map(([k, v]) => [v, `KVM_SEV_${k}`]),
 );
 
-/** The local copy of `struct kvm_sev_cmd` a handler works on (`error` is copied back, arch/x86/kvm/svm/sev.c: sev_mem_enc_ioctl()). */
-export interface SevCmdCopy {
-  readonly id: number;
-  readonly data: unknown;
-  readonly sevFd: number;
-  error: number;
-}
-
-type Handler = (p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string) => void;
+type Handler = (p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string) => void;
 
 /** `sev_mem_enc_ioctl` (arch/x86/kvm/svm/sev.c): gates in order, the handler, then the copy-back of the command. */
-export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void {
+export function memEncryptOp(p: SevPlatformCore, vm: SevVmView, cmd: unknown): void {
   const op0 = 'KVM_MEMORY_ENCRYPT_OP';
   // SEV not enabled on the host → ENOTTY (the first check of sev_mem_enc_ioctl()).
   if (!p.sevEnabled) fail('ENOTTY', op0, 'SEV is not enabled on this host');
@@ -129,7 +121,7 @@ export function memEncryptOp(p: SevPlatform, vm: SevVmView, cmd: unknown): void 
 
 // `sev_issue_cmd` through the fd remembered at LAUNCH_START: a closed or non-/dev/sev fd → EBADF before
 // the firmware; a firmware status ≠ 0 → EIO with `error` = the status (drivers/crypto/ccp/sev-dev.c: sev_issue_cmd_external_user()).
-function issue(p: SevPlatform, fd: number, c: SevCmdCopy, op: string, fw: () => number): void {
+function issue(p: SevPlatformCore, fd: number, c: SevCmdCopy, op: string, fw: () => number): void {
   if (!p.host.isSevDeviceFd(fd)) fail('EBADF', op, `fd ${fd} is not an open /dev/sev descriptor`, { fd });
   const status = fw();
   c.error = status;
@@ -147,7 +139,7 @@ const GHCB_VERSION_MAX = 2;
 const GHCB_VERSION_DEFAULT = 2;
 const GHCB_VERSION_MIN = 1;
 
-function sevGuestInit(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function sevGuestInit(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   // sev_guest_init(): legacy INIT is only for DEFAULT VMs.
   if (vm.type !== 'default')
     fail('EINVAL', op, `legacy INIT is only for default VMs (this VM is ${vm.type})`);
@@ -162,7 +154,7 @@ function sevGuestInit(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string):
   );
 }
 
-function sevGuestInit2(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function sevGuestInit2(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   if (!s.needInit) fail('EINVAL', op, 'the VM needs no INIT2 (not an SEV VM type, or already initialised)');
   if (vm.type !== 'sev' && vm.type !== 'sev-es' && vm.type !== 'sev-snp')
@@ -178,7 +170,7 @@ function sevGuestInit2(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string)
 
 // `__sev_guest_init` (arch/x86/kvm/svm/sev.c).
 function guestInitCommon(
-  p: SevPlatform,
+  p: SevPlatformCore,
   vm: SevVmView,
   c: SevCmdCopy,
   op: string,
@@ -224,7 +216,7 @@ function guestInitCommon(
 
 // ---- launch, status, debug (sev_launch_*(), sev_guest_status(), sev_dbg_crypt()) -----------------------------------------------------------------------
 
-function launchStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function launchStart(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_launch_start');
@@ -260,7 +252,7 @@ function launchStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): 
   s.fd = c.sevFd;
 }
 
-function launchUpdateData(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function launchUpdateData(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_launch_update_data');
@@ -272,7 +264,7 @@ function launchUpdateData(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: stri
   issue(p, s.fd, c, op, () => p.firmware.launchUpdateData(s.handle, pin.buffer, pin.start, pin.len, gpa));
 }
 
-function launchUpdateVmsa(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function launchUpdateVmsa(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   if (!sevEsGuest(s)) fail('ENOTTY', op, 'the VM is not an SEV-ES guest');
   for (const vcpu of vm.vcpus()) {
@@ -287,7 +279,7 @@ function launchUpdateVmsa(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: stri
   }
 }
 
-function launchSecret(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function launchSecret(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_launch_secret');
@@ -307,7 +299,7 @@ function launchSecret(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string):
  * otherwise a buffer over 16 KiB is EINVAL, and on success the blob lands at `uaddr`.
  */
 function blobCommand(
-  p: SevPlatform,
+  p: SevPlatformCore,
   vm: SevVmView,
   c: SevCmdCopy,
   op: string,
@@ -344,7 +336,7 @@ function blobCommand(
   copyToUser(c.data, { len: r.len }, op, what.struct);
 }
 
-function launchMeasure(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function launchMeasure(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_launch_measure');
@@ -353,13 +345,13 @@ function launchMeasure(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string)
   );
 }
 
-function launchFinish(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function launchFinish(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   issue(p, s.fd, c, op, () => p.firmware.launchFinish(s.handle));
 }
 
-function guestStatus(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function guestStatus(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   let r = { status: 0, handle: 0, policy: 0, state: 0 };
@@ -417,14 +409,14 @@ function dbgCrypt(decrypt: boolean): Handler {
 
 // Pins (and unpins) the one page holding `ptr` — only its errors matter here: the memlock limit, and
 // a page that is not mapped (NULL, or no byte of the page inside the buffer).
-function pinPage(p: SevPlatform, s: SevVmState, ptr: HostPtr | undefined, op: string): void {
+function pinPage(p: SevPlatformCore, s: SevVmState, ptr: HostPtr | undefined, op: string): void {
   if (s.pagesLocked + 1 > p.memlockLimitPages)
     fail('ENOMEM', op, `${s.pagesLocked + 1} locked pages exceed the lock limit of ${p.memlockLimitPages}`);
   if (ptr === undefined || ptr.offset - Number(uaddrOf(ptr) & 0xfffn) >= ptr.buffer.length)
     fail('ENOMEM', op, 'failure pinning 1 page: not mapped');
 }
 
-function getAttestationReport(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function getAttestationReport(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_attestation_report');
@@ -442,7 +434,7 @@ function getAttestationReport(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: 
 
 // ---- SEND_* / RECEIVE_* (sev_send_*(), sev_receive_*()) (kernel checks; the firmware has no certificate chain to accept) -------------
 
-function sendStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function sendStart(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_send_start');
@@ -486,7 +478,7 @@ function sendStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): vo
   if (thrown !== undefined) throw thrown;
 }
 
-function sendUpdateData(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function sendUpdateData(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_send_update_data');
@@ -524,7 +516,7 @@ function simpleSend(name: 'SEND_FINISH' | 'SEND_CANCEL'): Handler {
   };
 }
 
-function receiveStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function receiveStart(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   const rd = new StructReader(c.data, op, 'struct kvm_sev_receive_start');
@@ -539,7 +531,7 @@ function receiveStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string):
   issue(p, c.sevFd, c, op, () => p.firmware.receiveStart());
 }
 
-function receiveUpdateData(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function receiveUpdateData(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   // The only handler whose "not SEV" answer is EINVAL (arch/x86/kvm/svm/sev.c: sev_receive_update_data()).
   requireSev(s, op, 'EINVAL');
@@ -559,7 +551,7 @@ function receiveUpdateData(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: str
   issue(p, s.fd, c, op, () => p.firmware.receiveCommand('RECEIVE_UPDATE_DATA', s.handle));
 }
 
-function receiveFinish(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+function receiveFinish(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   requireSev(s, op);
   issue(p, s.fd, c, op, () => p.firmware.receiveCommand('RECEIVE_FINISH', s.handle));
@@ -605,7 +597,7 @@ function readRegion(region: unknown, op: string): { addr: HostPtr; size: bigint 
 }
 
 /** `sev_mem_enc_register_region` (arch/x86/kvm/svm/sev.c). */
-export function registerRegion(p: SevPlatform, vm: SevVmView, region: unknown): void {
+export function registerRegion(p: SevPlatformCore, vm: SevVmView, region: unknown): void {
   const op = 'KVM_MEMORY_ENCRYPT_REG_REGION';
   const r = readRegion(region, op);
   const s = vm.sev;
@@ -618,7 +610,7 @@ export function registerRegion(p: SevPlatform, vm: SevVmView, region: unknown): 
 }
 
 /** `sev_mem_enc_unregister_region` (arch/x86/kvm/svm/sev.c): the mirror check comes before everything else. */
-export function unregisterRegion(_p: SevPlatform, vm: SevVmView, region: unknown): void {
+export function unregisterRegion(_p: SevPlatformCore, vm: SevVmView, region: unknown): void {
   const op = 'KVM_MEMORY_ENCRYPT_UNREG_REGION';
   const r = readRegion(region, op);
   const s = vm.sev;

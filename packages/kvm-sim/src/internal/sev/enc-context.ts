@@ -4,7 +4,7 @@
 // per-vCPU SEV-ES state. The firmware is not involved: the ASID stays bound to the handle, so the
 // key moves with the context.
 
-import type { SevPlatform } from './platform.js';
+import type { SevPlatformCore } from './types.js';
 import { INVALID_PAGE, isMirror, sevEsGuest, sevGuest } from './state.js';
 import { fail } from './uaccess.js';
 import type { SevVmView } from './views.js';
@@ -17,7 +17,7 @@ export type MoveStep = 'vms-locked' | 'vcpus-locked';
 
 // args[0] must be an open fd of a KVM VM, else EBADF (the first checks of sev_vm_move_enc_context_from()
 // and sev_vm_copy_enc_context_from()).
-function lookupSource(p: SevPlatform, fd: number, op: string): SevVmView {
+function lookupSource(p: SevPlatformCore, fd: number, op: string): SevVmView {
   const r = p.host.lookupVmFd(fd);
   if (r === 'not-open') fail('EBADF', op, `source fd ${fd} is not open`, { fd });
   if (r === 'not-a-vm') fail('EBADF', op, `source fd ${fd} is not a KVM VM`, { fd });
@@ -87,7 +87,7 @@ function checkVcpusAndMove(dst: SevVmView, src: SevVmView): void {
 
 /** MOVE as lock steps: yields while holding the locks; throws the errno of the first failing check. */
 export function* moveEncContextSteps(
-  p: SevPlatform,
+  p: SevPlatformCore,
   dst: SevVmView,
   srcFd: number,
 ): Generator<MoveStep, void, void> {
@@ -104,7 +104,7 @@ export function* moveEncContextSteps(
 }
 
 /** MOVE run to completion (arch/x86/kvm/svm/sev.c: sev_vm_move_enc_context_from()): the same steps as `moveEncContextSteps`, without the yields. */
-export function moveEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number): void {
+export function moveEncContextFrom(p: SevPlatformCore, dst: SevVmView, srcFd: number): void {
   const src = lookupSource(p, srcFd, MOVE_OP);
   lockTwoVms(dst, src, MOVE_OP);
   try {
@@ -181,7 +181,7 @@ function migrateFrom(dst: SevVmView, src: SevVmView): void {
 }
 
 /** COPY (arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()): `dst` becomes a mirror sharing `src`'s ASID and handle. */
-export function copyEncContextFrom(p: SevPlatform, dst: SevVmView, srcFd: number): void {
+export function copyEncContextFrom(p: SevPlatformCore, dst: SevVmView, srcFd: number): void {
   const src = lookupSource(p, srcFd, COPY_OP);
   lockTwoVms(dst, src, COPY_OP);
   try {

@@ -17,9 +17,9 @@ import {
   sevStatusFor,
 } from '@kvmtest/coco';
 import type { Errno, Exit } from '@kvmtest/kvm';
-import type { SevPlatform } from './platform.js';
+import type { SevPlatformCore } from './types.js';
 import { sevEsGuest, sevSnpGuest, type SevVmState } from './state.js';
-import type { SevGuestCpuView, SevVcpuView } from './views.js';
+import type { PendingVmgexit, Regs4, SevGuestCpuView, SevVcpuView } from './views.js';
 
 /** Guest events that an SEV-ES guest cannot let the hypervisor see directly (they raise #VC instead). */
 export type VcEvent =
@@ -80,7 +80,7 @@ export function ghcbMsrWrite(vcpu: SevVcpuView, value: bigint): void {
 }
 
 /** The SEV_INFO response: [63:48] max GHCB version, [47:32] min (1), [31:24] C-bit position (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit_msr_protocol()). */
-export function sevInfoResponse(p: SevPlatform, s: SevVmState): bigint {
+export function sevInfoResponse(p: SevPlatformCore, s: SevVmState): bigint {
   return (
     (BigInt(s.ghcbVersion) << 48n) |
     (1n << 32n) |
@@ -90,7 +90,7 @@ export function sevInfoResponse(p: SevPlatform, s: SevVmState): bigint {
 }
 
 /** `sev_es_vcpu_reset`: an SEV-ES vCPU starts with the SEV_INFO response in its GHCB MSR. */
-export function vcpuReset(p: SevPlatform, s: SevVmState, vcpu: SevVcpuView): void {
+export function vcpuReset(p: SevPlatformCore, s: SevVmState, vcpu: SevVcpuView): void {
   if (sevEsGuest(s)) vcpu.sev.ghcbMsr = sevInfoResponse(p, s);
 }
 
@@ -109,7 +109,7 @@ const SEV_TERM_EXIT = (data: bigint): VmgexitOutcome => ({
 });
 
 /** VMGEXIT (arch/x86/kvm/svm/sev.c: sev_handle_vmgexit()): the MSR protocol when GHCBData[11:0] ≠ 0, else the GHCB page at that GPA. */
-export function vmgexit(p: SevPlatform, cpu: SevGuestCpuView): VmgexitOutcome {
+export function vmgexit(p: SevPlatformCore, cpu: SevGuestCpuView): VmgexitOutcome {
   const s = cpu.vm.sev;
   if (!sevEsGuest(s))
     throw new Error('internal: VMGEXIT handled as SEV-ES on a VM that is not an SEV-ES guest');
@@ -119,7 +119,7 @@ export function vmgexit(p: SevPlatform, cpu: SevGuestCpuView): VmgexitOutcome {
 }
 
 // The GHCB MSR protocol (sev_handle_vmgexit_msr_protocol()).
-function msrProtocol(p: SevPlatform, cpu: SevGuestCpuView, msr: bigint): VmgexitOutcome {
+function msrProtocol(p: SevPlatformCore, cpu: SevGuestCpuView, msr: bigint): VmgexitOutcome {
   const s = cpu.vm.sev;
   const st = cpu.vcpu.sev;
   const code = Number(msr & 0xfffn);
@@ -243,15 +243,6 @@ function ghcbExit(cpu: SevGuestCpuView, gpa: bigint): VmgexitOutcome {
   return out;
 }
 
-/** An I/O exit waiting for the host (IN data to deliver, or a string OUT already done). */
-export interface PendingIo {
-  readonly direction: 'in' | 'out';
-  readonly size: 1 | 2 | 4;
-  readonly count: number;
-  /** Where string-IN data goes (the scratch GPA); undefined for a plain IN (RAX). */
-  readonly scratchGpa: bigint | undefined;
-}
-
 // `sev_es_validate_vmgexit` (arch/x86/kvm/svm/sev.c): a GHCB_ERR_* reason, or undefined when the request is valid.
 // MISSING_INPUT unless every one of `fields` is valid in the snapshot.
 function need(g: GhcbSnapshot, ...fields: GhcbField[]): number | undefined {
@@ -330,9 +321,6 @@ function injectGp(ghcb: Ghcb): VmgexitOutcome {
   ghcb.set('swExitInfo2', GHCB_GP_EVENT);
   return RESUME;
 }
-
-/** RAX, RBX, RCX, RDX as KVM holds them during a VMGEXIT. */
-export type Regs4 = { rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint };
 
 function dispatch(cpu: SevGuestCpuView, ghcb: Ghcb, pend: PendingVmgexit, g: GhcbSnapshot): VmgexitOutcome {
   const regs = pend.regs;
@@ -507,12 +495,4 @@ export function completeVmgexit(cpu: SevGuestCpuView, exit: Exit): void {
   }
   const ghcb = mapGhcb(cpu, pend.ghcbGpa);
   if (ghcb) syncToGhcb(ghcb, regs);
-}
-
-/** An exit taken from a VMGEXIT, completed on the next run. */
-export interface PendingVmgexit {
-  readonly ghcbGpa: bigint;
-  readonly regs: Regs4;
-  io: PendingIo | undefined;
-  mmioScratch: bigint | undefined;
 }

@@ -31,6 +31,7 @@ import {
 import { SevFirmware } from './firmware.js';
 import { SnpFirmware } from './snp-firmware.js';
 import { SnpRmp, snpVm } from './snp-state.js';
+import type { SevPlatformCore } from './types.js';
 import {
   isMirror,
   newSevVcpuState,
@@ -82,7 +83,7 @@ export interface SevLeakReport {
 }
 
 /** One simulated host's SEV support: configuration, ASIDs, firmware and the SEV ioctls. */
-export class SevPlatform {
+export class SevPlatform implements SevPlatformCore {
   readonly info: SevCpuInfo;
   /** `sev_enabled` after hardware setup (arch/x86/kvm/svm/sev.c: sev_hardware_setup(); checked first in sev_mem_enc_ioctl()). */
   readonly sevEnabled: boolean;

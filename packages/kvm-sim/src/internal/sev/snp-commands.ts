@@ -6,8 +6,8 @@
 import { hex, SNP_PAGE_TYPE, type SnpPageType, snpPolicyProblems } from '@kvmtest/coco';
 import { type HostPtr, MEM_FLAG, MEMORY_ATTRIBUTE, SEV_RET } from '@kvmtest/kvm';
 import type { ArchMemslot } from '../arch/ops.js';
-import type { SevCmdCopy } from './commands.js';
-import type { SevPlatform } from './platform.js';
+import type { SevCmdCopy } from './types.js';
+import type { SevPlatformCore } from './types.js';
 import { SNP_ID_AUTH_SIZE, SNP_ID_BLOCK_SIZE, SNP_HOST_DATA_LEN } from './snp-firmware.js';
 import { gmemPage, snpVcpu, snpVm } from './snp-state.js';
 import { sevSnpGuest } from './state.js';
@@ -25,7 +25,7 @@ const VALID_TYPES: ReadonlySet<number> = new Set([
 ]);
 
 /** `snp_launch_start` (arch/x86/kvm/svm/sev.c, KVM_SEV_SNP_LAUNCH_START = 100). */
-export function snpLaunchStart(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+export function snpLaunchStart(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   if (!sevSnpGuest(s))
     fail('ENOTTY', op, 'the VM is not an SEV-SNP guest (KVM_SEV_INIT2 on a sev-snp VM first)');
@@ -84,7 +84,7 @@ type PageFailure = { ok: false; errno: string; why: string; fwError: number };
 type PageResult = { ok: true } | PageFailure;
 
 /** `snp_launch_update` (arch/x86/kvm/svm/sev.c, KVM_SEV_SNP_LAUNCH_UPDATE = 101): progress is written back; a failure on the first page is EIO. */
-export function snpLaunchUpdate(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+export function snpLaunchUpdate(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   const snp = snpVm(s);
   if (!sevSnpGuest(s) || snp.gctx === 0)
@@ -148,7 +148,7 @@ export function snpLaunchUpdate(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op
 // One page of kvm_gmem_populate (folio, "already prepared", PRIVATE attribute) and sev_gmem_post_populate
 // (source, RMP state, copy, rmp_make_private, SNP_LAUNCH_UPDATE; reclaim on firmware failure).
 function populatePage(
-  p: SevPlatform,
+  p: SevPlatformCore,
   vm: SevVmView,
   slot: ArchMemslot,
   gfn: bigint,
@@ -218,7 +218,7 @@ function populatePage(
 }
 
 /** `snp_launch_finish` (arch/x86/kvm/svm/sev.c, KVM_SEV_SNP_LAUNCH_FINISH = 102): every vCPU's VMSA measured (type VMSA), then LAUNCH_FINISH. */
-export function snpLaunchFinish(p: SevPlatform, vm: SevVmView, c: SevCmdCopy, op: string): void {
+export function snpLaunchFinish(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: string): void {
   const s = vm.sev;
   if (!sevSnpGuest(s)) fail('ENOTTY', op, 'the VM is not an SEV-SNP guest');
   const snp = snpVm(s);

@@ -1,67 +1,15 @@
-// Per-VM and per-vCPU SEV state: `struct kvm_sev_info` and the SEV-ES part of `struct vcpu_svm`,
-// in one place (arch/x86/kvm/svm/svm.h), with the predicates sev.c uses.
+// Per-VM and per-vCPU SEV state: fresh `struct kvm_sev_info` and SEV-ES parts of `struct vcpu_svm`
+// (arch/x86/kvm/svm/svm.h; their shapes are declared beside the views in ./views.ts), with the
+// predicates sev.c uses.
 
 import type { VmType } from '@kvmtest/coco';
-import type { HostPtr } from '@kvmtest/kvm';
-import type { PendingVmgexit } from './es.js';
-import type { SevVmView } from './views.js';
+import type { SevVcpuState, SevVmState } from './views.js';
 
-/** One registered encrypted region (`struct enc_region`, arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region(), sev_mem_enc_unregister_region()). */
-export interface EncRegionRecord {
-  /** The host pointer the region was registered with (compared by identity of address). */
-  readonly uaddr: bigint;
-  readonly size: bigint;
-  readonly npages: number;
-  readonly ptr: HostPtr;
-}
-
-/** `struct kvm_sev_info` (arch/x86/kvm/svm/svm.h). Mutated only by the SEV model, always after validation. */
-export interface SevVmState {
-  /** `kvm->arch.vm_type`, kept here so the model needs no view to classify the VM. */
-  readonly vmType: VmType;
-  active: boolean;
-  esActive: boolean;
-  needInit: boolean;
-  asid: number;
-  handle: number;
-  fd: number;
-  policy: number;
-  vmsaFeatures: bigint;
-  ghcbVersion: number;
-  pagesLocked: number;
-  regions: EncRegionRecord[];
-  /** Mirrors of this VM (owner side, `mirror_vms`). */
-  mirrors: SevVmView[];
-  /** Owner of a mirror (`enc_context_owner`). */
-  owner: SevVmView | undefined;
-  /** `migration_in_progress` (the atomic taken by `sev_lock_two_vms`). */
-  migrationInProgress: boolean;
-  /** `kvm->lock` held by a command or a two-VM lock (the single-threaded model only asserts on it). */
-  locked: boolean;
-  /** References other VMs hold on this one (`kvm_get_kvm` by mirrors, arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()). */
-  refs: number;
-  /** The VM fd was closed; destruction waits until `refs` drops to 0 (arch/x86/kvm/svm/sev.c: sev_vm_destroy()). */
-  fdClosed: boolean;
-  /** `sev_vm_destroy` ran. */
-  destroyed: boolean;
-}
+// The shapes live with the views that carry them (./views.ts); re-exported for the model's modules.
+export type { EncRegionRecord, SevVcpuState, SevVmState } from './views.js';
 
 /** An invalid page address (`INVALID_PAGE`), what KVM stores in ghcb_gpa / vmsa_pa when there is none. */
 export const INVALID_PAGE = 0xffff_ffff_ffff_ffffn;
-
-/** The SEV-ES part of a vCPU (`svm->sev_es`, `guest_state_protected`, GHCB GPA, VMSA). */
-export interface SevVcpuState {
-  /** `vcpu->arch.guest_state_protected`: set by LAUNCH_UPDATE_VMSA; KVM_GET/SET_REGS then fail (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa()). */
-  guestStateProtected: boolean;
-  /** The encrypted VMSA page handed to firmware (undefined before LAUNCH_UPDATE_VMSA). */
-  vmsa: Uint8Array | undefined;
-  /** The GHCB MSR 0xC0010130 as the guest last wrote it (or KVM set it). */
-  ghcbMsr: bigint;
-  /** `vmcb->control.ghcb_gpa`: the GPA of the GHCB the last VMGEXIT used. */
-  ghcbGpa: bigint;
-  /** A VMGEXIT that exited to userspace and completes on the next run (arch/x86/kvm/svm/sev.c: sev_es_sync_to_ghcb()). */
-  pendingExit: PendingVmgexit | undefined;
-}
 
 /** A fresh SEV slot for a VM of `vmType` (arch/x86/kvm/svm/svm.c: svm_vm_init(): `need_init` for the SEV VM types). */
 export function newSevVmState(vmType: VmType): SevVmState {

@@ -1,10 +1,11 @@
 // The SEV model's window on the rest of the simulated kernel. The SEV code never reaches into the
 // core's VM or vCPU objects: it sees them through these small views, which the arch seam adapts.
+// The SEV slots the views carry (`struct kvm_sev_info`, the SEV-ES part of `struct vcpu_svm`) are
+// declared here too, as they and the views name each other; ./state.ts makes and queries them.
 
 import type { VmType } from '@kvmtest/coco';
-import type { Regs, Sregs } from '@kvmtest/kvm';
+import type { HostPtr, Regs, Sregs } from '@kvmtest/kvm';
 import type { ArchVm } from '../arch/ops.js';
-import type { SevVcpuState, SevVmState } from './state.js';
 
 /** What the SEV model needs from one vCPU (`struct kvm_vcpu` + `struct vcpu_svm`, the SEV parts). */
 export interface SevVcpuView {
@@ -83,4 +84,78 @@ export interface SevGuestCpuView {
   rdmsr?(msr: number): bigint | undefined;
   /** KVM's WRMSR emulation for the guest; false = refused (#GP). */
   wrmsr?(msr: number, value: bigint): boolean;
+}
+
+/** One registered encrypted region (`struct enc_region`, arch/x86/kvm/svm/sev.c: sev_mem_enc_register_region(), sev_mem_enc_unregister_region()). */
+export interface EncRegionRecord {
+  /** The host pointer the region was registered with (compared by identity of address). */
+  readonly uaddr: bigint;
+  readonly size: bigint;
+  readonly npages: number;
+  readonly ptr: HostPtr;
+}
+
+/** `struct kvm_sev_info` (arch/x86/kvm/svm/svm.h). Mutated only by the SEV model, always after validation. */
+export interface SevVmState {
+  /** `kvm->arch.vm_type`, kept here so the model needs no view to classify the VM. */
+  readonly vmType: VmType;
+  active: boolean;
+  esActive: boolean;
+  needInit: boolean;
+  asid: number;
+  handle: number;
+  fd: number;
+  policy: number;
+  vmsaFeatures: bigint;
+  ghcbVersion: number;
+  pagesLocked: number;
+  regions: EncRegionRecord[];
+  /** Mirrors of this VM (owner side, `mirror_vms`). */
+  mirrors: SevVmView[];
+  /** Owner of a mirror (`enc_context_owner`). */
+  owner: SevVmView | undefined;
+  /** `migration_in_progress` (the atomic taken by `sev_lock_two_vms`). */
+  migrationInProgress: boolean;
+  /** `kvm->lock` held by a command or a two-VM lock (the single-threaded model only asserts on it). */
+  locked: boolean;
+  /** References other VMs hold on this one (`kvm_get_kvm` by mirrors, arch/x86/kvm/svm/sev.c: sev_vm_copy_enc_context_from()). */
+  refs: number;
+  /** The VM fd was closed; destruction waits until `refs` drops to 0 (arch/x86/kvm/svm/sev.c: sev_vm_destroy()). */
+  fdClosed: boolean;
+  /** `sev_vm_destroy` ran. */
+  destroyed: boolean;
+}
+
+/** The SEV-ES part of a vCPU (`svm->sev_es`, `guest_state_protected`, GHCB GPA, VMSA). */
+export interface SevVcpuState {
+  /** `vcpu->arch.guest_state_protected`: set by LAUNCH_UPDATE_VMSA; KVM_GET/SET_REGS then fail (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa()). */
+  guestStateProtected: boolean;
+  /** The encrypted VMSA page handed to firmware (undefined before LAUNCH_UPDATE_VMSA). */
+  vmsa: Uint8Array | undefined;
+  /** The GHCB MSR 0xC0010130 as the guest last wrote it (or KVM set it). */
+  ghcbMsr: bigint;
+  /** `vmcb->control.ghcb_gpa`: the GPA of the GHCB the last VMGEXIT used. */
+  ghcbGpa: bigint;
+  /** A VMGEXIT that exited to userspace and completes on the next run (arch/x86/kvm/svm/sev.c: sev_es_sync_to_ghcb()). */
+  pendingExit: PendingVmgexit | undefined;
+}
+
+/** An I/O exit waiting for the host (IN data to deliver, or a string OUT already done). */
+export interface PendingIo {
+  readonly direction: 'in' | 'out';
+  readonly size: 1 | 2 | 4;
+  readonly count: number;
+  /** Where string-IN data goes (the scratch GPA); undefined for a plain IN (RAX). */
+  readonly scratchGpa: bigint | undefined;
+}
+
+/** RAX, RBX, RCX, RDX as KVM holds them during a VMGEXIT. */
+export type Regs4 = { rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint };
+
+/** An exit taken from a VMGEXIT, completed on the next run. */
+export interface PendingVmgexit {
+  readonly ghcbGpa: bigint;
+  readonly regs: Regs4;
+  io: PendingIo | undefined;
+  mmioScratch: bigint | undefined;
 }
