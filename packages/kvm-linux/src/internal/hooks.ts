@@ -3,14 +3,14 @@
 // run time and run() is a bare KVM_RUN.
 
 import type { Exit, GuestProgram } from '@kvmtest/kvm';
-import type { LinuxRunOptions, LinuxVcpu } from './vcpu.js';
+import type { LinuxRunOptions, LinuxVcpuCore } from './core.js';
 
 /** What the guest agent provides. */
 export interface EntryHook {
   /** Called by `vcpu.setEntry(program)` after `vcpu.entry` is set (load the agent, set RIP…). */
-  setEntry?(vcpu: LinuxVcpu, program: GuestProgram): void;
+  setEntry?(vcpu: LinuxVcpuCore, program: GuestProgram): void;
   /** `vcpu.run()` of a vCPU with a guest program: run it until its next exit the host must see. */
-  run(vcpu: LinuxVcpu, opts: LinuxRunOptions): Promise<Exit>;
+  run(vcpu: LinuxVcpuCore, opts: LinuxRunOptions): Promise<Exit>;
 }
 
 let hook: EntryHook | undefined;

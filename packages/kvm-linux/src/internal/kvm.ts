@@ -1,8 +1,9 @@
 // LinuxKvm: an open /dev/kvm, and the descriptors kvm-linux opened on it.
 
 import { isVmType, VM_TYPE_NUMBER, type VmType, vmTypeFromNumber } from '@kvmtest/coco';
-import { CAP, type CpuidEntry, type Kvm, KvmError, type UserMemory } from '@kvmtest/kvm';
+import { CAP, type CpuidEntry, KvmError, type UserMemory } from '@kvmtest/kvm';
 import { registerGuestAgent } from './agent/index.js';
+import type { LinuxKvmCore } from './core.js';
 import { entryHook } from './hooks.js';
 import { allocateUserMemory } from './memory.js';
 import {
@@ -42,7 +43,7 @@ type FdEntry =
 export const KVM_API_VERSION = 12;
 
 /** /dev/kvm opened for real. */
-export class LinuxKvm implements Kvm {
+export class LinuxKvm implements LinuxKvmCore {
   readonly backend = 'linux' as const;
   readonly fd: number;
   readonly path: string;

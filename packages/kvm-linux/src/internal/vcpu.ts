@@ -9,17 +9,7 @@
 //   vcpu.setExitForHost(e)   make `e` the exit `vcpu.exit` shows (and the one completed next run).
 //   setEntryHook(hook)       how setEntry()/run() reach the agent (see hooks.ts).
 
-import type {
-  CpuidEntry,
-  Exit,
-  GuestProgram,
-  Regs,
-  RunOptions,
-  Sregs,
-  TdxCommand,
-  Vcpu,
-  XcrEntry,
-} from '@kvmtest/kvm';
+import type { CpuidEntry, Exit, GuestProgram, Regs, Sregs, TdxCommand, XcrEntry } from '@kvmtest/kvm';
 import { EXIT_REASON, KvmError, REG_NAMES, XSAVE_LAYOUT } from '@kvmtest/kvm';
 import { completeExit, decodeExit } from './exit.js';
 import { entryHook } from './hooks.js';
@@ -39,18 +29,14 @@ import {
 } from './sys.js';
 import { IOCTL, MAX_XCRS, RUN, SIZE, SREGS, XCRS } from './uapi.js';
 import { beginRun, endRun, processExiting, wasKicked } from './watchdog.js';
-import type { LinuxVm } from './vm.js';
+import type { LinuxRunOptions, LinuxVcpuCore, LinuxVmCore } from './core.js';
 import { encryptOpVcpu } from './encrypt.js';
 
-/** Per-run options of the linux backend. */
-export interface LinuxRunOptions extends RunOptions {
-  /** Watchdog deadline of this run in ms (default: the VM's `runTimeoutMs`). */
-  timeoutMs?: number;
-}
+export type { LinuxRunOptions } from './core.js';
 
 /** A vCPU on /dev/kvm. */
-export class LinuxVcpu implements Vcpu {
-  readonly vm: LinuxVm;
+export class LinuxVcpu implements LinuxVcpuCore {
+  readonly vm: LinuxVmCore;
   readonly id: number;
   readonly fd: number;
   /** kvm_run, mmap'd from the vCPU fd (and replaced by anonymous memory once the vCPU closes). */
@@ -74,7 +60,7 @@ export class LinuxVcpu implements Vcpu {
   private readonly sregsBuf = new Uint8Array(SIZE.kvm_sregs);
   private readonly sregsView = new DataView(this.sregsBuf.buffer);
 
-  constructor(vm: LinuxVm, id: number, fd: number, mmapSize: number) {
+  constructor(vm: LinuxVmCore, id: number, fd: number, mmapSize: number) {
     this.vm = vm;
     this.id = id;
     this.fd = fd;
@@ -360,7 +346,7 @@ export class LinuxVcpu implements Vcpu {
 }
 
 /** One synchronous KVM_RUN of `vcpu` under the watchdog; returns kvm_run.exit_reason. */
-export function runOnce(vcpu: LinuxVcpu, opts?: LinuxRunOptions): number {
+export function runOnce(vcpu: LinuxVcpuCore, opts?: LinuxRunOptions): number {
   vcpu.gate('KVM_RUN');
   const v = vcpu.runView;
   completeExit(vcpu.takePending(), v, vcpu.runBytes);

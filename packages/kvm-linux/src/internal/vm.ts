@@ -4,7 +4,7 @@ import type { VmType } from '@kvmtest/coco';
 import type { EncRegion, MemoryAttributes, SevCommand, TdxCommand, UserMemoryRegion, Vm } from '@kvmtest/kvm';
 import { KvmError } from '@kvmtest/kvm';
 import { encRegion, encryptOpVm } from './encrypt.js';
-import type { LinuxKvm } from './kvm.js';
+import type { LinuxKvmCore, LinuxVmCore } from './core.js';
 import { hostAddressOf } from './memory.js';
 import { ioctlBuf, ioctlInt, sysClose } from './sys.js';
 import { IOCTL, MEM_GUEST_MEMFD, SIZE } from './uapi.js';
@@ -34,8 +34,8 @@ function u32(name: string, v: number, op: string): number {
 }
 
 /** A VM on /dev/kvm. */
-export class LinuxVm implements Vm {
-  readonly kvm: LinuxKvm;
+export class LinuxVm implements LinuxVmCore {
+  readonly kvm: LinuxKvmCore;
   readonly fd: number;
   readonly type: VmType;
   /** Default watchdog deadline of this VM's runs, in ms. */
@@ -51,7 +51,7 @@ export class LinuxVm implements Vm {
   /** Free-form state the guest agent keeps per VM. */
   agentState: unknown;
 
-  constructor(kvm: LinuxKvm, fd: number, type: VmType, runTimeoutMs: number) {
+  constructor(kvm: LinuxKvmCore, fd: number, type: VmType, runTimeoutMs: number) {
     this.kvm = kvm;
     this.fd = fd;
     this.type = type;

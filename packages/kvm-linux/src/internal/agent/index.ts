@@ -1,15 +1,17 @@
 // The guest agent's connection to LinuxVcpu: an AgentRunner per vCPU with a guest program, reached
-// through kvm-linux's entry hook (hooks.ts), and the AgentVcpuHost adapter over LinuxVcpu.
+// through kvm-linux's entry hook (hooks.ts), and the AgentVcpuHost adapter over LinuxVcpu (seen
+// through its LinuxVcpuCore interface, ../core.ts).
 
 import { type Exit, isKvmError } from '@kvmtest/kvm';
 import { setEntryHook } from '../hooks.js';
-import { type LinuxRunOptions, type LinuxVcpu, runOnce } from '../vcpu.js';
+import type { LinuxRunOptions, LinuxVcpuCore } from '../core.js';
+import { runOnce } from '../vcpu.js';
 import type { AgentVcpuHost } from './host.js';
 import { AgentRunner } from './runner.js';
 import { xsaveSupport } from './xprobe.js';
 
 /** The AgentVcpuHost of a LinuxVcpu. */
-function hostOf(vcpu: LinuxVcpu, opts: { timeoutMs?: number }): AgentVcpuHost {
+function hostOf(vcpu: LinuxVcpuCore, opts: { timeoutMs?: number }): AgentVcpuHost {
   return {
     id: vcpu.id,
     vm: vcpu.vm,
@@ -46,10 +48,10 @@ function hostOf(vcpu: LinuxVcpu, opts: { timeoutMs?: number }): AgentVcpuHost {
 }
 
 /** Per-run options the hook passes on (the watchdog deadline). */
-const runOptions = new WeakMap<LinuxVcpu, { timeoutMs?: number }>();
+const runOptions = new WeakMap<LinuxVcpuCore, { timeoutMs?: number }>();
 
 /** The agent runner of `vcpu`, made on first use. */
-export function agentRunnerOf(vcpu: LinuxVcpu): AgentRunner {
+export function agentRunnerOf(vcpu: LinuxVcpuCore): AgentRunner {
   let r = vcpu.agentState;
   if (!(r instanceof AgentRunner)) {
     const opts: { timeoutMs?: number } = {};
@@ -66,7 +68,7 @@ export function registerGuestAgent(): void {
     setEntry(vcpu, program) {
       agentRunnerOf(vcpu).setEntry(program);
     },
-    run(vcpu: LinuxVcpu, opts: LinuxRunOptions): Promise<Exit> {
+    run(vcpu: LinuxVcpuCore, opts: LinuxRunOptions): Promise<Exit> {
       if (opts.immediateExit) {
         // KVM_RUN with immediate_exit: pending I/O completes, then EINTR; the previous exit stays
         // (arch/x86/kvm/x86.c: kvm_arch_vcpu_ioctl_run()). There is no `intr` exit to resolve with.

@@ -8,7 +8,7 @@
 // only where the instructions run (they are optional in the contract).
 
 import { CR, findCpuid, isKvmError } from '@kvmtest/kvm';
-import type { LinuxKvm } from '../kvm.js';
+import type { LinuxKvmCore } from '../core.js';
 import { SEGMENT, SREGS } from '../uapi.js';
 
 /** Which of the XSAVE-family instructions the agent can execute here, and why not where not. */
@@ -33,12 +33,12 @@ const PORTS = [0x10, 0x11, 0x12] as const;
 const NAMES = ['xgetbv', 'xsave', 'xrstor'] as const;
 
 /** Probes once per process (a VM of 64 KiB and one vCPU, closed before returning). */
-export function xsaveSupport(kvm: LinuxKvm): XsaveSupport {
+export function xsaveSupport(kvm: LinuxKvmCore): XsaveSupport {
   cached ??= probe(kvm);
   return cached;
 }
 
-function probe(kvm: LinuxKvm): XsaveSupport {
+function probe(kvm: LinuxKvmCore): XsaveSupport {
   const none = (reason: string): XsaveSupport => ({ xgetbv: false, xsave: false, xrstor: false, reason });
   const cpuid = kvm.getSupportedCpuid();
   const leaf1 = findCpuid(cpuid, 1);
