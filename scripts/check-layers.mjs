@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Layer check: a workspace package may depend only on packages below it (docs/architecture.md,
-// "Layers"), and inside a package no source file may reach itself through its relative imports.
+// "Layers"), and inside a package no source file may reach itself through its relative imports,
+// type-only imports included.
 // Reads every workspace package.json and every package's .ts files; fails naming each upward or
 // sideways edge and each import cycle not in KNOWN_CYCLES.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -69,9 +70,11 @@ export function layerViolations(pkgs) {
  */
 export const KNOWN_CYCLES = {};
 
-// A static import or re-export of a relative path; `import type` / `export type` are erased at
-// compile time, cannot change evaluation order, and are left out of the graph.
-const IMPORT_RE = /(?:^|[\s;])(?:import|export)\s(?!type\s)(?:[^'";]*?\sfrom\s)?['"](\.{1,2}\/[^'"]+)['"]/g;
+// A static import or re-export of a relative path, type-only ones included (`import type`,
+// `import { type X }`, `export type { X } from`): a loop of types is a loop of design too, so one
+// graph holds both. An inline type query or dynamic import (`import('./x.js')`) is an edge as well.
+const IMPORT_RE =
+  /(?:^|[\s;])(?:(?:import|export)\s(?:[^'";]*?\sfrom\s)?|import\s*\(\s*)['"](\.{1,2}\/[^'"]+)['"]/g;
 
 function tsFiles(dir) {
   const out = [];
@@ -95,7 +98,7 @@ function resolveSpecifier(from, spec, known) {
 
 /**
  * The file-level import graph of one package: relative imports and re-exports of every .ts file
- * under `dir` (statements that import only types are left out). `read` reads a file (for tests).
+ * under `dir`, type-only ones and `import('./x.js')` type queries included. `read` reads a file (for tests).
  */
 export function importGraph(
   dir,

@@ -75,13 +75,36 @@ describe('import-cycle check', () => {
     expect(importCycles(g)).toEqual([['/p/a.ts', '/p/b.ts', '/p/sub/c.ts']]);
   });
 
-  test('type-only imports, package imports and a DAG make no cycle', () => {
+  test('package imports and a DAG make no cycle', () => {
     const g = graphOf({
       '/p/a.ts': "import type { B } from './b.js';\nimport { c } from './c.js';",
-      '/p/b.ts': "import { a } from './a.js';\nexport type { A } from './a.js';",
-      '/p/c.ts': "import { z } from '@kvmtest/kvm';",
+      '/p/b.ts': "import { z } from '@kvmtest/kvm';\nexport type { C } from './c.js';",
+      '/p/c.ts': "import { z } from '@kvmtest/kvm';\nimport type { Y } from '@kvmtest/coco';",
     });
     expect(importCycles(g)).toEqual([]);
+  });
+
+  test('a loop through type-only imports is a cycle too', () => {
+    const g = graphOf({
+      '/p/a.ts': "import type { B } from './b.js';",
+      '/p/b.ts': "import type { A } from './a.js';",
+    });
+    expect(importCycles(g)).toEqual([['/p/a.ts', '/p/b.ts']]);
+  });
+
+  test('every form of a type-only edge counts: import type, inline type, export type, multi-line, import()', () => {
+    const forms = [
+      "import type { A } from './a.js';",
+      "import { type A, type Z } from './a.js';",
+      "export type { A } from './a.js';",
+      "import type {\n  A,\n  Z,\n} from './a.js';",
+      "let x: import('./a.js').A;",
+      "export interface I { f: readonly import( './a.js' ).A[] }",
+    ];
+    for (const form of forms) {
+      const g = graphOf({ '/p/a.ts': "import { b } from './b.js';", '/p/b.ts': form });
+      expect(importCycles(g), form).toEqual([['/p/a.ts', '/p/b.ts']]);
+    }
   });
 
   test('a directory import resolves to its index, and a file importing itself is a cycle', () => {
