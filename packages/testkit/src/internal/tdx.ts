@@ -17,7 +17,7 @@
 
 import { noteBootParams } from './memory-map.js';
 import type { GuestMode } from '@kvmtest/coco';
-import type { TagPolicy } from '@kvmtest/guest-memory';
+import { gva, type TagPolicy } from '@kvmtest/guest-memory';
 import {
   CAP,
   CR,
@@ -166,7 +166,7 @@ export function tdxAddBootRegion(vm: TestVm, { memory, space, capacity }: BootLa
       gpa,
     });
   // Identity map: the boot code keeps reading them at the same address once paging is on.
-  space.mapRange(gpa, gpa, BigInt(pages) * 4096n, { visibility: 'private', nx: true });
+  space.mapRange(gva(gpa), gpa, BigInt(pages) * 4096n, { visibility: 'private', nx: true });
   tdStates.set(vm, {
     gpaw: tdxGpaw(vm.shape.mode),
     boot: { gpa, backing, gmemFd },
