@@ -45,7 +45,7 @@ import { asTestVm, kitState, type TestVm, type VmLike } from './kit-vm.js';
 import { kvmAssert } from './kvm-assert.js';
 import { guestCodeAddress, guestCodeAt, wrapGuest } from './runtime.js';
 
-/** GPA of the TD boot parameters (selftests' TD_BOOT_PARAMETERS_GPA): 64 KiB below 4 GiB. */
+/** GPA of the TD boot parameters (selftests' TD_BOOT_PARAMETERS_GPA): 64 KiB below 4 GiB; identity-mapped, so also their GVA (hence a plain bigint, not a Gpa). */
 export const TD_BOOT_PARAMETERS_GPA = 0xffff_0000n;
 /** The memslot of the boot-parameters region (the selftests' slot 21). */
 export const TD_BOOT_PARAMETERS_SLOT = 21;
