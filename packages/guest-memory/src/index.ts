@@ -1,6 +1,7 @@
 // @kvmtest/guest-memory — guest physical memory, physical page allocator, x86-64 page tables
 // written into guest memory, GVA allocator and guest-image globals. Depends on nothing.
 
+export { type Gpa, type Gva, gpa, gva, type HostOffset, hostOffset } from './internal/address.js';
 export {
   KVM_GUEST_PAGE_TABLE_MIN_PADDR,
   KVM_UTIL_MIN_PFN,

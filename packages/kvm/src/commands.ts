@@ -2,6 +2,8 @@
 // Parameter structs are plain objects the caller owns; like the kernel's user structs they are
 // in/out: the backend writes results (handles, lengths, status) back into them.
 
+import type { Gpa, HostOffset } from '@kvmtest/guest-memory';
+
 /** `enum sev_cmd_id` (include/uapi/linux/kvm.h). */
 export const SEV_CMD = {
   INIT: 0,
@@ -103,11 +105,11 @@ export const TDX_MEASURE_MEMORY_REGION = 1;
  */
 export interface HostPtr {
   readonly buffer: Uint8Array;
-  readonly offset: number;
+  readonly offset: HostOffset;
 }
 
 /** Builds a HostPtr, checking the offset lies inside the buffer. */
-export function hostPtr(buffer: Uint8Array, offset = 0): HostPtr {
+export function hostPtr(buffer: Uint8Array, offset: HostOffset = 0): HostPtr {
   if (!(buffer instanceof Uint8Array)) throw new TypeError('hostPtr: buffer must be a Uint8Array');
   if (!Number.isSafeInteger(offset) || offset < 0 || offset > buffer.length)
     throw new RangeError(`hostPtr: offset ${offset} is outside the buffer (0..${buffer.length})`);
@@ -207,7 +209,7 @@ export interface TdxCapabilitiesData {
 /** `struct kvm_tdx_init_mem_region`: fields advance as pages are added. */
 export interface TdxInitMemRegionData {
   source: HostPtr | undefined;
-  gpa: bigint;
+  gpa: Gpa;
   nrPages: bigint;
 }
 

@@ -1,6 +1,7 @@
 // What `vcpu.run()` returns: the `kvm_run` exit, as a discriminated union.
 
 import { hex } from '@kvmtest/coco';
+import type { Gpa } from '@kvmtest/guest-memory';
 
 /** KVM_EXIT_* numbers (include/uapi/linux/kvm.h). */
 export const EXIT_REASON = {
@@ -54,7 +55,7 @@ export interface IoExit {
 /** MMIO exit: an access to a GPA no memslot backs. For a read the host fills `data` before resuming. */
 export interface MmioExit {
   reason: 'mmio';
-  gpa: bigint;
+  gpa: Gpa;
   isWrite: boolean;
   len: number;
   data: Uint8Array;
@@ -76,7 +77,7 @@ export interface SystemEventExit {
 /** KVM_EXIT_MEMORY_FAULT: KVM_RUN failed with EFAULT and described the access userspace must resolve. */
 export interface MemoryFaultExit {
   reason: 'memory-fault';
-  gpa: bigint;
+  gpa: Gpa;
   size: bigint;
   private: boolean;
   /**

@@ -3,6 +3,7 @@
 // tables, instructions that trap do so with the architecture's exceptions.
 
 import type { CpuidEntry, Regs } from './regs.js';
+import type { Gpa, Gva } from '@kvmtest/guest-memory';
 
 /** x86 exception vectors the framework names. */
 export const VECTOR = {
@@ -39,7 +40,7 @@ export interface ExceptionFrame {
   readonly vector: number;
   readonly errorCode: number | undefined;
   /** Faulting linear address for #PF (CR2). */
-  readonly cr2?: bigint;
+  readonly cr2?: Gva;
   /** The operation that faulted, e.g. `readU64(0xdead000)`. */
   readonly operation: string;
   /** Why it faulted, e.g. `PTE not present at level 1`. */
@@ -117,30 +118,30 @@ export interface Guest {
   /** The live general-purpose register file (the guest's own registers). */
   readonly regs: Regs;
 
-  readU8(gva: bigint): number;
-  readU16(gva: bigint): number;
-  readU32(gva: bigint): number;
-  readU64(gva: bigint): bigint;
-  writeU8(gva: bigint, v: number): void;
-  writeU16(gva: bigint, v: number): void;
-  writeU32(gva: bigint, v: number): void;
-  writeU64(gva: bigint, v: bigint): void;
-  readBytes(gva: bigint, length: number): Uint8Array;
-  writeBytes(gva: bigint, data: Uint8Array): void;
+  readU8(gva: Gva): number;
+  readU16(gva: Gva): number;
+  readU32(gva: Gva): number;
+  readU64(gva: Gva): bigint;
+  writeU8(gva: Gva, v: number): void;
+  writeU16(gva: Gva, v: number): void;
+  writeU32(gva: Gva, v: number): void;
+  writeU64(gva: Gva, v: bigint): void;
+  readBytes(gva: Gva, length: number): Uint8Array;
+  writeBytes(gva: Gva, data: Uint8Array): void;
   /**
    * A load that may exit (a MOV the vCPU can exit on): resolves with the value, after any MMIO or
    * memory-fault exit it took. Little-endian, `size` bytes.
    */
-  readAsync(gva: bigint, size: AccessSize): Promise<bigint>;
+  readAsync(gva: Gva, size: AccessSize): Promise<bigint>;
   /** A store that may exit: MMIO becomes an `mmio` write exit; a memory fault exits and the store is retried. */
-  writeAsync(gva: bigint, size: AccessSize, value: bigint): Promise<void>;
+  writeAsync(gva: Gva, size: AccessSize, value: bigint): Promise<void>;
   /** Atomic bit test-and-set (LOCK BTS) on the bit array at `gva`; returns the old bit. */
-  testAndSetBit(gva: bigint, bit: number): boolean;
+  testAndSetBit(gva: Gva, bit: number): boolean;
   /** Atomic bit clear (LOCK BTR). */
-  clearBit(gva: bigint, bit: number): void;
+  clearBit(gva: Gva, bit: number): void;
 
   /** GVA of a global in this VM's copy of the guest image. */
-  global(name: string): bigint;
+  global(name: string): Gva;
 
   cpuid(leaf: number, subleaf?: number): CpuidEntry;
   rdmsr(msr: number): bigint;
@@ -169,15 +170,15 @@ export interface Guest {
    * XSAVE to the 64-byte-aligned area at `gva`: the state components in `rfbm` & XCR0 in standard
    * format (XSAVE_LAYOUT) and their XSTATE_BV bits. #UD unless CR4.OSXSAVE. Optional like readCr.
    */
-  xsave?(gva: bigint, rfbm: bigint): void;
+  xsave?(gva: Gva, rfbm: bigint): void;
   /** XRSTOR from the area at `gva`: loads the components in `rfbm` & XCR0 (init state where XSTATE_BV is clear). */
-  xrstor?(gva: bigint, rfbm: bigint): void;
+  xrstor?(gva: Gva, rfbm: bigint): void;
 
   out(port: number, size: IoSize, value: number): Promise<void>;
   in(port: number, size: IoSize): Promise<number>;
   /** A write to guest-physical MMIO (no memslot behind `gpa`). */
-  mmioWrite(gpa: bigint, size: number, value: bigint): Promise<void>;
-  mmioRead(gpa: bigint, size: number): Promise<bigint>;
+  mmioWrite(gpa: Gpa, size: number, value: bigint): Promise<void>;
+  mmioRead(gpa: Gpa, size: number): Promise<bigint>;
   /** VMMCALL/VMCALL: RAX = nr, RBX, RCX, RDX, RSI = args; returns RAX. */
   hypercall(nr: bigint, args?: readonly bigint[]): Promise<bigint>;
   /** SEV-ES/SNP: exit through the GHCB whose GPA is in MSR 0xC0010130. */
@@ -185,7 +186,7 @@ export interface Guest {
   /** TDX: TDCALL with RAX = leaf; returns the registers the TDX module/VMM gave back. */
   tdcall(leaf: bigint, regs: TdcallRegs): Promise<TdcallRegs>;
   /** SNP: PVALIDATE the 4 KiB page at `gva` (validate or rescind); returns the instruction's status code. */
-  pvalidate(gva: bigint, validate: boolean): number;
+  pvalidate(gva: Gva, validate: boolean): number;
   hlt(): Promise<void>;
   /** Raises an invalid-opcode exception (UD2). */
   ud2(): never;

@@ -36,6 +36,8 @@ export {
   TDX_CMD,
   TDX_MEASURE_MEMORY_REGION,
 } from './commands.js';
+export type { Gpa, Gva, HostOffset } from '@kvmtest/guest-memory';
+export { gpa, gva, hostOffset } from '@kvmtest/guest-memory';
 export type { Errno } from './errno.js';
 export { ERRNO, errnoName, isErrno, isKvmError, KvmError, tryKvm } from './errno.js';
 export type {

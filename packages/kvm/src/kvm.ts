@@ -3,6 +3,7 @@
 // with a KvmError carrying the errno.
 
 import type { VmType } from '@kvmtest/coco';
+import type { Gpa, Gva } from '@kvmtest/guest-memory';
 import type { HostPtr, SevCommand, TdxCommand } from './commands.js';
 import type { Exit } from './exit.js';
 import type { GuestProgram } from './guest.js';
@@ -17,7 +18,7 @@ export interface UserMemoryRegion {
   slot: number;
   /** MEM_FLAG bits. */
   flags: number;
-  guestPhysAddr: bigint;
+  guestPhysAddr: Gpa;
   memorySize: bigint;
   /** The VMM memory behind the slot (`userspace_addr`): exactly `memorySize` bytes, or undefined to delete. */
   userspace: Uint8Array | undefined;
@@ -28,7 +29,7 @@ export interface UserMemoryRegion {
 
 /** `struct kvm_memory_attributes` (KVM_SET_MEMORY_ATTRIBUTES). */
 export interface MemoryAttributes {
-  address: bigint;
+  address: Gpa;
   size: bigint;
   attributes: bigint;
   flags?: bigint;
@@ -116,7 +117,7 @@ export interface Vm extends Disposable {
   /** KVM_SET_MEMORY_ATTRIBUTES. */
   setMemoryAttributes(attrs: MemoryAttributes): void;
   /** KVM_GET_MEMORY_ATTRIBUTES is not an ioctl; this reads the attribute xarray the way debugfs would. */
-  getMemoryAttributes(gpa: bigint): bigint;
+  getMemoryAttributes(gpa: Gpa): bigint;
   /** KVM_CREATE_VCPU. */
   createVcpu(id: number): Vcpu;
   /** KVM_GET_STATS_FD on the VM (KVM_CAP_BINARY_STATS_FD): a new descriptor to pread the VM's statistics. */
@@ -140,7 +141,7 @@ export interface Vm extends Disposable {
    * Records the symbol table of the guest image loaded into this VM (what an ELF loader knows), so
    * `Guest.global(name)` resolves in this VM's copy. Not an ioctl: guest-image metadata.
    */
-  setGuestSymbols(symbols: ReadonlyMap<string, bigint>): void;
+  setGuestSymbols(symbols: ReadonlyMap<string, Gva>): void;
   /** close() of the VM fd and its vCPUs' fds; every later call fails with EBADF. */
   close(): void;
   readonly closed: boolean;

@@ -44,6 +44,7 @@ export {
   vmVaddrAllocShared,
   writeGuestGlobal,
 } from './internal/access.js';
+export { type Gpa, type Gva, gpa, gva, type HostOffset, hostOffset } from '@kvmtest/kvm';
 export { testAssert, testAssertEq, testFail, testRequire } from './internal/asserts.js';
 export {
   BACKENDS,

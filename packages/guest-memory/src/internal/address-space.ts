@@ -15,6 +15,7 @@ import {
 import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, hex, toSlot, toU64, U64_MAX } from './errors.js';
 import { type MapFlags, type PageSize, PageTables } from './paging.js';
 import { PhysicalMemory } from './physical.js';
+import type { Gpa, Gva } from './address.js';
 
 /** Whether guest memory is private (encrypted / protected) or shared with the host. */
 export type Visibility = 'private' | 'shared';
@@ -36,16 +37,16 @@ export interface AddressSpaceOptions {
   /** Memslot per region type (selftests' memslots[]); all default to 0. */
   slots?: { code?: number; data?: number; pageTables?: number };
   /** Lowest GPA of page-table pages (default 0x180000, KVM_GUEST_PAGE_TABLE_MIN_PADDR). */
-  pageTableMinGpa?: bigint;
+  pageTableMinGpa?: Gpa;
   /** Lowest GPA of data pages (default 0x2000, KVM_UTIL_MIN_PFN pages). */
-  physMinGpa?: bigint;
+  physMinGpa?: Gpa;
   /** Lowest GVA handed out (default 0x2000, KVM_UTIL_MIN_VADDR). */
-  minGva?: bigint;
+  minGva?: Gva;
 }
 
 /** Options of AddressSpace.vaddrAlloc (defaults: the space's minGva, its default visibility, the data slot, writable, executable). */
 export interface VaddrAllocOptions {
-  minGva?: bigint;
+  minGva?: Gva;
   visibility?: Visibility;
   slot?: number;
   writable?: boolean;
@@ -127,9 +128,9 @@ export class AddressSpace {
   readonly protectedByDefault: boolean;
   /** Memslot per region type. */
   readonly slots: { readonly code: number; readonly data: number; readonly pageTables: number };
-  readonly pageTableMinGpa: bigint;
-  readonly physMinGpa: bigint;
-  readonly minGva: bigint;
+  readonly pageTableMinGpa: Gpa;
+  readonly physMinGpa: Gpa;
+  readonly minGva: Gva;
   private readonly minGvaAligned: bigint;
   // Reserved GVA ranges (allocated, mapped by mapRange, or the non-canonical hole), sorted, disjoint, merged.
   private reserved: Interval[] = [];
@@ -175,7 +176,7 @@ export class AddressSpace {
   }
 
   /** Allocates, zeroes and returns one page-table page (selftests' vm_alloc_page_table: private on CoCo VMs). */
-  allocPageTable(): bigint {
+  allocPageTable(): Gpa {
     const gpa = this.allocator.alloc({
       slot: this.slots.pageTables,
       minGpa: this.pageTableMinGpa,
@@ -192,7 +193,7 @@ export class AddressSpace {
    * the lowest free GVA ≥ minGva and returns it; private pages are marked protected and tagged per the policy.
    * Page contents are not cleared (fresh memory is zero; a reused page keeps its old bytes).
    */
-  vaddrAlloc(size: bigint, opts: VaddrAllocOptions = {}): bigint {
+  vaddrAlloc(size: bigint, opts: VaddrAllocOptions = {}): Gva {
     toU64(size, 'allocation size');
     if (typeof opts !== 'object' || opts === null)
       throw new TypeError(`vaddrAlloc options must be an object, got ${describe(opts)}`);
@@ -259,7 +260,7 @@ export class AddressSpace {
   }
 
   /** Frees an allocation made by vaddrAlloc (unmaps it, frees its pages, releases its GVAs); NOT_MAPPED otherwise. */
-  vaddrFree(gva: bigint): void {
+  vaddrFree(gva: Gva): void {
     toU64(gva, 'GVA');
     const pages = this.allocations.get(gva);
     if (pages === undefined)
@@ -276,7 +277,7 @@ export class AddressSpace {
   }
 
   /** Maps [gva, gva+size) → [gpa, gpa+size) without allocating (selftests' virt_map); failures change nothing. */
-  mapRange(gva: bigint, gpa: bigint, size: bigint, flags: MapRangeFlags = {}): void {
+  mapRange(gva: Gva, gpa: Gpa, size: bigint, flags: MapRangeFlags = {}): void {
     toU64(gva, 'GVA');
     toU64(gpa, 'GPA');
     toU64(size, 'size');
@@ -326,7 +327,7 @@ export class AddressSpace {
   }
 
   /** The GPA (untagged) that `gva` maps to; NOT_MAPPED when the walk faults. */
-  gvaToGpa(gva: bigint): bigint {
+  gvaToGpa(gva: Gva): Gpa {
     const r = this.pageTables.walk(gva);
     if (r.ok) return r.gpa;
     throw new GuestMemoryError(
@@ -337,7 +338,7 @@ export class AddressSpace {
   }
 
   /** True when the page holding `gpa` was allocated private (protected). */
-  isPrivate(gpa: bigint): boolean {
+  isPrivate(gpa: Gpa): boolean {
     return this.allocator.isProtected(gpa);
   }
 

@@ -4,12 +4,13 @@
 import { PAGE_SHIFT, PAGE_SIZE } from './constants.js';
 import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, hex, toCount, toSlot, toU64 } from './errors.js';
 import { PhysicalMemory, type Region } from './physical.js';
+import type { Gpa } from './address.js';
 
 /** Options of PageAllocator.alloc: memslot, page count (default 1), lowest GPA, protected (private) or not. */
 export interface AllocOptions {
   slot: number;
   pages?: number;
-  minGpa?: bigint;
+  minGpa?: Gpa;
   protected?: boolean;
 }
 
@@ -26,7 +27,7 @@ export class PageAllocator {
   }
 
   /** Allocates `pages` contiguous free pages at/above `minGpa` in `slot`; returns the first GPA; OUT_OF_PAGES when none fit. */
-  alloc(opts: AllocOptions): bigint {
+  alloc(opts: AllocOptions): Gpa {
     if (typeof opts !== 'object' || opts === null)
       throw new TypeError(`alloc options must be an object, got ${describe(opts)}`);
     const slot = toSlot(opts.slot);
@@ -77,7 +78,7 @@ export class PageAllocator {
   }
 
   /** Frees `pages` (default 1) allocated pages at `gpa`; NOT_ALLOCATED (and nothing freed) if any is free or unbacked. */
-  free(gpa: bigint, pages = 1): void {
+  free(gpa: Gpa, pages = 1): void {
     toU64(gpa, 'GPA');
     toCount(pages, 'page count', 1);
     if (gpa & 0xfffn)
@@ -111,14 +112,14 @@ export class PageAllocator {
   }
 
   /** True when the page holding `gpa` is allocated as protected; false when unbacked. */
-  isProtected(gpa: bigint): boolean {
+  isProtected(gpa: Gpa): boolean {
     const region = this.memory.findRegion(gpa);
     if (!region) return false;
     return region.protectedPages.get(Number((gpa - region.gpa) >> SHIFT));
   }
 
   /** Contiguous runs of protected allocated pages in `slot`, in GPA order (what a CoCo launch encrypts and measures). */
-  protectedRanges(slot: number): Array<{ gpa: bigint; pages: number }> {
+  protectedRanges(slot: number): Array<{ gpa: Gpa; pages: number }> {
     const region = this.regionOf(toSlot(slot));
     return region.protectedPages
       .setRuns()

@@ -4,6 +4,7 @@
 
 import type { AddressSpace, Visibility } from './address-space.js';
 import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, toU64 } from './errors.js';
+import type { Gpa, Gva } from './address.js';
 
 /** A global variable of a guest image: name, size in bytes, optional initial bytes (rest zero). */
 export interface GuestGlobal {
@@ -15,15 +16,15 @@ export interface GuestGlobal {
 /** Where a loaded global lives in one address space. */
 export interface GlobalSymbol {
   name: string;
-  gva: bigint;
-  gpa: bigint;
+  gva: Gva;
+  gpa: Gpa;
   size: number;
 }
 
 /** Options of loadImage: visibility of the image pages (default: the space's), lowest GVA, memslot (default the code slot). */
 export interface LoadImageOptions {
   visibility?: Visibility;
-  minGva?: bigint;
+  minGva?: Gva;
   slot?: number;
 }
 
@@ -105,16 +106,11 @@ export class LoadedImage {
   readonly image: GuestImage;
   readonly space: AddressSpace;
   /** GVA of the image base (its first global). */
-  readonly base: bigint;
+  readonly base: Gva;
   readonly symbols: ReadonlyMap<string, GlobalSymbol>;
 
   /** @internal LoadedImages are made by loadImage. */
-  constructor(
-    space: AddressSpace,
-    image: GuestImage,
-    base: bigint,
-    symbols: ReadonlyMap<string, GlobalSymbol>,
-  ) {
+  constructor(space: AddressSpace, image: GuestImage, base: Gva, symbols: ReadonlyMap<string, GlobalSymbol>) {
     this.space = space;
     this.image = image;
     this.base = base;
@@ -135,7 +131,7 @@ export class LoadedImage {
   }
 
   /** GVA of global `name` in this address space. */
-  globalGva(name: string): bigint {
+  globalGva(name: string): Gva {
     return this.symbol(name).gva;
   }
 

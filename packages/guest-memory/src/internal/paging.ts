@@ -6,6 +6,7 @@
 import { PAGE_SIZE_1G, PAGE_SIZE_2M, PAGE_SIZE_4K } from './constants.js';
 import { describe, GUEST_MEMORY_ERROR, GuestMemoryError, hex, toU64, U64_MAX } from './errors.js';
 import { PhysicalMemory, type PhysReader, type PhysWriter, type Region } from './physical.js';
+import type { Gpa, Gva } from './address.js';
 
 /** x86-64 page-table entry bits. */
 export const PTE = {
@@ -50,7 +51,7 @@ export interface WalkFault {
   /** `non-canonical` is a #GP on a CPU, not a #PF; its errorCode is 0. */
   reason: 'not-present' | 'reserved-bit' | 'protection' | 'non-canonical';
   errorCode: number;
-  gva: bigint;
+  gva: Gva;
 }
 
 /**
@@ -61,7 +62,7 @@ export interface WalkFault {
 export type WalkResult =
   | {
       ok: true;
-      gpa: bigint;
+      gpa: Gpa;
       pageSize: PageSize;
       writable: boolean;
       user: boolean;
@@ -307,8 +308,8 @@ function rootNumber(root: unknown, m: Mode): number {
  */
 export function walk(
   reader: PhysReader,
-  root: bigint,
-  gva: bigint,
+  root: Gpa,
+  gva: Gva,
   params: PagingParams,
   access?: AccessKind,
 ): WalkResult {
@@ -333,20 +334,20 @@ function levelShift(level: number): bigint {
 /** x86-64 page tables living in guest memory: map/unmap leaves of any page size and walk them. */
 export class PageTables {
   /** GPA of the top-level table (the CR3 value, untagged). */
-  readonly root: bigint;
+  readonly root: Gpa;
   readonly params: PagingParams;
   readonly memory: PhysWriter;
   private readonly mode: Mode;
   private readonly rootNum: number;
   private readonly plain: PhysicalMemory | undefined;
-  private readonly allocTablePage: () => bigint;
+  private readonly allocTablePage: () => Gpa;
   // While an undo log is open: table pages allocated, and the entries written to link them in.
   private undoLog: { pages: bigint[]; links: number[] } | undefined;
   // Every table page in use (root included), for tablePages(); a Set add per new table page.
   private readonly tables = new Set<bigint>();
 
   /** Allocates the root table with `allocTablePage`, which must return the GPA of a fresh zeroed page. */
-  constructor(memory: PhysWriter, params: PagingParams, allocTablePage: () => bigint) {
+  constructor(memory: PhysWriter, params: PagingParams, allocTablePage: () => Gpa) {
     this.mode = makeMode(params);
     this.params = Object.freeze({ ...params });
     modes.set(this.params, this.mode);
@@ -360,12 +361,12 @@ export class PageTables {
   }
 
   /** GPAs of the table pages these tables use (root first, then in allocation order); read-only bookkeeping. */
-  tablePages(): bigint[] {
+  tablePages(): Gpa[] {
     return [...this.tables];
   }
 
   /** Maps `gva` → `gpa` with one leaf of `pageSize` (default 4 KiB); ALREADY_MAPPED on any overlap; failures change nothing. */
-  map(gva: bigint, gpa: bigint, pageSize: PageSize = PAGE_SIZE_4K, flags: MapFlags = {}): void {
+  map(gva: Gva, gpa: Gpa, pageSize: PageSize = PAGE_SIZE_4K, flags: MapFlags = {}): void {
     if (typeof gva !== 'bigint' || gva < 0n || gva > U64_MAX) toU64(gva, 'GVA');
     if (typeof gpa !== 'bigint' || gpa < 0n || gpa > U64_MAX) toU64(gpa, 'GPA');
     const m = this.mode;
@@ -464,7 +465,7 @@ export class PageTables {
    * Runs `fn` (which maps) so that a throw leaves the tables as they were: `fn` undoes its own leaves,
    * then every table page allocated inside it is unlinked and handed to `freePage`. Not reentrant.
    */
-  withUndo<T>(fn: () => T, freePage: (gpa: bigint) => void): T {
+  withUndo<T>(fn: () => T, freePage: (gpa: Gpa) => void): T {
     if (this.undoLog !== undefined) return fn();
     const log: { pages: bigint[]; links: number[] } = { pages: [], links: [] };
     this.undoLog = log;
@@ -483,7 +484,7 @@ export class PageTables {
   }
 
   /** Removes the leaf mapping that starts at `gva`; NOT_MAPPED when absent, UNALIGNED when `gva` is inside a larger page. */
-  unmap(gva: bigint): { gpa: bigint; pageSize: PageSize } {
+  unmap(gva: Gva): { gpa: Gpa; pageSize: PageSize } {
     toU64(gva, 'GVA');
     this.checkCanonical(gva);
     splitU64(gva);
@@ -563,19 +564,19 @@ export class PageTables {
   }
 
   /** Walks these tables for `gva` (see walk()). */
-  walk(gva: bigint, access?: AccessKind): WalkResult {
+  walk(gva: Gva, access?: AccessKind): WalkResult {
     checkAccess(access);
     return walkMode(this.memory, this.plain, this.rootNum, gva, this.mode, access);
   }
 
   /** The GPA `gva` maps to for a supervisor read, or undefined when the walk faults. */
-  translate(gva: bigint): bigint | undefined {
+  translate(gva: Gva): Gpa | undefined {
     const r = walkMode(this.memory, this.plain, this.rootNum, gva, this.mode);
     return r.ok ? r.gpa : undefined;
   }
 
   /** Every leaf mapping, in GVA order (lower half first). */
-  mappings(): Array<{ gva: bigint; gpa: bigint; pageSize: PageSize; entry: bigint }> {
+  mappings(): Array<{ gva: Gva; gpa: Gpa; pageSize: PageSize; entry: bigint }> {
     const out: Array<{ gva: bigint; gpa: bigint; pageSize: PageSize; entry: bigint }> = [];
     const visit = (table: bigint, level: number, base: bigint): void => {
       for (let i = 0n; i < 512n; i++) {

@@ -7,6 +7,7 @@
 import { SparseBitmap } from './bitmap.js';
 import { PAGE_SHIFT, PAGE_SIZE } from './constants.js';
 import { GUEST_MEMORY_ERROR, GuestMemoryError, hex, toCount, toSlot, toU64, U64_MAX } from './errors.js';
+import type { Gpa, HostOffset } from './address.js';
 
 /** Memslot flags: `readOnly` = KVM_MEM_READONLY (guest writes fault; host writes still land); `privateBacking` = guest_memfd-backed. */
 export interface RegionFlags {
@@ -17,7 +18,7 @@ export interface RegionFlags {
 /** Description of a memslot to add: id, GPA and size (both 4 KiB aligned), flags and optional host backing of exactly `size` bytes. */
 export interface RegionSpec {
   slot: number;
-  gpa: bigint;
+  gpa: Gpa;
   size: bigint;
   flags?: RegionFlags;
   backing?: Uint8Array;
@@ -25,21 +26,21 @@ export interface RegionSpec {
 
 /** A reader of guest-physical memory (all the page-table walker needs); a CPU model may pass a decrypting view. */
 export interface PhysReader {
-  readU64(gpa: bigint): bigint;
+  readU64(gpa: Gpa): bigint;
 }
 
 /** A reader and writer of 64-bit little-endian guest-physical words (what page tables are built with). */
 export interface PhysWriter extends PhysReader {
-  writeU64(gpa: bigint, v: bigint): void;
+  writeU64(gpa: Gpa, v: bigint): void;
 }
 
 /** One memslot: a GPA range [gpa, end) backed by a host byte buffer, with its physical page bitmaps. */
 export class Region {
   readonly slot: number;
-  readonly gpa: bigint;
+  readonly gpa: Gpa;
   readonly size: bigint;
   /** First GPA past the region. */
-  readonly end: bigint;
+  readonly end: Gpa;
   readonly flags: Readonly<RegionFlags>;
   readonly backing: Uint8Array;
   /** Number of 4 KiB pages. */
@@ -64,7 +65,7 @@ export class Region {
   readonly last8Num: number;
 
   /** @internal Regions are created by PhysicalMemory.addRegion, which validates the arguments. */
-  constructor(slot: number, gpa: bigint, size: bigint, flags: RegionFlags, backing: Uint8Array) {
+  constructor(slot: number, gpa: Gpa, size: bigint, flags: RegionFlags, backing: Uint8Array) {
     this.slot = slot;
     this.gpa = gpa;
     this.size = size;
@@ -84,13 +85,13 @@ export class Region {
   }
 
   /** True when `gpa` lies inside [gpa, end). */
-  contains(gpa: bigint): boolean {
+  contains(gpa: Gpa): boolean {
     if (typeof gpa !== 'bigint' || gpa < 0n || gpa > U64_MAX) toU64(gpa, 'GPA');
     return gpa >= this.gpa && gpa < this.end;
   }
 
   /** Byte offset of `gpa` in `backing`; the caller guarantees contains(gpa). */
-  offsetOf(gpa: bigint): number {
+  offsetOf(gpa: Gpa): HostOffset {
     return Number(gpa - this.gpa);
   }
 
@@ -225,7 +226,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** The region backing `gpa`, or undefined when unbacked. */
-  findRegion(gpa: bigint): Region | undefined {
+  findRegion(gpa: Gpa): Region | undefined {
     if (typeof gpa !== 'bigint' || gpa < 0n || gpa > U64_MAX) toU64(gpa, 'GPA');
     const last = this.last;
     if (last !== undefined && gpa >= last.gpa && gpa < last.end) return last;
@@ -272,7 +273,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Copies `length` bytes at `gpa` (may span adjacent regions); UNBACKED if any byte is unbacked, then nothing is read. */
-  read(gpa: bigint, length: number): Uint8Array {
+  read(gpa: Gpa, length: number): Uint8Array {
     toU64(gpa, 'GPA');
     toCount(length, 'read length');
     if (length === 0) return new Uint8Array(0);
@@ -291,7 +292,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Writes `data` at `gpa` (may span adjacent regions); UNBACKED if any byte is unbacked, then nothing is written. */
-  write(gpa: bigint, data: Uint8Array): void {
+  write(gpa: Gpa, data: Uint8Array): void {
     toU64(gpa, 'GPA');
     if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Uint8Array');
     if (data.length === 0) return;
@@ -307,7 +308,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Reads one byte. */
-  readU8(gpa: bigint): number {
+  readU8(gpa: Gpa): number {
     const r = this.last;
     if (r !== undefined && typeof gpa === 'bigint') {
       const n = Number(gpa);
@@ -317,7 +318,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Reads a little-endian u16. */
-  readU16(gpa: bigint): number {
+  readU16(gpa: Gpa): number {
     const r = this.last;
     if (r !== undefined && typeof gpa === 'bigint') {
       const n = Number(gpa);
@@ -327,7 +328,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Reads a little-endian u32. */
-  readU32(gpa: bigint): number {
+  readU32(gpa: Gpa): number {
     const r = this.last;
     if (r !== undefined && typeof gpa === 'bigint') {
       const n = Number(gpa);
@@ -337,7 +338,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Reads a little-endian u64. */
-  readU64(gpa: bigint): bigint {
+  readU64(gpa: Gpa): bigint {
     const r = this.last;
     if (r !== undefined && typeof gpa === 'bigint') {
       const n = Number(gpa);
@@ -347,7 +348,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Writes one byte (0–255). */
-  writeU8(gpa: bigint, v: number): void {
+  writeU8(gpa: Gpa, v: number): void {
     checkUint(v, 8);
     const r = this.last;
     if (r !== undefined && typeof gpa === 'bigint') {
@@ -361,7 +362,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Writes a little-endian u16 (0–0xffff). */
-  writeU16(gpa: bigint, v: number): void {
+  writeU16(gpa: Gpa, v: number): void {
     checkUint(v, 16);
     const r = this.last;
     if (r !== undefined && typeof gpa === 'bigint') {
@@ -375,7 +376,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Writes a little-endian u32 (0–0xffffffff). */
-  writeU32(gpa: bigint, v: number): void {
+  writeU32(gpa: Gpa, v: number): void {
     checkUint(v, 32);
     const r = this.last;
     if (r !== undefined && typeof gpa === 'bigint') {
@@ -389,7 +390,7 @@ export class PhysicalMemory implements PhysWriter {
   }
 
   /** Writes a little-endian u64 (0–2^64−1). */
-  writeU64(gpa: bigint, v: bigint): void {
+  writeU64(gpa: Gpa, v: bigint): void {
     if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) toU64(v, 'u64 value');
     const r = this.last;
     if (r !== undefined && typeof gpa === 'bigint') {

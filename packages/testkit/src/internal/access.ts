@@ -9,7 +9,7 @@ import { ucallPoolOf, ucallReapply } from '@kvmtest/ucall';
 import { TestkitError } from './errors.js';
 import { NUM_VECTORS, RUNTIME_GLOBAL } from './image.js';
 import { type GuestExceptionHandler, handlerAddress } from './runtime.js';
-import { loadImage } from '@kvmtest/guest-memory';
+import { type Gpa, type Gva, loadImage } from '@kvmtest/guest-memory';
 import { asTestVm, checkTestVm, kitState, type TestVm, type VmLike } from './kit-vm.js';
 import { symbolMap } from './symbols.js';
 
@@ -34,11 +34,11 @@ function toSize(size: bigint | number, what: string): bigint {
 /** Options of vmVaddrAlloc. */
 export interface VmVaddrAllocOptions {
   /** Lowest GVA (default 0x2000, KVM_UTIL_MIN_VADDR). */
-  minGva?: bigint;
+  minGva?: Gva;
 }
 
 /** vm_vaddr_alloc: maps `size` bytes of fresh memory and returns the GVA — private on CoCo types, shared otherwise. */
-export function vmVaddrAlloc(vm: TestVm, size: bigint | number, opts: VmVaddrAllocOptions = {}): bigint {
+export function vmVaddrAlloc(vm: TestVm, size: bigint | number, opts: VmVaddrAllocOptions = {}): Gva {
   checkTestVm(vm, 'vmVaddrAlloc');
   checkOptions(opts, 'vmVaddrAlloc');
   const bytes = toSize(size, 'vmVaddrAlloc');
@@ -48,11 +48,7 @@ export function vmVaddrAlloc(vm: TestVm, size: bigint | number, opts: VmVaddrAll
 }
 
 /** vm_vaddr_alloc_shared: maps `size` bytes of memory the host can read and write on every type. */
-export function vmVaddrAllocShared(
-  vm: TestVm,
-  size: bigint | number,
-  opts: VmVaddrAllocOptions = {},
-): bigint {
+export function vmVaddrAllocShared(vm: TestVm, size: bigint | number, opts: VmVaddrAllocOptions = {}): Gva {
   checkTestVm(vm, 'vmVaddrAllocShared');
   checkOptions(opts, 'vmVaddrAllocShared');
   const bytes = toSize(size, 'vmVaddrAllocShared');
@@ -65,7 +61,7 @@ export function vmVaddrAllocShared(
 }
 
 /** addr_gva2gpa: the GPA `gva` maps to (untagged); refused once the page tables are protected. */
-export function addrGva2Gpa(vm: TestVm, gva: bigint): bigint {
+export function addrGva2Gpa(vm: TestVm, gva: Gva): Gpa {
   checkTestVm(vm, 'addrGva2Gpa');
   checkGva(gva, 'addrGva2Gpa');
   const { space } = vm.memory('addrGva2Gpa');
@@ -79,7 +75,7 @@ export function addrGva2Gpa(vm: TestVm, gva: bigint): bigint {
 }
 
 /** addr_gva2hva: a pointer into the host memory behind `gva` (for shared pages; computed before launch on CoCo). */
-export function addrGva2Hva(vm: TestVm, gva: bigint): HostPtr {
+export function addrGva2Hva(vm: TestVm, gva: Gva): HostPtr {
   checkTestVm(vm, 'addrGva2Hva');
   checkGva(gva, 'addrGva2Hva');
   const gpa = addrGva2Gpa(vm, gva);

@@ -3,6 +3,7 @@
 // over the named X86_FEATURE bits.
 
 import { cpuidHas, type X86Feature } from '@kvmtest/coco';
+import type { Gpa } from '@kvmtest/guest-memory';
 import { type Guest, type HostPtr, hostPtr, type Kvm, KvmError, MEM_FLAG, type Vcpu } from '@kvmtest/kvm';
 import { getKvm } from './backend.js';
 import { TestkitError } from './errors.js';
@@ -14,7 +15,7 @@ export interface VmMemAddOptions {
   /** Memslot id (bits 16–31 select the address space). */
   slot: number;
   /** First GPA, 4 KiB aligned. */
-  gpa: bigint;
+  gpa: Gpa;
   /** Bytes (or a page count with `pages`), a positive multiple of 4096. */
   size?: bigint | number;
   /** Size in 4 KiB pages (`npages`), instead of `size`. */
@@ -31,7 +32,7 @@ export interface VmMemAddOptions {
 /** A memslot vmMemAdd added: where it is and the host memory behind it. */
 export interface AddedMemslot {
   readonly slot: number;
-  readonly gpa: bigint;
+  readonly gpa: Gpa;
   readonly size: bigint;
   /** The host memory (`userspace_addr`), exactly `size` bytes. */
   readonly hva: Uint8Array;
@@ -123,7 +124,7 @@ function checkCount(n: number, what: string): number {
 }
 
 /** addr_gpa2hva: a pointer into the host memory behind `gpa` (shared memory; private pages hold ciphertext). */
-export function addrGpa2Hva(vmLike: VmLike, gpa: bigint): HostPtr {
+export function addrGpa2Hva(vmLike: VmLike, gpa: Gpa): HostPtr {
   const vm = asTestVm(vmLike);
   const { space } = vm.memory('addrGpa2Hva');
   const region = typeof gpa === 'bigint' ? space.memory.findRegion(gpa) : undefined;

@@ -1,6 +1,7 @@
 // How big slot 0 is (selftests' vm_nr_pages_required): a base of 512 pages, a 5-page stack per
 // vCPU, page-table headroom for everything plus the caller's extra pages, and the ucall pool.
 
+import type { Gva } from '@kvmtest/guest-memory';
 import { argTypeError, KVM_LIMITS } from '@kvmtest/kvm';
 import { UCALL_DEFAULT_SLOTS, UCALL_MAX_SLOTS, ucallPoolLayout } from '@kvmtest/ucall';
 import { shown } from './check.js';
@@ -11,7 +12,7 @@ export const BASE_GUEST_PAGES = 512;
 /** Pages of each vCPU's stack (DEFAULT_STACK_PGS). */
 export const DEFAULT_STACK_PAGES = 5;
 /** Lowest GVA of vCPU stacks (DEFAULT_GUEST_STACK_VADDR_MIN). */
-export const DEFAULT_GUEST_STACK_VADDR_MIN = 0xab6000n;
+export const DEFAULT_GUEST_STACK_VADDR_MIN: Gva = 0xab6000n;
 /** 8-byte page-table entries per 4 KiB page (PTES_PER_MIN_PAGE). */
 export const PTES_PER_PAGE = 512;
 

@@ -17,7 +17,7 @@
 
 import { noteBootParams } from './memory-map.js';
 import type { GuestMode } from '@kvmtest/coco';
-import type { TagPolicy } from '@kvmtest/guest-memory';
+import { gva, type TagPolicy } from '@kvmtest/guest-memory';
 import {
   CAP,
   CR,
@@ -45,7 +45,7 @@ import { asTestVm, kitState, type TestVm, type VmLike } from './kit-vm.js';
 import { kvmAssert } from './kvm-assert.js';
 import { guestCodeAddress, guestCodeAt, wrapGuest } from './runtime.js';
 
-/** GPA of the TD boot parameters (selftests' TD_BOOT_PARAMETERS_GPA): 64 KiB below 4 GiB. */
+/** GPA of the TD boot parameters (selftests' TD_BOOT_PARAMETERS_GPA): 64 KiB below 4 GiB; identity-mapped, so also their GVA (hence a plain bigint, not a Gpa). */
 export const TD_BOOT_PARAMETERS_GPA = 0xffff_0000n;
 /** The memslot of the boot-parameters region (the selftests' slot 21). */
 export const TD_BOOT_PARAMETERS_SLOT = 21;
@@ -166,7 +166,7 @@ export function tdxAddBootRegion(vm: TestVm, { memory, space, capacity }: BootLa
       gpa,
     });
   // Identity map: the boot code keeps reading them at the same address once paging is on.
-  space.mapRange(gpa, gpa, BigInt(pages) * 4096n, { visibility: 'private', nx: true });
+  space.mapRange(gva(gpa), gpa, BigInt(pages) * 4096n, { visibility: 'private', nx: true });
   tdStates.set(vm, {
     gpaw: tdxGpaw(vm.shape.mode),
     boot: { gpa, backing, gmemFd },

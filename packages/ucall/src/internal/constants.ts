@@ -1,7 +1,7 @@
 // The ucall ABI: commands, sizes, the slot layout, the pool layout and the guest globals.
 
 import { isVmType, type NativeUcallTransport, VM_TYPE_TRAITS, type VmType } from '@kvmtest/coco';
-import type { GuestGlobal } from '@kvmtest/guest-memory';
+import type { Gpa, GuestGlobal } from '@kvmtest/guest-memory';
 import { argTypeError, describeValue } from '@kvmtest/kvm';
 
 /** ucall commands (include/ucall_common.h `UCALL_*`, selftests ≥ 6.6 numbering). */
@@ -25,7 +25,7 @@ export const UCALL_BUFFER_LEN = 1024;
 /** The port a ucall is sent to: OUT, 4 bytes, data = the slot's GPA (UCALL_PIO_PORT). */
 export const UCALL_PIO_PORT = 0x1000;
 /** The value a guest sends when it found no free slot (GUEST_UCALL_FAILED: all ones of the 4-byte port write). */
-export const UCALL_FAILED_GPA = 0xffffffffn;
+export const UCALL_FAILED_GPA: Gpa = 0xffffffffn;
 /** Most slots a pool may have (KVM_MAX_VCPUS: one slot per possible vCPU). */
 export const UCALL_MAX_SLOTS = 512;
 /** Default slot count of a pool: KVM_MAX_VCPUS of the selftests. */

@@ -20,6 +20,7 @@ import {
   TDVMCALL_STATUS,
   tdvmcallStatusName,
 } from '@kvmtest/coco';
+import type { Gpa, Gva } from '@kvmtest/guest-memory';
 import { argTypeError, type Guest } from '@kvmtest/kvm';
 import {
   UCALL,
@@ -92,7 +93,7 @@ function u64(g: Guest, name: string): bigint {
 }
 
 /** This vCPU's GHCB page (ghcb transport) as its guest finds it through the ucall globals, or undefined. */
-export function guestGhcb(g: Guest): { gva: bigint; gpa: bigint } | undefined {
+export function guestGhcb(g: Guest): { gva: Gva; gpa: Gpa } | undefined {
   checkGuest(g, 'guestGhcb');
   const count = u64(g, UCALL_GLOBAL.ghcbCount);
   if (BigInt(g.vcpuId) >= count) return undefined;

@@ -2,7 +2,7 @@
 // that tell this VM's image where the pool is and how to reach the host, and the Vm → pool registry.
 
 import { hex, VM_TYPE_TRAITS } from '@kvmtest/coco';
-import type { AddressSpace, LoadedImage } from '@kvmtest/guest-memory';
+import type { AddressSpace, Gpa, Gva, LoadedImage } from '@kvmtest/guest-memory';
 import { argTypeError, describeValue, KvmError, type Vm } from '@kvmtest/kvm';
 import {
   transportFor,
@@ -33,7 +33,7 @@ export interface UcallInitOptions {
   /** Slots in the pool; default 512 (KVM_MAX_VCPUS: one slot per possible vCPU). */
   slots?: number;
   /** GPA the mmio transport writes to; default the first GPA past memslot 0 (selftests' ucall_init call). */
-  mmioGpa?: bigint;
+  mmioGpa?: Gpa;
   /** vCPUs that need a GHCB page (ghcb transport): ids 0…n−1; default max(1, vCPUs the VM has now). */
   nrVcpus?: number;
 }
@@ -50,21 +50,21 @@ export class UcallPool {
   #vm: Vm;
   readonly space: AddressSpace;
   /** GVA of the pool (the in-use bitmap) in this VM's address space. */
-  readonly gva: bigint;
+  readonly gva: Gva;
   /** GPA of the pool; the pool is physically contiguous. */
-  readonly gpa: bigint;
+  readonly gpa: Gpa;
   /** Number of slots. */
   readonly slots: number;
   readonly transport: UcallTransport;
   readonly layout: UcallPoolLayout;
   /** GPA of slot 0. */
-  readonly firstSlotGpa: bigint;
+  readonly firstSlotGpa: Gpa;
   /** First GPA past the last slot. */
-  readonly endGpa: bigint;
+  readonly endGpa: Gpa;
   /** The MMIO GPA a guest writes the slot GPA to (mmio transport), if any. */
-  readonly mmioGpa: bigint | undefined;
+  readonly mmioGpa: Gpa | undefined;
   /** GHCB pages of the ghcb transport: vCPU n's page is `gva/gpa + n * 4096`. */
-  readonly ghcb: { readonly gva: bigint; readonly gpa: bigint; readonly count: number } | undefined;
+  readonly ghcb: { readonly gva: Gva; readonly gpa: Gpa; readonly count: number } | undefined;
   #image: LoadedImage;
   // firstSlotGpa as a number (the pool lies below 4 GiB), for the decode's index arithmetic.
   readonly #firstSlotNum: number;
@@ -73,12 +73,12 @@ export class UcallPool {
   constructor(
     target: UcallInitTarget,
     init: {
-      gva: bigint;
-      gpa: bigint;
+      gva: Gva;
+      gpa: Gpa;
       slots: number;
       transport: UcallTransport;
-      mmioGpa: bigint | undefined;
-      ghcb: { gva: bigint; gpa: bigint; count: number } | undefined;
+      mmioGpa: Gpa | undefined;
+      ghcb: { gva: Gva; gpa: Gpa; count: number } | undefined;
     },
   ) {
     this.#vm = target.vm;
@@ -112,17 +112,17 @@ export class UcallPool {
   }
 
   /** GPA of slot `index`. */
-  slotGpa(index: number): bigint {
+  slotGpa(index: number): Gpa {
     return this.firstSlotGpa + BigInt(this.checkIndex(index) * UCALL_SLOT_LAYOUT.size);
   }
 
   /** GVA of slot `index`. */
-  slotGva(index: number): bigint {
+  slotGva(index: number): Gva {
     return this.gva + BigInt(this.layout.slots + this.checkIndex(index) * UCALL_SLOT_LAYOUT.size);
   }
 
   /** Index of the slot that starts at `gpa`, or undefined when `gpa` is not the start of one of this pool's slots. */
-  slotIndexOf(gpa: bigint): number | undefined {
+  slotIndexOf(gpa: Gpa): number | undefined {
     if (typeof gpa !== 'bigint' || gpa < this.firstSlotGpa || gpa >= this.endGpa) return undefined;
     const off = Number(gpa) - this.#firstSlotNum;
     return off % UCALL_SLOT_LAYOUT.size === 0 ? off / UCALL_SLOT_LAYOUT.size : undefined;
@@ -136,7 +136,7 @@ export class UcallPool {
   }
 
   /** GPA and GVA of vCPU `vcpuId`'s GHCB page (ghcb transport), or undefined. */
-  ghcbPage(vcpuId: number): { gva: bigint; gpa: bigint } | undefined {
+  ghcbPage(vcpuId: number): { gva: Gva; gpa: Gpa } | undefined {
     if (this.ghcb === undefined || !Number.isInteger(vcpuId) || vcpuId < 0 || vcpuId >= this.ghcb.count)
       return undefined;
     const off = BigInt(vcpuId) * PAGE;

@@ -1,5 +1,6 @@
 // Encoding and decoding one slot (`struct ucall`): what the guest writes and what the host reads back.
 
+import type { Gpa } from '@kvmtest/guest-memory';
 import { argTypeError, describeValue } from '@kvmtest/kvm';
 import {
   UCALL_ASSERT_ARGS,
@@ -48,7 +49,7 @@ export interface DecodedSlot {
   /** True when the guest cut the message to fit the buffer (assert slots record the full length). */
   truncated: boolean;
   /** The slot's own `gpa` field. */
-  gpa: bigint;
+  gpa: Gpa;
 }
 
 const encoder = new TextEncoder();
