@@ -11,6 +11,7 @@ import {
   type Exit,
   hostPtr,
   MEM_FLAG,
+  SEGMENT_NAMES,
   SEV_CMD,
   type UserMemoryRegion,
   type Vm,
@@ -575,16 +576,46 @@ const resetState: TestCase = {
     const regs = vcpu.getRegs();
     const sregs = vcpu.getSregs();
     observe('regs', { ...regs });
-    observe('sregs', { ...sregs });
-    // arch/x86/kvm/x86.c kvm_vcpu_reset(): RFLAGS 0x2, CR0 0x60000010 (CD | NW | ET), CR2/CR3/CR4
-    // and EFER 0. RIP 0xfff0 and RDX = CPUID.1.EAX (0x600 before KVM_SET_CPUID2) are recorded but
-    // not asserted: the simulator starts them at 0 (issue 12 item 1).
+    observe('sregs', {
+      cr0: sregs.cr0,
+      cr2: sregs.cr2,
+      cr3: sregs.cr3,
+      cr4: sregs.cr4,
+      efer: sregs.efer,
+      gdt: { ...sregs.gdt },
+      idt: { ...sregs.idt },
+      ...Object.fromEntries(SEGMENT_NAMES.map((n) => [n, { ...sregs[n] }])),
+    });
+    // arch/x86/kvm/x86.c kvm_vcpu_reset(): RIP 0xfff0, RDX 0x600 (no CPUID.1 before
+    // KVM_SET_CPUID2), RFLAGS 0x2, CR0 0x60000010 (CD | NW | ET), CR2/CR3/CR4 and EFER 0.
+    testAssertEq(regs.rip, 0xfff0n);
+    testAssertEq(regs.rdx, 0x600n);
     testAssertEq(regs.rflags, 0x2n);
     testAssertEq(sregs.cr0, 0x6000_0010n);
     testAssertEq(sregs.cr2, 0n);
     testAssertEq(sregs.cr3, 0n);
     testAssertEq(sregs.cr4, 0n);
     testAssertEq(sregs.efer, 0n);
+    // vmx_vcpu_reset() / svm.c init_vmcb(): CS f000:ffff0000, every other segment selector 0
+    // base 0, all with limit 0xffff, present, DPL 0; GDTR and IDTR base 0 limit 0xffff. The
+    // attribute types (which differ between VMX and SVM) are observed above, not asserted.
+    testAssertEq(sregs.cs.selector, 0xf000);
+    testAssertEq(sregs.cs.base, 0xffff_0000n);
+    for (const n of SEGMENT_NAMES) {
+      const seg = sregs[n];
+      testAssertEq(seg.limit, 0xffff);
+      testAssertEq(seg.present, 1);
+      testAssertEq(seg.dpl, 0);
+      testAssertEq(seg.l, 0);
+      if (n !== 'cs') {
+        testAssertEq(seg.selector, 0);
+        testAssertEq(seg.base, 0n);
+      }
+    }
+    for (const t of [sregs.gdt, sregs.idt]) {
+      testAssertEq(t.base, 0n);
+      testAssertEq(t.limit, 0xffff);
+    }
   },
 };
 
