@@ -44,7 +44,14 @@ import { GuestUnwind, SimGuest } from './guest.js';
 import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
 import type { SimVm } from './vm.js';
 import { resetModule, resetSregs } from './sregs.js';
-import { loadComponents, resetXsaveArea, SUPPORTED_XCR0, xcrProblem, xsaveAreaProblem } from './xsave.js';
+import {
+  loadComponents,
+  resetXsaveArea,
+  uabiXsaveArea,
+  SUPPORTED_XCR0,
+  xcrProblem,
+  xsaveAreaProblem,
+} from './xsave.js';
 
 /** KVM_MAX_XCRS. */
 const MAX_XCRS = 16;
@@ -335,7 +342,7 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_get_xsave(): the state in the uABI (standard) format. */
   getXsave(): Uint8Array {
     this.protectedGate('KVM_GET_XSAVE');
-    return this.fpu.slice();
+    return uabiXsaveArea(this.fpu);
   }
 
   /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_set_xsave() -> fpu_copy_uabi_to_guest_fpstate(). */
