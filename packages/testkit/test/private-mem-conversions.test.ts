@@ -212,6 +212,12 @@ interface DataSlots {
   readonly slots: readonly { gpa: bigint; size: bigint; offset: bigint }[];
 }
 
+/** The smaller of two bigints (Math.min takes numbers only). */
+function minU64(a: bigint, b: bigint): bigint {
+  if (a < b) return a;
+  return b;
+}
+
 /** vm_guest_mem_fallocate: fallocate() on the guest_memfd behind [gpa, gpa + size), slot by slot. */
 function vmGuestMemFallocate(kvm: Kvm, data: DataSlots, gpa: bigint, size: bigint, punchHole: boolean): void {
   const mode = punchHole ? FALLOC_FL.KEEP_SIZE | FALLOC_FL.PUNCH_HOLE : FALLOC_FL.KEEP_SIZE;
@@ -220,7 +226,7 @@ function vmGuestMemFallocate(kvm: Kvm, data: DataSlots, gpa: bigint, size: bigin
   while (at < end) {
     const s = data.slots.find((r) => at >= r.gpa && at < r.gpa + r.size);
     testAssert(s !== undefined, `GPA 0x${at.toString(16)} is in no data memslot`);
-    const len = (end < s.gpa + s.size ? end : s.gpa + s.size) - at;
+    const len = minU64(end, s.gpa + s.size) - at;
     kvm.fallocate(data.memfd, mode, s.offset + (at - s.gpa), len);
     at += len;
   }
@@ -272,7 +278,7 @@ async function testMemConversionsVcpu(vm: TestVm, data: DataSlots, vcpu: Vcpu): 
     testAssert(stage === SYNC_SHARED || stage === SYNC_PRIVATE, `Unknown sync command '${stage}'`);
     syncs++;
     for (let i = 0n; i < size; i += PAGE) {
-      const n = Number(size - i < PAGE ? size - i : PAGE);
+      const n = Number(minU64(size - i, PAGE));
       const hva = addrGpa2Hva(vm, gpa + i);
       // In all cases the host sees the shared data.
       memcmpH(hva.buffer, hva.offset, gpa + i, Number(pattern), n);
