@@ -7,12 +7,18 @@
 
 import {
   CAP,
+  CR,
+  codeSegment64,
+  dataSegment64,
   type Errno,
   type Exit,
   hostPtr,
   MEM_FLAG,
   SEGMENT_NAMES,
+  type Segment,
   SEV_CMD,
+  tssSegment64,
+  unusableSegment,
   type UserMemoryRegion,
   type Vm,
 } from '@kvmtest/kvm';
@@ -619,6 +625,65 @@ const resetState: TestCase = {
   },
 };
 
+/** A segment as an observation (its fields in order). */
+function segmentObservation(seg: Segment): Record<string, bigint | number> {
+  return { ...seg };
+}
+
+const segmentRegisters: TestCase = {
+  name: 'segment registers through KVM_SET_SREGS',
+  run() {
+    const kvm = getKvm();
+    using vm = kvm.createVm('default');
+    const vcpu = vm.createVcpu(0);
+    const reset = vcpu.getSregs();
+    // arch/x86/kvm/x86.c kvm_is_valid_sregs(): outside long mode the code segment cannot be 64-bit.
+    expectErrno('CS.L in real mode', () => vcpu.setSregs({ ...reset, cs: { ...reset.cs, l: 1 } }), 'EINVAL');
+    testAssertEq(vcpu.getSregs().cs.l, 0);
+    // The selftests' vcpu_init_sregs() segments in long mode, GDTR/IDTR somewhere: read back as set.
+    const long = {
+      cr0: CR.CR0_PE | CR.CR0_PG | CR.CR0_ET,
+      cr2: 0n,
+      cr3: 0x1000n,
+      cr4: CR.CR4_PAE,
+      efer: CR.EFER_LME | CR.EFER_LMA,
+    };
+    expectErrno(
+      'long mode with 64-bit segments',
+      () =>
+        vcpu.setSregs({
+          ...long,
+          cs: codeSegment64(0x08),
+          ds: dataSegment64(0x10),
+          es: dataSegment64(0x10),
+          gs: { ...dataSegment64(0x10), base: 0xffff_8000_0000_2000n },
+          tr: tssSegment64(0x5000n, 0x18),
+          ldt: unusableSegment(),
+          gdt: { base: 0x6000n, limit: 0xfff },
+          idt: { base: 0x7000n, limit: 0xfff },
+        }),
+      'ok',
+    );
+    const got = vcpu.getSregs();
+    for (const n of SEGMENT_NAMES) observe(`after set: ${n}`, segmentObservation(got[n]));
+    observe('after set: gdt', { ...got.gdt });
+    observe('after set: idt', { ...got.idt });
+    testAssertEq(got.cs.l, 1);
+    testAssertEq(got.cs.selector, 0x08);
+    testAssertEq(got.gs.base, 0xffff_8000_0000_2000n);
+    testAssertEq(got.tr.base, 0x5000n);
+    testAssertEq(got.gdt.limit, 0xfff);
+    // A set without segments keeps them; leaving long mode with that 64-bit CS is refused.
+    vcpu.setSregs({ ...long, cr2: 0x1234n });
+    testAssertEq(vcpu.getSregs().cs.l, 1);
+    expectErrno(
+      'real mode with the 64-bit CS kept',
+      () => vcpu.setSregs({ cr0: 0x6000_0010n, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n }),
+      'EINVAL',
+    );
+  },
+};
+
 const closedFds: TestCase = {
   name: 'closed descriptors',
   async run() {
@@ -666,6 +731,7 @@ export default defineSuite({
     hltMmio,
     readOnlySlot,
     resetState,
+    segmentRegisters,
     closedFds,
   ],
 });

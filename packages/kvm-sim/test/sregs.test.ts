@@ -129,12 +129,80 @@ describe('KVM_SET_SREGS with segments', () => {
     v.setSregs({ ...LONG, cs: codeSegment64(8) });
     expect(tryKvm(() => v.setSregs({ cr0: 0x11n, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n }))).toBe('EINVAL');
   });
-  it('no other segment check: attributes the CPU would refuse at entry are stored as given', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
-    const odd = { ...VMX_RESET.ss, type: 0x1a, present: 0, dpl: 3, unusable: 1 };
-    v.setSregs({ ...VMX_RESET, ss: odd, ds: { ...VMX_RESET.ds, l: 1 } });
+  it('no other segment check: attributes the CPU would refuse at entry are accepted', () => {
+    for (const host of ['mainline-amd', 'mainline-intel', 'pvm'] as const) {
+      const v = createSimKvm({ host }).createVm().createVcpu(0);
+      const before = v.getSregs();
+      const odd = { ...before.ss, type: 0x1a, present: 0, dpl: 3, unusable: 1 };
+      expect(
+        tryKvm(() => v.setSregs({ ...before, ss: odd, ds: { ...before.ds, l: 1 } })),
+        host,
+      ).toBeUndefined();
+    }
+  });
+  it('PVM keeps segments exactly as set (measured on /dev/kvm)', () => {
+    const v = createSimKvm({ host: 'pvm' }).createVm().createVcpu(0);
+    const odd = { ...VMX_RESET.ss, type: 0x1a, present: 3, dpl: 7, db: 2, s: 2, g: 2, avl: 1, unusable: 2 };
+    v.setSregs({ ...VMX_RESET, ss: odd, tr: { ...VMX_RESET.tr, type: 9 } });
     expect(v.getSregs().ss).toEqual(odd);
-    expect(v.getSregs().ds.l).toBe(1);
+    expect(v.getSregs().tr.type).toBe(9);
+  });
+  // vmx/vmx.c: __vmx_set_segment(), vmx_segment_access_rights(), vmx_get_segment().
+  it('vmx_segment_access_rights: low bits kept, accessed bit set (not LDTR), an unusable or absent segment is only "unusable"', () => {
+    const v = createSimKvm({ host: 'mainline-intel' }).createVm().createVcpu(0);
+    const odd = {
+      ...VMX_RESET.ss,
+      type: 0x1a,
+      present: 0,
+      dpl: 3,
+      unusable: 0,
+      selector: 0x2b,
+      base: 0x1000n,
+    };
+    v.setSregs({
+      ...VMX_RESET,
+      ss: odd,
+      ds: { ...VMX_RESET.ds, type: 0x12, dpl: 7, db: 3, g: 2, avl: 1 },
+      ldt: { ...VMX_RESET.ldt, type: 2 },
+    });
+    const got = v.getSregs();
+    expect(got.ss).toEqual({ ...unusableSegment(), selector: 0x2b, base: 0x1000n, limit: 0xffff });
+    expect(got.ds).toEqual({ ...VMX_RESET.ds, type: 3, dpl: 3, db: 1, g: 0, avl: 1 });
+    expect(got.ldt.type).toBe(2);
+  });
+  // svm/svm.c: svm_set_segment(), svm_get_segment().
+  it('svm_get_segment: G from the limit, unusable = !present, TR busy, DS/ES/FS/GS accessed, SS.DPL is the CPL', () => {
+    const v = createSimKvm({ host: 'mainline-amd' }).createVm().createVcpu(0);
+    const before = v.getSregs();
+    v.setSregs({
+      ...before,
+      ds: { ...before.ds, type: 2, g: 0, limit: 0xffff_ffff },
+      es: { ...before.es, type: 2, present: 0 },
+      ss: { ...before.ss, dpl: 3, unusable: 1, db: 1 },
+      tr: { ...before.tr, type: 9 },
+      cs: { ...before.cs, g: 1 },
+    });
+    const got = v.getSregs();
+    expect(got.ds).toMatchObject({ type: 3, g: 1, present: 1, unusable: 0 });
+    expect(got.es).toMatchObject({ type: 2, present: 0, unusable: 1 });
+    expect(got.ss).toMatchObject({ dpl: 3, present: 0, unusable: 1, db: 0 });
+    expect(got.tr.type).toBe(11);
+    expect(got.cs.g).toBe(0); // limit 0xffff: G is synthesised, not stored
+  });
+  it("the kit's flat 64-bit segments round-trip on every host", () => {
+    for (const host of ['mainline-amd', 'mainline-intel', 'pvm'] as const) {
+      const v = createSimKvm({ host }).createVm().createVcpu(0);
+      const s = {
+        ...LONG,
+        cs: codeSegment64(8),
+        ds: dataSegment64(0x10),
+        es: dataSegment64(0x10),
+        gs: dataSegment64(0x10),
+        ldt: unusableSegment(),
+      };
+      v.setSregs(s);
+      expect(v.getSregs(), host).toMatchObject(s);
+    }
   });
   it('throws TypeError/RangeError for a segment field of the wrong type or outside its uapi width', () => {
     const v = createSimKvm().createVm().createVcpu(0);

@@ -1,7 +1,14 @@
 // The segment, descriptor-table and control-register state of a vCPU at RESET (KVM_GET_SREGS on a
-// fresh vCPU). A leaf module: the vCPU and the SEV model's views both start from it.
+// fresh vCPU), and what the vendor module keeps of a segment KVM_SET_SREGS hands it. A leaf module:
+// the vCPU and the SEV model's views both use it.
 
-import type { Segment, Sregs } from '@kvmtest/kvm';
+import type { Segment, SegmentName, Sregs } from '@kvmtest/kvm';
+
+/**
+ * The vendor module behind a host's segment state: `vmx` (vmx/vmx.c), `svm` (svm/svm.c), or `pvm`,
+ * the out-of-tree PVM module, which reports VMX's reset values and keeps set segments verbatim.
+ */
+export type SegmentModule = 'vmx' | 'svm' | 'pvm';
 
 /** Architectural reset CR0: CD | NW | ET. */
 const CR0_RESET = 0x60000010n;
@@ -18,7 +25,7 @@ const CR0_RESET = 0x60000010n;
  * The out-of-tree PVM module reports the VMX values on AMD and Intel CPUs alike (measured on an
  * AMD EPYC host), so the flavour follows the vendor module, not the CPUID vendor.
  */
-export function resetSregs(module: 'vmx' | 'svm'): Sregs {
+export function resetSregs(module: SegmentModule): Sregs {
   const svm = module === 'svm';
   const seg = (type: number, s: number, selector = 0, base = 0n): Segment => ({
     base,
@@ -53,7 +60,79 @@ export function resetSregs(module: 'vmx' | 'svm'): Sregs {
   };
 }
 
-/** The vendor module whose RESET segments a host reports: SVM on AMD hosts, VMX elsewhere and on PVM. */
-export function resetModule(config: { readonly host: string; readonly vendor: string }): 'vmx' | 'svm' {
-  return config.host !== 'pvm' && config.vendor === 'amd' ? 'svm' : 'vmx';
+/** The vendor module of a simulated host: PVM for the `pvm` preset, SVM on AMD hosts, VMX otherwise. */
+export function segmentModule(config: { readonly host: string; readonly vendor: string }): SegmentModule {
+  if (config.host === 'pvm') return 'pvm';
+  return config.vendor === 'amd' ? 'svm' : 'vmx';
+}
+
+/**
+ * The segment KVM_GET_SREGS reports after KVM_SET_SREGS stored `seg` in register `name`: what the
+ * vendor module's set_segment keeps and its get_segment rebuilds.
+ *
+ * vmx/vmx.c: __vmx_set_segment() sets the accessed bit of every register but LDTR (with unrestricted
+ * guest), vmx_segment_access_rights() packs the low bits of each attribute, or only "unusable" for a
+ * segment that is unusable or not present; vmx_get_segment() unpacks them with present = !unusable.
+ *
+ * svm/svm.c: svm_set_segment() packs the low bits (present only when usable) and takes SS.DPL as the
+ * CPL; svm_get_segment() synthesises G from the limit (> 0xfffff), unusable = !present, the busy bit
+ * of TR's type, the accessed bit of a usable DS/ES/FS/GS, and clears D/B of an unusable SS.
+ *
+ * PVM keeps the struct as given (measured: odd values in every field read back unchanged).
+ */
+export function storedSegment(module: SegmentModule, name: SegmentName, seg: Segment): Segment {
+  const { base, limit, selector } = seg;
+  if (module === 'pvm') return { ...seg };
+  if (module === 'vmx') {
+    const type = name === 'ldt' ? seg.type : seg.type | 1;
+    if (seg.unusable !== 0 || seg.present === 0)
+      return {
+        base,
+        limit,
+        selector,
+        type: 0,
+        present: 0,
+        dpl: 0,
+        db: 0,
+        s: 0,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 1,
+      };
+    return {
+      base,
+      limit,
+      selector,
+      type: type & 15,
+      present: 1,
+      dpl: seg.dpl & 3,
+      db: seg.db & 1,
+      s: seg.s & 1,
+      l: seg.l & 1,
+      g: seg.g & 1,
+      avl: seg.avl & 1,
+      unusable: 0,
+    };
+  }
+  const present = (seg.present & 1) === 1 && seg.unusable === 0 ? 1 : 0;
+  const out: Segment = {
+    base,
+    limit,
+    selector,
+    type: seg.type & 15,
+    present,
+    dpl: seg.dpl & 3,
+    db: seg.db & 1,
+    s: seg.s & 1,
+    l: seg.l & 1,
+    g: limit > 0xfffff ? 1 : 0,
+    avl: seg.avl & 1,
+    unusable: present === 1 ? 0 : 1,
+  };
+  if (name === 'tr') out.type |= 2;
+  else if (name === 'ds' || name === 'es' || name === 'fs' || name === 'gs') {
+    if (present === 1) out.type |= 1;
+  } else if (name === 'ss' && present === 0) out.db = 0;
+  return out;
 }

@@ -26,6 +26,7 @@ import {
   mergeSregs,
   REG_NAMES,
   registerRunProbe,
+  SEGMENT_NAMES,
   type RunInFlight,
   type Regs,
   type RunOptions,
@@ -43,7 +44,7 @@ import { checkInt, checkU64 } from './check.js';
 import { GuestUnwind, SimGuest } from './guest.js';
 import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
 import type { SimVm } from './vm.js';
-import { resetModule, resetSregs } from './sregs.js';
+import { resetSregs, type SegmentModule, segmentModule, storedSegment } from './sregs.js';
 import {
   loadComponents,
   resetXsaveArea,
@@ -174,6 +175,8 @@ export class SimVcpu implements Vcpu, ArchVcpu {
   readonly regs: Regs = resetRegs();
   /** Segments, descriptor tables, control registers and EFER (KVM_GET/SET_SREGS). */
   sregs: Sregs;
+  /** Whose segment handling KVM_SET/GET_SREGS follows (the host's vendor module). */
+  private readonly segmentModule: SegmentModule;
   /** XCR0: x87 only at RESET (arch/x86/kvm/x86.c: kvm_vcpu_reset(), __kvm_set_xcr(vcpu, 0, XFEATURE_MASK_FP)). */
   xcr0: bigint = XFEATURE.FP;
   /** The vCPU's binary statistics (KVM_GET_STATS_FD); exits are counted as they reach the host. */
@@ -221,7 +224,8 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     readonly id: number,
   ) {
     this.cpuid = vm.kvm.cpuid.map((e) => ({ ...e }));
-    this.sregs = resetSregs(resetModule(vm.kvm.config));
+    this.segmentModule = segmentModule(vm.kvm.config);
+    this.sregs = resetSregs(this.segmentModule);
     this.msrs.set(MSR.TSC, 0n);
     // xAPIC enabled at the default base; BSP flag for vCPU 0.
     this.msrs.set(MSR.APIC_BASE, 0xfee00000n | 0x800n | (id === 0 ? 0x100n : 0n));
@@ -279,8 +283,8 @@ export class SimVcpu implements Vcpu, ArchVcpu {
 
   /**
    * KVM_SET_SREGS replaces the whole struct; segments and tables the caller leaves out are the
-   * current ones. Segment attributes are kept as given (the PVM host measured here round-trips
-   * them verbatim; mainline's vmx_set_segment()/svm_set_segment() keep only the architectural bits).
+   * current ones. The checks (kvm_is_valid_sregs()) see the struct as given; what is stored of each
+   * segment is what the host's vendor module keeps (storedSegment()).
    */
   setSregs(input: SregsInput): void {
     const op = 'KVM_SET_SREGS';
@@ -289,6 +293,8 @@ export class SimVcpu implements Vcpu, ArchVcpu {
     const next = mergeSregs(this.sregs, input);
     const why = this.invalidSregs(next);
     if (why !== undefined) throw new KvmError('EINVAL', op, why);
+    for (const n of SEGMENT_NAMES)
+      if (input[n] !== undefined) next[n] = storedSegment(this.segmentModule, n, next[n]);
     this.sregs = next;
     this.guest.flush();
   }
