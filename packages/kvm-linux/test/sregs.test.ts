@@ -7,11 +7,13 @@ import {
   codeSegment64,
   dataSegment64,
   type Segment,
+  SEGMENT_NAMES,
   type Sregs,
   tryKvm,
   tssSegment64,
   unusableSegment,
 } from '@kvmtest/kvm';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { openLinuxKvm } from '../src/index.js';
 import { decodeSegment, decodeSregs, encodeSegment, encodeSregsInput } from '../src/internal/sregs.js';
@@ -61,6 +63,35 @@ const LONG = {
 };
 
 describe('struct kvm_sregs codec', () => {
+  it('decodeSegment(encodeSegment(seg)) is seg for every segment of uapi widths, at every segment offset', () => {
+    const u8 = fc.nat({ max: 0xff });
+    const segment = fc.record({
+      base: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+      limit: fc.nat({ max: 0xffff_ffff }),
+      selector: fc.nat({ max: 0xffff }),
+      type: u8,
+      present: u8,
+      dpl: u8,
+      db: u8,
+      s: u8,
+      l: u8,
+      g: u8,
+      avl: u8,
+      unusable: u8,
+    });
+    fc.assert(
+      fc.property(segment, fc.constantFrom(...SEGMENT_NAMES), (seg, n) => {
+        const buf = new Uint8Array(SIZE.kvm_sregs).fill(0xa5);
+        const v = new DataView(buf.buffer);
+        encodeSegment(v, SREGS[n], seg);
+        expect(decodeSegment(v, SREGS[n])).toEqual(seg);
+        expect(buf[SREGS[n] + 23]).toBe(0); // the padding byte
+        // Nothing outside the 24-byte struct kvm_segment is touched.
+        expect(buf.subarray(0, SREGS[n]).every((b) => b === 0xa5)).toBe(true);
+        expect(buf.subarray(SREGS[n] + 24).every((b) => b === 0xa5)).toBe(true);
+      }),
+    );
+  });
   it('encodes and decodes every segment field at its uapi offset', () => {
     const buf = new Uint8Array(SIZE.kvm_sregs);
     const v = new DataView(buf.buffer);
