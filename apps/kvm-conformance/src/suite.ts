@@ -7,11 +7,18 @@
 
 import {
   CAP,
+  CR,
+  codeSegment64,
+  dataSegment64,
   type Errno,
   type Exit,
   hostPtr,
   MEM_FLAG,
+  SEGMENT_NAMES,
+  type Segment,
   SEV_CMD,
+  tssSegment64,
+  unusableSegment,
   type UserMemoryRegion,
   type Vm,
 } from '@kvmtest/kvm';
@@ -575,16 +582,105 @@ const resetState: TestCase = {
     const regs = vcpu.getRegs();
     const sregs = vcpu.getSregs();
     observe('regs', { ...regs });
-    observe('sregs', { ...sregs });
-    // arch/x86/kvm/x86.c kvm_vcpu_reset(): RFLAGS 0x2, CR0 0x60000010 (CD | NW | ET), CR2/CR3/CR4
-    // and EFER 0. RIP 0xfff0 and RDX = CPUID.1.EAX (0x600 before KVM_SET_CPUID2) are recorded but
-    // not asserted: the simulator starts them at 0 (issue 12 item 1).
+    observe('sregs', {
+      cr0: sregs.cr0,
+      cr2: sregs.cr2,
+      cr3: sregs.cr3,
+      cr4: sregs.cr4,
+      efer: sregs.efer,
+      gdt: { ...sregs.gdt },
+      idt: { ...sregs.idt },
+      ...Object.fromEntries(SEGMENT_NAMES.map((n) => [n, { ...sregs[n] }])),
+    });
+    // arch/x86/kvm/x86.c kvm_vcpu_reset(): RIP 0xfff0, RDX 0x600 (no CPUID.1 before
+    // KVM_SET_CPUID2), RFLAGS 0x2, CR0 0x60000010 (CD | NW | ET), CR2/CR3/CR4 and EFER 0.
+    testAssertEq(regs.rip, 0xfff0n);
+    testAssertEq(regs.rdx, 0x600n);
     testAssertEq(regs.rflags, 0x2n);
     testAssertEq(sregs.cr0, 0x6000_0010n);
     testAssertEq(sregs.cr2, 0n);
     testAssertEq(sregs.cr3, 0n);
     testAssertEq(sregs.cr4, 0n);
     testAssertEq(sregs.efer, 0n);
+    // vmx_vcpu_reset() / svm.c init_vmcb(): CS f000:ffff0000, every other segment selector 0
+    // base 0, all with limit 0xffff, present, DPL 0; GDTR and IDTR base 0 limit 0xffff. The
+    // attribute types (which differ between VMX and SVM) are observed above, not asserted.
+    testAssertEq(sregs.cs.selector, 0xf000);
+    testAssertEq(sregs.cs.base, 0xffff_0000n);
+    for (const n of SEGMENT_NAMES) {
+      const seg = sregs[n];
+      testAssertEq(seg.limit, 0xffff);
+      testAssertEq(seg.present, 1);
+      testAssertEq(seg.dpl, 0);
+      testAssertEq(seg.l, 0);
+      if (n !== 'cs') {
+        testAssertEq(seg.selector, 0);
+        testAssertEq(seg.base, 0n);
+      }
+    }
+    for (const t of [sregs.gdt, sregs.idt]) {
+      testAssertEq(t.base, 0n);
+      testAssertEq(t.limit, 0xffff);
+    }
+  },
+};
+
+/** A segment as an observation (its fields in order). */
+function segmentObservation(seg: Segment): Record<string, bigint | number> {
+  return { ...seg };
+}
+
+const segmentRegisters: TestCase = {
+  name: 'segment registers through KVM_SET_SREGS',
+  run() {
+    const kvm = getKvm();
+    using vm = kvm.createVm('default');
+    const vcpu = vm.createVcpu(0);
+    const reset = vcpu.getSregs();
+    // arch/x86/kvm/x86.c kvm_is_valid_sregs(): outside long mode the code segment cannot be 64-bit.
+    expectErrno('CS.L in real mode', () => vcpu.setSregs({ ...reset, cs: { ...reset.cs, l: 1 } }), 'EINVAL');
+    testAssertEq(vcpu.getSregs().cs.l, 0);
+    // The selftests' vcpu_init_sregs() segments in long mode, GDTR/IDTR somewhere: read back as set.
+    const long = {
+      cr0: CR.CR0_PE | CR.CR0_PG | CR.CR0_ET,
+      cr2: 0n,
+      cr3: 0x1000n,
+      cr4: CR.CR4_PAE,
+      efer: CR.EFER_LME | CR.EFER_LMA,
+    };
+    expectErrno(
+      'long mode with 64-bit segments',
+      () =>
+        vcpu.setSregs({
+          ...long,
+          cs: codeSegment64(0x08),
+          ds: dataSegment64(0x10),
+          es: dataSegment64(0x10),
+          gs: { ...dataSegment64(0x10), base: 0xffff_8000_0000_2000n },
+          tr: tssSegment64(0x5000n, 0x18),
+          ldt: unusableSegment(),
+          gdt: { base: 0x6000n, limit: 0xfff },
+          idt: { base: 0x7000n, limit: 0xfff },
+        }),
+      'ok',
+    );
+    const got = vcpu.getSregs();
+    for (const n of SEGMENT_NAMES) observe(`after set: ${n}`, segmentObservation(got[n]));
+    observe('after set: gdt', { ...got.gdt });
+    observe('after set: idt', { ...got.idt });
+    testAssertEq(got.cs.l, 1);
+    testAssertEq(got.cs.selector, 0x08);
+    testAssertEq(got.gs.base, 0xffff_8000_0000_2000n);
+    testAssertEq(got.tr.base, 0x5000n);
+    testAssertEq(got.gdt.limit, 0xfff);
+    // A set without segments keeps them; leaving long mode with that 64-bit CS is refused.
+    vcpu.setSregs({ ...long, cr2: 0x1234n });
+    testAssertEq(vcpu.getSregs().cs.l, 1);
+    expectErrno(
+      'real mode with the 64-bit CS kept',
+      () => vcpu.setSregs({ cr0: 0x6000_0010n, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n }),
+      'EINVAL',
+    );
   },
 };
 
@@ -635,6 +731,7 @@ export default defineSuite({
     hltMmio,
     readOnlySlot,
     resetState,
+    segmentRegisters,
     closedFds,
   ],
 });

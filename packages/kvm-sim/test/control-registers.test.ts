@@ -8,7 +8,7 @@ import {
   type Exit,
   type Guest,
   GuestException,
-  type Sregs,
+  type SregsInput,
   VECTOR,
 } from '@kvmtest/kvm';
 import { describe, expect, test } from 'vitest';
@@ -16,7 +16,7 @@ import { createSimKvm } from '../src/index.js';
 import { DATA_GVA, guestVm } from './helpers.js';
 
 const EFER = 0xc000_0080;
-const LONG: Sregs = {
+const LONG: SregsInput = {
   cr0: CR.CR0_PE | CR.CR0_PG | CR.CR0_WP | CR.CR0_ET,
   cr2: 0n,
   cr3: 0n,
@@ -25,7 +25,7 @@ const LONG: Sregs = {
 };
 
 /** Runs `program` on a default VM's vCPU that starts in `start` (paging off by default); returns the exit and final sregs. */
-async function run(program: (g: Guest, root: bigint) => void | Promise<void>, start?: Partial<Sregs>) {
+async function run(program: (g: Guest, root: bigint) => void | Promise<void>, start?: Partial<SregsInput>) {
   const kvm = createSimKvm();
   const t = guestVm(kvm);
   const vcpu = t.vcpu(async (g) => {
@@ -93,7 +93,7 @@ describe('a guest turns paging on itself (MOV to CR4, CR3, CR0)', () => {
 });
 
 describe('an invalid MOV to CR raises #GP(0) and changes nothing', () => {
-  const cases: [string, Partial<Sregs>, 0 | 3 | 4, bigint, RegExp][] = [
+  const cases: [string, Partial<SregsInput>, 0 | 3 | 4, bigint, RegExp][] = [
     ['CR0.PG without CR0.PE', {}, 0, CR.CR0_PG, /CR0\.PG set with CR0\.PE clear/],
     ['CR0.NW without CR0.CD', {}, 0, CR.CR0_PE | CR.CR0_NW, /CR0\.NW set with CR0\.CD clear/],
     ['a bit in CR0 63:32', {}, 0, CR.CR0_PE | (1n << 40n), /bits 63:32 are reserved/],

@@ -59,6 +59,24 @@ describe('KVM_GET/SET_XSAVE', () => {
     expect(v.getUint32(L.mxcsr, true)).toBe(0x1f80);
     expect(v.getBigUint64(L.xstateBv, true)).toBe(0n);
   });
+  // arch/x86/kernel/fpu/xstate.c: __copy_xstate_to_uabi_buf() writes xstate_fx_sw_bytes there
+  // (arch/x86/kernel/ptrace.c: update_regset_xstate_info() stores the host's user xfeatures in the
+  // first u64); copy_uabi_to_xstate() never reads them. Measured on /dev/kvm: 07 then 47 zero bytes.
+  it('__copy_xstate_to_uabi_buf: bytes 464-511 hold the host user xfeatures (x87|SSE|AVX) then zeros; KVM_SET_XSAVE ignores them', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    const a = v.getXsave();
+    const d = new DataView(a.buffer);
+    expect(d.getBigUint64(464, true)).toBe(ALL);
+    expect(a.subarray(472, 512).every((b) => b === 0)).toBe(true);
+    expect(a.subarray(416, 464).every((b) => b === 0)).toBe(true); // the FXSAVE padding is zeroed
+    const junk = hostArea();
+    junk.fill(0xee, 416, 512);
+    v.setXsave(junk);
+    const back = v.getXsave();
+    expect(new DataView(back.buffer).getBigUint64(464, true)).toBe(ALL);
+    expect(back.subarray(416, 464).every((b) => b === 0)).toBe(true);
+    expect(back.subarray(472, 512).every((b) => b === 0)).toBe(true);
+  });
   it('validate_user_xstate_header: unsupported XSTATE_BV, a compacted header, reserved bytes or MXCSR bits -> EINVAL, nothing changed', () => {
     const v = createSimKvm().createVm().createVcpu(0);
     const before = v.getXsave();
@@ -78,7 +96,9 @@ describe('KVM_GET/SET_XSAVE', () => {
     const v = createSimKvm().createVm().createVcpu(0);
     const a = hostArea();
     v.setXsave(a);
-    expect(v.getXsave().subarray(0, 832)).toEqual(a.subarray(0, 832));
+    // Bytes 464–511 are software's (filled by KVM_GET_XSAVE, ignored by KVM_SET_XSAVE).
+    expect(v.getXsave().subarray(0, 464)).toEqual(a.subarray(0, 464));
+    expect(v.getXsave().subarray(512, 832)).toEqual(a.subarray(512, 832));
     const noAvx = hostArea();
     new DataView(noAvx.buffer).setBigUint64(L.xstateBv, XFEATURE.FP | XFEATURE.SSE, true);
     v.setXsave(noAvx);

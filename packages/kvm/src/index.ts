@@ -82,12 +82,29 @@ export type {
   Vm,
 } from './kvm.js';
 export { registerRunProbe, runsInFlight } from './kvm.js';
-export type { CpuidEntry, Regs, Sregs, XcrEntry } from './regs.js';
+export type {
+  CpuidEntry,
+  DescriptorTable,
+  Regs,
+  Segment,
+  SegmentName,
+  Sregs,
+  SregsInput,
+  XcrEntry,
+} from './regs.js';
 export {
   CPUID_FLAG_SIGNIFICANT_INDEX,
   CR,
+  codeSegment64,
+  copySregs,
+  dataSegment64,
   findCpuid,
+  mergeSregs,
   REG_NAMES,
+  SEGMENT_FIELDS,
+  SEGMENT_NAMES,
+  tssSegment64,
+  unusableSegment,
   XFEATURE,
   XSAVE_LAYOUT,
   zeroRegs,
@@ -99,6 +116,7 @@ export {
   argInteger,
   argObject,
   argOneOf,
+  argSregsInput,
   argString,
   argTypeError,
   argU64,

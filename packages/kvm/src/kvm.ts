@@ -7,7 +7,7 @@ import type { Gpa, Gva } from '@kvmtest/guest-memory';
 import type { HostPtr, SevCommand, TdxCommand } from './commands.js';
 import type { Exit } from './exit.js';
 import type { GuestProgram } from './guest.js';
-import type { CpuidEntry, Regs, Sregs, XcrEntry } from './regs.js';
+import type { CpuidEntry, Regs, Sregs, SregsInput, XcrEntry } from './regs.js';
 
 /** Which implementation answers: the embedded simulator or the kernel's /dev/kvm. */
 export type Backend = 'sim' | 'linux';
@@ -168,10 +168,13 @@ export interface Vcpu {
   getRegs(): Regs;
   /** KVM_SET_REGS (EINVAL once the register state is protected). */
   setRegs(regs: Regs): void;
-  /** KVM_GET_SREGS. */
+  /** KVM_GET_SREGS: segments, descriptor tables, control registers and EFER. */
   getSregs(): Sregs;
-  /** KVM_SET_SREGS. */
-  setSregs(sregs: Sregs): void;
+  /**
+   * KVM_SET_SREGS (EINVAL for what kvm_is_valid_sregs() rejects, changing nothing). Segments and
+   * tables left out keep their current values (SregsInput).
+   */
+  setSregs(sregs: SregsInput): void;
   /** KVM_SET_CPUID2. */
   setCpuid(entries: readonly CpuidEntry[]): void;
   /** KVM_GET_XSAVE: the vCPU's x87/SSE/AVX state as a 4096-byte standard-format XSAVE area (XSAVE_LAYOUT). */

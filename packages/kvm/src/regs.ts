@@ -51,13 +51,165 @@ export function zeroRegs(): Regs {
   return r;
 }
 
-/** Control and paging state (the parts of `struct kvm_sregs` kvmtest uses). */
+/**
+ * A segment register as KVM_GET/SET_SREGS carry it (`struct kvm_segment`): the selector and the
+ * hidden part the CPU caches from the descriptor. The attribute fields are the uapi's u8s (`type`
+ * is the 4-bit descriptor type, `dpl` 0–3, the others 0 or 1).
+ */
+export interface Segment {
+  base: bigint;
+  /** Byte-granular limit (u32): with `g` set, KVM reports the expanded limit (e.g. 0xffffffff). */
+  limit: number;
+  selector: number;
+  type: number;
+  present: number;
+  dpl: number;
+  /** Default operation size (D/B). */
+  db: number;
+  /** Code or data segment (1) rather than a system segment (0). */
+  s: number;
+  /** 64-bit code segment. */
+  l: number;
+  g: number;
+  avl: number;
+  /** VMX's "segment unusable" bit (a null selector loaded in protected mode). */
+  unusable: number;
+}
+
+/** A descriptor-table register, GDTR or IDTR (`struct kvm_dtable`): linear base and 16-bit limit. */
+export interface DescriptorTable {
+  base: bigint;
+  limit: number;
+}
+
+/** The segment registers of `struct kvm_sregs`, in its order. */
+export const SEGMENT_NAMES = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
+
+/** Name of a segment register in Sregs. */
+export type SegmentName = (typeof SEGMENT_NAMES)[number];
+
+/**
+ * The numeric fields of a Segment with their uapi widths (u32 limit, u16 selector, u8 the rest),
+ * in `struct kvm_segment` order after `base`.
+ */
+export const SEGMENT_FIELDS = [
+  ['limit', 0xffff_ffff],
+  ['selector', 0xffff],
+  ['type', 0xff],
+  ['present', 0xff],
+  ['dpl', 0xff],
+  ['db', 0xff],
+  ['s', 0xff],
+  ['l', 0xff],
+  ['g', 0xff],
+  ['avl', 0xff],
+  ['unusable', 0xff],
+] as const satisfies readonly (readonly [Exclude<keyof Segment, 'base'>, number])[];
+
+/**
+ * Segment, descriptor-table, control and paging state as KVM_GET_SREGS returns it (`struct
+ * kvm_sregs` without CR8, the APIC base and the interrupt bitmap, which kvmtest leaves alone).
+ */
 export interface Sregs {
+  cs: Segment;
+  ds: Segment;
+  es: Segment;
+  fs: Segment;
+  gs: Segment;
+  ss: Segment;
+  tr: Segment;
+  ldt: Segment;
+  gdt: DescriptorTable;
+  idt: DescriptorTable;
   cr0: bigint;
   cr2: bigint;
   cr3: bigint;
   cr4: bigint;
   efer: bigint;
+}
+
+/**
+ * What KVM_SET_SREGS takes: the control registers and EFER always, segments and descriptor tables
+ * optionally. KVM_SET_SREGS replaces the whole `struct kvm_sregs`; a segment or table left out here
+ * keeps the vCPU's current value (the backend reads the current state and sets it back), so a
+ * caller that sets only control registers changes nothing else, and get-modify-set round-trips.
+ */
+export type SregsInput = Pick<Sregs, 'cr0' | 'cr2' | 'cr3' | 'cr4' | 'efer'> &
+  Partial<Pick<Sregs, SegmentName | 'gdt' | 'idt'>>;
+
+/**
+ * A flat 64-bit code segment as the selftests' kvm_seg_set_kernel_code_64bit() builds it
+ * (tools/testing/selftests/kvm/lib/x86/processor.c): base 0, limit 0xffffffff page-granular,
+ * execute/read/accessed (type 11), L=1, present, DPL 0.
+ */
+export function codeSegment64(selector: number): Segment {
+  return { ...flatSegment(selector, 11), l: 1 };
+}
+
+/** A flat data segment as kvm_seg_set_kernel_data_64bit() builds it: like codeSegment64 with type 3 (read/write/accessed), L=0. */
+export function dataSegment64(selector: number): Segment {
+  return flatSegment(selector, 3);
+}
+
+/** A 64-bit TSS descriptor's hidden part as kvm_seg_set_tss_64bit() builds it: busy TSS (type 11), limit 0x67, present, S=0. */
+export function tssSegment64(base: bigint, selector: number): Segment {
+  return { ...flatSegment(selector, 11), base, limit: 0x67, s: 0, g: 0 };
+}
+
+/** A null segment as kvm_seg_set_unusable() builds it: every field zero but `unusable`. */
+export function unusableSegment(): Segment {
+  return { ...flatSegment(0, 0), limit: 0, s: 0, g: 0, present: 0, unusable: 1 };
+}
+
+function flatSegment(selector: number, type: number): Segment {
+  return {
+    base: 0n,
+    limit: 0xffff_ffff,
+    selector,
+    type,
+    present: 1,
+    dpl: 0,
+    db: 0,
+    s: 1,
+    l: 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
+  };
+}
+
+/** A copy of a Segment's fields (and of nothing else the object carries). */
+function copySegment(g: Segment): Segment {
+  const { base, limit, selector, type, present, dpl, db, s, l, avl, unusable } = g;
+  return { base, limit, selector, type, present, dpl, db, s, l, g: g.g, avl, unusable };
+}
+
+/** A deep copy of an Sregs (it holds objects; each caller gets its own). */
+export function copySregs(s: Sregs): Sregs {
+  return mergeSregs(s, s);
+}
+
+/** The state KVM_SET_SREGS with `input` leaves: `input`'s fields over `current` (copies, never aliases). */
+export function mergeSregs(current: Sregs, input: SregsInput): Sregs {
+  const table = (t: DescriptorTable): DescriptorTable => ({ base: t.base, limit: t.limit });
+  const seg = (n: SegmentName): Segment => copySegment(input[n] ?? current[n]);
+  return {
+    cs: seg('cs'),
+    ds: seg('ds'),
+    es: seg('es'),
+    fs: seg('fs'),
+    gs: seg('gs'),
+    ss: seg('ss'),
+    tr: seg('tr'),
+    ldt: seg('ldt'),
+    gdt: table(input.gdt ?? current.gdt),
+    idt: table(input.idt ?? current.idt),
+    cr0: input.cr0,
+    cr2: input.cr2,
+    cr3: input.cr3,
+    cr4: input.cr4,
+    efer: input.efer,
+  };
 }
 
 /** Control-register and EFER bits used for 64-bit paging and by a guest loading its own control state. */

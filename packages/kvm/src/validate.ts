@@ -2,6 +2,8 @@
 // wrong argument is a TypeError (wrong type) or RangeError (right type, out of range) whose message
 // names the call, the argument and the value — never an engine error from deeper down.
 
+import { SEGMENT_FIELDS, SEGMENT_NAMES, type SregsInput } from './regs.js';
+
 /** A value as an error message shows it: the type, and for primitives the value (bigints with `n`,
  *  strings quoted and cut to 60 characters). Never throws, whatever it is given. */
 export function describeValue(v: unknown): string {
@@ -75,4 +77,26 @@ export function argString(where: string, name: string, v: unknown, maxLength = 4
   if (v.length > maxLength)
     throw new RangeError(`${where}: ${name} has ${v.length} characters, more than ${maxLength}`);
   return v;
+}
+
+/**
+ * A KVM_SET_SREGS argument (SregsInput): the control registers and EFER as u64 bigints, and each
+ * segment or descriptor table that is present with every field of its uapi width.
+ */
+export function argSregsInput(where: string, v: unknown): SregsInput {
+  const s = argObject<Record<string, unknown>>(where, 'sregs', v);
+  for (const n of ['cr0', 'cr2', 'cr3', 'cr4', 'efer'] as const) argU64(where, `sregs.${n}`, s[n]);
+  for (const n of SEGMENT_NAMES) {
+    if (s[n] === undefined) continue;
+    const seg = argObject<Record<string, unknown>>(where, `sregs.${n}`, s[n]);
+    argU64(where, `sregs.${n}.base`, seg.base);
+    for (const [f, max] of SEGMENT_FIELDS) argInteger(where, `sregs.${n}.${f}`, seg[f], 0, max);
+  }
+  for (const n of ['gdt', 'idt'] as const) {
+    if (s[n] === undefined) continue;
+    const t = argObject<Record<string, unknown>>(where, `sregs.${n}`, s[n]);
+    argU64(where, `sregs.${n}.base`, t.base);
+    argInteger(where, `sregs.${n}.limit`, t.limit, 0, 0xffff);
+  }
+  return v as SregsInput;
 }

@@ -1,5 +1,5 @@
 // Creation tiers, disposal, globals, address translation, exception routing, image reload, runs.
-import { type Guest, VECTOR } from '@kvmtest/kvm';
+import { codeSegment64, dataSegment64, type Guest, unusableSegment, VECTOR } from '@kvmtest/kvm';
 import { getUcall, UCALL, UcallError, ucallInit, ucallPoolOf } from '@kvmtest/ucall';
 import { describe, expect, test } from 'vitest';
 import {
@@ -102,6 +102,16 @@ describe('creation tiers', () => {
     expect(rspA).not.toBe(rspB);
     expect(rspA >= 0xab6000n).toBe(true);
     expect(() => vm.addVcpu(1)).toThrow(/vCPU 1 already exists/);
+  });
+
+  // tools/testing/selftests/kvm/lib/x86/processor.c: vcpu_init_sregs().
+  test('vcpu_init_sregs: vCPUs get a flat 64-bit CS at KERNEL_CS, flat DS/ES/GS at KERNEL_DS and an unusable LDTR', () => {
+    using vm = vmCreateWithOneVcpu(async () => {}, { type: 'default', mode: '4-level' });
+    const s = vm.vcpus[0]!.getSregs();
+    expect(s.cs).toEqual(codeSegment64(0x08));
+    expect(s.cs).toMatchObject({ l: 1, type: 11, base: 0n, limit: 0xffff_ffff, present: 1 });
+    for (const d of [s.ds, s.es, s.gs]) expect(d).toEqual(dataSegment64(0x10));
+    expect(s.ldt).toEqual(unusableSegment());
   });
 
   test('a 5-level shape runs with CR4.LA57 and a 5-level page-table root', async () => {

@@ -9,8 +9,17 @@
 //   vcpu.setExitForHost(e)   make `e` the exit `vcpu.exit` shows (and the one completed next run).
 //   setEntryHook(hook)       how setEntry()/run() reach the agent (see hooks.ts).
 
-import type { CpuidEntry, Exit, GuestProgram, Regs, Sregs, TdxCommand, XcrEntry } from '@kvmtest/kvm';
-import { EXIT_REASON, KvmError, REG_NAMES, XSAVE_LAYOUT } from '@kvmtest/kvm';
+import type {
+  CpuidEntry,
+  Exit,
+  GuestProgram,
+  Regs,
+  Sregs,
+  SregsInput,
+  TdxCommand,
+  XcrEntry,
+} from '@kvmtest/kvm';
+import { argSregsInput, EXIT_REASON, KvmError, REG_NAMES, XSAVE_LAYOUT } from '@kvmtest/kvm';
 import { completeExit, decodeExit } from './exit.js';
 import { entryHook } from './hooks.js';
 import { adoptMapping, detachFileMapping } from './memory.js';
@@ -27,7 +36,8 @@ import {
   sysClose,
   sysMmap,
 } from './sys.js';
-import { IOCTL, MAX_XCRS, RUN, SIZE, SREGS, XCRS } from './uapi.js';
+import { decodeSregs, encodeSregsInput } from './sregs.js';
+import { IOCTL, MAX_XCRS, RUN, SIZE, XCRS } from './uapi.js';
 import { beginRun, endRun, processExiting, wasKicked } from './watchdog.js';
 import type { LinuxRunOptions, LinuxVcpuCore, LinuxVmCore } from './core.js';
 import { encryptOpVcpu } from './encrypt.js';
@@ -175,29 +185,15 @@ export class LinuxVcpu implements LinuxVcpuCore {
   getSregs(): Sregs {
     this.gate('KVM_GET_SREGS');
     ioctlBuf(this.fd, IOCTL.KVM_GET_SREGS, this.sregsBuf, 'KVM_GET_SREGS');
-    const v = this.sregsView;
-    return {
-      cr0: v.getBigUint64(SREGS.cr0, true),
-      cr2: v.getBigUint64(SREGS.cr2, true),
-      cr3: v.getBigUint64(SREGS.cr3, true),
-      cr4: v.getBigUint64(SREGS.cr4, true),
-      efer: v.getBigUint64(SREGS.efer, true),
-    };
+    return decodeSregs(this.sregsView);
   }
 
-  /** Read-modify-write: the rest of `struct kvm_sregs` (segments, tables, APIC base) is kept. */
-  setSregs(sregs: Sregs): void {
-    for (const n of ['cr0', 'cr2', 'cr3', 'cr4', 'efer'] as const)
-      if (typeof sregs[n] !== 'bigint')
-        throw new TypeError(`KVM_SET_SREGS: ${n} must be a bigint, got ${typeof sregs[n]}`);
+  /** Read-modify-write: segments and tables left out, CR8, the APIC base and the interrupt bitmap are kept. */
+  setSregs(sregs: SregsInput): void {
+    argSregsInput('KVM_SET_SREGS', sregs);
     this.gate('KVM_SET_SREGS');
     ioctlBuf(this.fd, IOCTL.KVM_GET_SREGS, this.sregsBuf, 'KVM_SET_SREGS (reading the current state)');
-    const v = this.sregsView;
-    v.setBigUint64(SREGS.cr0, BigInt.asUintN(64, sregs.cr0), true);
-    v.setBigUint64(SREGS.cr2, BigInt.asUintN(64, sregs.cr2), true);
-    v.setBigUint64(SREGS.cr3, BigInt.asUintN(64, sregs.cr3), true);
-    v.setBigUint64(SREGS.cr4, BigInt.asUintN(64, sregs.cr4), true);
-    v.setBigUint64(SREGS.efer, BigInt.asUintN(64, sregs.efer), true);
+    encodeSregsInput(this.sregsView, sregs);
     ioctlBuf(this.fd, IOCTL.KVM_SET_SREGS, this.sregsBuf, 'KVM_SET_SREGS');
   }
 

@@ -11,8 +11,10 @@
 // guest exit) and the run ends with internal-error.
 
 import {
+  argSregsInput,
   CPUID_FLAG_SIGNIFICANT_INDEX,
   CR,
+  copySregs,
   findCpuid,
   type CpuidEntry,
   type Exit,
@@ -21,12 +23,15 @@ import {
   INTERNAL_ERROR,
   type InternalErrorExit,
   KvmError,
+  mergeSregs,
   REG_NAMES,
   registerRunProbe,
+  SEGMENT_NAMES,
   type RunInFlight,
   type Regs,
   type RunOptions,
   type Sregs,
+  type SregsInput,
   type TdxCommand,
   type XcrEntry,
   XFEATURE,
@@ -37,7 +42,15 @@ import type { RunState, VcpuCore, VmCore } from './core.js';
 import { checkInt, checkU64 } from './check.js';
 import { GuestUnwind, SimGuest } from './guest.js';
 import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
-import { loadComponents, resetXsaveArea, SUPPORTED_XCR0, xcrProblem, xsaveAreaProblem } from './xsave.js';
+import { resetSregs, type SegmentModule, segmentModule, storedSegment } from './sregs.js';
+import {
+  loadComponents,
+  resetXsaveArea,
+  uabiXsaveArea,
+  SUPPORTED_XCR0,
+  xcrProblem,
+  xsaveAreaProblem,
+} from './xsave.js';
 
 /** KVM_MAX_XCRS. */
 const MAX_XCRS = 16;
@@ -91,9 +104,6 @@ const CR4_FEATURE_BITS = [
   [21, 'SMAP', 7, 'ebx', 20],
   [22, 'PKE', 7, 'ecx', 3],
 ] as const;
-
-/** Architectural reset CR0: CD | NW | ET. */
-const CR0_RESET = 0x60000010n;
 
 /**
  * The register file of a vCPU at RESET. arch/x86/kvm/x86.c: kvm_vcpu_reset(): every GPR zero
@@ -159,7 +169,10 @@ export class SimVcpu implements VcpuCore {
   arch: unknown = undefined;
   fdOpen = true;
   readonly regs: Regs = resetRegs();
-  readonly sregs: Sregs = { cr0: CR0_RESET, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n };
+  /** Segments, descriptor tables, control registers and EFER (KVM_GET/SET_SREGS). */
+  sregs: Sregs;
+  /** Whose segment handling KVM_SET/GET_SREGS follows (the host's vendor module). */
+  private readonly segmentModule: SegmentModule;
   /** XCR0: x87 only at RESET (arch/x86/kvm/x86.c: kvm_vcpu_reset(), __kvm_set_xcr(vcpu, 0, XFEATURE_MASK_FP)). */
   xcr0: bigint = XFEATURE.FP;
   /** The vCPU's binary statistics (KVM_GET_STATS_FD); exits are counted as they reach the host. */
@@ -207,6 +220,8 @@ export class SimVcpu implements VcpuCore {
     readonly id: number,
   ) {
     this.cpuid = vm.kvm.cpuid.map((e) => ({ ...e }));
+    this.segmentModule = segmentModule(vm.kvm.config);
+    this.sregs = resetSregs(this.segmentModule);
     this.msrs.set(MSR.TSC, 0n);
     // xAPIC enabled at the default base; BSP flag for vCPU 0.
     this.msrs.set(MSR.APIC_BASE, 0xfee00000n | 0x800n | (id === 0 ? 0x100n : 0n));
@@ -259,25 +274,31 @@ export class SimVcpu implements VcpuCore {
 
   getSregs(): Sregs {
     this.protectedGate('KVM_GET_SREGS');
-    return { ...this.sregs };
+    return copySregs(this.sregs);
   }
 
-  setSregs(sregs: Sregs): void {
+  /**
+   * KVM_SET_SREGS replaces the whole struct; segments and tables the caller leaves out are the
+   * current ones. The checks (kvm_is_valid_sregs()) see the struct as given; what is stored of each
+   * segment is what the host's vendor module keeps (storedSegment()).
+   */
+  setSregs(input: SregsInput): void {
     const op = 'KVM_SET_SREGS';
-    if (typeof sregs !== 'object' || sregs === null) throw new TypeError(`${op}: sregs must be an object`);
-    for (const n of ['cr0', 'cr2', 'cr3', 'cr4', 'efer'] as const) checkU64(`sregs.${n}`, sregs[n], op);
+    argSregsInput(op, input);
     this.protectedGate(op);
-    const { cr0, cr3, cr4, efer } = sregs;
-    const why = this.invalidSregs(sregs);
+    const next = mergeSregs(this.sregs, input);
+    const why = this.invalidSregs(next);
     if (why !== undefined) throw new KvmError('EINVAL', op, why);
-    Object.assign(this.sregs, { cr0, cr2: sregs.cr2, cr3, cr4, efer });
+    for (const n of SEGMENT_NAMES)
+      if (input[n] !== undefined) next[n] = storedSegment(this.segmentModule, n, next[n]);
+    this.sregs = next;
     this.guest.flush();
   }
 
   /**
    * arch/x86/kvm/x86.c (regs.c in newer trees): kvm_is_valid_sregs(), the check KVM_SET_SREGS makes
-   * before changing anything: long mode with paging needs CR4.PAE, EFER.LMA and a legal CR3; EFER.LMA
-   * needs both; then kvm_is_valid_cr4() (reserved bits, and bits of features the vCPU's CPUID lacks),
+   * before changing anything: long mode with paging needs CR4.PAE, EFER.LMA and a legal CR3; outside
+   * it neither EFER.LMA nor CS.L may be set; then kvm_is_valid_cr4() (reserved bits, and bits of features the vCPU's CPUID lacks),
    * kvm_is_valid_cr0() (bits 63:32, NW without CD, PG without PE) and kvm_valid_efer() (reserved bits,
    * LME/LMA without CPUID LM, NXE without CPUID NX). Returns why the state is invalid.
    */
@@ -290,6 +311,8 @@ export class SimVcpu implements VcpuCore {
       if (cr3 >> BigInt(this.vm.kvm.config.maxPhysAddr) !== 0n)
         return `CR3 ${hex(cr3)} has bits above MAXPHYADDR ${this.vm.kvm.config.maxPhysAddr}`;
     } else if ((efer & CR.EFER_LMA) !== 0n) return 'EFER.LMA needs EFER.LME and CR0.PG';
+    else if (sregs.cs.l !== 0)
+      return 'CS.L (a 64-bit code segment) needs long mode with paging (EFER.LME and CR0.PG)';
     const cr4Reserved = cr4 & ~CR4_KNOWN;
     if (cr4Reserved !== 0n) return `CR4 ${hex(cr4)} sets reserved bits ${hex(cr4Reserved)}`;
     for (const [bit, name, leaf, reg, fbit] of CR4_FEATURE_BITS) {
@@ -321,7 +344,7 @@ export class SimVcpu implements VcpuCore {
   /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_get_xsave(): the state in the uABI (standard) format. */
   getXsave(): Uint8Array {
     this.protectedGate('KVM_GET_XSAVE');
-    return this.fpu.slice();
+    return uabiXsaveArea(this.fpu);
   }
 
   /** arch/x86/kvm/x86.c: kvm_vcpu_ioctl_x86_set_xsave() -> fpu_copy_uabi_to_guest_fpstate(). */

@@ -6,6 +6,24 @@ import { XFEATURE, XSAVE_LAYOUT as L } from '@kvmtest/kvm';
 
 /** The state components this simulator saves: x87 | SSE | AVX (kvm_caps.supported_xcr0). */
 export const SUPPORTED_XCR0 = XFEATURE.FP | XFEATURE.SSE | XFEATURE.YMM;
+/**
+ * Bytes 464–511 of the legacy area, which XSAVE leaves to software. KVM_GET_XSAVE fills them as
+ * ptrace's REGSET_XSTATE does (arch/x86/kernel/fpu/xstate.c: __copy_xstate_to_uabi_buf() copies
+ * `xstate_fx_sw_bytes`, arch/x86/kernel/ptrace.c): the first u64 is the host kernel's user xfeatures
+ * (update_regset_xstate_info(), fpu_user_cfg.max_features), the rest zero. KVM_SET_XSAVE ignores them.
+ */
+export const XSAVE_SW_RESERVED = { offset: 464, end: 512 } as const;
+/** The simulated host kernel's user xfeatures (its CPU has exactly x87, SSE and AVX, as this project's hosts measure 0x7). */
+export const HOST_USER_XFEATURES = SUPPORTED_XCR0;
+
+/** The area KVM_GET_XSAVE hands out for `state`: a copy with the software-reserved bytes filled in. */
+export function uabiXsaveArea(state: Uint8Array): Uint8Array {
+  const out = state.slice();
+  out.fill(0, XSAVE_SW_RESERVED.offset, XSAVE_SW_RESERVED.end);
+  view(out).setBigUint64(XSAVE_SW_RESERVED.offset, HOST_USER_XFEATURES, true);
+  return out;
+}
+
 /** MXCSR bits the CPU implements (MXCSR_MASK as FXSAVE reports it): writing others is #GP / EINVAL. */
 export const MXCSR_FEATURE_MASK = 0xffff;
 /** MXCSR at RESET and INIT. */

@@ -5,8 +5,9 @@
 // KVM_SET_SREGS; a vCPU without 64-bit paging gets the agent's own PML4 as CR3.
 
 import { hex } from '@kvmtest/coco';
-import type { UserMemory, Vm } from '@kvmtest/kvm';
-import { SEGMENT, SIZE, SREGS } from '../uapi.js';
+import { codeSegment64, dataSegment64, tssSegment64, type UserMemory, type Vm } from '@kvmtest/kvm';
+import { encodeSegment } from '../sregs.js';
+import { SIZE, SREGS } from '../uapi.js';
 import { AGENT_CODE } from './agent-bytes.js';
 import type { AgentVcpuHost } from './host.js';
 import {
@@ -165,26 +166,6 @@ export function agentVmOf(vm: Vm): AgentVm {
   return a;
 }
 
-/** A kvm_segment written into a raw kvm_sregs at `at`. */
-function setSegment(
-  s: DataView,
-  at: number,
-  seg: { base: bigint; limit: number; selector: number; type: number; s: number; l: number; db: number },
-): void {
-  s.setBigUint64(at + SEGMENT.base, seg.base, true);
-  s.setUint32(at + SEGMENT.limit, seg.limit, true);
-  s.setUint16(at + SEGMENT.selector, seg.selector, true);
-  s.setUint8(at + SEGMENT.type, seg.type);
-  s.setUint8(at + SEGMENT.present, 1);
-  s.setUint8(at + SEGMENT.dpl, 0);
-  s.setUint8(at + SEGMENT.db, seg.db);
-  s.setUint8(at + SEGMENT.s, seg.s);
-  s.setUint8(at + SEGMENT.l, seg.l);
-  s.setUint8(at + SEGMENT.g, seg.limit === 0xffff_ffff ? 1 : 0);
-  s.setUint8(at + SEGMENT.avl, 0);
-  s.setUint8(at + SEGMENT.unusable, 0);
-}
-
 /**
  * Installs the agent's top-level entry in the root at `cr3` (PML4, or PML5 with LA57); throws
  * when the guest already uses that entry for something else.
@@ -239,19 +220,12 @@ export function installVcpu(host: AgentVcpuHost, agent: AgentVm): AgentVcpuPages
   s.setBigUint64(SREGS.cr3, cr3, true);
   s.setBigUint64(SREGS.cr4, cr4, true);
   s.setBigUint64(SREGS.efer, efer, true);
-  const flat = { base: 0n, limit: 0xffff_ffff, s: 1, l: 0 };
-  setSegment(s, SREGS.cs, { ...flat, selector: AGENT_SELECTOR.code, type: 11, l: 1, db: 0 });
+  // The agent's own GDT holds these descriptors; the hidden parts are the contract's flat 64-bit
+  // segments (the selftests' kvm_seg_set_kernel_code_64bit() and friends).
+  encodeSegment(s, SREGS.cs, codeSegment64(AGENT_SELECTOR.code));
   for (const seg of [SREGS.ds, SREGS.es, SREGS.fs, SREGS.gs, SREGS.ss])
-    setSegment(s, seg, { ...flat, selector: AGENT_SELECTOR.data, type: 3, db: 1 });
-  setSegment(s, SREGS.tr, {
-    base: agentPageGva(AGENT_PAGE.tss),
-    limit: 0x67,
-    selector: AGENT_SELECTOR.tss,
-    type: 11,
-    s: 0,
-    l: 0,
-    db: 0,
-  });
+    encodeSegment(s, seg, dataSegment64(AGENT_SELECTOR.data));
+  encodeSegment(s, SREGS.tr, tssSegment64(agentPageGva(AGENT_PAGE.tss), AGENT_SELECTOR.tss));
   s.setBigUint64(SREGS.gdt, agentPageGva(AGENT_PAGE.gdt), true);
   s.setUint16(SREGS.gdt + 8, 5 * 8 - 1, true);
   s.setBigUint64(SREGS.idt, agentPageGva(AGENT_PAGE.idt), true);

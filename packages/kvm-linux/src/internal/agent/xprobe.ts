@@ -7,9 +7,10 @@
 // with KVM_EXIT_INTERNAL_ERROR / KVM_INTERNAL_ERROR_EMULATION. The agent offers the Guest methods
 // only where the instructions run (they are optional in the contract).
 
-import { CR, findCpuid, isKvmError } from '@kvmtest/kvm';
+import { CR, codeSegment64, dataSegment64, findCpuid, isKvmError } from '@kvmtest/kvm';
 import type { LinuxKvmCore } from '../core.js';
-import { SEGMENT, SREGS } from '../uapi.js';
+import { encodeSegment } from '../sregs.js';
+import { SREGS } from '../uapi.js';
 
 /** Which of the XSAVE-family instructions the agent can execute here, and why not where not. */
 export interface XsaveSupport {
@@ -64,24 +65,8 @@ function probe(kvm: LinuxKvmCore): XsaveSupport {
     s.setBigUint64(SREGS.cr3, 0x1000n, true);
     s.setBigUint64(SREGS.cr4, s.getBigUint64(SREGS.cr4, true) | CR.CR4_PAE | CR.CR4_OSXSAVE, true);
     s.setBigUint64(SREGS.efer, s.getBigUint64(SREGS.efer, true) | CR.EFER_LME | CR.EFER_LMA, true);
-    for (const [at, selector, type, l, db] of [
-      [SREGS.cs, 8, 11, 1, 0],
-      [SREGS.ds, 16, 3, 0, 1],
-      [SREGS.es, 16, 3, 0, 1],
-      [SREGS.ss, 16, 3, 0, 1],
-    ] as const) {
-      s.setBigUint64(at + SEGMENT.base, 0n, true);
-      s.setUint32(at + SEGMENT.limit, 0xffff_ffff, true);
-      s.setUint16(at + SEGMENT.selector, selector, true);
-      s.setUint8(at + SEGMENT.type, type);
-      s.setUint8(at + SEGMENT.present, 1);
-      s.setUint8(at + SEGMENT.dpl, 0);
-      s.setUint8(at + SEGMENT.db, db);
-      s.setUint8(at + SEGMENT.s, 1);
-      s.setUint8(at + SEGMENT.l, l);
-      s.setUint8(at + SEGMENT.g, 1);
-      s.setUint8(at + SEGMENT.unusable, 0);
-    }
+    encodeSegment(s, SREGS.cs, codeSegment64(8));
+    for (const at of [SREGS.ds, SREGS.es, SREGS.ss]) encodeSegment(s, at, dataSegment64(16));
     vcpu.setSregsRaw(raw);
     vcpu.setXcrs([{ xcr: 0, value: 3n }]); // x87 | SSE: what XSAVE saves below
     vcpu.setRegs({ ...vcpu.getRegs(), rip: BigInt(CODE_GPA), rflags: 2n });

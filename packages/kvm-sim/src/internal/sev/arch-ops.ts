@@ -4,7 +4,8 @@
 // adapts the core's views (ArchVm, ArchVcpu, ArchCpu) to the SEV model's (SevVmView, …).
 
 import { encodeCpuid8000001F, type SevCpuFeature, SEV_MSR, type VmType } from '@kvmtest/coco';
-import { KvmError, type Regs, type Sregs, VECTOR, zeroRegs } from '@kvmtest/kvm';
+import { copySregs, KvmError, type Regs, type Sregs, VECTOR, zeroRegs } from '@kvmtest/kvm';
+import { resetSregs } from '../sregs.js';
 import type {
   AccessDecision,
   ArchCpu,
@@ -131,7 +132,7 @@ class ArchSevVcpu implements SevVcpuView {
   }
   sregs(): Sregs {
     const s = (this.vcpu as unknown as { sregs?: Sregs }).sregs;
-    return { ...(s ?? { cr0: 0n, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n }) };
+    return copySregs(s ?? resetSregs('svm'));
   }
 }
 

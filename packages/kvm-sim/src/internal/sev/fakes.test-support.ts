@@ -2,6 +2,7 @@
 
 import type { CpuidRegs, VmType } from '@kvmtest/coco';
 import {
+  copySregs,
   type HostPtr,
   KvmError,
   type Regs,
@@ -10,6 +11,7 @@ import {
   type Sregs,
   zeroRegs,
 } from '@kvmtest/kvm';
+import { resetSregs } from '../sregs.js';
 import { SevPlatform, type SevPlatformOptions } from './platform.js';
 import type { SevVcpuState, SevVmState } from './state.js';
 import type {
@@ -27,7 +29,7 @@ export class FakeVcpu implements SevVcpuView {
   guestDebug = false;
   dr7 = 0x400n;
   readonly r: Regs = zeroRegs();
-  readonly s: Sregs = { cr0: 0x60000010n, cr2: 0n, cr3: 0n, cr4: 0n, efer: 0n };
+  readonly s: Sregs = resetSregs('svm');
   constructor(
     readonly id: number,
     p: SevPlatform,
@@ -38,7 +40,7 @@ export class FakeVcpu implements SevVcpuView {
     return { ...this.r };
   }
   sregs(): Sregs {
-    return { ...this.s };
+    return copySregs(this.s);
   }
 }
 
