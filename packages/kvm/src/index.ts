@@ -62,6 +62,8 @@ export type {
   GuestProgram,
   IoSize,
   ReadableCr,
+  SlotSend,
+  SlotSendResult,
   TdcallRegs,
   WritableCr,
 } from './guest.js';

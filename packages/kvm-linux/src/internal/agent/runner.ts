@@ -28,6 +28,8 @@
 import { hex } from '@kvmtest/coco';
 import {
   type CpuidEntry,
+  type SlotSend,
+  type SlotSendResult,
   type ExceptionFrame,
   type AccessSize,
   type ExceptionHandler,
@@ -48,14 +50,18 @@ import {
 } from '@kvmtest/kvm';
 import { RUN } from '../uapi.js';
 import type { AgentVcpuHost } from './host.js';
+import { AGENT_CODE } from './agent-bytes.js';
 import {
   AGENT_PORT,
+  CODE_HEADER,
   LADDER_PAIR,
   LADDER_PAIRS,
   MAILBOX,
   MMIO_WINDOW_GVA,
   MMIO_WINDOW_PTE,
   OP,
+  SLOT_SEND,
+  SLOT_SEND_STATUS,
   STATUS,
   VECTORS_WITH_ERROR_CODE,
 } from './layout.js';
@@ -110,6 +116,13 @@ export class AgentRunner {
   private runStart = 0;
   /** Operations executed by the agent (for tests and benches). */
   ops = 0;
+  /**
+   * A slot send's OUT exit was resumed: the agent's LOCK BTR of the slot's bit runs at the start of
+   * the next KVM_RUN, before the next operation (see op_slotsend in agent.S).
+   */
+  private releasePending = false;
+  /** GVA of that LOCK BTR (an exit there is the release's own). */
+  private releaseRip = 0n;
 
   constructor(readonly host: AgentVcpuHost) {
     this.guest = new AgentGuest(this);
@@ -200,6 +213,7 @@ export class AgentRunner {
     this.agent = agentVmOf(this.host.vm);
     this.pages = installVcpu(this.host, this.agent);
     this.opGva = this.agent.opGva;
+    this.releaseRip = this.opGva[OP.slotSendTail]! + BigInt(RELEASE_OFFSET);
     this.mb = new DataView(this.agent.bytes.buffer, this.agent.bytes.byteOffset + this.pages.mailbox, PAGE);
   }
 
@@ -227,6 +241,7 @@ export class AgentRunner {
 
   private programFailed(e: unknown): void {
     if (this.state !== 'running' || e instanceof AgentUnwind) return;
+    if (this.flushRelease()) return;
     if (e instanceof GuestException) {
       // No handler resolved an architectural exception: the CPU would find no usable IDT entry and
       // triple-fault. Do exactly that: an empty IDT, then UD2 → #UD → #GP → #DF → SHUTDOWN.
@@ -304,6 +319,7 @@ export class AgentRunner {
   }
 
   private stuck(): void {
+    if (this.flushRelease()) return;
     const detail =
       `guest program of vCPU ${this.host.id} awaited something that is not a guest exit (a timer, host I/O or a ` +
       'host promise): a guest may only await its own Guest operations (out, in, mmio*, hypercall, hlt, …)';
@@ -312,6 +328,24 @@ export class AgentRunner {
     this.ending = { kind: 'replay', exit: e };
     this.state = 'ended';
     this.finishRun(e);
+  }
+
+  /**
+   * Runs a pending slot release before the run ends without another operation (the program threw
+   * or is stuck), as the one-operation path would have freed the bit before that point; true when
+   * that run itself ended the run in flight (an exit in the release unwinds the program).
+   */
+  private flushRelease(): boolean {
+    if (!this.releasePending) return false;
+    this.post(OP.nop);
+    try {
+      const e = this.kvmRun();
+      if (e !== undefined) this.unwind(e, `clearBit ended in a ${e.reason} exit`);
+    } catch (u) {
+      if (u instanceof AgentUnwind) return true;
+      throw u;
+    }
+    return false;
   }
 
   private poison(why: string): void {
@@ -369,6 +403,7 @@ export class AgentRunner {
     mb.setBigUint64(MAILBOX.a0, a0, true);
     mb.setBigUint64(MAILBOX.a1, a1, true);
     mb.setBigUint64(MAILBOX.a2, a2, true);
+    if (op === OP.readBytes || op === OP.writeBytes) mb.setBigUint64(MAILBOX.cont, this.opGva[OP.nop]!, true);
     // Only VMCALL reads A3 and A4.
     if (op === OP.vmcall) {
       mb.setBigUint64(MAILBOX.a3, a3, true);
@@ -402,15 +437,26 @@ export class AgentRunner {
     } catch (e) {
       this.fail(e);
     }
-    if (t !== undefined) return t;
-    const v = this.host.runView;
-    if (
-      v.getUint32(RUN.exit_reason, true) === EXIT_REASON.IO &&
-      v.getUint16(RUN.io_port, true) === AGENT_PORT &&
-      v.getUint8(RUN.io_direction) === KVM_EXIT_IO_OUT
-    )
-      return undefined;
-    return this.host.decodeExit();
+    const pending = this.releasePending;
+    this.releasePending = false;
+    if (t === undefined) {
+      const v = this.host.runView;
+      if (
+        v.getUint32(RUN.exit_reason, true) === EXIT_REASON.IO &&
+        v.getUint16(RUN.io_port, true) === AGENT_PORT &&
+        v.getUint8(RUN.io_direction) === KVM_EXIT_IO_OUT
+      )
+        return undefined;
+      t = this.host.decodeExit();
+    }
+    // The release of a slot send met an exit (its bitmap was unmapped while the host had the vCPU):
+    // it is the program's clearBit, a synchronous operation, that met it.
+    if (pending && this.state === 'running' && this.host.getRegs().rip === this.releaseRip)
+      this.unwind(
+        t,
+        `clearBit (the slot release) ended in a ${t.reason} exit, which a synchronous guest operation cannot wait for`,
+      );
+    return t;
   }
 
   /**
@@ -461,6 +507,78 @@ export class AgentRunner {
       if (this.poisoned !== undefined) throw this.poisoned;
       if (mine) return e;
     }
+  }
+
+  /**
+   * Runs a posted slot send: its SLOT_SEND_STATUS when the agent signalled, or 'sent' once the host
+   * resumed the vCPU after its OUT on `port`. Any other exit met one of its synchronous steps.
+   */
+  async execSlotSend(port: number, release: boolean, name: () => string): Promise<SlotSendResult> {
+    if (this.overBudget())
+      this.unwind(
+        { reason: 'intr', budgetExhausted: true },
+        `the run went on past its ${this.host.timeoutMs} ms deadline inside the synchronous operation ${name()}`,
+      );
+    const e = this.kvmRun();
+    if (e === undefined) {
+      const mb = this.mb!;
+      if (mb.getUint32(MAILBOX.status, true) === STATUS.exception)
+        return this.slotSendFaultedAt(mb.getBigUint64(MAILBOX.rip, true));
+      switch (mb.getUint8(MAILBOX.r0)) {
+        case SLOT_SEND_STATUS.sent:
+          return 'sent';
+        case SLOT_SEND_STATUS.taken:
+          return 'occupied';
+        case SLOT_SEND_STATUS.filled:
+          return 'filled';
+        default:
+          return 'declined';
+      }
+    }
+    if (e.reason !== 'io' || e.direction !== 'out' || e.port !== port)
+      this.unwind(
+        e,
+        `${name()} ended in a ${e.reason} exit, which a synchronous guest operation cannot wait for`,
+      );
+    await this.exitToHost(e);
+    if (this.poisoned !== undefined) throw this.poisoned;
+    this.releasePending = release;
+    return 'sent';
+  }
+
+  /** The step of a slot send whose instruction at `rip` raised an exception, as how far it went. */
+  private slotSendFaultedAt(rip: bigint): SlotSendResult {
+    const a = this.agent!;
+    const op = this.opGva;
+    // The stores are the copy ladders' (the byte ladder: 7 pairs and its jump); the loads after
+    // them are the tails'.
+    if (rip >= a.qwordLadder && rip < a.byteLadder + BigInt(LADDER_PAIRS.byte * LADDER_PAIR.byte + 6))
+      return 'reserved';
+    if (rip >= op[OP.slotSendTail]! && rip < op[OP.slotSendHold]! + 0x40n) return 'filled';
+    return 'declined';
+  }
+
+  /** Writes a slot send into the mailbox and its data into the data page. */
+  postSlotSend(req: SlotSend, release: boolean): void {
+    const mb = this.mb!;
+    this.data().set(req.data);
+    mb.setBigUint64(MAILBOX.op, this.opGva[OP.slotSend]!, true);
+    mb.setUint32(MAILBOX.status, STATUS.done, true);
+    mb.setBigUint64(MAILBOX.r0, 0n, true);
+    mb.setBigUint64(SLOT_SEND.poolGlobal, req.poolGlobal, true);
+    mb.setBigUint64(SLOT_SEND.pool, req.pool, true);
+    mb.setBigUint64(SLOT_SEND.countGlobal, req.countGlobal, true);
+    mb.setBigUint64(SLOT_SEND.count, req.count, true);
+    mb.setBigUint64(SLOT_SEND.bit, BigInt(req.bit), true);
+    mb.setUint32(SLOT_SEND.port, req.port, true);
+    mb.setBigUint64(MAILBOX.cont, this.opGva[release ? OP.slotSendTail : OP.slotSendHold]!, true);
+    mb.setBigUint64(SLOT_SEND.slot, req.slot, true);
+    mb.setBigUint64(SLOT_SEND.ladder, this.ladderEntry(req.data.length), true);
+    mb.setBigUint64(SLOT_SEND.length, BigInt(req.data.length), true);
+    mb.setBigUint64(SLOT_SEND.value, req.value, true);
+    mb.setBigUint64(SLOT_SEND.selectorGlobal, req.selectorGlobal, true);
+    mb.setBigUint64(SLOT_SEND.selector, req.selector, true);
+    mb.setBigUint64(SLOT_SEND.valueMax, 0xffff_ffffn, true);
   }
 
   /** The exception the agent recorded, as the frame a handler sees. */
@@ -946,7 +1064,47 @@ export class AgentGuest implements Guest {
     // Only a handler's skip gets here (UD2 always faults).
     return undefined as never;
   }
+
+  /**
+   * The slot send as one agent operation: one KVM_RUN to its OUT exit instead of seven. With no
+   * exception handler the agent releases the bit itself when the host resumes the vCPU (a fault
+   * there triple-faults in that instruction, as the program's clearBit would); with one, the
+   * release is this Guest's own clearBit after the resume, so that its fault reaches the handler
+   * before the send returns, as it would from the caller's clearBit.
+   */
+  async slotSend(req: SlotSend): Promise<SlotSendResult> {
+    if (typeof req !== 'object' || req === null) throw new TypeError('slotSend: req must be an object');
+    for (const k of ['poolGlobal', 'countGlobal', 'slot', 'value', 'selectorGlobal'] as const)
+      checkGva(`slotSend ${k}`, req[k]);
+    for (const k of ['pool', 'count', 'selector'] as const)
+      if (typeof req[k] !== 'bigint' || req[k] < 0n || req[k] > U64)
+        throw new TypeError(`slotSend: ${k} must be a u64 bigint, got ${String(req[k])}`);
+    if (typeof req.bit !== 'number' || !Number.isInteger(req.bit) || req.bit < 0 || req.bit > 0x7fff_ffff)
+      throw new TypeError(`slotSend: bit must be an integer in 0..0x7fffffff, got ${String(req.bit)}`);
+    if (!(req.data instanceof Uint8Array)) throw new TypeError('slotSend: data must be a Uint8Array');
+    checkPort('slotSend', req.port, 4);
+    const n = req.data.length;
+    // One ladder copies within one page, as writeBytes does page by page.
+    if (n === 0 || Number(req.slot & 0xfffn) + n > PAGE) return 'declined';
+    this.ready();
+    const release = this.handler === undefined;
+    this.r.postSlotSend(req, release);
+    const r = await this.r.execSlotSend(req.port, release, () => `slotSend(${hex(req.slot)})`);
+    if (r === 'sent' && !release) this.clearBit(req.pool, req.bit);
+    return r;
+  }
 }
+
+/** Offset of the slot release (LOCK BTR) in op_slotsend_tail: the one `f0 4d 0f b3 08` after it. */
+const RELEASE_OFFSET = (() => {
+  const code = new DataView(AGENT_CODE.buffer, AGENT_CODE.byteOffset);
+  const ops = code.getUint32(CODE_HEADER.ops, true);
+  const tail = code.getUint32(ops + 4 * OP.slotSendTail, true);
+  const btr = [0xf0, 0x4d, 0x0f, 0xb3, 0x08];
+  for (let i = tail; i < AGENT_CODE.length - btr.length; i++)
+    if (btr.every((b, k) => AGENT_CODE[i + k] === b)) return i - tail;
+  throw new Error('agent code: op_slotsend_tail has no LOCK BTR');
+})();
 
 /** The MMIO window operations by access size. */
 /** The plain load / store operations readAsync / writeAsync run as instructions that may exit. */
