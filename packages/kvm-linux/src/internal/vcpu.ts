@@ -94,6 +94,9 @@ export class LinuxVcpu implements Vcpu {
     return this.lastExit;
   }
 
+  /** Calls that set vCPU state (registers, special registers, MSRs, CPUID, XSAVE, XCRs); the agent compares it across an exit. */
+  stateWrites = 0;
+
   /** Sets what `exit` shows (and what is completed into kvm_run before the next run). */
   setExitForHost(exit: Exit | undefined): void {
     this.lastExit = exit;
@@ -161,6 +164,7 @@ export class LinuxVcpu implements Vcpu {
   }
 
   setRegs(regs: Regs): void {
+    this.stateWrites++;
     for (const n of REG_NAMES)
       if (typeof regs[n] !== 'bigint')
         throw new TypeError(`KVM_SET_REGS: ${n} must be a bigint, got ${typeof regs[n]}`);
@@ -180,6 +184,7 @@ export class LinuxVcpu implements Vcpu {
 
   /** KVM_SET_SREGS from a full `struct kvm_sregs`. */
   setSregsRaw(buf: Uint8Array): void {
+    this.stateWrites++;
     if (buf.length !== SIZE.kvm_sregs)
       throw new RangeError(`KVM_SET_SREGS: struct kvm_sregs is ${SIZE.kvm_sregs} bytes, got ${buf.length}`);
     this.gate('KVM_SET_SREGS');
@@ -201,6 +206,7 @@ export class LinuxVcpu implements Vcpu {
 
   /** Read-modify-write: the rest of `struct kvm_sregs` (segments, tables, APIC base) is kept. */
   setSregs(sregs: Sregs): void {
+    this.stateWrites++;
     for (const n of ['cr0', 'cr2', 'cr3', 'cr4', 'efer'] as const)
       if (typeof sregs[n] !== 'bigint')
         throw new TypeError(`KVM_SET_SREGS: ${n} must be a bigint, got ${typeof sregs[n]}`);
@@ -216,6 +222,7 @@ export class LinuxVcpu implements Vcpu {
   }
 
   setCpuid(entries: readonly CpuidEntry[]): void {
+    this.stateWrites++;
     this.gate('KVM_SET_CPUID2');
     ioctlBuf(this.fd, IOCTL.KVM_SET_CPUID2, encodeCpuid(entries), 'KVM_SET_CPUID2');
   }
@@ -242,6 +249,7 @@ export class LinuxVcpu implements Vcpu {
   }
 
   setMsr(index: number, value: bigint): void {
+    this.stateWrites++;
     checkU32('index', index, 'KVM_SET_MSRS');
     if (typeof value !== 'bigint')
       throw new TypeError(`KVM_SET_MSRS: value must be a bigint, got ${typeof value}`);
@@ -271,6 +279,7 @@ export class LinuxVcpu implements Vcpu {
 
   /** KVM_SET_XSAVE from a 4096-byte area (the kernel checks XSTATE_BV, XCOMP_BV and MXCSR: EINVAL). */
   setXsave(area: Uint8Array): void {
+    this.stateWrites++;
     const op = 'KVM_SET_XSAVE';
     if (!(area instanceof Uint8Array) || area.length !== XSAVE_LAYOUT.size)
       throw new TypeError(`${op}: area must be a ${XSAVE_LAYOUT.size}-byte Uint8Array (struct kvm_xsave)`);
@@ -303,6 +312,7 @@ export class LinuxVcpu implements Vcpu {
    * through __kvm_set_xcr() (EINVAL for x87 clear, AVX without SSE, unsupported bits).
    */
   setXcrs(xcrs: readonly XcrEntry[]): void {
+    this.stateWrites++;
     const op = 'KVM_SET_XCRS';
     if (!Array.isArray(xcrs)) throw new TypeError(`${op}: xcrs must be an array`);
     xcrs.forEach((x, i) => {

@@ -118,7 +118,6 @@ optable:
         .long   op_xrstor - header          # 42
         .long   op_slotsend - header        # 43
         .long   op_slotsend_tail - header   # 44 (not an operation: where the copy ladder returns to)
-        .long   op_slotsend_hold - header   # 45 (the same without the release)
 optable_end:
 
 op_nop:
@@ -459,9 +458,7 @@ op_xrstor:                                  # A0 = GVA of the area, A1 = RFBM
 # OUT and LOCK BTR in one operation, each as the same instruction the one-operation-at-a-time path
 # executes, in the same order. An exception stops it where it was raised (the host finds the step
 # from the faulting RIP and goes on one operation at a time, where the fault recurs in its own
-# operation). With an exception entry the host continues at op_slotsend_hold, which leaves the
-# LOCK BTR to the host's own clearBit after the resume (so that a fault in it reaches the handler
-# before the send returns); with none, op_slotsend_tail releases the bit itself. Mailbox: +0x08 GVA of the
+# operation). Mailbox: +0x08 GVA of the
 # pool global, +0x10 the pool it must hold (the bitmap's GVA), +0x18 GVA of the count global, +0x20
 # the count it must hold, +0x28 the bit, +0x30 the port, +0x38 the tail, +0x88 the slot's
 # GVA, +0x90 the ladder entry, +0x98 the length (the data is in the data page), +0xa0 GVA of the
@@ -492,7 +489,7 @@ op_slotsend:
         signal
 2:      mov     byte ptr [rbx + 0x40], 2
         signal
-        .macro  slotsend_tail release
+op_slotsend_tail:
         mov     rsi, [rbx + 0xa0]
         mov     rax, [rsi]
         mov     rsi, [rbx + 0xa8]
@@ -503,17 +500,10 @@ op_slotsend:
         ja      3f
         mov     edx, dword ptr [rbx + 0x30]
         out     dx, eax
-        .if     \release
-        lock btr qword ptr [r8], r9
-        .endif
+        lock btr qword ptr [r8], r9         # the release, when the host resumes the vCPU
         exit_next
 3:      mov     byte ptr [rbx + 0x40], 3
         signal
-        .endm
-op_slotsend_tail:                           # releases the bit itself when the host resumes it
-        slotsend_tail 1
-op_slotsend_hold:                           # leaves the release to the host's next operation
-        slotsend_tail 0
 
 # ---- exceptions: 32 stubs of 16 bytes each, then the common handler ---------------------------
 # Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a dummy 0 so that every

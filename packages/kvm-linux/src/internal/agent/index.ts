@@ -39,6 +39,7 @@ function hostOf(vcpu: LinuxVcpu, opts: { timeoutMs?: number }): AgentVcpuHost {
     hostBytes: (gpa, length) => vcpu.vm.hostBytes(gpa, length),
     guestSymbols: () => vcpu.vm.guestSymbols,
     xsaveSupport: () => xsaveSupport(vcpu.vm.kvm),
+    stateWrites: () => vcpu.stateWrites,
     get timeoutMs() {
       return opts.timeoutMs ?? vcpu.vm.runTimeoutMs;
     },

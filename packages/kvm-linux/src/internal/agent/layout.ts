@@ -140,8 +140,6 @@ export const OP = {
   slotSend: 43,
   /** Not an operation: the second half of slotSend, where the copy ladder continues. */
   slotSendTail: 44,
-  /** Not an operation: slotSendTail without the release of the bit. */
-  slotSendHold: 45,
 } as const;
 
 /** Vectors for which the CPU pushes an error code (the others get a dummy 0 from the stub). */

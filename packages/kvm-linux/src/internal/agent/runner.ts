@@ -123,6 +123,8 @@ export class AgentRunner {
   private releasePending = false;
   /** GVA of that LOCK BTR (an exit there is the release's own). */
   private releaseRip = 0n;
+  /** Delivers an exception the pending release raised as the program's clearBit would take it. */
+  onReleaseFault: ((frame: ExceptionFrame) => void) | undefined;
 
   constructor(readonly host: AgentVcpuHost) {
     this.guest = new AgentGuest(this);
@@ -445,13 +447,33 @@ export class AgentRunner {
         v.getUint32(RUN.exit_reason, true) === EXIT_REASON.IO &&
         v.getUint16(RUN.io_port, true) === AGENT_PORT &&
         v.getUint8(RUN.io_direction) === KVM_EXIT_IO_OUT
-      )
-        return undefined;
+      ) {
+        const mb = this.mb!;
+        if (
+          !pending ||
+          mb.getUint32(MAILBOX.status, true) !== STATUS.exception ||
+          mb.getBigUint64(MAILBOX.rip, true) !== this.releaseRip
+        )
+          return undefined;
+        // The release raised it, before the posted operation began: the release's own fault, then
+        // that operation, as posted.
+        const saved = this.agent!.bytes.slice(this.pages!.mailbox, this.pages!.mailbox + SLOT_SEND_END);
+        this.onReleaseFault?.(this.frame('clearBit'));
+        this.agent!.bytes.set(saved, this.pages!.mailbox);
+        mb.setUint32(MAILBOX.status, STATUS.done, true);
+        return this.kvmRun();
+      }
       t = this.host.decodeExit();
     }
     // The release of a slot send met an exit (its bitmap was unmapped while the host had the vCPU):
-    // it is the program's clearBit, a synchronous operation, that met it.
-    if (pending && this.state === 'running' && this.host.getRegs().rip === this.releaseRip)
+    // it is the program's clearBit, a synchronous operation, that met it. (An I/O exit is never the
+    // release's: the next slot send's own OUT exit leaves RIP at its release.)
+    if (
+      pending &&
+      t.reason !== 'io' &&
+      this.state === 'running' &&
+      this.host.getRegs().rip === this.releaseRip
+    )
       this.unwind(
         t,
         `clearBit (the slot release) ended in a ${t.reason} exit, which a synchronous guest operation cannot wait for`,
@@ -513,7 +535,7 @@ export class AgentRunner {
    * Runs a posted slot send: its SLOT_SEND_STATUS when the agent signalled, or 'sent' once the host
    * resumed the vCPU after its OUT on `port`. Any other exit met one of its synchronous steps.
    */
-  async execSlotSend(port: number, release: boolean, name: () => string): Promise<SlotSendResult> {
+  async execSlotSend(port: number, name: () => string): Promise<SlotSendResult> {
     if (this.overBudget())
       this.unwind(
         { reason: 'intr', budgetExhausted: true },
@@ -540,9 +562,23 @@ export class AgentRunner {
         e,
         `${name()} ended in a ${e.reason} exit, which a synchronous guest operation cannot wait for`,
       );
+    const writes = this.host.stateWrites();
     await this.exitToHost(e);
     if (this.poisoned !== undefined) throw this.poisoned;
-    this.releasePending = release;
+    this.releasePending = true;
+    // The release runs at the start of the next KVM_RUN. Left there, a fault in it would reach the
+    // handler after the program went on; it cannot fault unless the host changed the vCPU's state
+    // (CR0/CR3/CR4/EFER, MSRs, registers) at the exit, and then it runs now, as the program's
+    // clearBit would.
+    if (this.onReleaseFault !== undefined && this.host.stateWrites() !== writes) {
+      this.post(OP.nop);
+      const r = this.kvmRun();
+      if (r !== undefined)
+        this.unwind(
+          r,
+          `clearBit ended in a ${r.reason} exit, which a synchronous guest operation cannot wait for`,
+        );
+    }
     return 'sent';
   }
 
@@ -554,12 +590,12 @@ export class AgentRunner {
     // them are the tails'.
     if (rip >= a.qwordLadder && rip < a.byteLadder + BigInt(LADDER_PAIRS.byte * LADDER_PAIR.byte + 6))
       return 'reserved';
-    if (rip >= op[OP.slotSendTail]! && rip < op[OP.slotSendHold]! + 0x40n) return 'filled';
+    if (rip >= op[OP.slotSendTail]! && rip < this.releaseRip) return 'filled';
     return 'declined';
   }
 
   /** Writes a slot send into the mailbox and its data into the data page. */
-  postSlotSend(req: SlotSend, release: boolean): void {
+  postSlotSend(req: SlotSend): void {
     const mb = this.mb!;
     this.data().set(req.data);
     mb.setBigUint64(MAILBOX.op, this.opGva[OP.slotSend]!, true);
@@ -571,7 +607,7 @@ export class AgentRunner {
     mb.setBigUint64(SLOT_SEND.count, req.count, true);
     mb.setBigUint64(SLOT_SEND.bit, BigInt(req.bit), true);
     mb.setUint32(SLOT_SEND.port, req.port, true);
-    mb.setBigUint64(MAILBOX.cont, this.opGva[release ? OP.slotSendTail : OP.slotSendHold]!, true);
+    mb.setBigUint64(MAILBOX.cont, this.opGva[OP.slotSendTail]!, true);
     mb.setBigUint64(SLOT_SEND.slot, req.slot, true);
     mb.setBigUint64(SLOT_SEND.ladder, this.ladderEntry(req.data.length), true);
     mb.setBigUint64(SLOT_SEND.length, BigInt(req.data.length), true);
@@ -1066,11 +1102,9 @@ export class AgentGuest implements Guest {
   }
 
   /**
-   * The slot send as one agent operation: one KVM_RUN to its OUT exit instead of seven. With no
-   * exception handler the agent releases the bit itself when the host resumes the vCPU (a fault
-   * there triple-faults in that instruction, as the program's clearBit would); with one, the
-   * release is this Guest's own clearBit after the resume, so that its fault reaches the handler
-   * before the send returns, as it would from the caller's clearBit.
+   * The slot send as one agent operation: one KVM_RUN to its OUT exit instead of seven. The agent
+   * releases the bit when the host resumes the vCPU, at the start of the next operation's run; an
+   * exception there reaches the handler as the program's clearBit's (see execSlotSend).
    */
   async slotSend(req: SlotSend): Promise<SlotSendResult> {
     if (typeof req !== 'object' || req === null) throw new TypeError('slotSend: req must be an object');
@@ -1087,13 +1121,23 @@ export class AgentGuest implements Guest {
     // One ladder copies within one page, as writeBytes does page by page.
     if (n === 0 || Number(req.slot & 0xfffn) + n > PAGE) return 'declined';
     this.ready();
-    const release = this.handler === undefined;
-    this.r.postSlotSend(req, release);
-    const r = await this.r.execSlotSend(req.port, release, () => `slotSend(${hex(req.slot)})`);
-    if (r === 'sent' && !release) this.clearBit(req.pool, req.bit);
-    return r;
+    this.r.postSlotSend(req);
+    const word = BigInt.asUintN(64, req.pool + BigInt(Math.floor(req.bit / 64)) * 8n);
+    // Only with a handler can the release raise an exception the program sees (without one it
+    // triple-faults in the LOCK BTR): then it is the program's clearBit's, retried or skipped.
+    this.r.onReleaseFault =
+      this.handler === undefined
+        ? undefined
+        : (frame) => {
+            const what = `clearBit(${hex(word)})`;
+            if (this.deliver({ ...frame, operation: what }) === 'retry') this.clearBit(req.pool, req.bit);
+          };
+    return this.r.execSlotSend(req.port, () => `slotSend(${hex(req.slot)})`);
   }
 }
+
+/** Bytes of the mailbox a slot send uses (saved around a release's fault). */
+const SLOT_SEND_END = SLOT_SEND.valueMax + 8;
 
 /** Offset of the slot release (LOCK BTR) in op_slotsend_tail: the one `f0 4d 0f b3 08` after it. */
 const RELEASE_OFFSET = (() => {
