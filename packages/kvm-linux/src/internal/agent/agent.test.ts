@@ -606,6 +606,37 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
       expect(mem.getBigUint64(0x7000, true)).toBe(2n);
     });
 
+    it('sends slots longer than the emitted code takes through the copy ladder, step for step the same', async () => {
+      const long = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff);
+      const frames: string[] = [];
+      const seen: unknown[] = [];
+      const { vcpu, mem } = poolVm(async (g) => {
+        g.setExceptionHandler((f) => {
+          frames.push(f.operation);
+          return 'skip';
+        });
+        const r = agentRunnerOf(vcpu);
+        const before = r.ops;
+        seen.push(
+          await g.slotSend!(req({ bit: 4, slot: 0x7400n, data: long, value: 0x7600n })),
+          r.ops - before,
+        );
+        seen.push(await g.slotSend!(req({ bit: 5, slot: 0x20_1000n, data: long, value: 0x20_1200n })));
+        seen.push(await g.slotSend!(req({ bit: 6, slot: 0x7800n, data: long, value: 0x20_2000n })));
+        seen.push(await g.slotSend!(req({ bit: 7, slot: 0x7400n, data: long, value: 0x7600n, count: 3n })));
+        await g.out(0x1001, 1, 0);
+      });
+      mem.setBigUint64(0x7600, 0x7400n, true);
+      const e = io(await vcpu.run());
+      expect([e.port, [...e.data]]).toEqual([0x1000, [0x00, 0x74, 0, 0]]);
+      expect(Array.from({ length: 300 }, (_, i) => mem.getUint8(0x7400 + i))).toEqual([...long]);
+      expect(io(await vcpu.run()).port).toBe(0x1001);
+      expect(seen).toEqual(['sent', 1, 'reserved', 'filled', 'declined']);
+      expect(Array.from({ length: 300 }, (_, i) => mem.getUint8(0x7800 + i))).toEqual([...long]);
+      expect(mem.getBigUint64(0x7000, true)).toBe(0b110_0000n);
+      expect(frames).toEqual([]);
+    });
+
     it('without a handler, a fault in its store triple-faults there, after the bit was taken', async () => {
       const { vcpu, mem } = poolVm(async (g) => {
         await g.slotSend!(req({ slot: 0x20_1000n, value: 0x20_1048n }));

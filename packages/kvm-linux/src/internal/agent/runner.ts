@@ -51,7 +51,9 @@ import {
 import { RUN } from '../uapi.js';
 import type { AgentVcpuHost } from './host.js';
 import { AGENT_CODE } from './agent-bytes.js';
+import { emitSlotCode, type SlotCode } from './slot-code.js';
 import {
+  AGENT_GVA,
   AGENT_PORT,
   CODE_HEADER,
   LADDER_PAIR,
@@ -123,6 +125,9 @@ export class AgentRunner {
   private releasePending = false;
   /** GVA of that LOCK BTR (an exit there is the release's own). */
   private releaseRip = 0n;
+  /** The code of the slot send in flight when it was emitted into the data page, and its GVA. */
+  private slotCode: SlotCode | undefined;
+  private slotCodeGva = 0n;
   /** Delivers an exception the pending release raised as the program's clearBit would take it. */
   onReleaseFault: ((frame: ExceptionFrame) => void) | undefined;
 
@@ -215,7 +220,7 @@ export class AgentRunner {
     this.agent = agentVmOf(this.host.vm);
     this.pages = installVcpu(this.host, this.agent);
     this.opGva = this.agent.opGva;
-    this.releaseRip = this.opGva[OP.slotSendTail]! + BigInt(RELEASE_OFFSET);
+
     this.mb = new DataView(this.agent.bytes.buffer, this.agent.bytes.byteOffset + this.pages.mailbox, PAGE);
   }
 
@@ -584,6 +589,11 @@ export class AgentRunner {
 
   /** The step of a slot send whose instruction at `rip` raised an exception, as how far it went. */
   private slotSendFaultedAt(rip: bigint): SlotSendResult {
+    const c = this.slotCode;
+    if (c !== undefined) {
+      const off = rip - this.slotCodeGva;
+      return off >= BigInt(c.loads) ? 'filled' : off >= BigInt(c.stores) ? 'reserved' : 'declined';
+    }
     const a = this.agent!;
     const op = this.opGva;
     // The stores are the copy ladders' (the byte ladder: 7 pairs and its jump); the loads after
@@ -594,13 +604,27 @@ export class AgentRunner {
     return 'declined';
   }
 
-  /** Writes a slot send into the mailbox and its data into the data page. */
+  /**
+   * Writes a slot send: as code emitted into the data page where its data is short enough (see
+   * slot-code.ts), else as op_slotsend with the mailbox fields and the data in the data page.
+   */
   postSlotSend(req: SlotSend): void {
     const mb = this.mb!;
-    this.data().set(req.data);
-    mb.setBigUint64(MAILBOX.op, this.opGva[OP.slotSend]!, true);
     mb.setUint32(MAILBOX.status, STATUS.done, true);
     mb.setBigUint64(MAILBOX.r0, 0n, true);
+    mb.setBigUint64(SLOT_SEND.valueMax, 0xffff_ffffn, true);
+    const at = AGENT_GVA + BigInt(this.pages!.data);
+    const code = emitSlotCode(req, this.data(), at, this.opGva[OP.nop]!);
+    this.slotCode = code;
+    if (code !== undefined) {
+      this.slotCodeGva = at;
+      this.releaseRip = at + BigInt(code.release);
+      mb.setBigUint64(MAILBOX.op, at, true);
+      return;
+    }
+    this.releaseRip = this.opGva[OP.slotSendTail]! + BigInt(RELEASE_OFFSET);
+    this.data().set(req.data);
+    mb.setBigUint64(MAILBOX.op, this.opGva[OP.slotSend]!, true);
     mb.setBigUint64(SLOT_SEND.poolGlobal, req.poolGlobal, true);
     mb.setBigUint64(SLOT_SEND.pool, req.pool, true);
     mb.setBigUint64(SLOT_SEND.countGlobal, req.countGlobal, true);
@@ -614,7 +638,6 @@ export class AgentRunner {
     mb.setBigUint64(SLOT_SEND.value, req.value, true);
     mb.setBigUint64(SLOT_SEND.selectorGlobal, req.selectorGlobal, true);
     mb.setBigUint64(SLOT_SEND.selector, req.selector, true);
-    mb.setBigUint64(SLOT_SEND.valueMax, 0xffff_ffffn, true);
   }
 
   /** The exception the agent recorded, as the frame a handler sees. */
