@@ -5,7 +5,8 @@
 // and reaches each address through the mailbox, where this code stores an immediate straight to
 // its address (65 bytes of a plain ucall: 9 stores instead of 19 instructions).
 //
-// Registers: RBX = mailbox, EDX = agent port on entry (as for every operation); RDI = the slot.
+// Registers: RBX = mailbox, EDX = agent port on entry (as for every operation); RDI = the slot
+// where its address needs 64 bits.
 // R0's low byte and the bail-outs are op_slotsend's (SLOT_SEND_STATUS); +0xb8 holds 0xffffffff.
 
 import type { SlotSend } from '@kvmtest/kvm';
@@ -40,15 +41,20 @@ function s32(v: bigint): number | undefined {
 
 class Emitter {
   at = 0;
-  constructor(private readonly out: Uint8Array) {}
+  private readonly view: DataView;
+  constructor(private readonly out: Uint8Array) {
+    this.view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  }
   b(...bytes: number[]): void {
     for (const x of bytes) this.out[this.at++] = x & 0xff;
   }
   i32(v: number): void {
-    this.b(v, v >> 8, v >> 16, v >> 24);
+    this.view.setInt32(this.at, v | 0, true);
+    this.at += 4;
   }
   i64(v: bigint): void {
-    for (let k = 0n; k < 64n; k += 8n) this.out[this.at++] = Number((v >> k) & 0xffn);
+    this.view.setBigUint64(this.at, BigInt.asUintN(64, v), true);
+    this.at += 8;
   }
   /** A rel32 jump/branch placeholder; returns where to patch. */
   rel32(): number {
@@ -132,24 +138,42 @@ export function emitSlotCode(
   e.b(0x0f, 0x82); // jc rel32
   const occupied = e.rel32();
   const stores = e.at;
-  e.b(0x48, 0xbf); // mov rdi, imm64 (the slot)
-  e.i64(req.slot);
+  // The slot's stores address it as [disp32] where the slot lies in the sign-extended 32-bit
+  // range, else relative to RDI.
+  const abs = s32(req.slot);
+  const absEnd = s32(req.slot + BigInt(n));
+  const base = abs !== undefined && absEnd !== undefined ? abs : undefined;
+  if (base === undefined) {
+    e.b(0x48, 0xbf); // mov rdi, imm64 (the slot)
+    e.i64(req.slot);
+  }
+  /** ModRM (+SIB) and disp32 of the slot's byte `off`, with `reg` in ModRM.reg. */
+  const slotAt = (reg: number, off: number) => {
+    if (base !== undefined) {
+      e.b((reg << 3) | 4, 0x25); // [disp32]
+      e.i32(base + off);
+    } else {
+      e.b(0x80 | (reg << 3) | 7); // [rdi + disp32]
+      e.i32(off);
+    }
+  };
   // The copy ladder's stores (writeBytes): for n >= 8 the qwords at 8k, k descending from n/8 - 1,
   // then the qword at n - 8; for n < 8 the bytes from n - 1 down to 0. Within one page.
   const d = req.data;
+  const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
   const q = (off: number) => {
-    let v = 0n;
-    for (let i = 7; i >= 0; i--) v = (v << 8n) | BigInt(d[off + i]!);
-    const imm = s32(v);
-    if (imm !== undefined) {
-      e.b(0x48, 0xc7, 0x87); // mov qword ptr [rdi + disp32], imm32
-      e.i32(off);
-      e.i32(imm);
+    const lo = dv.getInt32(off, true);
+    const hi = dv.getInt32(off + 4, true);
+    if (hi === lo >> 31) {
+      e.b(0x48, 0xc7); // mov qword ptr [slot + off], imm32 (sign-extended)
+      slotAt(0, off);
+      e.i32(lo);
     } else {
       e.b(0x48, 0xb8); // mov rax, imm64
-      e.i64(v);
-      e.b(0x48, 0x89, 0x87); // mov [rdi + disp32], rax
-      e.i32(off);
+      e.i32(lo);
+      e.i32(hi);
+      e.b(0x48, 0x89); // mov [slot + off], rax
+      slotAt(0, off);
     }
   };
   if (n >= 8) {
@@ -157,13 +181,13 @@ export function emitSlotCode(
     q(n - 8);
   } else
     for (let i = n - 1; i >= 0; i--) {
-      e.b(0xc6, 0x87); // mov byte ptr [rdi + disp32], imm8
-      e.i32(i);
+      e.b(0xc6); // mov byte ptr [slot + i], imm8
+      slotAt(0, i);
       e.b(d[i]!);
     }
   const loads = e.at;
   // The value: mov rax, [value] (relative to the slot where it can be).
-  const rel = s32(BigInt.asUintN(64, req.value - req.slot));
+  const rel = base === undefined ? s32(BigInt.asUintN(64, req.value - req.slot)) : undefined;
   if (rel !== undefined) {
     e.b(0x48, 0x8b, 0x87); // mov rax, [rdi + disp32]
     e.i32(rel);
