@@ -8,7 +8,8 @@
 #
 # Registers: RSP = the top of this vCPU's agent stack page, which is also the base of its mailbox
 # page (the host sets it on entry; the agent never pushes, and the exception path recomputes the
-# mailbox from RSP and resets RSP). RBX = mailbox, EDX = agent port, RFLAGS.DF = 0, IF = 0.
+# mailbox from RSP and resets RSP). RBX = mailbox, EDX = agent port, R12 = op_nop, RFLAGS.DF = 0,
+# IF = 0.
 #
 # Assembled with GNU as (`as --64`); a test reassembles this file and compares with agent-bytes.ts.
 # Constants are literals, not forward `.set` symbols: GNU as in Intel syntax turns a forward
@@ -60,8 +61,7 @@ header:
         jmp     qword ptr [rbx]
         .endm
         .macro  signal_unless_exit          # op_nop signals if the instruction does not exit
-        lea     rcx, [rip + op_nop]
-        mov     [rbx], rcx
+        mov     [rbx], r12
         .endm
 
         .balign 16
@@ -69,6 +69,7 @@ agent_entry:
         cld
         mov     rbx, rsp                    # the host starts the agent with RSP = the mailbox base
         mov     edx, 0x7ff0
+        lea     r12, [rip + op_nop]         # for signal_unless_exit (no operation changes R12)
         jmp     qword ptr [rbx]             # the first operation is posted before the first run
 
         .balign 4

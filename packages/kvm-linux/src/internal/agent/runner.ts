@@ -614,7 +614,7 @@ export class AgentRunner {
     mb.setBigUint64(MAILBOX.r0, 0n, true);
     mb.setBigUint64(SLOT_SEND.valueMax, 0xffff_ffffn, true);
     const at = AGENT_GVA + BigInt(this.pages!.data);
-    const code = emitSlotCode(req, this.data(), at, this.opGva[OP.nop]!);
+    const code = emitSlotCode(req, this.data());
     this.slotCode = code;
     if (code !== undefined) {
       this.slotCodeGva = at;

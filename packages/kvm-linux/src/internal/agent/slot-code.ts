@@ -5,7 +5,7 @@
 // and reaches each address through the mailbox, where this code stores an immediate straight to
 // its address (65 bytes of a plain ucall: 9 stores instead of 19 instructions).
 //
-// Registers: RBX = mailbox, EDX = agent port on entry (as for every operation); RDI = the slot
+// Registers: RBX = mailbox, EDX = agent port, R12 = op_nop on entry (as for every operation); RDI = the slot
 // where its address needs 64 bits.
 // R0's low byte and the bail-outs are op_slotsend's (SLOT_SEND_STATUS); +0xb8 holds 0xffffffff.
 
@@ -110,22 +110,15 @@ class Emitter {
 }
 
 /**
- * Emits the slot send `req` into `out` as code that will run at GVA `at`; `opNop` is the GVA of
- * op_nop (the agent's signal). Undefined when `req` is not one it emits (its data too long).
+ * Emits the slot send `req` into `out` as the code of one agent operation (position independent).
+ * Undefined when `req` is not one it emits (its data too long).
  */
-export function emitSlotCode(
-  req: SlotSend,
-  out: Uint8Array,
-  at: bigint,
-  opNop: bigint,
-): SlotCode | undefined {
+export function emitSlotCode(req: SlotSend, out: Uint8Array): SlotCode | undefined {
   const n = req.data.length;
   if (n === 0 || n > SLOT_CODE_MAX_DATA) return undefined;
   const e = new Emitter(out);
-  // signal_unless_exit: op_nop signals if the OUT below does not exit.
-  e.b(0x48, 0x8d, 0x0d); // lea rcx, [rip + rel32]
-  e.i32(Number(BigInt.asIntN(64, opNop - (at + 7n))));
-  e.b(0x48, 0x89, 0x0b); // mov [rbx], rcx
+  // signal_unless_exit: op_nop (the agent keeps it in R12) signals if the OUT below does not exit.
+  e.b(0x4c, 0x89, 0x23); // mov [rbx], r12
   e.cmpMem(req.poolGlobal, req.pool);
   const declined1 = e.jne();
   e.cmpMem(req.countGlobal, req.count);
