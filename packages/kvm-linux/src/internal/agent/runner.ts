@@ -51,7 +51,7 @@ import {
 import { RUN } from '../uapi.js';
 import type { AgentVcpuHost } from './host.js';
 import { AGENT_CODE } from './agent-bytes.js';
-import { emitSlotCode, type SlotCode } from './slot-code.js';
+import { type SlotCode, SlotCodeBuffer } from './slot-code.js';
 import {
   AGENT_GVA,
   AGENT_PORT,
@@ -128,6 +128,8 @@ export class AgentRunner {
   /** The code of the slot send in flight when it was emitted into the data page, and its GVA. */
   private slotCode: SlotCode | undefined;
   private slotCodeGva = 0n;
+  /** Where slot sends are emitted: the mailbox page from SLOT_CODE_OFFSET (the mailbox uses its start). */
+  private slotCodeBuffer: SlotCodeBuffer | undefined;
   /** Delivers an exception the pending release raised as the program's clearBit would take it. */
   onReleaseFault: ((frame: ExceptionFrame) => void) | undefined;
 
@@ -613,8 +615,11 @@ export class AgentRunner {
     mb.setUint32(MAILBOX.status, STATUS.done, true);
     mb.setBigUint64(MAILBOX.r0, 0n, true);
     mb.setBigUint64(SLOT_SEND.valueMax, 0xffff_ffffn, true);
-    const at = AGENT_GVA + BigInt(this.pages!.data);
-    const code = emitSlotCode(req, this.data());
+    const at = AGENT_GVA + BigInt(this.pages!.mailbox + SLOT_CODE_OFFSET);
+    this.slotCodeBuffer ??= new SlotCodeBuffer(
+      this.agent!.bytes.subarray(this.pages!.mailbox + SLOT_CODE_OFFSET, this.pages!.mailbox + PAGE),
+    );
+    const code = this.slotCodeBuffer.write(req);
     this.slotCode = code;
     if (code !== undefined) {
       this.slotCodeGva = at;
@@ -1158,6 +1163,9 @@ export class AgentGuest implements Guest {
     return this.r.execSlotSend(req.port, () => `slotSend(${hex(req.slot)})`);
   }
 }
+
+/** Offset in the mailbox page of the emitted slot-send code (past every mailbox field). */
+const SLOT_CODE_OFFSET = 0x800;
 
 /** Bytes of the mailbox a slot send uses (saved around a release's fault). */
 const SLOT_SEND_END = SLOT_SEND.valueMax + 8;

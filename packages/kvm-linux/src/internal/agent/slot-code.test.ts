@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { haveBinutils } from './assemble.js';
-import { emitSlotCode, SLOT_CODE_MAX_DATA } from './slot-code.js';
+import type { SlotSend } from '@kvmtest/kvm';
+import { emitSlotCode, SLOT_CODE_MAX_BYTES, SLOT_CODE_MAX_DATA, SlotCodeBuffer } from './slot-code.js';
 
 function disassemble(code: Uint8Array, at: bigint): string[] {
   const dir = mkdtempSync(join(tmpdir(), 'kvmtest-slot-code-'));
@@ -113,5 +114,46 @@ describe('slot send code', () => {
     expect(
       emitSlotCode({ ...base, data: new Uint8Array(SLOT_CODE_MAX_DATA) }, new Uint8Array(4096)),
     ).toBeDefined();
+  });
+
+  it('rewrites only the stored values for the next send of the same slot, and emits anew when a value changes form', () => {
+    const req = (bytes: number[], over: Partial<SlotSend> = {}): SlotSend => ({
+      poolGlobal: 0x6000n,
+      pool: 0x7000n,
+      countGlobal: 0x6008n,
+      count: 8n,
+      bit: 1,
+      slot: 0x7100n,
+      data: Uint8Array.from(bytes),
+      value: 0x7148n,
+      selectorGlobal: 0x6010n,
+      selector: 0n,
+      port: 0x1000,
+      ...over,
+    });
+    const fresh = (r: SlotSend) => {
+      const out = new Uint8Array(SLOT_CODE_MAX_BYTES);
+      const c = emitSlotCode(r, out)!;
+      return [...out.subarray(0, c.length)];
+    };
+    const out = new Uint8Array(SLOT_CODE_MAX_BYTES);
+    const buf = new SlotCodeBuffer(out);
+    const seq = [
+      req(Array.from({ length: 65 }, (_, i) => i)),
+      req(Array.from({ length: 65 }, (_, i) => 2 * i)), // same forms: patched
+      req(Array.from({ length: 65 }, (_, i) => (i === 7 ? 0x80 : 0))), // qword 0 now needs 64 bits
+      req(Array.from({ length: 65 }, (_, i) => (i === 7 ? 0x80 : 1))),
+      req(
+        Array.from({ length: 65 }, () => 0),
+        { bit: 2 },
+      ), // another bit: emitted anew
+      req([1, 2, 3]),
+      req([4, 5, 6]),
+      req(Array.from({ length: 64 }, () => 0xff)),
+    ];
+    for (const r of seq) {
+      const c = buf.write(r)!;
+      expect([...out.subarray(0, c.length)]).toEqual(fresh(r));
+    }
   });
 });

@@ -110,10 +110,11 @@ class Emitter {
 }
 
 /**
- * Emits the slot send `req` into `out` as the code of one agent operation (position independent).
- * Undefined when `req` is not one it emits (its data too long).
+ * Emits the slot send `req` into `out` (SLOT_CODE_MAX_BYTES suffice) as the code of one agent
+ * operation (position independent). Undefined when `req` is not one it emits (its data too long).
+ * `record` gets the offset of each stored value's immediate (see SlotCodeBuffer).
  */
-export function emitSlotCode(req: SlotSend, out: Uint8Array): SlotCode | undefined {
+export function emitSlotCode(req: SlotSend, out: Uint8Array, record?: number[]): SlotCode | undefined {
   const n = req.data.length;
   if (n === 0 || n > SLOT_CODE_MAX_DATA) return undefined;
   const e = new Emitter(out);
@@ -160,9 +161,11 @@ export function emitSlotCode(req: SlotSend, out: Uint8Array): SlotCode | undefin
     if (hi === lo >> 31) {
       e.b(0x48, 0xc7); // mov qword ptr [slot + off], imm32 (sign-extended)
       slotAt(0, off);
+      record?.push(e.at);
       e.i32(lo);
     } else {
       e.b(0x48, 0xb8); // mov rax, imm64
+      record?.push(-1 - e.at);
       e.i32(lo);
       e.i32(hi);
       e.b(0x48, 0x89); // mov [slot + off], rax
@@ -176,6 +179,7 @@ export function emitSlotCode(req: SlotSend, out: Uint8Array): SlotCode | undefin
     for (let i = n - 1; i >= 0; i--) {
       e.b(0xc6); // mov byte ptr [slot + i], imm8
       slotAt(0, i);
+      record?.push(e.at);
       e.b(d[i]!);
     }
   const loads = e.at;
@@ -213,4 +217,77 @@ export function emitSlotCode(req: SlotSend, out: Uint8Array): SlotCode | undefin
   e.patch(filled2, fil);
   if (e.at > out.length || req.slot > U64) return undefined;
   return { length: e.at, stores, loads, release };
+}
+
+/**
+ * Slot sends emitted into one buffer: a send that differs from the last one only in the values it
+ * stores (the next ucall of the same vCPU) rewrites just their immediates.
+ */
+export class SlotCodeBuffer {
+  private last: SlotSend | undefined;
+  private length = 0;
+  private code: SlotCode | undefined;
+  /** Per store, in emission order: the immediate's offset (imm32 / imm8), or -1 - offset (imm64). */
+  private stores: number[] = [];
+  private readonly view: DataView;
+
+  constructor(private readonly out: Uint8Array) {
+    this.view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  }
+
+  /** Writes `req` as code (see emitSlotCode). */
+  write(req: SlotSend): SlotCode | undefined {
+    if (this.code !== undefined && this.sameSteps(req) && this.patch(req.data)) return this.code;
+    this.stores = [];
+    this.code = emitSlotCode(req, this.out, this.stores);
+    this.last = this.code === undefined ? undefined : { ...req, data: new Uint8Array(0) };
+    this.length = req.data.length;
+    return this.code;
+  }
+
+  private sameSteps(r: SlotSend): boolean {
+    const l = this.last!;
+    return (
+      r.slot === l.slot &&
+      r.bit === l.bit &&
+      r.pool === l.pool &&
+      r.poolGlobal === l.poolGlobal &&
+      r.count === l.count &&
+      r.countGlobal === l.countGlobal &&
+      r.value === l.value &&
+      r.selector === l.selector &&
+      r.selectorGlobal === l.selectorGlobal &&
+      r.port === l.port &&
+      r.data.length === this.length
+    );
+  }
+
+  /** Rewrites the stored values for `d`; false (nothing written) when one needs the other form. */
+  private patch(d: Uint8Array): boolean {
+    const n = d.length;
+    const st = this.stores;
+    const v = this.view;
+    if (n < 8) {
+      for (let k = 0; k < n; k++) this.out[st[k]!] = d[n - 1 - k]!;
+      return true;
+    }
+    const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+    const qwords = Math.floor(n / 8);
+    // Check every form first, so that a mismatch leaves the code as it was.
+    for (let k = 0; k <= qwords; k++) {
+      const off = k < qwords ? 8 * (qwords - 1 - k) : n - 8;
+      const lo = dv.getInt32(off, true);
+      if ((dv.getInt32(off + 4, true) === lo >> 31) !== st[k]! >= 0) return false;
+    }
+    for (let k = 0; k <= qwords; k++) {
+      const off = k < qwords ? 8 * (qwords - 1 - k) : n - 8;
+      const at = st[k]!;
+      if (at >= 0) v.setInt32(at, dv.getInt32(off, true), true);
+      else {
+        v.setInt32(-1 - at, dv.getInt32(off, true), true);
+        v.setInt32(-1 - at + 4, dv.getInt32(off + 4, true), true);
+      }
+    }
+    return true;
+  }
 }
