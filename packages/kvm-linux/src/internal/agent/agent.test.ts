@@ -637,6 +637,23 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
       expect(frames).toEqual([]);
     });
 
+    it('frees the bit before the run ends when the program throws or waits on something else right after the send', async () => {
+      for (const after of ['throw', 'stuck'] as const) {
+        const { vcpu, mem } = poolVm(async (g) => {
+          await g.slotSend!(req());
+          if (after === 'throw') throw new Error('boom');
+          await new Promise((r) => setTimeout(r, 10));
+        });
+        expect(io(await vcpu.run()).port).toBe(0x1000);
+        expect(mem.getBigUint64(0x7000, true)).toBe(2n);
+        const e = await vcpu.run();
+        expect(e.reason === 'internal-error' && e.detail).toMatch(
+          after === 'throw' ? /boom/ : /awaited something/,
+        );
+        expect(mem.getBigUint64(0x7000, true)).toBe(0n);
+      }
+    });
+
     it('without a handler, a fault in its store triple-faults there, after the bit was taken', async () => {
       const { vcpu, mem } = poolVm(async (g) => {
         await g.slotSend!(req({ slot: 0x20_1000n, value: 0x20_1048n }));
