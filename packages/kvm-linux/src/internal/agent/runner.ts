@@ -125,7 +125,7 @@ export class AgentRunner {
   private releasePending = false;
   /** GVA of that LOCK BTR (an exit there is the release's own). */
   private releaseRip = 0n;
-  /** The code of the slot send in flight when it was emitted into the data page, and its GVA. */
+  /** The code of the slot send in flight when it was emitted (in the mailbox page), and its GVA. */
   private slotCode: SlotCode | undefined;
   private slotCodeGva = 0n;
   /** Where slot sends are emitted: the mailbox page from SLOT_CODE_OFFSET (the mailbox uses its start). */
@@ -607,7 +607,7 @@ export class AgentRunner {
   }
 
   /**
-   * Writes a slot send: as code emitted into the data page where its data is short enough (see
+   * Writes a slot send: as code emitted into the mailbox page where its data is short enough (see
    * slot-code.ts), else as op_slotsend with the mailbox fields and the data in the data page.
    */
   postSlotSend(req: SlotSend): void {

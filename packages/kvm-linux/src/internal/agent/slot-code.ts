@@ -1,12 +1,12 @@
-// Machine code for one slot send (Guest.slotSend), written by the host into the vCPU's agent data
-// page and entered like an operation: the same loads, LOCK BTS, stores, load, OUT and LOCK BTR as
+// Machine code for one slot send (Guest.slotSend), written by the host into the vCPU's mailbox page
+// (past the mailbox fields) and entered like an operation: the same loads, LOCK BTS, stores, load, OUT and LOCK BTR as
 // op_slotsend in agent.S, with the addresses and the slot's bytes as immediates. On PVM every guest
 // instruction costs about a microsecond or more; the ladder copies a qword with a load and a store
 // and reaches each address through the mailbox, where this code stores an immediate straight to
 // its address (65 bytes of a plain ucall: 9 stores instead of 19 instructions).
 //
-// Registers: RBX = mailbox, EDX = agent port, R12 = op_nop on entry (as for every operation); RDI = the slot
-// where its address needs 64 bits.
+// Registers: RBX = mailbox, EDX = agent port, R12 = op_nop on entry (as for every operation); RDI =
+// the slot where its address needs 64 bits.
 // R0's low byte and the bail-outs are op_slotsend's (SLOT_SEND_STATUS); +0xb8 holds 0xffffffff.
 
 import type { SlotSend } from '@kvmtest/kvm';
