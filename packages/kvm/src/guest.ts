@@ -101,6 +101,39 @@ export type WritableCr = 0 | 3 | 4;
 export type AccessSize = 1 | 2 | 4 | 8;
 
 /**
+ * A ucall-shaped slot send (Guest.slotSend), step by step: load `poolGlobal` (it must hold `pool`),
+ * load `countGlobal` (it must hold `count`), LOCK BTS of `bit` in the bitmap at `pool`, store
+ * `data` at `slot` (within one page), load the u64 at `value`, load `selectorGlobal` (it must
+ * hold `selector`), then, if the value fits 32 bits, a 4-byte OUT of it on `port`; once the host
+ * resumes the vCPU, LOCK BTR of the bit (before the guest's next operation: with an exception
+ * handler installed, before slotSend resolves).
+ */
+export interface SlotSend {
+  readonly poolGlobal: bigint;
+  readonly pool: bigint;
+  readonly countGlobal: bigint;
+  readonly count: bigint;
+  readonly bit: number;
+  readonly slot: bigint;
+  readonly data: Uint8Array;
+  readonly value: bigint;
+  readonly selectorGlobal: bigint;
+  readonly selector: bigint;
+  readonly port: number;
+}
+
+/**
+ * How far a slot send went, for the caller to go on from there: `sent` (all of it); `declined`
+ * (nothing but loads: a global held another value, an exception in the loads or the LOCK BTS, or
+ * the backend does not take this one: start over); `occupied` (the bit was already set, nothing
+ * stored: try the next bit); `reserved` (the bit is now set, an exception in the store: store,
+ * then go on); `filled` (bit set, data stored, nothing sent: the selector held another value, the
+ * value does not fit 32 bits, or an exception in the loads after the store: load the value, send
+ * it, free the bit). A step that raised an exception raises it again when the caller performs it.
+ */
+export type SlotSendResult = 'sent' | 'declined' | 'occupied' | 'reserved' | 'filled';
+
+/**
  * One vCPU as its guest sees it. Addresses are guest-virtual (through the page tables in CR3)
  * unless named `gpa`. Anything that may exit to the host returns a promise the guest awaits.
  *
@@ -190,6 +223,12 @@ export interface Guest {
   hlt(): Promise<void>;
   /** Raises an invalid-opcode exception (UD2). */
   ud2(): never;
+  /**
+   * The steps of SlotSend as one operation, for a backend where each guest operation costs a vCPU
+   * entry (kvm-linux's agent); the same instructions in the same order as the single operations
+   * would execute. Optional: a caller without it performs the steps itself.
+   */
+  slotSend?(req: SlotSend): Promise<SlotSendResult>;
 
   /**
    * Installs (or removes) the guest's exception entry — LIDT, in effect. With none, an exception

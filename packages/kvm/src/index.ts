@@ -64,6 +64,8 @@ export type {
   GuestProgram,
   IoSize,
   ReadableCr,
+  SlotSend,
+  SlotSendResult,
   TdcallRegs,
   WritableCr,
 } from './guest.js';

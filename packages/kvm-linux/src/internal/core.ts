@@ -52,6 +52,8 @@ export interface LinuxVcpuCore extends Vcpu {
   readonly runAddr: bigint;
   /** Free-form state the agent keeps per vCPU. */
   agentState: unknown;
+  /** Calls so far that set vCPU state (regs, sregs, MSRs, CPUID, XSAVE, XCRs). */
+  readonly stateWrites: number;
   /** Makes `exit` the exit `vcpu.exit` shows (and the one completed next run). */
   setExitForHost(exit: Exit | undefined): void;
   /** The exit to complete into kvm_run before the next run (once). */

@@ -90,6 +90,9 @@ export class LinuxVcpu implements LinuxVcpuCore {
     return this.lastExit;
   }
 
+  /** Calls that set vCPU state (registers, special registers, MSRs, CPUID, XSAVE, XCRs); the agent compares it across an exit. */
+  stateWrites = 0;
+
   /** Sets what `exit` shows (and what is completed into kvm_run before the next run). */
   setExitForHost(exit: Exit | undefined): void {
     this.lastExit = exit;
@@ -157,6 +160,7 @@ export class LinuxVcpu implements LinuxVcpuCore {
   }
 
   setRegs(regs: Regs): void {
+    this.stateWrites++;
     for (const n of REG_NAMES)
       if (typeof regs[n] !== 'bigint')
         throw new TypeError(`KVM_SET_REGS: ${n} must be a bigint, got ${typeof regs[n]}`);
@@ -176,6 +180,7 @@ export class LinuxVcpu implements LinuxVcpuCore {
 
   /** KVM_SET_SREGS from a full `struct kvm_sregs`. */
   setSregsRaw(buf: Uint8Array): void {
+    this.stateWrites++;
     if (buf.length !== SIZE.kvm_sregs)
       throw new RangeError(`KVM_SET_SREGS: struct kvm_sregs is ${SIZE.kvm_sregs} bytes, got ${buf.length}`);
     this.gate('KVM_SET_SREGS');
@@ -191,6 +196,7 @@ export class LinuxVcpu implements LinuxVcpuCore {
   /** Read-modify-write: segments and tables left out, CR8, the APIC base and the interrupt bitmap are kept. */
   setSregs(sregs: SregsInput): void {
     argSregsInput('KVM_SET_SREGS', sregs);
+    this.stateWrites++;
     this.gate('KVM_SET_SREGS');
     ioctlBuf(this.fd, IOCTL.KVM_GET_SREGS, this.sregsBuf, 'KVM_SET_SREGS (reading the current state)');
     encodeSregsInput(this.sregsView, sregs);
@@ -198,6 +204,7 @@ export class LinuxVcpu implements LinuxVcpuCore {
   }
 
   setCpuid(entries: readonly CpuidEntry[]): void {
+    this.stateWrites++;
     this.gate('KVM_SET_CPUID2');
     ioctlBuf(this.fd, IOCTL.KVM_SET_CPUID2, encodeCpuid(entries), 'KVM_SET_CPUID2');
   }
@@ -224,6 +231,7 @@ export class LinuxVcpu implements LinuxVcpuCore {
   }
 
   setMsr(index: number, value: bigint): void {
+    this.stateWrites++;
     checkU32('index', index, 'KVM_SET_MSRS');
     if (typeof value !== 'bigint')
       throw new TypeError(`KVM_SET_MSRS: value must be a bigint, got ${typeof value}`);
@@ -253,6 +261,7 @@ export class LinuxVcpu implements LinuxVcpuCore {
 
   /** KVM_SET_XSAVE from a 4096-byte area (the kernel checks XSTATE_BV, XCOMP_BV and MXCSR: EINVAL). */
   setXsave(area: Uint8Array): void {
+    this.stateWrites++;
     const op = 'KVM_SET_XSAVE';
     if (!(area instanceof Uint8Array) || area.length !== XSAVE_LAYOUT.size)
       throw new TypeError(`${op}: area must be a ${XSAVE_LAYOUT.size}-byte Uint8Array (struct kvm_xsave)`);
@@ -285,6 +294,7 @@ export class LinuxVcpu implements LinuxVcpuCore {
    * through __kvm_set_xcr() (EINVAL for x87 clear, AVX without SSE, unsupported bits).
    */
   setXcrs(xcrs: readonly XcrEntry[]): void {
+    this.stateWrites++;
     const op = 'KVM_SET_XCRS';
     if (!Array.isArray(xcrs)) throw new TypeError(`${op}: xcrs must be an array`);
     xcrs.forEach((x, i) => {

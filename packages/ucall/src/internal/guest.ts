@@ -171,7 +171,12 @@ async function sendTdvmcall(g: Guest, value: bigint): Promise<void> {
 // so the transport's own promise is returned as is (no extra promise to adopt it): every caller awaits
 // it inside an async function, where a synchronous throw here surfaces exactly as a rejection would.
 function send(g: Guest, value: bigint): Promise<void> {
-  const transport = Number(u64(g, UCALL_GLOBAL.transport));
+  return sendBy(g, value, u64(g, UCALL_GLOBAL.transport));
+}
+
+// send() once the transport global was read (`raw`).
+function sendBy(g: Guest, value: bigint, raw: bigint): Promise<void> {
+  const transport = Number(raw);
   // Every port request carries 4 bytes: a value that does not fit (a slot whose gpa field was
   // overwritten) is reported here, never cut to its low bits (all ones of 64 bits would arrive as 0).
   if (value > U32_MAX && transport !== UCALL_TRANSPORT_CODE.mmio)
@@ -201,13 +206,73 @@ function send(g: Guest, value: bigint): Promise<void> {
   }
 }
 
+/** What a guest's last ucall found in the pool globals, for Guest.slotSend to expect (pio only). */
+interface PoolSeen {
+  readonly pool: bigint;
+  /** The count global as read, and as the slot arithmetic uses it. */
+  readonly count: bigint;
+  readonly n: number;
+}
+const poolSeen = new WeakMap<Guest, PoolSeen>();
+const PIO = BigInt(UCALL_TRANSPORT_CODE.pio);
+const U64_MAX = (1n << 64n) - 1n;
+
+/** GVA of slot `bit` of the pool at `pool` with `n` slots. */
+function slotGva(pool: bigint, n: number, bit: number): bigint {
+  const first = Math.ceil((Math.ceil(n / 64) * 8) / UCALL_POOL_SLOT_ALIGN) * UCALL_POOL_SLOT_ALIGN;
+  return pool + BigInt(first + bit * UCALL_SLOT_LAYOUT.size);
+}
+
 // Takes a free slot (atomic test-and-set, starting at this vCPU's own slot), writes `bytes` into it,
 // sends its GPA, and frees it once the host resumed the guest.
+//
+// Where the Guest offers slotSend (kvm-linux, whose every operation is a vCPU entry), a pio ucall
+// after the first is one slotSend of these same steps, expecting the pool globals this guest read
+// last time: the backend loads them for real and stops before any store where they differ, and
+// this function goes on from wherever slotSend stopped.
 async function sendSlot(g: Guest, bytes: Uint8Array): Promise<void> {
-  const pool = u64(g, UCALL_GLOBAL.pool);
-  const n = pool === 0n ? 0 : Number(u64(g, UCALL_GLOBAL.nrSlots));
+  let pool: bigint | undefined;
+  let count = 0n;
+  let n = 0;
+  let from = 0;
   let bit = -1;
-  for (let i = 0, start = n > 0 ? g.vcpuId % n : 0; i < n; i++) {
+  // Steps slotSend already did: 0 none, 1 the bit is ours, 2 and the slot is filled.
+  let done = 0;
+  const seen = g.slotSend === undefined ? undefined : poolSeen.get(g);
+  if (seen !== undefined) {
+    const b = g.vcpuId % seen.n;
+    const slot = slotGva(seen.pool, seen.n, b);
+    if (slot + SLOT_GPA_FIELD + 8n <= U64_MAX) {
+      const r = await g.slotSend!({
+        poolGlobal: g.global(UCALL_GLOBAL.pool),
+        pool: seen.pool,
+        countGlobal: g.global(UCALL_GLOBAL.nrSlots),
+        count: seen.count,
+        bit: b,
+        slot,
+        data: bytes,
+        value: slot + SLOT_GPA_FIELD,
+        selectorGlobal: g.global(UCALL_GLOBAL.transport),
+        selector: PIO,
+        port: UCALL_PIO_PORT,
+      });
+      if (r === 'sent') return;
+      if (r !== 'declined') {
+        ({ pool, count, n } = seen);
+        if (r === 'occupied') from = 1;
+        else {
+          bit = b;
+          done = r === 'reserved' ? 1 : 2;
+        }
+      }
+    }
+  }
+  if (pool === undefined) {
+    pool = u64(g, UCALL_GLOBAL.pool);
+    count = pool === 0n ? 0n : u64(g, UCALL_GLOBAL.nrSlots);
+    n = Number(count);
+  }
+  for (let i = from, start = n > 0 ? g.vcpuId % n : 0; i < n && done === 0; i++) {
     const b = (start + i) % n;
     if (!g.testAndSetBit(pool, b)) {
       bit = b;
@@ -225,11 +290,16 @@ async function sendSlot(g: Guest, bytes: Uint8Array): Promise<void> {
       { vcpuId: g.vcpuId, slots: n },
     );
   }
-  const first = Math.ceil((Math.ceil(n / 64) * 8) / UCALL_POOL_SLOT_ALIGN) * UCALL_POOL_SLOT_ALIGN;
-  const slot = pool + BigInt(first + bit * UCALL_SLOT_LAYOUT.size);
+  const slot = slotGva(pool, n, bit);
   try {
-    g.writeBytes(slot, bytes);
-    await send(g, g.readU64(slot + SLOT_GPA_FIELD));
+    if (done < 2) g.writeBytes(slot, bytes);
+    const value = g.readU64(slot + SLOT_GPA_FIELD);
+    const transport = u64(g, UCALL_GLOBAL.transport);
+    if (g.slotSend !== undefined) {
+      if (transport === PIO) poolSeen.set(g, { pool, count, n });
+      else poolSeen.delete(g);
+    }
+    await sendBy(g, value, transport);
   } finally {
     g.clearBit(pool, bit);
   }

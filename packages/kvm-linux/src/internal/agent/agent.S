@@ -8,7 +8,8 @@
 #
 # Registers: RSP = the top of this vCPU's agent stack page, which is also the base of its mailbox
 # page (the host sets it on entry; the agent never pushes, and the exception path recomputes the
-# mailbox from RSP and resets RSP). RBX = mailbox, EDX = agent port, RFLAGS.DF = 0, IF = 0.
+# mailbox from RSP and resets RSP). RBX = mailbox, EDX = agent port, R12 = op_nop, RFLAGS.DF = 0,
+# IF = 0.
 #
 # Assembled with GNU as (`as --64`); a test reassembles this file and compares with agent-bytes.ts.
 # Constants are literals, not forward `.set` symbols: GNU as in Intel syntax turns a forward
@@ -60,8 +61,7 @@ header:
         jmp     qword ptr [rbx]
         .endm
         .macro  signal_unless_exit          # op_nop signals if the instruction does not exit
-        lea     rcx, [rip + op_nop]
-        mov     [rbx], rcx
+        mov     [rbx], r12
         .endm
 
         .balign 16
@@ -69,6 +69,7 @@ agent_entry:
         cld
         mov     rbx, rsp                    # the host starts the agent with RSP = the mailbox base
         mov     edx, 0x7ff0
+        lea     r12, [rip + op_nop]         # for signal_unless_exit (no operation changes R12)
         jmp     qword ptr [rbx]             # the first operation is posted before the first run
 
         .balign 4
@@ -116,6 +117,8 @@ optable:
         .long   op_xsetbv - header          # 40
         .long   op_xsave - header           # 41
         .long   op_xrstor - header          # 42
+        .long   op_slotsend - header        # 43
+        .long   op_slotsend_tail - header   # 44 (not an operation: where the copy ladder returns to)
 optable_end:
 
 op_nop:
@@ -176,7 +179,8 @@ op_btr:
         setc    byte ptr [rbx + 0x40]
         signal
 
-op_rdbytes:                                 # A0 = GVA, A1 = ladder entry, A2 = length (1..4096)
+op_rdbytes:                                 # A0 = GVA, A1 = ladder entry, A2 = length (1..4096); the
+                                            # host sets the ladder's continuation (+0x38) to op_nop
         mov     rsi, [rbx + 0x08]
         lea     rdi, [rbx + 4096]
         mov     rcx, [rbx + 0x18]
@@ -192,7 +196,8 @@ op_wrbytes:
 # the qword ladder at the pair that copies qword RCX/8 - 1 (pairs copy descending offsets, down to
 # 0), and the last, possibly overlapping, qword at RCX - 8 follows; for RCX < 8 it enters the byte
 # ladder at the pair for byte RCX - 1. Each pair is 14 (qword) or 6 (byte) bytes of code; the
-# displacements are spelled as bytes so that every pair has the same size.
+# displacements are spelled as bytes so that every pair has the same size. Both ladders end with
+# `jmp [rbx + 0x38]`: op_nop (signal) for readBytes / writeBytes, the rest of op_slotsend for it.
         .balign 16
 qword_ladder:
         .set    off, 4088
@@ -205,7 +210,7 @@ qword_ladder:
         .endr
         mov     rax, [rsi + rcx - 8]
         mov     [rdi + rcx - 8], rax
-        signal
+        jmp     qword ptr [rbx + 0x38]
 
         .balign 16
 byte_ladder:
@@ -215,7 +220,7 @@ byte_ladder:
         .byte   0x88, 0x47, off             # mov [rdi + disp8], al
         .set    off, off - 1
         .endr
-        signal
+        jmp     qword ptr [rbx + 0x38]
 
 op_cpuid:
         mov     r15, rbx
@@ -449,6 +454,57 @@ op_xrstor:                                  # A0 = GVA of the area, A1 = RFBM
         mov     edx, dword ptr [rbx + 0x14]
         xrstor64 [rsi]
         signal_port
+
+# A slot send (Guest.slotSend): the ucall-shaped sequence of loads, LOCK BTS, stores, a load, the
+# OUT and LOCK BTR in one operation, each as the same instruction the one-operation-at-a-time path
+# executes, in the same order. An exception stops it where it was raised (the host finds the step
+# from the faulting RIP and goes on one operation at a time, where the fault recurs in its own
+# operation). Mailbox: +0x08 GVA of the
+# pool global, +0x10 the pool it must hold (the bitmap's GVA), +0x18 GVA of the count global, +0x20
+# the count it must hold, +0x28 the bit, +0x30 the port, +0x38 the tail, +0x88 the slot's
+# GVA, +0x90 the ladder entry, +0x98 the length (the data is in the data page), +0xa0 GVA of the
+# value to send, +0xa8 GVA of the selector global, +0xb0 the selector it must hold, +0xb8
+# 0xffffffff. R0's low byte (the host zeroes it): 0 sent, 1 a global held another value (nothing
+# else done), 2 the bit was already set (nothing else done), 3 the slot was filled but the
+# selector held another value or the value does not fit 32 bits (no OUT, the bit stays set).
+# R8 and R9 keep the bitmap and the bit across the ladder and the OUT exit; the LOCK BTR runs when
+# the host resumes the vCPU, before the next operation.
+op_slotsend:
+        signal_unless_exit
+        mov     rsi, [rbx + 0x08]
+        mov     r8, [rbx + 0x10]
+        cmp     [rsi], r8
+        jne     1f
+        mov     rsi, [rbx + 0x18]
+        mov     rax, [rbx + 0x20]
+        cmp     [rsi], rax
+        jne     1f
+        mov     r9, [rbx + 0x28]
+        lock bts qword ptr [r8], r9
+        jc      2f
+        lea     rsi, [rbx + 4096]
+        mov     rdi, [rbx + 0x88]
+        mov     rcx, [rbx + 0x98]
+        jmp     qword ptr [rbx + 0x90]
+1:      mov     byte ptr [rbx + 0x40], 1
+        signal
+2:      mov     byte ptr [rbx + 0x40], 2
+        signal
+op_slotsend_tail:
+        mov     rsi, [rbx + 0xa0]
+        mov     rax, [rsi]
+        mov     rsi, [rbx + 0xa8]
+        mov     rcx, [rbx + 0xb0]
+        cmp     [rsi], rcx
+        jne     3f
+        cmp     rax, [rbx + 0xb8]
+        ja      3f
+        mov     edx, dword ptr [rbx + 0x30]
+        out     dx, eax
+        lock btr qword ptr [r8], r9         # the release, when the host resumes the vCPU
+        exit_next
+3:      mov     byte ptr [rbx + 0x40], 3
+        signal
 
 # ---- exceptions: 32 stubs of 16 bytes each, then the common handler ---------------------------
 # Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a dummy 0 so that every

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import {
   CR,
   type Exit,
+  type SlotSend,
   type ExceptionFrame,
   type Guest,
   GuestException,
@@ -16,7 +17,7 @@ import { kvmAvailability } from '../probe.js';
 import type { LinuxVcpu } from '../vcpu.js';
 import { AGENT_CODE } from './agent-bytes.js';
 import { assembleAgent, haveBinutils } from './assemble.js';
-import { registerGuestAgent } from './index.js';
+import { agentRunnerOf, registerGuestAgent } from './index.js';
 import { type XsaveSupport, xsaveSupport } from './xprobe.js';
 import { AGENT_GVA, AGENT_PORT, CODE_HEADER, CODE_MAGIC, VECTORS_WITH_ERROR_CODE } from './layout.js';
 
@@ -475,5 +476,191 @@ describe.skipIf(!availability.ok)('guest programs on /dev/kvm through the agent'
     expect(String(err)).toContain('reserved');
     expect(mem.getBigUint64(0x1000 + 511 * 8, true) & 0xfff_ffff_f000n).toBe(0xe_0000_0000n);
     expect(AGENT_GVA >> 39n).toBe((1n << 25n) - 1n);
+  });
+
+  describe('slotSend: a ucall-shaped pool send as one operation', () => {
+    // Globals at 0x6000 (pool), 0x6008 (count), 0x6010 (selector); the pool's bitmap at 0x7000;
+    // slots of 0x100 bytes from 0x7100, each with its value (its own address) at +0x48. GVAs from
+    // 0x20_0000 are not mapped (PD[1] points at an empty PT).
+    const data = Uint8Array.from({ length: 65 }, (_, i) => 0x80 + i);
+    const req = (over: Partial<SlotSend> = {}): SlotSend => ({
+      poolGlobal: 0x6000n,
+      pool: 0x7000n,
+      countGlobal: 0x6008n,
+      count: 8n,
+      bit: 1,
+      slot: 0x7100n,
+      data,
+      value: 0x7148n,
+      selectorGlobal: 0x6010n,
+      selector: 1n,
+      port: 0x1000,
+      ...over,
+    });
+    function poolVm(program: GuestProgram) {
+      const v = vmWith(program);
+      v.mem.setBigUint64(0x6000, 0x7000n, true);
+      v.mem.setBigUint64(0x6008, 8n, true);
+      v.mem.setBigUint64(0x6010, 1n, true);
+      for (let k = 0; k < 4; k++) v.mem.setBigUint64(0x7148 + k * 0x100, BigInt(0x7100 + k * 0x100), true);
+      return v;
+    }
+    const slotBytes = (mem: DataView, at: number) =>
+      Array.from({ length: data.length }, (_, i) => mem.getUint8(at + i));
+
+    it('stores the slot and exits with its value in one KVM_RUN; the bit is free again at the next operation', async () => {
+      const seen: unknown[] = [];
+      const { vcpu, mem } = poolVm(async (g) => {
+        g.readU64(0x6000n); // the first operation also loads the empty IDT
+        const r = agentRunnerOf(vcpu);
+        const before = r.ops;
+        seen.push(await g.slotSend!(req()), r.ops - before);
+        seen.push(await g.slotSend!(req()), r.ops - before);
+        seen.push(g.readU64(0x7000n));
+        await g.out(0x1001, 1, 0);
+      });
+      for (let k = 0; k < 2; k++) {
+        const e = io(await vcpu.run());
+        expect([e.port, e.size, e.direction, [...e.data]]).toEqual([0x1000, 4, 'out', [0x00, 0x71, 0, 0]]);
+        // At the exit the host sees the slot filled and taken, as after the single operations.
+        expect(mem.getBigUint64(0x7000, true)).toBe(2n);
+        expect(slotBytes(mem, 0x7100)).toEqual([...data]);
+        mem.setUint8(0x7100, 0);
+      }
+      expect(io(await vcpu.run()).port).toBe(0x1001);
+      expect(seen).toEqual(['sent', 1, 'sent', 2, 0n]);
+    });
+
+    it('stops before any store where a global differs, at a bit already set, and before the OUT where the selector differs or the value is wider than 32 bits', async () => {
+      const seen: unknown[] = [];
+      const { vcpu, mem } = poolVm(async (g) => {
+        seen.push(await g.slotSend!(req({ pool: 0x7800n })));
+        seen.push(await g.slotSend!(req({ count: 9n })));
+        seen.push(await g.slotSend!(req({ bit: 0 })));
+        seen.push(await g.slotSend!(req({ bit: 2, slot: 0x7300n, value: 0x7348n, selector: 2n })));
+        seen.push(await g.slotSend!(req({ bit: 3, slot: 0x7400n, value: 0x7448n })));
+        await g.out(0x1001, 1, 0);
+      });
+      mem.setBigUint64(0x7000, 1n, true); // bit 0 taken
+      mem.setBigUint64(0x7448, 1n << 32n, true);
+      expect(io(await vcpu.run()).port).toBe(0x1001);
+      expect(seen).toEqual(['declined', 'declined', 'occupied', 'filled', 'filled']);
+      expect(mem.getBigUint64(0x7000, true)).toBe(0b1101n);
+      expect(mem.getBigUint64(0x7800, true)).toBe(0n);
+      expect(slotBytes(mem, 0x7100)).toEqual(new Array(data.length).fill(0));
+      expect(slotBytes(mem, 0x7300)).toEqual([...data]);
+      expect(slotBytes(mem, 0x7400)).toEqual([...data]);
+    });
+
+    it("with a handler, stops at a faulting step without calling it (the caller's own operation faults again)", async () => {
+      const seen: unknown[] = [];
+      const frames: string[] = [];
+      const { vcpu, mem } = poolVm(async (g) => {
+        g.setExceptionHandler((f) => {
+          frames.push(f.operation);
+          return 'skip';
+        });
+        seen.push(await g.slotSend!(req({ poolGlobal: 0x20_0000n })));
+        seen.push(await g.slotSend!(req({ bit: 2, slot: 0x20_1000n, value: 0x20_1048n })));
+        seen.push(await g.slotSend!(req({ bit: 3, slot: 0x7300n, value: 0x20_2000n })));
+        const r = agentRunnerOf(vcpu);
+        const before = r.ops;
+        seen.push(await g.slotSend!(req()), r.ops - before, g.readU64(0x7000n));
+        g.writeBytes(0x20_1000n, data);
+        await g.out(0x1001, 1, 0);
+      });
+      expect(io(await vcpu.run()).port).toBe(0x1000);
+      expect(mem.getBigUint64(0x7000, true)).toBe(0b1110n);
+      expect(io(await vcpu.run()).port).toBe(0x1001);
+      // One run for the send; the release runs before the next operation.
+      expect(seen).toEqual(['declined', 'reserved', 'filled', 'sent', 1, 0b1100n]);
+      expect(slotBytes(mem, 0x7300)).toEqual([...data]);
+      expect(frames).toEqual(['writeBytes(0x201000)']);
+    });
+
+    it("delivers a fault of the release to the handler as clearBit's before the send resolves, when the host changed the vCPU state at the exit", async () => {
+      const frames: string[] = [];
+      const seen: unknown[] = [];
+      const { vcpu, mem } = poolVm(async (g) => {
+        g.setExceptionHandler((f) => {
+          frames.push(`${f.operation} ${f.vector} ${f.errorCode}`);
+          return 'skip';
+        });
+        seen.push(await g.slotSend!(req()), [...frames]);
+        await g.out(0x1001, 1, 0);
+      });
+      expect(io(await vcpu.run()).port).toBe(0x1000);
+      // New tables at 0x8000 (PML4, with the agent's entry), 0x9000 (PDPT), 0xa000 (PD): the 2 MiB
+      // page read-only, and CR0.WP set, so that the release's LOCK BTR faults.
+      for (let i = 0; i < 512; i++)
+        mem.setBigUint64(0x8000 + i * 8, mem.getBigUint64(0x1000 + i * 8, true), true);
+      mem.setBigUint64(0x8000, 0x9003n, true);
+      mem.setBigUint64(0x9000, 0xa003n, true);
+      mem.setBigUint64(0xa000, 0x81n, true);
+      const s = vcpu.getSregs();
+      s.cr3 = 0x8000n;
+      s.cr0 |= 0x1_0000n;
+      vcpu.setSregs(s);
+      expect(io(await vcpu.run()).port).toBe(0x1001);
+      expect(seen).toEqual(['sent', ['clearBit(0x7000) 14 3']]);
+      expect(mem.getBigUint64(0x7000, true)).toBe(2n);
+    });
+
+    it('sends slots longer than the emitted code takes through the copy ladder, step for step the same', async () => {
+      const long = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff);
+      const frames: string[] = [];
+      const seen: unknown[] = [];
+      const { vcpu, mem } = poolVm(async (g) => {
+        g.setExceptionHandler((f) => {
+          frames.push(f.operation);
+          return 'skip';
+        });
+        const r = agentRunnerOf(vcpu);
+        const before = r.ops;
+        seen.push(
+          await g.slotSend!(req({ bit: 4, slot: 0x7400n, data: long, value: 0x7600n })),
+          r.ops - before,
+        );
+        seen.push(await g.slotSend!(req({ bit: 5, slot: 0x20_1000n, data: long, value: 0x20_1200n })));
+        seen.push(await g.slotSend!(req({ bit: 6, slot: 0x7800n, data: long, value: 0x20_2000n })));
+        seen.push(await g.slotSend!(req({ bit: 7, slot: 0x7400n, data: long, value: 0x7600n, count: 3n })));
+        await g.out(0x1001, 1, 0);
+      });
+      mem.setBigUint64(0x7600, 0x7400n, true);
+      const e = io(await vcpu.run());
+      expect([e.port, [...e.data]]).toEqual([0x1000, [0x00, 0x74, 0, 0]]);
+      expect(Array.from({ length: 300 }, (_, i) => mem.getUint8(0x7400 + i))).toEqual([...long]);
+      expect(io(await vcpu.run()).port).toBe(0x1001);
+      expect(seen).toEqual(['sent', 1, 'reserved', 'filled', 'declined']);
+      expect(Array.from({ length: 300 }, (_, i) => mem.getUint8(0x7800 + i))).toEqual([...long]);
+      expect(mem.getBigUint64(0x7000, true)).toBe(0b110_0000n);
+      expect(frames).toEqual([]);
+    });
+
+    it('frees the bit before the run ends when the program throws or waits on something else right after the send', async () => {
+      for (const after of ['throw', 'stuck'] as const) {
+        const { vcpu, mem } = poolVm(async (g) => {
+          await g.slotSend!(req());
+          if (after === 'throw') throw new Error('boom');
+          await new Promise((r) => setTimeout(r, 10));
+        });
+        expect(io(await vcpu.run()).port).toBe(0x1000);
+        expect(mem.getBigUint64(0x7000, true)).toBe(2n);
+        const e = await vcpu.run();
+        expect(e.reason === 'internal-error' && e.detail).toMatch(
+          after === 'throw' ? /boom/ : /awaited something/,
+        );
+        expect(mem.getBigUint64(0x7000, true)).toBe(0n);
+      }
+    });
+
+    it('without a handler, a fault in its store triple-faults there, after the bit was taken', async () => {
+      const { vcpu, mem } = poolVm(async (g) => {
+        await g.slotSend!(req({ slot: 0x20_1000n, value: 0x20_1048n }));
+      });
+      expect((await vcpu.run()).reason).toBe('shutdown');
+      expect(mem.getBigUint64(0x7000, true)).toBe(2n);
+      expect((await vcpu.run()).reason).toBe('shutdown');
+    });
   });
 });

@@ -32,6 +32,8 @@ export interface AgentVcpuHost {
   setRegs(regs: Regs): void;
   /** Host bytes behind guest-physical [gpa, gpa + length) in one memslot, or undefined. */
   hostBytes(gpa: bigint, length: number): Uint8Array | undefined;
+  /** How many calls set this vCPU's state so far (the host's, between exits, included). */
+  stateWrites(): number;
   /** The watchdog deadline of a run, in ms: a guest program's run that goes on longer is ended. */
   readonly timeoutMs: number;
   /** The VM's guest symbol table (Vm.setGuestSymbols). */

@@ -41,6 +41,7 @@ function hostOf(vcpu: LinuxVcpuCore, opts: { timeoutMs?: number }): AgentVcpuHos
     hostBytes: (gpa, length) => vcpu.vm.hostBytes(gpa, length),
     guestSymbols: () => vcpu.vm.guestSymbols,
     xsaveSupport: () => xsaveSupport(vcpu.vm.kvm),
+    stateWrites: () => vcpu.stateWrites,
     get timeoutMs() {
       return opts.timeoutMs ?? vcpu.vm.runTimeoutMs;
     },

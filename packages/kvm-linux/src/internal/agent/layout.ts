@@ -54,6 +54,8 @@ export const MAILBOX = {
   a2: 0x18,
   a3: 0x20,
   a4: 0x28,
+  /** Where the copy ladders continue (readBytes / writeBytes: op_nop, which signals). */
+  cont: 0x38,
   r0: 0x40,
   r1: 0x48,
   r2: 0x50,
@@ -65,6 +67,27 @@ export const MAILBOX = {
   cr2: 0x78,
   rip: 0x80,
 } as const;
+
+/** The slot send's mailbox fields beyond A0–A4 (see op_slotsend in agent.S). */
+export const SLOT_SEND = {
+  poolGlobal: 0x08,
+  pool: 0x10,
+  countGlobal: 0x18,
+  count: 0x20,
+  bit: 0x28,
+  port: 0x30,
+  slot: 0x88,
+  ladder: 0x90,
+  length: 0x98,
+  value: 0xa0,
+  selectorGlobal: 0xa8,
+  selector: 0xb0,
+  /** Holds 0xffffffff: the largest value the 4-byte OUT carries. */
+  valueMax: 0xb8,
+} as const;
+
+/** R0's low byte after a slot send that signalled (0: it completed without an exit). */
+export const SLOT_SEND_STATUS = { sent: 0, declined: 1, taken: 2, filled: 3 } as const;
 
 /** Mailbox status values. */
 export const STATUS = { done: 0, exception: 1 } as const;
@@ -114,6 +137,9 @@ export const OP = {
   xsetbv: 40,
   xsave: 41,
   xrstor: 42,
+  slotSend: 43,
+  /** Not an operation: the second half of slotSend, where the copy ladder continues. */
+  slotSendTail: 44,
 } as const;
 
 /** Vectors for which the CPU pushes an error code (the others get a dummy 0 from the stub). */

@@ -28,6 +28,8 @@
 import { hex } from '@kvmtest/coco';
 import {
   type CpuidEntry,
+  type SlotSend,
+  type SlotSendResult,
   type ExceptionFrame,
   type AccessSize,
   type ExceptionHandler,
@@ -48,14 +50,20 @@ import {
 } from '@kvmtest/kvm';
 import { RUN } from '../uapi.js';
 import type { AgentVcpuHost } from './host.js';
+import { AGENT_CODE } from './agent-bytes.js';
+import { type SlotCode, SlotCodeBuffer } from './slot-code.js';
 import {
+  AGENT_GVA,
   AGENT_PORT,
+  CODE_HEADER,
   LADDER_PAIR,
   LADDER_PAIRS,
   MAILBOX,
   MMIO_WINDOW_GVA,
   MMIO_WINDOW_PTE,
   OP,
+  SLOT_SEND,
+  SLOT_SEND_STATUS,
   STATUS,
   VECTORS_WITH_ERROR_CODE,
 } from './layout.js';
@@ -110,6 +118,20 @@ export class AgentRunner {
   private runStart = 0;
   /** Operations executed by the agent (for tests and benches). */
   ops = 0;
+  /**
+   * A slot send's OUT exit was resumed: the agent's LOCK BTR of the slot's bit runs at the start of
+   * the next KVM_RUN, before the next operation (see op_slotsend in agent.S).
+   */
+  private releasePending = false;
+  /** GVA of that LOCK BTR (an exit there is the release's own). */
+  private releaseRip = 0n;
+  /** The code of the slot send in flight when it was emitted (in the mailbox page), and its GVA. */
+  private slotCode: SlotCode | undefined;
+  private slotCodeGva = 0n;
+  /** Where slot sends are emitted: the mailbox page from SLOT_CODE_OFFSET (the mailbox uses its start). */
+  private slotCodeBuffer: SlotCodeBuffer | undefined;
+  /** Delivers an exception the pending release raised as the program's clearBit would take it. */
+  onReleaseFault: ((frame: ExceptionFrame) => void) | undefined;
 
   constructor(readonly host: AgentVcpuHost) {
     this.guest = new AgentGuest(this);
@@ -200,6 +222,7 @@ export class AgentRunner {
     this.agent = agentVmOf(this.host.vm);
     this.pages = installVcpu(this.host, this.agent);
     this.opGva = this.agent.opGva;
+
     this.mb = new DataView(this.agent.bytes.buffer, this.agent.bytes.byteOffset + this.pages.mailbox, PAGE);
   }
 
@@ -227,6 +250,7 @@ export class AgentRunner {
 
   private programFailed(e: unknown): void {
     if (this.state !== 'running' || e instanceof AgentUnwind) return;
+    if (this.flushRelease()) return;
     if (e instanceof GuestException) {
       // No handler resolved an architectural exception: the CPU would find no usable IDT entry and
       // triple-fault. Do exactly that: an empty IDT, then UD2 → #UD → #GP → #DF → SHUTDOWN.
@@ -304,6 +328,7 @@ export class AgentRunner {
   }
 
   private stuck(): void {
+    if (this.flushRelease()) return;
     const detail =
       `guest program of vCPU ${this.host.id} awaited something that is not a guest exit (a timer, host I/O or a ` +
       'host promise): a guest may only await its own Guest operations (out, in, mmio*, hypercall, hlt, …)';
@@ -312,6 +337,24 @@ export class AgentRunner {
     this.ending = { kind: 'replay', exit: e };
     this.state = 'ended';
     this.finishRun(e);
+  }
+
+  /**
+   * Runs a pending slot release before the run ends without another operation (the program threw
+   * or is stuck), as the one-operation path would have freed the bit before that point; true when
+   * that run itself ended the run in flight (an exit in the release unwinds the program).
+   */
+  private flushRelease(): boolean {
+    if (!this.releasePending) return false;
+    this.post(OP.nop);
+    try {
+      const e = this.kvmRun();
+      if (e !== undefined) this.unwind(e, `clearBit ended in a ${e.reason} exit`);
+    } catch (u) {
+      if (u instanceof AgentUnwind) return true;
+      throw u;
+    }
+    return false;
   }
 
   private poison(why: string): void {
@@ -369,6 +412,7 @@ export class AgentRunner {
     mb.setBigUint64(MAILBOX.a0, a0, true);
     mb.setBigUint64(MAILBOX.a1, a1, true);
     mb.setBigUint64(MAILBOX.a2, a2, true);
+    if (op === OP.readBytes || op === OP.writeBytes) mb.setBigUint64(MAILBOX.cont, this.opGva[OP.nop]!, true);
     // Only VMCALL reads A3 and A4.
     if (op === OP.vmcall) {
       mb.setBigUint64(MAILBOX.a3, a3, true);
@@ -402,15 +446,46 @@ export class AgentRunner {
     } catch (e) {
       this.fail(e);
     }
-    if (t !== undefined) return t;
-    const v = this.host.runView;
+    const pending = this.releasePending;
+    this.releasePending = false;
+    if (t === undefined) {
+      const v = this.host.runView;
+      if (
+        v.getUint32(RUN.exit_reason, true) === EXIT_REASON.IO &&
+        v.getUint16(RUN.io_port, true) === AGENT_PORT &&
+        v.getUint8(RUN.io_direction) === KVM_EXIT_IO_OUT
+      ) {
+        const mb = this.mb!;
+        if (
+          !pending ||
+          mb.getUint32(MAILBOX.status, true) !== STATUS.exception ||
+          mb.getBigUint64(MAILBOX.rip, true) !== this.releaseRip
+        )
+          return undefined;
+        // The release raised it, before the posted operation began: the release's own fault, then
+        // that operation, as posted.
+        const saved = this.agent!.bytes.slice(this.pages!.mailbox, this.pages!.mailbox + SLOT_SEND_END);
+        this.onReleaseFault?.(this.frame('clearBit'));
+        this.agent!.bytes.set(saved, this.pages!.mailbox);
+        mb.setUint32(MAILBOX.status, STATUS.done, true);
+        return this.kvmRun();
+      }
+      t = this.host.decodeExit();
+    }
+    // The release of a slot send met an exit (its bitmap was unmapped while the host had the vCPU):
+    // it is the program's clearBit, a synchronous operation, that met it. (An I/O exit is never the
+    // release's: the next slot send's own OUT exit leaves RIP at its release.)
     if (
-      v.getUint32(RUN.exit_reason, true) === EXIT_REASON.IO &&
-      v.getUint16(RUN.io_port, true) === AGENT_PORT &&
-      v.getUint8(RUN.io_direction) === KVM_EXIT_IO_OUT
+      pending &&
+      t.reason !== 'io' &&
+      this.state === 'running' &&
+      this.host.getRegs().rip === this.releaseRip
     )
-      return undefined;
-    return this.host.decodeExit();
+      this.unwind(
+        t,
+        `clearBit (the slot release) ended in a ${t.reason} exit, which a synchronous guest operation cannot wait for`,
+      );
+    return t;
   }
 
   /**
@@ -461,6 +536,113 @@ export class AgentRunner {
       if (this.poisoned !== undefined) throw this.poisoned;
       if (mine) return e;
     }
+  }
+
+  /**
+   * Runs a posted slot send: its SLOT_SEND_STATUS when the agent signalled, or 'sent' once the host
+   * resumed the vCPU after its OUT on `port`. Any other exit met one of its synchronous steps.
+   */
+  async execSlotSend(port: number, name: () => string): Promise<SlotSendResult> {
+    if (this.overBudget())
+      this.unwind(
+        { reason: 'intr', budgetExhausted: true },
+        `the run went on past its ${this.host.timeoutMs} ms deadline inside the synchronous operation ${name()}`,
+      );
+    const e = this.kvmRun();
+    if (e === undefined) {
+      const mb = this.mb!;
+      if (mb.getUint32(MAILBOX.status, true) === STATUS.exception)
+        return this.slotSendFaultedAt(mb.getBigUint64(MAILBOX.rip, true));
+      switch (mb.getUint8(MAILBOX.r0)) {
+        case SLOT_SEND_STATUS.sent:
+          return 'sent';
+        case SLOT_SEND_STATUS.taken:
+          return 'occupied';
+        case SLOT_SEND_STATUS.filled:
+          return 'filled';
+        default:
+          return 'declined';
+      }
+    }
+    if (e.reason !== 'io' || e.direction !== 'out' || e.port !== port)
+      this.unwind(
+        e,
+        `${name()} ended in a ${e.reason} exit, which a synchronous guest operation cannot wait for`,
+      );
+    const writes = this.host.stateWrites();
+    await this.exitToHost(e);
+    if (this.poisoned !== undefined) throw this.poisoned;
+    this.releasePending = true;
+    // The release runs at the start of the next KVM_RUN. Left there, a fault in it would reach the
+    // handler after the program went on; it cannot fault unless the host changed the vCPU's state
+    // (CR0/CR3/CR4/EFER, MSRs, registers) at the exit, and then it runs now, as the program's
+    // clearBit would.
+    if (this.onReleaseFault !== undefined && this.host.stateWrites() !== writes) {
+      this.post(OP.nop);
+      const r = this.kvmRun();
+      if (r !== undefined)
+        this.unwind(
+          r,
+          `clearBit ended in a ${r.reason} exit, which a synchronous guest operation cannot wait for`,
+        );
+    }
+    return 'sent';
+  }
+
+  /** The step of a slot send whose instruction at `rip` raised an exception, as how far it went. */
+  private slotSendFaultedAt(rip: bigint): SlotSendResult {
+    const c = this.slotCode;
+    if (c !== undefined) {
+      const off = rip - this.slotCodeGva;
+      return off >= BigInt(c.loads) ? 'filled' : off >= BigInt(c.stores) ? 'reserved' : 'declined';
+    }
+    const a = this.agent!;
+    const op = this.opGva;
+    // The stores are the copy ladders' (the byte ladder: 7 pairs and its jump); the loads after
+    // them are the tails'.
+    if (rip >= a.qwordLadder && rip < a.byteLadder + BigInt(LADDER_PAIRS.byte * LADDER_PAIR.byte + 6))
+      return 'reserved';
+    if (rip >= op[OP.slotSendTail]! && rip < this.releaseRip) return 'filled';
+    return 'declined';
+  }
+
+  /**
+   * Writes a slot send: as code emitted into the mailbox page where its data is short enough (see
+   * slot-code.ts), else as op_slotsend with the mailbox fields and the data in the data page.
+   */
+  postSlotSend(req: SlotSend): void {
+    const mb = this.mb!;
+    mb.setUint32(MAILBOX.status, STATUS.done, true);
+    mb.setBigUint64(MAILBOX.r0, 0n, true);
+    mb.setBigUint64(SLOT_SEND.valueMax, 0xffff_ffffn, true);
+    const at = AGENT_GVA + BigInt(this.pages!.mailbox + SLOT_CODE_OFFSET);
+    this.slotCodeBuffer ??= new SlotCodeBuffer(
+      this.agent!.bytes.subarray(this.pages!.mailbox + SLOT_CODE_OFFSET, this.pages!.mailbox + PAGE),
+    );
+    const code = this.slotCodeBuffer.write(req);
+    this.slotCode = code;
+    if (code !== undefined) {
+      this.slotCodeGva = at;
+      this.releaseRip = at + BigInt(code.release);
+      mb.setBigUint64(MAILBOX.op, at, true);
+      return;
+    }
+    this.releaseRip = this.opGva[OP.slotSendTail]! + BigInt(RELEASE_OFFSET);
+    this.data().set(req.data);
+    mb.setBigUint64(MAILBOX.op, this.opGva[OP.slotSend]!, true);
+    mb.setBigUint64(SLOT_SEND.poolGlobal, req.poolGlobal, true);
+    mb.setBigUint64(SLOT_SEND.pool, req.pool, true);
+    mb.setBigUint64(SLOT_SEND.countGlobal, req.countGlobal, true);
+    mb.setBigUint64(SLOT_SEND.count, req.count, true);
+    mb.setBigUint64(SLOT_SEND.bit, BigInt(req.bit), true);
+    mb.setUint32(SLOT_SEND.port, req.port, true);
+    mb.setBigUint64(MAILBOX.cont, this.opGva[OP.slotSendTail]!, true);
+    mb.setBigUint64(SLOT_SEND.slot, req.slot, true);
+    mb.setBigUint64(SLOT_SEND.ladder, this.ladderEntry(req.data.length), true);
+    mb.setBigUint64(SLOT_SEND.length, BigInt(req.data.length), true);
+    mb.setBigUint64(SLOT_SEND.value, req.value, true);
+    mb.setBigUint64(SLOT_SEND.selectorGlobal, req.selectorGlobal, true);
+    mb.setBigUint64(SLOT_SEND.selector, req.selector, true);
   }
 
   /** The exception the agent recorded, as the frame a handler sees. */
@@ -946,7 +1128,58 @@ export class AgentGuest implements Guest {
     // Only a handler's skip gets here (UD2 always faults).
     return undefined as never;
   }
+
+  /**
+   * The slot send as one agent operation: one KVM_RUN to its OUT exit instead of seven. The agent
+   * releases the bit when the host resumes the vCPU, at the start of the next operation's run; an
+   * exception there reaches the handler as the program's clearBit's (see execSlotSend).
+   */
+  async slotSend(req: SlotSend): Promise<SlotSendResult> {
+    if (typeof req !== 'object' || req === null) throw new TypeError('slotSend: req must be an object');
+    for (const k of ['poolGlobal', 'countGlobal', 'slot', 'value', 'selectorGlobal'] as const)
+      checkGva(`slotSend ${k}`, req[k]);
+    for (const k of ['pool', 'count', 'selector'] as const)
+      if (typeof req[k] !== 'bigint' || req[k] < 0n || req[k] > U64)
+        throw new TypeError(`slotSend: ${k} must be a u64 bigint, got ${String(req[k])}`);
+    if (typeof req.bit !== 'number' || !Number.isInteger(req.bit) || req.bit < 0 || req.bit > 0x7fff_ffff)
+      throw new TypeError(`slotSend: bit must be an integer in 0..0x7fffffff, got ${String(req.bit)}`);
+    if (!(req.data instanceof Uint8Array)) throw new TypeError('slotSend: data must be a Uint8Array');
+    checkPort('slotSend', req.port, 4);
+    const n = req.data.length;
+    // One ladder copies within one page, as writeBytes does page by page.
+    if (n === 0 || Number(req.slot & 0xfffn) + n > PAGE) return 'declined';
+    this.ready();
+    this.r.postSlotSend(req);
+    const word = BigInt.asUintN(64, req.pool + BigInt(Math.floor(req.bit / 64)) * 8n);
+    // Only with a handler can the release raise an exception the program sees (without one it
+    // triple-faults in the LOCK BTR): then it is the program's clearBit's, retried or skipped.
+    this.r.onReleaseFault =
+      this.handler === undefined
+        ? undefined
+        : (frame) => {
+            const what = `clearBit(${hex(word)})`;
+            if (this.deliver({ ...frame, operation: what }) === 'retry') this.clearBit(req.pool, req.bit);
+          };
+    return this.r.execSlotSend(req.port, () => `slotSend(${hex(req.slot)})`);
+  }
 }
+
+/** Offset in the mailbox page of the emitted slot-send code (past every mailbox field). */
+const SLOT_CODE_OFFSET = 0x800;
+
+/** Bytes of the mailbox a slot send uses (saved around a release's fault). */
+const SLOT_SEND_END = SLOT_SEND.valueMax + 8;
+
+/** Offset of the slot release (LOCK BTR) in op_slotsend_tail: the one `f0 4d 0f b3 08` after it. */
+const RELEASE_OFFSET = (() => {
+  const code = new DataView(AGENT_CODE.buffer, AGENT_CODE.byteOffset);
+  const ops = code.getUint32(CODE_HEADER.ops, true);
+  const tail = code.getUint32(ops + 4 * OP.slotSendTail, true);
+  const btr = [0xf0, 0x4d, 0x0f, 0xb3, 0x08];
+  for (let i = tail; i < AGENT_CODE.length - btr.length; i++)
+    if (btr.every((b, k) => AGENT_CODE[i + k] === b)) return i - tail;
+  throw new Error('agent code: op_slotsend_tail has no LOCK BTR');
+})();
 
 /** The MMIO window operations by access size. */
 /** The plain load / store operations readAsync / writeAsync run as instructions that may exit. */
