@@ -167,6 +167,17 @@ export class StatsBlock {
     return out;
   }
 
+  /** Adds 1 to the value at index `index` (from vcpuStatIndex): the exit path's count, no name lookup. */
+  bumpAt(index: number): void {
+    const c = this.counts ?? this.allocate();
+    c[index]!++;
+  }
+
+  private allocate(): Float64Array {
+    this.counts = new Float64Array(this.layout.slots);
+    return this.counts;
+  }
+
   /** Adds 1 to the single-valued statistic `name`. */
   bump(name: string): void {
     const o = this.layout.offsetOf.get(name);
@@ -215,6 +226,13 @@ function ascii(s: string): Uint8Array {
 /** A VM's statistics block. */
 export function vmStats(): StatsBlock {
   return new StatsBlock(VM_STATS);
+}
+
+/** The value index of the vCPU statistic `name` (for StatsBlock.bumpAt). */
+export function vcpuStatIndex(name: string): number {
+  const o = layoutOf(VCPU_STATS).offsetOf.get(name);
+  if (o === undefined) throw new Error(`vcpuStatIndex: no vCPU statistic named ${name}`);
+  return o;
 }
 
 /** A vCPU's statistics block. */

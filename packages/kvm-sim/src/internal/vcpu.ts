@@ -41,7 +41,7 @@ import {
 import type { RunState, VcpuCore, VmCore } from './core.js';
 import { checkInt, checkU64 } from './check.js';
 import { GuestUnwind, SimGuest } from './guest.js';
-import { type StatsBlock, statsPid, vcpuStats } from './stats.js';
+import { type StatsBlock, statsPid, vcpuStatIndex, vcpuStats } from './stats.js';
 import { resetSregs, type SegmentModule, segmentModule, storedSegment } from './sregs.js';
 import {
   loadComponents,
@@ -775,24 +775,32 @@ export class SimVcpu implements VcpuCore {
   }
 }
 
+// Value indices of the exit statistics, looked up once: an exit adds to two of them.
+const STAT_EXITS = vcpuStatIndex('exits');
+const STAT_IO_EXITS = vcpuStatIndex('io_exits');
+const STAT_MMIO_EXITS = vcpuStatIndex('mmio_exits');
+const STAT_HALT_EXITS = vcpuStatIndex('halt_exits');
+const STAT_HYPERCALLS = vcpuStatIndex('hypercalls');
+const STAT_SIGNAL_EXITS = vcpuStatIndex('signal_exits');
+
 /** The x86 exit statistics an exit to the host adds to (vcpu->stat.exits, io_exits, mmio_exits, …). */
 function countExit(stats: StatsBlock, exit: Exit): void {
-  stats.bump('exits');
+  stats.bumpAt(STAT_EXITS);
   switch (exit.reason) {
     case 'io':
-      stats.bump('io_exits');
+      stats.bumpAt(STAT_IO_EXITS);
       return;
     case 'mmio':
-      stats.bump('mmio_exits');
+      stats.bumpAt(STAT_MMIO_EXITS);
       return;
     case 'hlt':
-      stats.bump('halt_exits');
+      stats.bumpAt(STAT_HALT_EXITS);
       return;
     case 'hypercall':
-      stats.bump('hypercalls');
+      stats.bumpAt(STAT_HYPERCALLS);
       return;
     case 'intr':
-      stats.bump('signal_exits');
+      stats.bumpAt(STAT_SIGNAL_EXITS);
       return;
     default:
       return;

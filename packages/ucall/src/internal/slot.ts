@@ -183,10 +183,20 @@ function encodeExtra(extra: AssertWhere['extra'], words: bigint[]): bigint {
   return present;
 }
 
-function cString(bytes: Uint8Array, from: number, to: number): [string, number] {
+/** Where the last cString stopped (its NUL, or `to`): its second result, without a tuple per call. */
+let cStringEnd = 0;
+
+/** The NUL-terminated string at bytes[from] (at most up to `to`); sets cStringEnd. */
+function cString(bytes: Uint8Array, from: number, to: number): string {
+  // An empty string (every plain ucall's buffer) needs no search and no decoder.
+  if (bytes[from] === 0) {
+    cStringEnd = from;
+    return '';
+  }
   let end = bytes.indexOf(0, from);
   if (end < 0 || end > to) end = to;
-  return [end === from ? '' : decoder.decode(bytes.subarray(from, end)), end];
+  cStringEnd = end;
+  return end === from ? '' : decoder.decode(bytes.subarray(from, end));
 }
 
 /** Decodes the slot at byte `off` of `bytes` (`view` over the same bytes). */
@@ -204,21 +214,20 @@ export function decodeSlotAt(bytes: Uint8Array, view: DataView, off: number): De
   const gpa = view.getBigUint64(off + UCALL_SLOT_LAYOUT.gpa, true);
   const b0 = off + UCALL_SLOT_LAYOUT.buffer;
   const bEnd = b0 + UCALL_BUFFER_LEN;
-  const [message, msgEnd] = cString(bytes, b0, bEnd);
+  const message = cString(bytes, b0, bEnd);
+  const msgEnd = cStringEnd;
   const out: DecodedSlot = { cmd, args, buffer: message, message, truncated: msgEnd === bEnd, gpa };
   if (args[UCALL_ASSERT_ARGS.magic] === UCALL_ASSERT_MAGIC) {
     const fileOff = args[UCALL_ASSERT_ARGS.file]!;
     const exprOff = args[UCALL_ASSERT_ARGS.expression]!;
     let last = msgEnd;
     if (fileOff > 0n && fileOff < BigInt(UCALL_BUFFER_LEN)) {
-      const [file, end] = cString(bytes, b0 + Number(fileOff), bEnd);
-      out.file = file;
-      last = Math.max(last, end);
+      out.file = cString(bytes, b0 + Number(fileOff), bEnd);
+      last = Math.max(last, cStringEnd);
     }
     if (exprOff > 0n && exprOff < BigInt(UCALL_BUFFER_LEN)) {
-      const [expression, end] = cString(bytes, b0 + Number(exprOff), bEnd);
-      out.expression = expression;
-      last = Math.max(last, end);
+      out.expression = cString(bytes, b0 + Number(exprOff), bEnd);
+      last = Math.max(last, cStringEnd);
     }
     const line = args[UCALL_ASSERT_ARGS.line]!;
     out.line = line <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(line) : Number.MAX_SAFE_INTEGER;
