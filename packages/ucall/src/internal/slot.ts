@@ -183,19 +183,16 @@ function encodeExtra(extra: AssertWhere['extra'], words: bigint[]): bigint {
   return present;
 }
 
-/** Where the last cString stopped (its NUL, or `to`): its second result, without a tuple per call. */
-let cStringEnd = 0;
+/** Where the NUL-terminated string at bytes[from] ends: its NUL, or `to` when none comes first. */
+function cStringEnd(bytes: Uint8Array, from: number, to: number): number {
+  // An empty string (every plain ucall's buffer) needs no search.
+  if (bytes[from] === 0) return from;
+  const end = bytes.indexOf(0, from);
+  return end < 0 || end > to ? to : end;
+}
 
-/** The NUL-terminated string at bytes[from] (at most up to `to`); sets cStringEnd. */
-function cString(bytes: Uint8Array, from: number, to: number): string {
-  // An empty string (every plain ucall's buffer) needs no search and no decoder.
-  if (bytes[from] === 0) {
-    cStringEnd = from;
-    return '';
-  }
-  let end = bytes.indexOf(0, from);
-  if (end < 0 || end > to) end = to;
-  cStringEnd = end;
+/** The text of bytes[from, end) ('' without calling the decoder when empty). */
+function text(bytes: Uint8Array, from: number, end: number): string {
   return end === from ? '' : decoder.decode(bytes.subarray(from, end));
 }
 
@@ -214,20 +211,24 @@ export function decodeSlotAt(bytes: Uint8Array, view: DataView, off: number): De
   const gpa = view.getBigUint64(off + UCALL_SLOT_LAYOUT.gpa, true);
   const b0 = off + UCALL_SLOT_LAYOUT.buffer;
   const bEnd = b0 + UCALL_BUFFER_LEN;
-  const message = cString(bytes, b0, bEnd);
-  const msgEnd = cStringEnd;
+  const msgEnd = cStringEnd(bytes, b0, bEnd);
+  const message = text(bytes, b0, msgEnd);
   const out: DecodedSlot = { cmd, args, buffer: message, message, truncated: msgEnd === bEnd, gpa };
   if (args[UCALL_ASSERT_ARGS.magic] === UCALL_ASSERT_MAGIC) {
     const fileOff = args[UCALL_ASSERT_ARGS.file]!;
     const exprOff = args[UCALL_ASSERT_ARGS.expression]!;
     let last = msgEnd;
     if (fileOff > 0n && fileOff < BigInt(UCALL_BUFFER_LEN)) {
-      out.file = cString(bytes, b0 + Number(fileOff), bEnd);
-      last = Math.max(last, cStringEnd);
+      const from = b0 + Number(fileOff);
+      const end = cStringEnd(bytes, from, bEnd);
+      out.file = text(bytes, from, end);
+      last = Math.max(last, end);
     }
     if (exprOff > 0n && exprOff < BigInt(UCALL_BUFFER_LEN)) {
-      out.expression = cString(bytes, b0 + Number(exprOff), bEnd);
-      last = Math.max(last, cStringEnd);
+      const from = b0 + Number(exprOff);
+      const end = cStringEnd(bytes, from, bEnd);
+      out.expression = text(bytes, from, end);
+      last = Math.max(last, end);
     }
     const line = args[UCALL_ASSERT_ARGS.line]!;
     out.line = line <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(line) : Number.MAX_SAFE_INTEGER;
