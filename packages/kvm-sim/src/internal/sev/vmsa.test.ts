@@ -400,3 +400,97 @@ describe('the simulator: KVM_SET_SREGS → LAUNCH_UPDATE_VMSA → MOVE', () => {
     vm.close();
   });
 });
+
+describe('KVM_GET/SET_SREGS once the VMSA holds the state (arch/x86/kvm/regs.c)', () => {
+  const zero: Segment = {
+    base: 0n,
+    limit: 0,
+    selector: 0,
+    type: 0,
+    present: 0,
+    dpl: 0,
+    db: 0,
+    s: 0,
+    l: 0,
+    g: 0,
+    avl: 0,
+    unusable: 0,
+  };
+  const hidden = (s: Sregs): Sregs => ({
+    cs: zero,
+    ds: zero,
+    es: zero,
+    fs: zero,
+    gs: zero,
+    ss: zero,
+    tr: zero,
+    ldt: zero,
+    gdt: { base: 0n, limit: 0 },
+    idt: { base: 0n, limit: 0 },
+    cr0: s.cr0,
+    cr2: 0n,
+    cr3: 0n,
+    cr4: s.cr4,
+    efer: s.efer,
+  });
+
+  it('__get_sregs_common: a launched KVM_SEV_ES_INIT vCPU reads zero segments, GDTR, IDTR, CR2, CR3; CR0, CR4, EFER as KVM tracks them', () => {
+    const kvm = createSimKvm({ vendor: 'amd' });
+    const sevFd = kvm.openSevDevice();
+    const s = { ...longModeSregs(), cr2: 0x1234n };
+    const { vm } = simEsVm(kvm, sevFd, s);
+    const v = vm.vcpus[0]!;
+    expect(v.getSregs()).toEqual(hidden(s));
+    // The guest's own state is untouched: it is in the VMSA.
+    expect(core(v).sregs.cs).toMatchObject({ selector: 0x8, l: 1 });
+    expect(core(v).sregs.cr3).toBe(0x9000n);
+    vm.close();
+  });
+
+  it('__set_sregs_common: on a launched KVM_SEV_ES_INIT vCPU the struct is still validated (EINVAL), then nothing is set', () => {
+    const kvm = createSimKvm({ vendor: 'amd' });
+    const sevFd = kvm.openSevDevice();
+    const s = longModeSregs();
+    const { vm } = simEsVm(kvm, sevFd, s);
+    const v = vm.vcpus[0]!;
+    const before = structuredClone(core(v).sregs);
+    // Long mode (LME + PG) without CR4.PAE: kvm_is_valid_sregs() fails first.
+    expect(() => v.setSregs({ ...s, cr4: 0n })).toThrow(/EINVAL/);
+    // A valid struct returns 0 and changes neither the segments nor CR0/CR3/CR4/EFER.
+    v.setSregs({ ...resetSregs('svm') });
+    expect(core(v).sregs).toEqual(before);
+    expect(v.getSregs()).toEqual(hidden(s));
+    vm.close();
+  });
+
+  it('sev_migrate_from: the destination vCPU is protected too; KVM_GET_SREGS on it hides the segments it now runs with', () => {
+    const kvm = createSimKvm({ vendor: 'amd' });
+    const sevFd = kvm.openSevDevice();
+    const { vm: src } = simEsVm(kvm, sevFd, longModeSregs());
+    const dst = kvm.createVm('default');
+    const dv = dst.createVcpu(0);
+    dst.enableCap(CAP.VM_MOVE_ENC_CONTEXT_FROM, [src]);
+    const got = dv.getSregs();
+    expect([got.cs, got.ds, got.ss, got.tr, got.ldt]).toEqual([zero, zero, zero, zero, zero]);
+    expect([got.gdt, got.idt]).toEqual([
+      { base: 0n, limit: 0 },
+      { base: 0n, limit: 0 },
+    ]);
+    expect(core(dv).sregs.cs).toMatchObject({ selector: 0x8, l: 1 });
+    dst.close();
+    src.close();
+  });
+
+  it('kvm_arch_vcpu_ioctl_get_sregs: an SEV-ES VM type (has_protected_state) refuses KVM_GET_SREGS after launch with EINVAL', () => {
+    const kvm = createSimKvm({ vendor: 'amd' });
+    const sevFd = kvm.openSevDevice();
+    const vm = kvm.createVm('sev-es');
+    sevCmd(vm, sevFd, SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
+    const v = vm.createVcpu(0);
+    expect(v.getSregs().cs.selector).toBe(0xf000);
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_START, { handle: 0, policy: POLICY.ES });
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_UPDATE_VMSA);
+    expect(() => v.getSregs()).toThrow(/EINVAL/);
+    vm.close();
+  });
+});
