@@ -382,6 +382,29 @@ describe('the simulator: KVM_SET_SREGS → LAUNCH_UPDATE_VMSA → MOVE', () => {
     src.close();
   });
 
+  it('sev_es_sync_vmsa: KVM_SET_MSRS and KVM_SET_XCRS values before the launch reach the VMSA', () => {
+    const kvm = createSimKvm({ vendor: 'amd' });
+    const sevFd = kvm.openSevDevice();
+    const vm = kvm.createVm('default');
+    const mem = new Uint8Array(0x1000);
+    vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x1000n, userspace: mem });
+    sevCmd(vm, sevFd, SEV_CMD.ES_INIT);
+    const v = vm.createVcpu(0);
+    v.setMsr(0xc0000082, 0xffff_ffff_8100_0000n); // LSTAR
+    v.setMsr(0x175, 0xffff_c900_0000_0000n); // SYSENTER_ESP
+    v.setMsr(0x277, 0x0007_0406_0007_0406n); // PAT
+    v.setXcrs([{ xcr: 0, value: 7n }]);
+    const start = { handle: 0, policy: POLICY.ES };
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_START, start);
+    sevCmd(vm, sevFd, SEV_CMD.LAUNCH_UPDATE_VMSA);
+    const page = simVmsa(kvm, vm, v, start.handle);
+    expect(u64(page, VMSA_OFFSET.lstar)).toBe(0xffff_ffff_8100_0000n);
+    expect(u64(page, VMSA_OFFSET.sysenterEsp)).toBe(0xffff_c900_0000_0000n);
+    expect(u64(page, VMSA_OFFSET.gPat)).toBe(0x0007_0406_0007_0406n);
+    expect(u64(page, VMSA_OFFSET.xcr0)).toBe(7n);
+    vm.close();
+  });
+
   it('an SEV-ES VM type (KVM_SEV_INIT2) puts the FPU in the VMSA too: FCW 0x37F, MXCSR 0x1F80 at RESET', () => {
     const kvm = createSimKvm({ vendor: 'amd' });
     const sevFd = kvm.openSevDevice();
