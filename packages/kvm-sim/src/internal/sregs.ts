@@ -136,3 +136,45 @@ export function storedSegment(module: SegmentModule, name: SegmentName, seg: Seg
   } else if (name === 'ss' && present === 0) out.db = 0;
   return out;
 }
+
+/** A segment as a zeroed `struct kvm_segment` reads. */
+const ZERO_SEGMENT: Segment = {
+  base: 0n,
+  limit: 0,
+  selector: 0,
+  type: 0,
+  present: 0,
+  dpl: 0,
+  db: 0,
+  s: 0,
+  l: 0,
+  g: 0,
+  avl: 0,
+  unusable: 0,
+};
+
+/**
+ * What KVM_GET_SREGS reports for a vCPU whose guest state is protected on a VM without
+ * `has_protected_state` (an SEV-ES guest made by KVM_SEV_ES_INIT, after LAUNCH_UPDATE_VMSA or a MOVE):
+ * arch/x86/kvm/regs.c (x86.c in older trees): __get_sregs_common() skips the segments, GDTR, IDTR,
+ * CR2 and CR3, which stay zero in the zeroed struct, and reports CR0, CR4 and EFER as KVM tracks them.
+ */
+export function protectedSregs(s: Sregs): Sregs {
+  return {
+    cs: { ...ZERO_SEGMENT },
+    ds: { ...ZERO_SEGMENT },
+    es: { ...ZERO_SEGMENT },
+    fs: { ...ZERO_SEGMENT },
+    gs: { ...ZERO_SEGMENT },
+    ss: { ...ZERO_SEGMENT },
+    tr: { ...ZERO_SEGMENT },
+    ldt: { ...ZERO_SEGMENT },
+    gdt: { base: 0n, limit: 0 },
+    idt: { base: 0n, limit: 0 },
+    cr0: s.cr0,
+    cr2: 0n,
+    cr3: 0n,
+    cr4: s.cr4,
+    efer: s.efer,
+  };
+}

@@ -42,7 +42,7 @@ import type { RunState, VcpuCore, VmCore } from './core.js';
 import { checkInt, checkU64 } from './check.js';
 import { GuestUnwind, SimGuest } from './guest.js';
 import { type StatsBlock, statsPid, vcpuStatIndex, vcpuStats } from './stats.js';
-import { resetSregs, type SegmentModule, segmentModule, storedSegment } from './sregs.js';
+import { protectedSregs, resetSregs, type SegmentModule, segmentModule, storedSegment } from './sregs.js';
 import {
   loadComponents,
   resetXsaveArea,
@@ -274,7 +274,7 @@ export class SimVcpu implements VcpuCore {
 
   getSregs(): Sregs {
     this.protectedGate('KVM_GET_SREGS');
-    return copySregs(this.sregs);
+    return this.vm.ops.stateProtected?.(this) ? protectedSregs(this.sregs) : copySregs(this.sregs);
   }
 
   /**
@@ -289,6 +289,7 @@ export class SimVcpu implements VcpuCore {
     const next = mergeSregs(this.sregs, input);
     const why = this.invalidSregs(next);
     if (why !== undefined) throw new KvmError('EINVAL', op, why);
+    if (this.vm.ops.stateProtected?.(this)) return; // regs.c: __set_sregs_common() sets nothing once the state is protected
     for (const n of SEGMENT_NAMES)
       if (input[n] !== undefined) next[n] = storedSegment(this.segmentModule, n, next[n]);
     this.sregs = next;

@@ -6,6 +6,7 @@
 import { encodeCpuid8000001F, type SevCpuFeature, SEV_MSR, type VmType } from '@kvmtest/coco';
 import { copySregs, KvmError, type Regs, type Sregs, VECTOR, zeroRegs } from '@kvmtest/kvm';
 import { resetSregs } from '../sregs.js';
+import { resetXsaveArea } from '../xsave.js';
 import type {
   AccessDecision,
   ArchCpu,
@@ -133,6 +134,16 @@ class ArchSevVcpu implements SevVcpuView {
   sregs(): Sregs {
     const s = (this.vcpu as unknown as { sregs?: Sregs }).sregs;
     return copySregs(s ?? resetSregs('svm'));
+  }
+  msr(index: number): bigint | undefined {
+    return (this.vcpu as unknown as { msr?(i: number): bigint | undefined }).msr?.(index);
+  }
+  xcr0(): bigint {
+    return (this.vcpu as unknown as { xcr0?: bigint }).xcr0 ?? 1n;
+  }
+  fpu(): Uint8Array {
+    const f = (this.vcpu as unknown as { fpu?: Uint8Array }).fpu;
+    return f === undefined ? resetXsaveArea() : f.slice();
   }
 }
 

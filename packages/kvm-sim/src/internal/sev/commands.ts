@@ -19,7 +19,7 @@ import {
   uaddrOf,
 } from './uaccess.js';
 import type { SevVmView } from './views.js';
-import { buildVmsa, DR7_FIXED_1 } from './vmsa.js';
+import { DR7_FIXED_1, syncVmsa } from './vmsa.js';
 import { snpLaunchFinish, snpLaunchStart, snpLaunchUpdate } from './snp-commands.js';
 
 /** `struct kvm_sev_attestation_report` (GET_ATTESTATION_REPORT); `len` is in/out. */
@@ -271,7 +271,7 @@ function launchUpdateVmsa(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy, op: 
     if (vcpu.guestDebug) fail('EINVAL', op, `vCPU ${vcpu.id} has KVM_SET_GUEST_DEBUG enabled`);
     if ((vcpu.dr7 & ~DR7_FIXED_1) !== 0n)
       fail('EINVAL', op, `vCPU ${vcpu.id} DR7 0x${vcpu.dr7.toString(16)} has breakpoints set`);
-    const vmsa = buildVmsa(vcpu.regs(), vcpu.sregs(), vcpu.dr7, s.vmsaFeatures);
+    const vmsa = syncVmsa(s.vmType, vcpu, s.vmsaFeatures);
     issue(p, s.fd, c, op, () => p.firmware.launchUpdateVmsa(s.handle, vcpu.id, vmsa));
     // No "already protected" check: a second call goes to the firmware again (arch/x86/kvm/svm/sev.c: sev_launch_update_vmsa()).
     vcpu.sev.vmsa = vmsa;

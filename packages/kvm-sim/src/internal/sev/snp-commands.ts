@@ -13,7 +13,7 @@ import { gmemPage, snpVcpu, snpVm } from './snp-state.js';
 import { sevSnpGuest } from './state.js';
 import { copyToUser, fail, PAGE_SIZE, StructReader } from './uaccess.js';
 import type { SevVmView } from './views.js';
-import { buildVmsa, DR7_FIXED_1 } from './vmsa.js';
+import { DR7_FIXED_1, syncVmsa } from './vmsa.js';
 
 const PAGE = 4096n;
 const VALID_TYPES: ReadonlySet<number> = new Set([
@@ -236,7 +236,7 @@ export function snpLaunchFinish(p: SevPlatformCore, vm: SevVmView, c: SevCmdCopy
     if (vcpu.guestDebug) fail('EINVAL', op, `vCPU ${vcpu.id} has KVM_SET_GUEST_DEBUG enabled`);
     if ((vcpu.dr7 & ~DR7_FIXED_1) !== 0n)
       fail('EINVAL', op, `vCPU ${vcpu.id} DR7 ${hex(vcpu.dr7)} has breakpoints set`);
-    const vmsa = buildVmsa(vcpu.regs(), vcpu.sregs(), vcpu.dr7, s.vmsaFeatures);
+    const vmsa = syncVmsa(s.vmType, vcpu, s.vmsaFeatures);
     const st = p.snp.launchUpdateVmsa(snp.gctx, vmsa);
     c.error = st;
     if (st !== SEV_RET.SUCCESS)

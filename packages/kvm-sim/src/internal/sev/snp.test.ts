@@ -360,11 +360,13 @@ describe('SNP launch digest (firmware model vs coco SnpLaunchDigest)', () => {
     const v = snpVcpu(s, async () => {});
     const regs = v.getRegs();
     const sregs = v.getSregs();
+    // An SNP VM is not a KVM_X86_DEFAULT_VM: sev_es_sync_vmsa() puts the FPU state in the VMSA too.
+    const fpu = v.getXsave();
     snpLaunch(s);
     const d = new SnpLaunchDigest();
     for (let gpa = 0n; gpa < LAUNCH_END; gpa += 4096n)
       d.updatePage(gpa, SNP_PAGE_TYPE.NORMAL, s.image.subarray(Number(gpa), Number(gpa) + 4096));
-    d.updatePage(SNP_VMSA_GPA, SNP_PAGE_TYPE.VMSA, buildVmsa(regs, sregs, 0x400n, 1n));
+    d.updatePage(SNP_VMSA_GPA, SNP_PAGE_TYPE.VMSA, buildVmsa(regs, sregs, 0x400n, 1n, { fpu }));
     expect(Buffer.from(snpLaunchReport(s.vm)!.measurement).toString('hex')).toBe(
       Buffer.from(d.digest()).toString('hex'),
     );

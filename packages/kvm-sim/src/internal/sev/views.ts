@@ -15,12 +15,18 @@ export interface SevVcpuView {
   readonly sev: SevVcpuState;
   /** The register file KVM holds for the vCPU (`vcpu->arch.regs`), read when the VMSA is built. */
   regs(): Regs;
-  /** Control registers and EFER, read when the VMSA is built. */
+  /** Segments, descriptor tables, control registers and EFER (KVM_GET_SREGS), read when the VMSA is built. */
   sregs(): Sregs;
   /** True when KVM_SET_GUEST_DEBUG enabled debugging on this vCPU (`vcpu->guest_debug`). */
   readonly guestDebug: boolean;
   /** DR7 as KVM holds it (`vmcb->save.dr7`). */
   readonly dr7: bigint;
+  /** The vCPU's MSR file (KVM_GET_MSRS values), read when the VMSA is built; undefined = not modelled. */
+  msr?(index: number): bigint | undefined;
+  /** `vcpu->arch.xcr0`, read when the VMSA is built. */
+  xcr0?(): bigint;
+  /** The guest FPU as a standard-format XSAVE area, read when the VMSA of a non-DEFAULT VM type is built. */
+  fpu?(): Uint8Array;
   /**
    * Destination side of a context move: take `from`'s register state (the VMSA's, when `registers`)
    * and its guest program where it stopped, unless this vCPU has one of its own.
