@@ -8,6 +8,7 @@ import {
   dataSegment64,
   type Segment,
   SEGMENT_NAMES,
+  segment,
   type Sregs,
   tryKvm,
   tssSegment64,
@@ -20,20 +21,8 @@ import { decodeSegment, decodeSregs, encodeSegment, encodeSregsInput } from '../
 import { SIZE, SREGS } from '../src/internal/uapi.js';
 import { kvmAvailable } from './helpers.js';
 
-const seg = (type: number, s: number, selector = 0, base = 0n): Segment => ({
-  base,
-  limit: 0xffff,
-  selector,
-  type,
-  present: 1,
-  dpl: 0,
-  db: 0,
-  s,
-  l: 0,
-  g: 0,
-  avl: 0,
-  unusable: 0,
-});
+const seg = (type: number, s: number, selector = 0, base = 0n): Segment =>
+  segment({ base, limit: 0xffff, selector, type, present: 1, s });
 
 /** vmx_vcpu_reset()'s segments (and PVM's, measured): CS type 11, data 3, TR busy TSS 11, LDTR 2. */
 const RESET: Sregs = {

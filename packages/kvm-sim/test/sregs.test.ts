@@ -7,6 +7,7 @@ import {
   dataSegment64,
   type Segment,
   SEGMENT_NAMES,
+  segment,
   type Sregs,
   tryKvm,
   tssSegment64,
@@ -15,20 +16,8 @@ import {
 import { describe, expect, it } from 'vitest';
 import { createSimKvm } from '../src/index.js';
 
-const seg = (type: number, s: number, selector = 0, base = 0n): Segment => ({
-  base,
-  limit: 0xffff,
-  selector,
-  type,
-  present: 1,
-  dpl: 0,
-  db: 0,
-  s,
-  l: 0,
-  g: 0,
-  avl: 0,
-  unusable: 0,
-});
+const seg = (type: number, s: number, selector = 0, base = 0n): Segment =>
+  segment({ base, limit: 0xffff, selector, type, present: 1, s });
 
 /** KVM_GET_SREGS on a fresh vCPU of a host whose CPUID is Intel's (VMX access rights), as measured on PVM. */
 const VMX_RESET: Sregs = {

@@ -106,6 +106,7 @@ export {
   SEGMENT_FIELDS,
   SEGMENT_NAMES,
   tssSegment64,
+  segment,
   unusableSegment,
   XFEATURE,
   XSAVE_LAYOUT,

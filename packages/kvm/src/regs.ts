@@ -158,24 +158,30 @@ export function tssSegment64(base: bigint, selector: number): Segment {
 
 /** A null segment as kvm_seg_set_unusable() builds it: every field zero but `unusable`. */
 export function unusableSegment(): Segment {
-  return { ...flatSegment(0, 0), limit: 0, s: 0, g: 0, present: 0, unusable: 1 };
+  return segment({ unusable: 1 });
+}
+
+/** A `struct kvm_segment` with every field zero, then the given `fields` (a fresh object). */
+export function segment(fields: Partial<Segment> = {}): Segment {
+  return {
+    base: 0n,
+    limit: 0,
+    selector: 0,
+    type: 0,
+    present: 0,
+    dpl: 0,
+    db: 0,
+    s: 0,
+    l: 0,
+    g: 0,
+    avl: 0,
+    unusable: 0,
+    ...fields,
+  };
 }
 
 function flatSegment(selector: number, type: number): Segment {
-  return {
-    base: 0n,
-    limit: 0xffff_ffff,
-    selector,
-    type,
-    present: 1,
-    dpl: 0,
-    db: 0,
-    s: 1,
-    l: 0,
-    g: 1,
-    avl: 0,
-    unusable: 0,
-  };
+  return segment({ limit: 0xffff_ffff, selector, type, present: 1, s: 1, g: 1 });
 }
 
 /** A copy of a Segment's fields (and of nothing else the object carries). */

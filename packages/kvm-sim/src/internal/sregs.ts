@@ -2,7 +2,7 @@
 // fresh vCPU), and what the vendor module keeps of a segment KVM_SET_SREGS hands it. A leaf module:
 // the vCPU and the SEV model's views both use it.
 
-import type { Segment, SegmentName, Sregs } from '@kvmtest/kvm';
+import { type Segment, type SegmentName, type Sregs, segment } from '@kvmtest/kvm';
 
 /**
  * The vendor module behind a host's segment state: `vmx` (vmx/vmx.c), `svm` (svm/svm.c), or `pvm`,
@@ -27,20 +27,8 @@ const CR0_RESET = 0x60000010n;
  */
 export function resetSregs(module: SegmentModule): Sregs {
   const svm = module === 'svm';
-  const seg = (type: number, s: number, selector = 0, base = 0n): Segment => ({
-    base,
-    limit: 0xffff,
-    selector,
-    type,
-    present: 1,
-    dpl: 0,
-    db: 0,
-    s,
-    l: 0,
-    g: 0,
-    avl: 0,
-    unusable: 0,
-  });
+  const seg = (type: number, s: number, selector = 0, base = 0n): Segment =>
+    segment({ base, limit: 0xffff, selector, type, present: 1, s });
   return {
     cs: seg(svm ? 10 : 11, 1, 0xf000, 0xffff_0000n),
     ds: seg(3, 1),
@@ -85,21 +73,7 @@ export function storedSegment(module: SegmentModule, name: SegmentName, seg: Seg
   if (module === 'pvm') return { ...seg };
   if (module === 'vmx') {
     const type = name === 'ldt' ? seg.type : seg.type | 1;
-    if (seg.unusable !== 0 || seg.present === 0)
-      return {
-        base,
-        limit,
-        selector,
-        type: 0,
-        present: 0,
-        dpl: 0,
-        db: 0,
-        s: 0,
-        l: 0,
-        g: 0,
-        avl: 0,
-        unusable: 1,
-      };
+    if (seg.unusable !== 0 || seg.present === 0) return segment({ base, limit, selector, unusable: 1 });
     return {
       base,
       limit,
@@ -137,22 +111,6 @@ export function storedSegment(module: SegmentModule, name: SegmentName, seg: Seg
   return out;
 }
 
-/** A segment as a zeroed `struct kvm_segment` reads. */
-const ZERO_SEGMENT: Segment = {
-  base: 0n,
-  limit: 0,
-  selector: 0,
-  type: 0,
-  present: 0,
-  dpl: 0,
-  db: 0,
-  s: 0,
-  l: 0,
-  g: 0,
-  avl: 0,
-  unusable: 0,
-};
-
 /**
  * What KVM_GET_SREGS reports for a vCPU whose guest state is protected on a VM without
  * `has_protected_state` (an SEV-ES guest made by KVM_SEV_ES_INIT, after LAUNCH_UPDATE_VMSA or a MOVE):
@@ -161,14 +119,14 @@ const ZERO_SEGMENT: Segment = {
  */
 export function protectedSregs(s: Sregs): Sregs {
   return {
-    cs: { ...ZERO_SEGMENT },
-    ds: { ...ZERO_SEGMENT },
-    es: { ...ZERO_SEGMENT },
-    fs: { ...ZERO_SEGMENT },
-    gs: { ...ZERO_SEGMENT },
-    ss: { ...ZERO_SEGMENT },
-    tr: { ...ZERO_SEGMENT },
-    ldt: { ...ZERO_SEGMENT },
+    cs: segment(),
+    ds: segment(),
+    es: segment(),
+    fs: segment(),
+    gs: segment(),
+    ss: segment(),
+    tr: segment(),
+    ldt: segment(),
     gdt: { base: 0n, limit: 0 },
     idt: { base: 0n, limit: 0 },
     cr0: s.cr0,

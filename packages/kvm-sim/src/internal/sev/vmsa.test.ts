@@ -7,6 +7,7 @@ import {
   type Kvm,
   type Regs,
   type Segment,
+  segment,
   SEV_CMD,
   type SevCommand,
   type Sregs,
@@ -51,34 +52,21 @@ const u32 = (page: Uint8Array, off: number) =>
 const u16 = (page: Uint8Array, off: number) =>
   new DataView(page.buffer, page.byteOffset, page.byteLength).getUint16(off, true);
 
-const segment = (over: Partial<Segment>): Segment => ({
-  base: 0n,
-  limit: 0xffffffff,
-  selector: 0,
-  type: 3,
-  present: 1,
-  dpl: 0,
-  db: 1,
-  s: 1,
-  l: 0,
-  g: 1,
-  avl: 0,
-  unusable: 0,
-  ...over,
-});
+const flatSeg = (over: Partial<Segment>): Segment =>
+  segment({ limit: 0xffffffff, type: 3, present: 1, db: 1, s: 1, g: 1, ...over });
 
 /** Long-mode segments as the selftests' vcpu_init_sregs() loads them, with distinct values everywhere. */
 function longModeSregs(): Sregs {
   return {
     ...resetSregs('svm'),
-    cs: segment({ selector: 0x8, type: 11, l: 1, db: 0 }),
-    ds: segment({ selector: 0x10, base: 0x1000n }),
-    es: segment({ selector: 0x18, base: 0x2000n }),
-    fs: segment({ selector: 0x20, base: 0x7fff_0000_1000n }),
-    gs: segment({ selector: 0x28, base: 0xffff_8880_0000_0000n }),
-    ss: segment({ selector: 0x30, dpl: 0 }),
-    tr: segment({ selector: 0x38, type: 11, s: 0, db: 0, g: 0, limit: 0x67, base: 0x3000n }),
-    ldt: segment({ selector: 0, type: 2, s: 0, db: 0, g: 0, limit: 0xffff, present: 0, unusable: 1 }),
+    cs: flatSeg({ selector: 0x8, type: 11, l: 1, db: 0 }),
+    ds: flatSeg({ selector: 0x10, base: 0x1000n }),
+    es: flatSeg({ selector: 0x18, base: 0x2000n }),
+    fs: flatSeg({ selector: 0x20, base: 0x7fff_0000_1000n }),
+    gs: flatSeg({ selector: 0x28, base: 0xffff_8880_0000_0000n }),
+    ss: flatSeg({ selector: 0x30, dpl: 0 }),
+    tr: flatSeg({ selector: 0x38, type: 11, s: 0, db: 0, g: 0, limit: 0x67, base: 0x3000n }),
+    ldt: flatSeg({ selector: 0, type: 2, s: 0, db: 0, g: 0, limit: 0xffff, present: 0, unusable: 1 }),
     gdt: { base: 0x4000n, limit: 0x47 },
     idt: { base: 0x5000n, limit: 0xfff },
     cr0: 0x8005_0033n,
@@ -138,7 +126,7 @@ describe('sev_es_sync_vmsa (arch/x86/kvm/svm/sev.c): the VMSA is the VMCB save a
   });
 
   it('svm_set_segment: attrib packs type 0-3, S 4, DPL 5-6, P 7 (present and usable), AVL 8, L 9, D/B 10, G 11', () => {
-    const base = segment({ type: 0, s: 0, dpl: 0, present: 0, avl: 0, l: 0, db: 0, g: 0, unusable: 1 });
+    const base = flatSeg({ type: 0, s: 0, dpl: 0, present: 0, avl: 0, l: 0, db: 0, g: 0, unusable: 1 });
     expect(vmcbSegmentAttrib(base)).toBe(0);
     expect(vmcbSegmentAttrib({ ...base, type: 0xf })).toBe(0xf);
     expect(vmcbSegmentAttrib({ ...base, s: 1 })).toBe(1 << 4);
@@ -288,7 +276,7 @@ describe('LAUNCH_UPDATE_VMSA and MOVE carry the segments (arch/x86/kvm/svm/sev.c
   it('sev_launch_update_vmsa: the page the firmware measures and encrypts carries each vCPU own segments', () => {
     const h = new FakeHost();
     const a = longModeSregs();
-    const b = { ...longModeSregs(), cs: segment({ selector: 0x50, type: 11, l: 1, db: 0, base: 0n }) };
+    const b = { ...longModeSregs(), cs: flatSeg({ selector: 0x50, type: 11, l: 1, db: 0, base: 0n }) };
     const vm = esVmWithSegments(h, [a, b]);
     const [v0, v1] = vm.list;
     const p0 = plainVmsa(h, vm, v0!.sev.vmsa);
@@ -425,20 +413,7 @@ describe('the simulator: KVM_SET_SREGS → LAUNCH_UPDATE_VMSA → MOVE', () => {
 });
 
 describe('KVM_GET/SET_SREGS once the VMSA holds the state (arch/x86/kvm/regs.c)', () => {
-  const zero: Segment = {
-    base: 0n,
-    limit: 0,
-    selector: 0,
-    type: 0,
-    present: 0,
-    dpl: 0,
-    db: 0,
-    s: 0,
-    l: 0,
-    g: 0,
-    avl: 0,
-    unusable: 0,
-  };
+  const zero: Segment = segment();
   const hidden = (s: Sregs): Sregs => ({
     cs: zero,
     ds: zero,
