@@ -12,13 +12,7 @@
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Guest, Kvm } from '@kvmtest/kvm';
-
-type Round = () => Promise<number>;
-
-function cpuNs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) * 1000;
-}
+import { type AbRound, compareTrees, cpuNs } from '../../../scripts/bench/ab-trees.js';
 
 async function simOf(tree: string): Promise<(opts?: { runBudget?: number }) => Kvm> {
   const url = pathToFileURL(resolve(tree, 'packages/kvm-sim/src/index.ts')).href;
@@ -26,7 +20,7 @@ async function simOf(tree: string): Promise<(opts?: { runBudget?: number }) => K
   return mod.createSimKvm;
 }
 
-async function setup(mode: string, tree: string, n: number): Promise<Round> {
+async function setup(mode: string, tree: string, n: number): Promise<AbRound> {
   const createSimKvm = await simOf(tree);
   if (mode === 'exit') {
     const vcpu = createSimKvm({ runBudget: Number.MAX_SAFE_INTEGER }).createVm().createVcpu(0);
@@ -52,20 +46,7 @@ async function setup(mode: string, tree: string, n: number): Promise<Round> {
 
 async function main(): Promise<void> {
   const [mode = 'exit', rounds = '15', perRound = '200000', ...trees] = process.argv.slice(2);
-  if (trees.length === 0) trees.push('.');
-  const runs: Round[] = [];
-  for (const t of trees) runs.push(await setup(mode, t, Number(perRound)));
-  for (const r of runs) for (let k = 0; k < 2; k++) await r(); // warm-up
-  const figures: number[][] = trees.map(() => []);
-  for (let k = 0; k < Number(rounds); k++)
-    for (let j = 0; j < runs.length; j++) figures[j]!.push(await runs[j]!());
-  trees.forEach((t, j) => {
-    const f = figures[j]!;
-    const sorted = [...f].sort((a, b) => a - b);
-    console.log(
-      `${mode} ${t}: median ${sorted[sorted.length >> 1]!.toFixed(1)} ns, min ${sorted[0]!.toFixed(1)} ns [${f.map((x) => x.toFixed(0)).join(' ')}]`,
-    );
-  });
+  await compareTrees(mode, trees, Number(rounds), (t) => setup(mode, t, Number(perRound)));
 }
 
 await main();

@@ -8,15 +8,11 @@
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Guest } from '@kvmtest/kvm';
+import { type AbRound, compareTrees, cpuNs } from '../../../scripts/bench/ab-trees.js';
 
 type Testkit = typeof import('../src/index.js');
 
-function cpuNs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) * 1000;
-}
-
-async function setup(tree: string, n: number): Promise<() => Promise<number>> {
+async function setup(tree: string, n: number): Promise<AbRound> {
   const tk = (await import(pathToFileURL(resolve(tree, 'packages/testkit/src/index.ts')).href)) as Testkit;
   const vm = tk.vmCreateWithOneVcpu(async (g: Guest) => {
     for (;;) await tk.guestSync(g, 1n);
@@ -31,20 +27,7 @@ async function setup(tree: string, n: number): Promise<() => Promise<number>> {
 
 async function main(): Promise<void> {
   const [rounds = '10', perRound = '100000', ...trees] = process.argv.slice(2);
-  if (trees.length === 0) trees.push('.');
-  const runs: (() => Promise<number>)[] = [];
-  for (const t of trees) runs.push(await setup(t, Number(perRound)));
-  for (const r of runs) for (let k = 0; k < 2; k++) await r(); // warm-up
-  const figures: number[][] = trees.map(() => []);
-  for (let k = 0; k < Number(rounds); k++)
-    for (let j = 0; j < runs.length; j++) figures[j]!.push(await runs[j]!());
-  trees.forEach((t, j) => {
-    const f = figures[j]!;
-    const sorted = [...f].sort((a, b) => a - b);
-    console.log(
-      `ucall ${t}: median ${sorted[sorted.length >> 1]!.toFixed(1)} ns, min ${sorted[0]!.toFixed(1)} ns [${f.map((x) => x.toFixed(0)).join(' ')}]`,
-    );
-  });
+  await compareTrees('ucall', trees, Number(rounds), (t) => setup(t, Number(perRound)));
 }
 
 await main();
