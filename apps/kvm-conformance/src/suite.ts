@@ -85,6 +85,9 @@ function region(
   };
 }
 
+const MSR_FS_BASE = 0xc000_0100;
+const MSR_GS_BASE = 0xc000_0101;
+
 const systemCaps: TestCase = {
   name: 'capabilities on /dev/kvm',
   run() {
@@ -684,6 +687,44 @@ const segmentRegisters: TestCase = {
   },
 };
 
+const segmentBaseMsrs: TestCase = {
+  name: 'segment-base MSRs',
+  run() {
+    const kvm = getKvm();
+    using vm = kvm.createVm('default');
+    const vcpu = vm.createVcpu(0);
+    // As vm_vcpu_add() does: the vCPU gets the supported CPUID, so the address width is the host's.
+    vcpu.setCpuid(kvm.getSupportedCpuid());
+    // vmx_get_msr()/vmx_set_msr() (svm_*, pvm_* alike): MSR_FS_BASE and MSR_GS_BASE are the
+    // FS/GS segment bases that KVM_GET/SET_SREGS show.
+    vcpu.setMsr(MSR_FS_BASE, 0x1234_5000n);
+    testAssertEq(observe('fs.base after KVM_SET_MSRS(FS_BASE)', vcpu.getSregs().fs.base), 0x1234_5000n);
+    const s = vcpu.getSregs();
+    vcpu.setSregs({ ...s, gs: { ...s.gs, base: 0x7fff_0000_1000n } });
+    testAssertEq(
+      observe('GS_BASE after KVM_SET_SREGS(gs.base)', vcpu.getMsr(MSR_GS_BASE)),
+      0x7fff_0000_1000n,
+    );
+    // arch/x86/kvm/x86.c: __kvm_set_msr(): a non-canonical base, LSTAR or CSTAR is refused (bit 56
+    // set, 57..63 clear: non-canonical with 48 and with 57 address bits), and nothing changes.
+    for (const [name, msr] of [
+      ['FS_BASE', MSR_FS_BASE],
+      ['GS_BASE', MSR_GS_BASE],
+      ['KERNEL_GS_BASE', 0xc000_0102],
+      ['LSTAR', 0xc000_0082],
+      ['CSTAR', 0xc000_0083],
+    ] as const) {
+      const before = vcpu.getMsr(msr);
+      expectErrno(
+        `KVM_SET_MSRS(${name}) non-canonical`,
+        () => vcpu.setMsr(msr, 0x0100_0000_0000_0000n),
+        'EINVAL',
+      );
+      testAssertEq(observe(`${name} after the refused write`, vcpu.getMsr(msr)), before);
+    }
+  },
+};
+
 const closedFds: TestCase = {
   name: 'closed descriptors',
   async run() {
@@ -732,6 +773,7 @@ export default defineSuite({
     readOnlySlot,
     resetState,
     segmentRegisters,
+    segmentBaseMsrs,
     closedFds,
   ],
 });

@@ -40,6 +40,13 @@ export interface SimFeatures {
    * type that needs TDP can exist.
    */
   tdp?: boolean;
+  /**
+   * 5-level paging (LA57) in KVM_GET_SUPPORTED_CPUID: off, leaf 7 ECX bit 16 is clear and leaf
+   * 0x80000008 reports 48 linear-address bits, so a vCPU given that CPUID cannot set CR4.LA57 and
+   * the MSRs that hold addresses must be 48-bit canonical (arch/x86/kvm/cpuid.c: kvm_set_cpu_caps()
+   * keeps LA57 only when the host kernel runs with it).
+   */
+  la57?: boolean;
 }
 
 /**
@@ -100,6 +107,8 @@ export interface ResolvedConfig {
   readonly memoryAttributes: boolean;
   readonly smm: boolean;
   readonly tdp: boolean;
+  /** 5-level paging in the supported CPUID (SimFeatures.la57). */
+  readonly la57: boolean;
   readonly vendor: 'amd' | 'intel' | 'any';
   readonly vmTypes: readonly VmType[];
   readonly maxVcpus: number;
@@ -176,7 +185,7 @@ const PRESETS: Readonly<Record<SimHostPreset, SimConfig>> = Object.freeze({
   pvm: {
     vendor: 'intel',
     vmTypes: ['default'],
-    features: { guestMemfd: false, memoryAttributes: false, smm: false, tdp: false },
+    features: { guestMemfd: false, memoryAttributes: false, smm: false, tdp: false, la57: false },
     maxVcpus: 1024,
     maxVcpuId: 4096,
     memslotsPerAddressSpace: 32764,
@@ -244,6 +253,7 @@ export function resolveConfig(input: SimConfig = {}): ResolvedConfig {
     memoryAttributes: flag('memoryAttributes', fin.memoryAttributes),
     smm: flag('smm', fin.smm),
     tdp: flag('tdp', fin.tdp),
+    la57: flag('la57', fin.la57),
   };
   // The PRIVATE attribute only means something with guest_memfd behind it
   // (virt/kvm/kvm_main.c: kvm_supported_mem_attributes(); x86 selects both together).
@@ -387,8 +397,8 @@ export function supportedCpuid(cfg: ResolvedConfig): CpuidEntry[] {
       (1 << 31) | (1 << 0) | (1 << 23) | (1 << 26) | (1 << 28),
       0x178bfbff,
     ),
-    // leaf 7: ECX bit 16 = LA57 (5-level paging)
-    entry(7, 0, 0, 1 << 16, 0, 0),
+    // leaf 7: ECX bit 16 = LA57 (5-level paging), when the host has it
+    entry(7, 0, 0, cfg.la57 ? 1 << 16 : 0, 0, 0),
     // leaf 0xD (XSAVE): XCR0 may enable x87 | SSE | AVX; the standard area of all of them is 832 bytes,
     // AVX's component (YMM_Hi128) is 256 bytes at offset 576.
     entry(0xd, 0x7, 832, 832, 0, 0),
@@ -405,8 +415,8 @@ export function supportedCpuid(cfg: ResolvedConfig): CpuidEntry[] {
     entry(0x80000000, maxExt, v[0], v[2], v[1]),
     // EDX bit 20 NX, bit 29 LM
     entry(0x80000001, 0, 0, 1, (1 << 20) | (1 << 29)),
-    // EAX[7:0] MAXPHYADDR, EAX[15:8] linear-address bits (57 with LA57)
-    entry(0x80000008, cfg.maxPhysAddr | (57 << 8), 0, 0, 0),
+    // EAX[7:0] MAXPHYADDR, EAX[15:8] linear-address bits (57 with LA57, else 48)
+    entry(0x80000008, cfg.maxPhysAddr | ((cfg.la57 ? 57 : 48) << 8), 0, 0, 0),
   ];
   if (amd && sevFeatures.length > 0) {
     const r = encodeCpuid8000001F({

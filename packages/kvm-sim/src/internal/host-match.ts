@@ -34,7 +34,7 @@ function cpuidVendor(kvm: Kvm): 'amd' | 'intel' | undefined {
 }
 
 /**
- * Reads `kvm` (KVM_GET_SUPPORTED_CPUID leaves 0 and 0x80000008, KVM_CAP_VM_TYPES, MAX_VCPUS, MAX_VCPU_ID,
+ * Reads `kvm` (KVM_GET_SUPPORTED_CPUID leaves 0, 7 and 0x80000008, KVM_CAP_VM_TYPES, MAX_VCPUS, MAX_VCPU_ID,
  * NR_MEMSLOTS, GUEST_MEMFD, MEMORY_ATTRIBUTES, X86_SMM) and returns the SimConfig answering the same.
  */
 export function simHostMatching(kvm: Kvm, hints: SimHostHints = {}): SimHostMatch {
@@ -48,6 +48,9 @@ export function simHostMatching(kvm: Kvm, hints: SimHostHints = {}): SimHostMatc
     memoryAttributes: kvm.checkExtension(CAP.MEMORY_ATTRIBUTES) > 0,
     smm: kvm.checkExtension(CAP_X86_SMM) > 0,
     tdp: hints.pvm !== true,
+    // CPUID.(EAX=7,ECX=0):ECX bit 16: the host offers 5-level paging to guests.
+    la57:
+      ((kvm.getSupportedCpuid().find((e) => e.function === 7 && e.index === 0)?.ecx ?? 0) & (1 << 16)) !== 0,
   };
   const preset: SimHostPreset = hints.pvm ? 'pvm' : vendor === 'amd' ? 'mainline-amd' : 'mainline-intel';
   const base = resolveConfig(simHostPreset(preset));

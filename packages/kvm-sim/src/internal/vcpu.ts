@@ -228,16 +228,7 @@ export class SimVcpu implements VcpuCore {
     for (const m of [MSR.SYSENTER_CS, MSR.SYSENTER_ESP, MSR.SYSENTER_EIP]) this.msrs.set(m, 0n);
     this.msrs.set(MSR.MISC_ENABLE, 1n);
     this.msrs.set(MSR.PAT, 0x0007040600070406n);
-    for (const m of [
-      MSR.STAR,
-      MSR.LSTAR,
-      MSR.CSTAR,
-      MSR.SFMASK,
-      MSR.FS_BASE,
-      MSR.GS_BASE,
-      MSR.KERNEL_GS_BASE,
-    ])
-      this.msrs.set(m, 0n);
+    for (const m of [MSR.STAR, MSR.LSTAR, MSR.CSTAR, MSR.SFMASK, MSR.KERNEL_GS_BASE]) this.msrs.set(m, 0n);
     this.msrs.set(MSR.TSC_AUX, 0n);
     this.guest = new SimGuest(this);
     this.fd = vm.kvm.allocFd({ kind: 'vcpu', vcpu: this });
@@ -423,7 +414,19 @@ export class SimVcpu implements VcpuCore {
   /** The MSR file as the CPU sees it; undefined for an MSR the simulator does not model. */
   msr(index: number): bigint | undefined {
     if (index === MSR.EFER) return this.sregs.efer;
+    // vmx_get_msr()/svm_get_msr(): MSR_FS_BASE and MSR_GS_BASE read the FS/GS segment bases.
+    if (index === MSR.FS_BASE) return this.sregs.fs.base;
+    if (index === MSR.GS_BASE) return this.sregs.gs.base;
     return this.msrs.get(index);
+  }
+
+  /**
+   * arch/x86/kvm/x86.c: __kvm_set_msr() refuses a non-canonical FS/GS/KERNEL_GS base, LSTAR or CSTAR
+   * (is_noncanonical_msr_address(): 57 address bits when the vCPU's CPUID has LA57, else 48).
+   */
+  private canonicalForMsr(value: bigint): boolean {
+    const la57 = ((findCpuid(this.cpuid, 7, 0)?.ecx ?? 0) & (1 << 16)) !== 0;
+    return BigInt.asUintN(64, BigInt.asIntN(la57 ? 57 : 48, value)) === value;
   }
 
   /** Writes the MSR file; false when the MSR is not modelled or the value is invalid for it. */
@@ -432,6 +435,23 @@ export class SimVcpu implements VcpuCore {
       if ((value & ~EFER_VALID) !== 0n) return false;
       this.sregs.efer = value;
       this.guest.flush();
+      return true;
+    }
+    switch (index) {
+      case MSR.FS_BASE:
+      case MSR.GS_BASE:
+      case MSR.KERNEL_GS_BASE:
+      case MSR.LSTAR:
+      case MSR.CSTAR:
+        if (!this.canonicalForMsr(value)) return false;
+    }
+    // vmx_set_msr()/svm_set_msr(): MSR_FS_BASE and MSR_GS_BASE write the FS/GS segment bases.
+    if (index === MSR.FS_BASE) {
+      this.sregs.fs.base = value;
+      return true;
+    }
+    if (index === MSR.GS_BASE) {
+      this.sregs.gs.base = value;
       return true;
     }
     if (!this.msrs.has(index)) return false;
