@@ -86,6 +86,7 @@ export {
   type Reporter,
   type RunSuiteOptions,
   runSuite,
+  type RunWithTimeoutOptions,
   runWithTimeout,
   seedLine,
   type Suite,
