@@ -7,7 +7,8 @@
 // (`Runtime.terminateExecution`). The stuck microtask unwinds (no `finally` runs, its promise stays
 // pending), the event loop turns again, runWithTimeout's timer fires and reports the timeout.
 //
-// Arming and disarming is a few Atomics operations on shared memory, no message per case. Only on
+// Arming and disarming is a few Atomics operations on shared memory, no message per case (and no
+// wake-up of the worker unless the new deadline is earlier than the one it sleeps until). Only on
 // the process's main thread (an inspector session can connect to the main thread only) and only
 // where `node:inspector` exists; elsewhere armWatchdog returns undefined and a plain-JS loop still
 // hangs. Terminating JavaScript that runs directly in a macrotask callback (a timer or setImmediate
@@ -21,26 +22,33 @@ import { isMainThread, Worker } from 'node:worker_threads';
 const SLOT = {
   /** Odd: armed (the worker may fire once); even: disarmed. Main moves it; the worker only odd → even when it fires. */
   GEN: 0,
-  /** Milliseconds from arming to the deadline of the current generation. */
-  LIMIT: 1,
+  /** The deadline of the armed generation: milliseconds since the main thread's performance.timeOrigin. */
+  DEADLINE: 1,
+  /** Until when the worker sleeps (same clock; NEVER while disarmed): main wakes it only for an earlier deadline. */
+  WAIT_UNTIL: 2,
   /** Terminations the worker has requested. */
-  FIRES: 2,
+  FIRES: 3,
   /** Terminations that have completed (the inspector answered). */
-  DONE: 3,
+  DONE: 4,
   /** The worker's state: 0 starting, 1 watching, 2 unavailable (no inspector). */
-  STATE: 4,
+  STATE: 5,
 } as const;
 
 const STATE_UNAVAILABLE = 2;
+/** WAIT_UNTIL of a worker that sleeps until notified. */
+const NEVER = 0x7fff_ffff;
 
 /** The longest wait for an in-flight termination to land before giving up on absorbing it. */
 const ABSORB_LIMIT_MS = 5_000;
 
-// The worker, as CommonJS source (eval), so it loads the same from src/ under vitest and from dist/.
+// The worker, as CommonJS source (eval), so it loads the same from src/ under vitest and from
+// dist/. It sleeps until the armed deadline; arming a later deadline (the usual next case) needs no
+// wake-up: the worker finds the new generation when it wakes and sleeps on until its deadline.
 const WORKER_SOURCE = `
 'use strict';
 const { workerData } = require('node:worker_threads');
-const ia = new Int32Array(workerData);
+const ia = new Int32Array(workerData.sab);
+const now = () => performance.timeOrigin + performance.now() - workerData.origin;
 let session;
 try {
   const { Session } = require('node:inspector');
@@ -50,17 +58,25 @@ try {
 } catch {
   Atomics.store(ia, ${SLOT.STATE}, ${STATE_UNAVAILABLE});
 }
+async function sleep(gen, until) {
+  Atomics.store(ia, ${SLOT.WAIT_UNTIL}, until);
+  const w = Atomics.waitAsync(ia, ${SLOT.GEN}, gen, until === ${NEVER} ? Infinity : Math.max(1, until - now()));
+  if (w.async) await w.value;
+}
 async function watch() {
   for (;;) {
     const gen = Atomics.load(ia, ${SLOT.GEN});
     if ((gen & 1) === 0) {
-      const w = Atomics.waitAsync(ia, ${SLOT.GEN}, gen);
-      if (w.async) await w.value;
+      await sleep(gen, ${NEVER});
       continue;
     }
-    const w = Atomics.waitAsync(ia, ${SLOT.GEN}, gen, Atomics.load(ia, ${SLOT.LIMIT}));
-    const r = w.async ? await w.value : w.value;
-    if (r !== 'timed-out' || Atomics.compareExchange(ia, ${SLOT.GEN}, gen, gen + 1) !== gen) continue;
+    const deadline = Atomics.load(ia, ${SLOT.DEADLINE});
+    if (now() < deadline) {
+      await sleep(gen, deadline);
+      continue;
+    }
+    // Past the deadline and still armed: the main thread has not come back to disarm it.
+    if (Atomics.compareExchange(ia, ${SLOT.GEN}, gen, gen + 1) !== gen) continue;
     const n = Atomics.add(ia, ${SLOT.FIRES}, 1) + 1;
     try {
       session.post('Runtime.terminateExecution', () => Atomics.store(ia, ${SLOT.DONE}, n));
@@ -100,7 +116,12 @@ function shared(): Int32Array | undefined {
   if (ia === undefined) {
     try {
       const sab = new SharedArrayBuffer(8 * Int32Array.BYTES_PER_ELEMENT);
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: sab, name: 'kvmtest-watchdog' });
+      Atomics.store(new Int32Array(sab), SLOT.WAIT_UNTIL, NEVER);
+      const worker = new Worker(WORKER_SOURCE, {
+        eval: true,
+        workerData: { sab, origin: performance.timeOrigin },
+        name: 'kvmtest-watchdog',
+      });
       worker.unref();
       // The worker cannot fail once running; an error here (out of resources) leaves the limit.
       worker.on('error', () => {
@@ -130,10 +151,11 @@ function publish(a: Int32Array): void {
   if (leases.size === 0) return;
   let first = Number.POSITIVE_INFINITY;
   for (const l of leases) first = Math.min(first, l.deadline);
-  const ms = Math.max(1, Math.min(0x7fff_ffff, Math.ceil(first - performance.now())));
-  Atomics.store(a, SLOT.LIMIT, ms);
+  const deadline = Math.min(NEVER - 1, Math.ceil(first));
+  Atomics.store(a, SLOT.DEADLINE, deadline);
   Atomics.store(a, SLOT.GEN, gen + 1);
-  Atomics.notify(a, SLOT.GEN);
+  // A worker that sleeps past this deadline (or until notified) must look again now.
+  if (deadline < Atomics.load(a, SLOT.WAIT_UNTIL)) Atomics.notify(a, SLOT.GEN);
 }
 
 const macrotask: (f: () => void) => void =
