@@ -322,7 +322,7 @@ export const STUCK_IN_JS_NOTE =
  * fire: for that, a watchdog worker thread with its own clock terminates the JavaScript still
  * running on this thread a grace after the deadline (an inspector session's
  * `Runtime.terminateExecution`), and the report says the case was stuck in JavaScript. The body is
- * started in a microtask of its own so the termination unwinds only it. Limits: the watchdog works
+ * started alone in a fresh event-loop turn so the termination unwinds only it. Limits: the watchdog works
  * on the process's main thread where `node:inspector` exists (vitest's default `forks` pool, the
  * kselftest program, the CLI's suite process); in a worker thread a plain-JS loop still hangs. And
  * JavaScript looping directly in a timer or setImmediate callback (not after an `await`) cannot be
@@ -341,17 +341,17 @@ export async function runWithTimeout(
   });
   const watchdogMs = timeoutMs + watchdogGraceMs(timeoutMs);
   const lease = armWatchdog(watchdogMs);
-  const startTimer = () => {
+  timer = setTimeout(expire, timeoutMs);
+  const restartTimer = () => {
     clearTimeout(timer);
     timer = setTimeout(expire, timeoutMs);
     lease?.extend(watchdogMs);
   };
-  startTimer();
   const runCtx: CaseContext = opts.progressExtends
     ? {
         ...ctx,
         progress(done, total) {
-          startTimer();
+          restartTimer();
           ctx.progress(done, total);
         },
       }
