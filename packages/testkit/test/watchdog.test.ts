@@ -11,9 +11,15 @@ import { type CaseResult, caseContext, runSuite, runWithTimeout } from '../src/i
 import { STUCK_IN_JS_NOTE } from '../src/internal/harness.js';
 import { armWatchdog } from '../src/internal/watchdog.js';
 import { STUCK_TIMEOUT_MS, stuckSuite } from './fixtures/stuck-suite.js';
+import { lineOf } from './helpers.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const STUCK = ['guest_sync_loop_after_await', 'guest_microtask_loop', 'body_sync_loop'];
+const fixture = new URL('./fixtures/stuck-suite.ts', import.meta.url).href;
+/** Where each stuck case loops, as the report names it: `stuck-suite.ts:<line>:`. */
+const WHERE = ['guest sync loop', 'guest microtask loop', 'body sync loop'].map(
+  (m) => `stuck-suite.ts:${lineOf(fixture, `// stuck: ${m}`)}:`,
+);
 
 function run(cmd: string, args: string[], env: Record<string, string> = {}) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
@@ -42,10 +48,12 @@ describe('the JS watchdog', () => {
       ...STUCK.map((n) => [n, 'timeout']),
       ['guest_runs_to_done_afterwards', 'pass'],
     ]);
-    for (const r of results.slice(0, 3))
-      expect(r.reason?.startsWith(`${STUCK_TIMEOUT_MS / 1000} seconds: ${STUCK_IN_JS_NOTE}`), r.reason).toBe(
-        true,
-      );
+    for (const [i, r] of results.slice(0, 3).entries()) {
+      const start = `${STUCK_TIMEOUT_MS / 1000} seconds: ${STUCK_IN_JS_NOTE} at `;
+      expect(r.reason?.startsWith(start), r.reason).toBe(true);
+      // The watchdog paused the loop before ending it: the report says where it was.
+      expect(r.reason).toContain(WHERE[i]);
+    }
     expect(res.exitCode).toBe(1);
   }, 30_000);
 
@@ -126,8 +134,11 @@ describe('the JS watchdog', () => {
       'tsx',
       'packages/testkit/test/fixtures/stuck-main.ts',
     ]);
-    for (const [i, n] of STUCK.entries())
-      expect(r.stdout).toContain(`not ok ${i + 1} ${n} # TIMEOUT 0.3 seconds: ${STUCK_IN_JS_NOTE}`);
+    for (const [i, n] of STUCK.entries()) {
+      const line = r.stdout.split('\n').find((l) => l.startsWith(`not ok ${i + 1} ${n} # TIMEOUT `));
+      expect(line).toContain(`# TIMEOUT 0.3 seconds: ${STUCK_IN_JS_NOTE} at `);
+      expect(line).toContain(WHERE[i]);
+    }
     expect(r.stdout).toContain('ok 4 guest_runs_to_done_afterwards');
     expect(r.code).toBe(1);
   }, 130_000);
@@ -139,10 +150,11 @@ describe('the JS watchdog', () => {
       { NO_COLOR: '1', FORCE_COLOR: '0', CI: '' },
     );
     const out = r.stdout + r.stderr;
-    for (const n of STUCK)
-      expect(out).toContain(
-        `CaseTimeoutError: case stuck/${n} timed out after 0.3 seconds: ${STUCK_IN_JS_NOTE}`,
-      );
+    for (const [i, n] of STUCK.entries()) {
+      const line = out.split('\n').find((l) => l.startsWith(`CaseTimeoutError: case stuck/${n} timed out`));
+      expect(line).toContain(`timed out after 0.3 seconds: ${STUCK_IN_JS_NOTE} at `);
+      expect(line).toContain(WHERE[i]);
+    }
     expect(out).toMatch(/✓ .*guest_runs_to_done_afterwards/);
     expect(out).toMatch(/Tests\s+3 failed \| 1 passed \(4\)/);
     // vitest's own timeout (the backstop) never had to fire, and nothing was left unhandled.

@@ -11,7 +11,7 @@ import { simSeed } from '@kvmtest/kvm-sim';
 import { KsftSkip, TestAssertionError, TestkitError } from './errors.js';
 import { type FormatValue, formatString } from './format.js';
 import { setGuestPrintfSink } from './guest-log.js';
-import { armWatchdog, callInFreshTurn, watchdogGraceMs } from './watchdog.js';
+import { armWatchdog, callInFreshTurn, watchdogGraceMs, watchdogStuckAt } from './watchdog.js';
 import {
   type CaseOutcome,
   type CaseStatus,
@@ -290,14 +290,24 @@ export class CaseTimeoutError extends Error {
     caseName: string,
     /** The watchdog had to terminate JavaScript that ran without yielding (see runWithTimeout). */
     readonly stuckInJs = false,
+    /** Where that JavaScript was looping (`function (file:line:column) < caller …`), when known. */
+    readonly stuckAt?: string,
   ) {
     super(`case ${caseName} timed out after ${reason}`);
   }
 
   /** The reason without its duration: the stuck-in-JavaScript note, if any, then what each guest was doing. */
   get detail(): string {
-    return [...(this.stuckInJs ? [STUCK_IN_JS_NOTE] : []), ...this.guests].join('; ');
+    return [...(this.stuckInJs ? [stuckNote(this.stuckAt)] : []), ...this.guests].join('; ');
   }
+}
+
+/** The note of a case the watchdog had to end, with where it was stuck when the watchdog could pause it. */
+function stuckNote(at: string | undefined): string {
+  return (
+    `${STUCK_IN_JS_NOTE}${at === undefined ? '' : ` at ${at}`} (a loop that makes no guest operation, ` +
+    'in a guest program or the case body); the watchdog terminated it'
+  );
 }
 
 /** Options of runWithTimeout. */
@@ -306,10 +316,8 @@ export interface RunWithTimeoutOptions {
   progressExtends?: boolean;
 }
 
-/** The note a timeout report carries when the watchdog had to terminate JavaScript stuck without yielding. */
-export const STUCK_IN_JS_NOTE =
-  'stuck in JavaScript without yielding to the event loop (a loop that makes no guest operation, in a ' +
-  'guest program or the case body); the watchdog terminated it';
+/** How a timeout report starts its note when the watchdog had to terminate JavaScript stuck without yielding. */
+export const STUCK_IN_JS_NOTE = 'stuck in JavaScript without yielding to the event loop';
 
 /**
  * Runs a case body under `timeoutMs`: resolves undefined when the body returned, rejects with what
@@ -321,7 +329,8 @@ export const STUCK_IN_JS_NOTE =
  * guest or body looping in plain JavaScript (`for (;;) {}`, `for (;;) await null`) never lets it
  * fire: for that, a watchdog worker thread with its own clock terminates the JavaScript still
  * running on this thread a grace after the deadline (an inspector session's
- * `Runtime.terminateExecution`), and the report says the case was stuck in JavaScript. The body is
+ * `Runtime.terminateExecution`), and the report says the case was stuck in JavaScript and where
+ * (`at function (file.ts:line:column) < caller`, when the debugger could pause it). The body is
  * started alone in a fresh event-loop turn so the termination unwinds only it. Limits: the watchdog works
  * on the process's main thread where `node:inspector` exists (vitest's default `forks` pool, the
  * kselftest program, the CLI's suite process); in a worker thread a plain-JS loop still hangs. And
@@ -376,9 +385,10 @@ export async function runWithTimeout(
   const runs = runsInFlight();
   const guests = runs.map((r) => r.describe());
   const seconds = `${timeoutMs / 1000} seconds`;
-  const detail = [...(stuck ? [STUCK_IN_JS_NOTE] : []), ...guests].join('; ');
+  const at = stuck ? watchdogStuckAt() : undefined;
+  const detail = [...(stuck ? [stuckNote(at)] : []), ...guests].join('; ');
   const reason = detail === '' ? seconds : `${seconds}: ${detail}`;
-  const err = new CaseTimeoutError(reason, guests, `${ctx.suite}/${c.name}`, stuck);
+  const err = new CaseTimeoutError(reason, guests, `${ctx.suite}/${c.name}`, stuck, at);
   for (const r of runs) r.interrupt(err.message);
   return err;
 }

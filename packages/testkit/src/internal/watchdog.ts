@@ -2,8 +2,9 @@
 // yielding to the event loop (`for (;;) {}`, `for (;;) await null`), which no timer on the stuck
 // thread can do. A worker thread keeps its own clock: runWithTimeout arms it with a deadline before
 // it starts the body and disarms it when the body settles or its own timer fires. If the deadline
-// passes while still armed, the main thread is stuck, and the worker asks V8, through an inspector
-// session connected to the main thread, to terminate the JavaScript running there
+// passes while still armed, the main thread is stuck, and the worker, through an inspector session
+// connected to the main thread, pauses it to note where it loops (the top frames, mapped through
+// their source maps) and has V8 terminate the JavaScript running there
 // (`Runtime.terminateExecution`). The stuck microtask unwinds (no `finally` runs, its promise stays
 // pending), the event loop turns again, runWithTimeout's timer fires and reports the timeout.
 //
@@ -32,7 +33,15 @@ const SLOT = {
   DONE: 4,
   /** The worker's state: 0 starting, 1 watching, 2 unavailable (no inspector). */
   STATE: 5,
+  /** The fire whose stuck location the text area holds. */
+  WHERE_FIRE: 6,
+  /** Bytes of that text (UTF-8). */
+  WHERE_LEN: 7,
 } as const;
+
+/** The text area (where the main thread was stuck) after the slots, in bytes. */
+const WHERE_OFFSET = 8 * Int32Array.BYTES_PER_ELEMENT;
+const WHERE_BYTES = 1024;
 
 const STATE_UNAVAILABLE = 2;
 /** WAIT_UNTIL of a worker that sleeps until notified. */
@@ -77,12 +86,122 @@ async function watch() {
     }
     // Past the deadline and still armed: the main thread has not come back to disarm it.
     if (Atomics.compareExchange(ia, ${SLOT.GEN}, gen, gen + 1) !== gen) continue;
-    const n = Atomics.add(ia, ${SLOT.FIRES}, 1) + 1;
+    fire(Atomics.add(ia, ${SLOT.FIRES}, 1) + 1);
+  }
+}
+// file:line:column of a paused location, through the script's source map when it has one (tsx
+// and vitest transform TypeScript with inline maps), else of the code V8 runs.
+function base(url) {
+  return String(url).split('?')[0].split('#')[0].split('/').pop();
+}
+const maps = new Map();
+function sourceMap(script) {
+  if (!script.sourceMapURL) return undefined;
+  if (maps.has(script.scriptId)) return maps.get(script.scriptId);
+  let map;
+  try {
+    const u = script.sourceMapURL;
+    const at = u.indexOf('base64,');
+    if (u.startsWith('data:') && at >= 0) map = JSON.parse(Buffer.from(u.slice(at + 7), 'base64').toString('utf8'));
+    else if (u.startsWith('data:')) map = JSON.parse(decodeURIComponent(u.slice(u.indexOf(',') + 1)));
+    else {
+      const { fileURLToPath } = require('node:url');
+      const path = require('node:path');
+      const from = script.url.startsWith('file:') ? fileURLToPath(script.url) : script.url;
+      const file = u.startsWith('file:') ? fileURLToPath(u) : path.resolve(path.dirname(from), u);
+      map = JSON.parse(require('node:fs').readFileSync(file, 'utf8'));
+    }
+  } catch {}
+  maps.set(script.scriptId, map);
+  return map;
+}
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+function vlq(segment) {
+  const out = [];
+  let value = 0;
+  let shift = 0;
+  for (const ch of segment) {
+    const d = B64.indexOf(ch);
+    value += (d & 31) * 2 ** shift;
+    if (d & 32) shift += 5;
+    else {
+      out.push(value % 2 ? -Math.floor(value / 2) : value / 2);
+      value = 0;
+      shift = 0;
+    }
+  }
+  return out;
+}
+function place(script, loc) {
+  const line = loc.lineNumber;
+  const col = loc.columnNumber || 0;
+  const map = sourceMap(script);
+  if (map && typeof map.mappings === 'string') {
+    const lines = map.mappings.split(';');
+    let src = 0;
+    let srcLine = 0;
+    let srcCol = 0;
+    let best;
+    for (let l = 0; l <= line && l < lines.length; l++) {
+      let genCol = 0;
+      for (const seg of lines[l].split(',')) {
+        if (seg === '') continue;
+        const v = vlq(seg);
+        genCol += v[0];
+        if (v.length < 4) continue;
+        src += v[1];
+        srcLine += v[2];
+        srcCol += v[3];
+        if (l === line && genCol <= col) best = [src, srcLine, srcCol];
+      }
+    }
+    if (best && map.sources && map.sources[best[0]] !== undefined)
+      return base(map.sources[best[0]]) + ':' + (best[1] + 1) + ':' + (best[2] + 1);
+  }
+  return base(script.url) + ':' + (line + 1) + ':' + (col + 1);
+}
+// Pauses the main thread in the debugger to note where it is stuck (the top frames), then
+// terminates the JavaScript running there; without a pause within a second, terminates anyway.
+function fire(n) {
+  let terminated = false;
+  const terminate = () => {
+    if (terminated) return;
+    terminated = true;
     try {
       session.post('Runtime.terminateExecution', () => Atomics.store(ia, ${SLOT.DONE}, n));
     } catch {
       Atomics.store(ia, ${SLOT.DONE}, n);
     }
+  };
+  const fallback = setTimeout(terminate, 1000);
+  const scripts = new Map();
+  const onScript = (m) => scripts.set(m.params.scriptId, m.params);
+  const onPaused = (m) => {
+    session.removeListener('Debugger.scriptParsed', onScript);
+    try {
+      const frames = m.params.callFrames
+        .map((f) => ({ f, script: scripts.get(f.location.scriptId) || { url: f.url || '' } }))
+        .filter(({ script }) => !script.url.startsWith('node:'))
+        .slice(0, 3)
+        .map(({ f, script }) => (f.functionName || '<anonymous>') + ' (' + place(script, f.location) + ')');
+      const bytes = new Uint8Array(workerData.sab, ${WHERE_OFFSET}, ${WHERE_BYTES});
+      const { written } = new TextEncoder().encodeInto(frames.join(' < '), bytes);
+      Atomics.store(ia, ${SLOT.WHERE_LEN}, written);
+      Atomics.store(ia, ${SLOT.WHERE_FIRE}, n);
+    } catch {}
+    clearTimeout(fallback);
+    terminate();
+    session.post('Debugger.resume', () => session.post('Debugger.disable', () => {}));
+  };
+  try {
+    session.on('Debugger.scriptParsed', onScript);
+    session.once('Debugger.paused', onPaused);
+    session.post('Debugger.enable', (err) => {
+      if (err) terminate();
+      else session.post('Debugger.pause', (e) => e && terminate());
+    });
+  } catch {
+    terminate();
   }
 }
 if (session) {
@@ -115,7 +234,7 @@ function shared(): Int32Array | undefined {
   if (unavailable) return undefined;
   if (ia === undefined) {
     try {
-      const sab = new SharedArrayBuffer(8 * Int32Array.BYTES_PER_ELEMENT);
+      const sab = new SharedArrayBuffer(WHERE_OFFSET + WHERE_BYTES);
       Atomics.store(new Int32Array(sab), SLOT.WAIT_UNTIL, NEVER);
       const worker = new Worker(WORKER_SOURCE, {
         eval: true,
@@ -194,6 +313,19 @@ function absorb(a: Int32Array): Promise<void> {
       macrotask(resolve);
     }),
   );
+}
+
+/**
+ * Where the main thread was stuck when the watchdog last fired (its top frames, innermost first,
+ * as `function (file:line:column) < caller …`), or undefined if it could not pause it.
+ */
+export function watchdogStuckAt(): string | undefined {
+  if (ia === undefined) return undefined;
+  const fire = Atomics.load(ia, SLOT.FIRES);
+  if (fire === 0 || Atomics.load(ia, SLOT.WHERE_FIRE) !== fire) return undefined;
+  const len = Atomics.load(ia, SLOT.WHERE_LEN);
+  const text = new TextDecoder().decode(new Uint8Array(ia.buffer, WHERE_OFFSET, len).slice());
+  return text === '' ? undefined : text;
 }
 
 /**
