@@ -93,6 +93,7 @@ test('a guest looping in plain JS is ended in the suite process, which reports i
     'run',
     'guest:own timeout',
     'guest:loops in plain JS',
+    'guest:loops in a timer callback',
     '--timeout',
     '60',
     '--reporter',
@@ -105,6 +106,11 @@ test('a guest looping in plain JS is ended in the suite process, which reports i
   );
   expect(r.stdout).toMatch(
     /not ok 2 guest: loops in plain JS # TIMEOUT guest:loops in plain JS timed out after 0.5 s \(the case's own timeoutMs\): stuck in JavaScript without yielding/,
+  );
+  // …and says where the loop was, in the suite's source.
+  expect(r.stdout).toMatch(/# TIMEOUT guest:loops in plain JS .* at <anonymous> \(suite\.ts:\d+:\d+\)/);
+  expect(r.stdout).toMatch(
+    /not ok 3 guest: loops in a timer callback # TIMEOUT guest:loops in a timer callback timed out after 0.5 s \(the case's own timeoutMs\): stuck in JavaScript without yielding/,
   );
   expect(r.stdout).not.toContain('was killed');
 });

@@ -334,8 +334,9 @@ export const STUCK_IN_JS_NOTE = 'stuck in JavaScript without yielding to the eve
  * started alone in a fresh event-loop turn so the termination unwinds only it. Limits: the watchdog works
  * on the process's main thread where `node:inspector` exists (vitest's default `forks` pool, the
  * kselftest program, the CLI's suite process); in a worker thread a plain-JS loop still hangs. And
- * JavaScript looping directly in a timer or setImmediate callback (not after an `await`) cannot be
- * terminated safely: Node 20 aborts the process.
+ * JavaScript looping directly in a timer or setImmediate callback (not after an `await`) makes
+ * Node 20 abort the process as it is ended, unless started with `--no-force-async-hooks-checks`
+ * (the CLI's suite processes are).
  */
 export async function runWithTimeout(
   c: TestCase,
