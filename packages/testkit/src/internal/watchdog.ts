@@ -179,6 +179,8 @@ function fire(n) {
   const onPaused = (m) => {
     session.removeListener('Debugger.scriptParsed', onScript);
     try {
+      // Paused too late (the fallback already terminated the loop): this is not where it was stuck.
+      if (terminated) throw new Error('late');
       const frames = m.params.callFrames
         .map((f) => ({ f, script: scripts.get(f.location.scriptId) || { url: f.url || '' } }))
         .filter(({ script }) => !script.url.startsWith('node:'))
