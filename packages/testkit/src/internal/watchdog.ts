@@ -192,8 +192,13 @@ function fire(n) {
       Atomics.store(ia, ${SLOT.WHERE_FIRE}, n);
     } catch {}
     clearTimeout(fallback);
-    terminate();
-    session.post('Debugger.resume', () => session.post('Debugger.disable', () => {}));
+    // Resume before terminating: a thread that was stuck loops on until the termination lands in
+    // the loop; one that was not (it came back just as the deadline passed) paused in the next
+    // callback it ran, which must not be the one terminated.
+    session.post('Debugger.resume', () => {
+      session.post('Debugger.disable', () => {});
+      terminate();
+    });
   };
   try {
     session.on('Debugger.scriptParsed', onScript);
