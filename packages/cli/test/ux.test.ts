@@ -88,6 +88,33 @@ test("a case's own timeoutMs wins over --timeout, and the report names the case"
   );
 });
 
+test('a guest looping in plain JS is ended in the suite process, which reports it naming the case', () => {
+  const r = kvmtest([
+    'run',
+    'guest:own timeout',
+    'guest:loops in plain JS',
+    'guest:loops in a timer callback',
+    '--timeout',
+    '60',
+    '--reporter',
+    'tap',
+  ]);
+  expect(r.code).toBe(1);
+  // Both reports come from the suite process (the second from a fresh one), not from its kill.
+  expect(r.stdout).toMatch(
+    /not ok 1 guest: own timeout # TIMEOUT guest:own timeout timed out after 0.5 s \(the case's own timeoutMs\)(\n|$)/m,
+  );
+  expect(r.stdout).toMatch(
+    /not ok 2 guest: loops in plain JS # TIMEOUT guest:loops in plain JS timed out after 0.5 s \(the case's own timeoutMs\): stuck in JavaScript without yielding/,
+  );
+  // …and says where the loop was, in the suite's source.
+  expect(r.stdout).toMatch(/# TIMEOUT guest:loops in plain JS .* at <anonymous> \(suite\.ts:\d+:\d+\)/);
+  expect(r.stdout).toMatch(
+    /not ok 3 guest: loops in a timer callback # TIMEOUT guest:loops in a timer callback timed out after 0.5 s \(the case's own timeoutMs\): stuck in JavaScript without yielding/,
+  );
+  expect(r.stdout).not.toContain('was killed');
+});
+
 describe('report correctness', () => {
   test('--jobs 2 prints every case under its own suite header, and TAP numbers are stable', () => {
     const r = kvmtest(['run', 'alpha', 'beta', 'hang:first', '-j', '2', '--reporter', 'pretty']);

@@ -87,6 +87,7 @@ export {
   type Reporter,
   type RunSuiteOptions,
   runSuite,
+  type RunWithTimeoutOptions,
   runWithTimeout,
   seedLine,
   type Suite,

@@ -25,8 +25,10 @@ export interface VitestSuiteOptions {
  * Registers every case of `suite` as a vitest test inside `describe(suite.name)`; a KsftSkip skips
  * the test. A case that outlives its timeout (its own `timeoutMs`, else `opts.timeoutMs`, else 30 s)
  * fails with a CaseTimeoutError naming the case and what each guest was doing, and its guests are
- * ended; vitest's own timeout is set a little later, as a backstop. A failure's message ends with
- * the KVMTEST_SEED that replays the interleaving.
+ * ended; vitest's own timeout is set a little later, as a backstop. A guest or body looping in
+ * plain JavaScript is ended by runWithTimeout's watchdog in vitest's default `forks` pool (tests on
+ * a process's main thread), not in the `threads` pool. A failure's message ends with the
+ * KVMTEST_SEED that replays the interleaving.
  */
 export function vitestSuite(suite: Suite, opts: VitestSuiteOptions = {}): void {
   describe(suite.name, () => {

@@ -1,10 +1,13 @@
 // The suite process: loads one suite module, runs the requested cases in order and reports each
-// over IPC. Started by the scheduler with: <module path> <case index>… ; the parent enforces timeouts.
+// over IPC. Started by the scheduler with: <module path> <request JSON>. Each case runs under
+// testkit's runWithTimeout (a timed-out case is reported from here, then the process exits); the
+// parent's kill is the backstop.
 import { pathToFileURL } from 'node:url';
 import { createHash } from 'node:crypto';
 import {
   type BackendChoice,
   backendFromEnv,
+  CaseTimeoutError,
   caseContext,
   describeFailure,
   failureSummary,
@@ -12,6 +15,7 @@ import {
   type MemoryRecording,
   type Observation,
   observeKvm,
+  runWithTimeout,
   setDefaultKvm,
   setGuestPrintfSink,
   startMemoryMaps,
@@ -151,8 +155,30 @@ async function main(): Promise<void> {
       ...(observe ? { observations: capObservations(takeObservations()) } : {}),
       ...memoryMaps(),
     });
+    // The case's own timeoutMs wins over the run's. The case is ended here, with what its guests
+    // were doing (and a plain-JS loop ended by testkit's watchdog), before the parent's kill.
+    const limitMs = typeof c.timeoutMs === 'number' && c.timeoutMs > 0 ? c.timeoutMs : request.timeoutMs;
     try {
-      await c.run(ctx);
+      const timedOut =
+        limitMs === undefined
+          ? await c.run(ctx)
+          : await runWithTimeout(c, ctx, limitMs, { progressExtends: true });
+      if (timedOut instanceof CaseTimeoutError) {
+        const own = limitMs === request.timeoutMs ? 'the run timeout' : "the case's own timeoutMs";
+        const detail = timedOut.detail === '' ? '' : `: ${timedOut.detail}`;
+        await send({
+          type: 'case-end',
+          index,
+          status: 'timeout',
+          durationMs: performance.now() - t0,
+          reason: `${request.suiteRef}:${c.name} timed out after ${limitMs! / 1000} s (${own})${detail}`,
+          ...observed(),
+        });
+        // The timed-out body may still hold timers or loop again: the rest of the suite runs in
+        // a fresh process, as kselftest forks one per test.
+        restoreSink();
+        return;
+      }
       await send({
         type: 'case-end',
         index,

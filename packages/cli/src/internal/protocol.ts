@@ -7,7 +7,7 @@ import type {
   ObservationDifference,
 } from '@kvmtest/testkit';
 
-/** How a case ended (testkit's statuses; `timeout` and `interrupted` are decided by the parent). */
+/** How a case ended (testkit's statuses; `interrupted`, and a `timeout` the suite process could not report, are decided by the parent). */
 export type { CaseStatus };
 
 /** Child → parent messages. */
@@ -29,7 +29,8 @@ export type ChildMessage =
   | {
       type: 'case-end';
       index: number;
-      status: 'pass' | 'fail' | 'skip';
+      /** `timeout`: the suite process ended the case itself (runWithTimeout) and exits after reporting it. */
+      status: 'pass' | 'fail' | 'skip' | 'timeout';
       durationMs: number;
       reason?: string;
       /** The failure's one-line summary (an assertion's text), for report headlines. */
@@ -82,6 +83,12 @@ export interface ChildRequest {
   filter?: string;
   /** The suite's name on the command line (its app folder), for the filter. */
   suiteRef: string;
+  /**
+   * The run's per-case timeout in milliseconds (a case's own timeoutMs wins): the suite process
+   * ends a case that outlives it and reports what its guests were doing; the parent's kill is the
+   * backstop.
+   */
+  timeoutMs?: number;
   /** Record observations for each case and send them with its result. */
   observe?: boolean;
   /** Record the memory maps of each case's VMs and send them with its result (HTML report). */

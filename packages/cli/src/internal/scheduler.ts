@@ -1,5 +1,6 @@
 // Runs suites in child processes — up to `jobs` at once — enforcing each case's timeout (its own
-// TestCase.timeoutMs, else the run's) by killing the process, like kselftest's harness, which forks
+// TestCase.timeoutMs, else the run's): the suite process ends and reports a timed-out case itself;
+// a process that does not is killed a grace later, like kselftest's harness, which forks
 // per test, and restarting it for the cases left. A run can be stopped (Ctrl-C, --bail): the
 // processes are killed and, on an interruption, their running cases are reported as interrupted.
 import { fork } from 'node:child_process';
@@ -43,6 +44,12 @@ export interface SchedulerOptions {
   /** The repetition these results belong to (`--repeat`), recorded in each result. */
   repeat?: number;
 }
+
+/**
+ * How long after a case's limit the suite process is killed: it ends the case itself (testkit's
+ * runWithTimeout, whose watchdog ends a plain-JS loop at most a second late) and reports it first.
+ */
+const KILL_GRACE_MS = 3_000;
 
 function stopReason(signal: AbortSignal | undefined): StopReason | undefined {
   return signal?.aborted ? (signal.reason === 'bail' ? 'bail' : 'interrupt') : undefined;
@@ -98,11 +105,14 @@ export async function runSuite(
     const request: ChildRequest = remaining
       ? { suiteRef: ref.name, indices: remaining }
       : { suiteRef: ref.name, names: [...sel.names], ...(sel.filter ? { filter: sel.filter.source } : {}) };
+    request.timeoutMs = opts.timeoutMs;
     if (opts.observe) request.observe = true;
     if (opts.memoryMaps) request.memoryMaps = true;
     const child = fork(runner.childEntry, [runner.entry, JSON.stringify(request)], {
       cwd: ref.dir,
-      execArgv: [...runner.execArgv],
+      // Without async_hooks' stack checks, testkit's watchdog can also end JavaScript looping
+      // directly in a timer callback (Node 20 otherwise aborts the process as it unwinds).
+      execArgv: [...runner.execArgv, '--no-force-async-hooks-checks'],
       env: { ...process.env, ...opts.backendEnv, KVMTEST_BACKEND: opts.backend },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
@@ -113,10 +123,11 @@ export async function runSuite(
     let fatal: string | undefined;
     const armTimer = () => {
       clearTimeout(timer);
+      const limitMs = running?.limitMs ?? opts.timeoutMs;
       timer = setTimeout(() => {
         timedOut = true;
         child.kill('SIGKILL');
-      }, running?.limitMs ?? opts.timeoutMs);
+      }, limitMs + KILL_GRACE_MS);
     };
     const onStop = () => child.kill('SIGKILL');
     opts.signal?.addEventListener('abort', onStop, { once: true });
@@ -210,14 +221,20 @@ export async function runSuite(
     if (running) {
       const { index, t0, output, limitMs } = running;
       const own = timeouts[index] != null;
+      const durationMs = performance.now() - t0;
+      // Past its limit, a process that died (rather than being killed) still timed out first.
+      const late = !timedOut && durationMs >= limitMs;
+      const timedOutAfter = `${ref.name}:${cases[index]} timed out after ${limitMs / 1000} s (${own ? "the case's own timeoutMs" : 'the run timeout'})`;
       record(index, {
         suite: ref.name,
         name: cases[index]!,
-        status: timedOut ? 'timeout' : 'fail',
-        durationMs: performance.now() - t0,
+        status: timedOut || late ? 'timeout' : 'fail',
+        durationMs,
         reason: timedOut
-          ? `${ref.name}:${cases[index]} timed out after ${limitMs / 1000} s (${own ? "the case's own timeoutMs" : 'the run timeout'}); the suite process was killed`
-          : (fatal ?? died),
+          ? `${timedOutAfter}; the suite process did not report it and was killed`
+          : late
+            ? `${timedOutAfter}; then ${fatal ?? died}`
+            : (fatal ?? died),
         output,
       });
     } else if (code !== 0) {

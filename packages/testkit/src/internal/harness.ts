@@ -11,6 +11,7 @@ import { simSeed } from '@kvmtest/kvm-sim';
 import { KsftSkip, TestAssertionError, TestkitError } from './errors.js';
 import { type FormatValue, formatString } from './format.js';
 import { setGuestPrintfSink } from './guest-log.js';
+import { armWatchdog, callInFreshTurn, watchdogGraceMs, watchdogStuckAt } from './watchdog.js';
 import {
   type CaseOutcome,
   type CaseStatus,
@@ -287,41 +288,108 @@ export class CaseTimeoutError extends Error {
     /** What each guest in flight was doing when the time ran out. */
     readonly guests: readonly string[],
     caseName: string,
+    /** The watchdog had to terminate JavaScript that ran without yielding (see runWithTimeout). */
+    readonly stuckInJs = false,
+    /** Where that JavaScript was looping (`function (file:line:column) < caller …`), when known. */
+    readonly stuckAt?: string,
   ) {
     super(`case ${caseName} timed out after ${reason}`);
   }
+
+  /** The reason without its duration: the stuck-in-JavaScript note, if any, then what each guest was doing. */
+  get detail(): string {
+    return [...(this.stuckInJs ? [stuckNote(this.stuckAt)] : []), ...this.guests].join('; ');
+  }
 }
+
+/** The note of a case the watchdog had to end, with where it was stuck when the watchdog could pause it. */
+function stuckNote(at: string | undefined): string {
+  return (
+    `${STUCK_IN_JS_NOTE}${at === undefined ? '' : ` at ${at}`} (a loop that makes no guest operation, ` +
+    'in a guest program or the case body); the watchdog terminated it'
+  );
+}
+
+/** Options of runWithTimeout. */
+export interface RunWithTimeoutOptions {
+  /** Restart the timeout at each `ctx.progress()` call, as the CLI does (a case that reports progress is alive). */
+  progressExtends?: boolean;
+}
+
+/** How a timeout report starts its note when the watchdog had to terminate JavaScript stuck without yielding. */
+export const STUCK_IN_JS_NOTE = 'stuck in JavaScript without yielding to the event loop';
 
 /**
  * Runs a case body under `timeoutMs`: resolves undefined when the body returned, rejects with what
  * it threw, or resolves with a CaseTimeoutError when the time ran out first. On a timeout every
  * guest still in flight is ended (registerRunProbe's interrupt: its run returns internal-error),
- * so the detached body stops at its next run instead of running on. A guest yields to the event
- * loop at its async operations, which is what lets the timer fire; a guest looping without any
- * guest operation (`for (;;) await null`) cannot be preempted in-process.
+ * so the detached body stops at its next run instead of running on.
+ *
+ * A guest yields to the event loop at its async operations, which is what lets the timer fire. A
+ * guest or body looping in plain JavaScript (`for (;;) {}`, `for (;;) await null`) never lets it
+ * fire: for that, a watchdog worker thread with its own clock terminates the JavaScript still
+ * running on this thread a grace after the deadline (an inspector session's
+ * `Runtime.terminateExecution`), and the report says the case was stuck in JavaScript and where
+ * (`at function (file.ts:line:column) < caller`, when the debugger could pause it). The body is
+ * started alone in a fresh event-loop turn so the termination unwinds only it. Limits: the watchdog works
+ * on the process's main thread where `node:inspector` exists (vitest's default `forks` pool, the
+ * kselftest program, the CLI's suite process); in a worker thread a plain-JS loop still hangs. And
+ * JavaScript looping directly in a timer or setImmediate callback (not after an `await`) makes
+ * Node 20 abort the process as it is ended, unless started with `--no-force-async-hooks-checks`
+ * (the CLI's suite processes are).
  */
 export async function runWithTimeout(
   c: TestCase,
   ctx: CaseContext,
   timeoutMs: number,
+  opts: RunWithTimeoutOptions = {},
 ): Promise<CaseTimeoutError | undefined> {
-  const body = new Promise<void>((resolve) => resolve(c.run(ctx)));
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let expire: () => void = () => {};
   const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    expire = () => resolve('timeout');
   });
-  try {
-    const outcome = await Promise.race([body.then(() => 'done' as const), timeout]);
-    if (outcome === 'done') return undefined;
-    body.catch(() => {}); // ended below; its outcome no longer matters
-    const runs = runsInFlight();
-    const guests = runs.map((r) => r.describe());
-    const seconds = `${timeoutMs / 1000} seconds`;
-    const reason = guests.length === 0 ? seconds : `${seconds}: ${guests.join('; ')}`;
-    const err = new CaseTimeoutError(reason, guests, `${ctx.suite}/${c.name}`);
-    for (const r of runs) r.interrupt(err.message);
-    return err;
-  } finally {
+  const watchdogMs = timeoutMs + watchdogGraceMs(timeoutMs);
+  const lease = armWatchdog(watchdogMs);
+  timer = setTimeout(expire, timeoutMs);
+  const restartTimer = () => {
     clearTimeout(timer);
+    timer = setTimeout(expire, timeoutMs);
+    lease?.extend(watchdogMs);
+  };
+  const runCtx: CaseContext = opts.progressExtends
+    ? {
+        ...ctx,
+        progress(done, total) {
+          restartTimer();
+          ctx.progress(done, total);
+        },
+      }
+    : ctx;
+  // Not called synchronously: a termination unwinds the whole JavaScript call it lands in, which
+  // must be the body's own microtask, never this function's (nor its caller's queued after it).
+  const body = callInFreshTurn(() => c.run(runCtx));
+  let outcome: 'done' | 'timeout';
+  try {
+    outcome = await Promise.race([body.then(() => 'done' as const), timeout]);
+  } catch (e) {
+    clearTimeout(timer);
+    // A body that failed after the watchdog terminated part of it (e.g. a guest ended by the
+    // simulator's own checks once the loop was gone) timed out: that is what happened first.
+    if ((await lease?.release()) !== true) throw e;
+    outcome = 'timeout';
   }
+  clearTimeout(timer);
+  const stuck = (await lease?.release()) === true;
+  if (outcome === 'done' && !stuck) return undefined;
+  body.catch(() => {}); // ended below; its outcome no longer matters
+  const runs = runsInFlight();
+  const guests = runs.map((r) => r.describe());
+  const seconds = `${timeoutMs / 1000} seconds`;
+  const at = stuck ? watchdogStuckAt() : undefined;
+  const detail = [...(stuck ? [stuckNote(at)] : []), ...guests].join('; ');
+  const reason = detail === '' ? seconds : `${seconds}: ${detail}`;
+  const err = new CaseTimeoutError(reason, guests, `${ctx.suite}/${c.name}`, stuck, at);
+  for (const r of runs) r.interrupt(err.message);
+  return err;
 }
