@@ -34,8 +34,21 @@ export abstract class GuestControl extends GuestMem {
       if (a === 'retry') continue;
       if (a === 'skip')
         return { function: leaf >>> 0, index: subleaf >>> 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 };
+      const own = this.vcpu.vm.ops.guestCpuid?.(this, leaf >>> 0, subleaf >>> 0);
+      if (own !== undefined)
+        return {
+          function: leaf >>> 0,
+          index: subleaf >>> 0,
+          flags: 0,
+          eax: own.eax,
+          ebx: own.ebx,
+          ecx: own.ecx,
+          edx: own.edx,
+        };
       const e = findCpuid(this.vcpu.cpuid, leaf >>> 0, subleaf >>> 0);
-      // A leaf missing from the table reads as zeros (kvm_cpuid with no entry).
+      // A leaf missing from the table reads as zeros (arch/x86/kvm/cpuid.c: kvm_cpuid() with no entry;
+      // with no CPUID.0 entry either, as on a vCPU whose CPUID was never set, there is no
+      // out-of-range redirect: get_out_of_range_cpuid_entry() returns NULL).
       return e === undefined
         ? { function: leaf >>> 0, index: subleaf >>> 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 }
         : { ...e };

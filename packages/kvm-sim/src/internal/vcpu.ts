@@ -219,7 +219,9 @@ export class SimVcpu implements VcpuCore {
     readonly vm: VmCore,
     readonly id: number,
   ) {
-    this.cpuid = vm.kvm.cpuid.map((e) => ({ ...e }));
+    // arch/x86/kvm/x86.c: kvm_arch_vcpu_create() leaves vcpu->arch.cpuid_entries empty: a new vCPU
+    // has no CPUID until the VMM sets one with KVM_SET_CPUID2 (KVM_GET_CPUID2 returns 0 entries).
+    this.cpuid = [];
     this.segmentModule = segmentModule(vm.kvm.config);
     this.sregs = resetSregs(this.segmentModule);
     this.msrs.set(MSR.TSC, 0n);

@@ -32,6 +32,7 @@ import {
   initMemRegion,
   initVcpu,
   initVm,
+  tdVcpuAdd,
 } from './harness.test-support.js';
 import { tdxSetEventPending } from './report.js';
 
@@ -46,12 +47,13 @@ const PENDING_GPA = 0x20_0000n;
 const VMCALL = BigInt(TDCALL_LEAF.VP_VMCALL);
 
 /** A finalized GPAW-48 TD running `program` with paging on: page tables and data in measured private memory. */
-function bootTd(program: GuestProgram, attributes = 0n) {
+function bootTd(program: GuestProgram, attributes = 0n, opts: { noCpuid?: boolean } = {}) {
   const kvm = createSimKvm();
   const vm = createTdVm(kvm);
   vm.enableCap(CAP.SPLIT_IRQCHIP, [24]);
   initVm(vm, 48, attributes);
-  const vcpu = vm.createVcpu(0);
+  // noCpuid: KVM_CREATE_VCPU only, the vCPU's KVM CPUID table left empty (no KVM_SET_CPUID2).
+  const vcpu = opts.noCpuid === true ? vm.createVcpu(0) : tdVcpuAdd(vm, 0);
   initVcpu(vcpu);
   // Slot 0: 64 private pages at GPA 0 whose initial contents (page tables, data) come from `image`.
   const image = new Uint8Array(64 * 4096);
@@ -461,6 +463,33 @@ describe('TDG.VP.VMCALL (handle_tdvmcall and friends, arch/x86/kvm/vmx/tdx.c)', 
       TDVMCALL_STATUS.INVALID_OPERAND,
       TDVMCALL_STATUS.SUCCESS,
     ]);
+  });
+
+  // The TDX module answers the leaves it virtualizes from the TD's CPUID configuration
+  // (KVM_TDX_INIT_VM); KVM's table (KVM_SET_CPUID2, empty on a new vCPU: kvm_arch_vcpu_create())
+  // answers only the TDVMCALL (tdx_emulate_cpuid() -> kvm_cpuid(), zeros with no entry).
+  it('with no KVM_SET_CPUID2 the TD still reads CPUID.0 from its configuration; TDVMCALL<CPUID> reads zeros', async () => {
+    let leaf0 = -1;
+    let ext0 = -1;
+    const r: TdcallRegs[] = [];
+    const { vcpu } = bootTd(
+      async (g) => {
+        leaf0 = g.cpuid(0).eax;
+        ext0 = g.cpuid(0x8000_0000).eax;
+        r.push(await g.tdcall(VMCALL, { r10: 0n, r11: 10n, r12: 0n, r13: 0n }));
+        r.push(await g.tdcall(VMCALL, { r10: 0n, r11: 10n, r12: 1n, r13: 0n }));
+      },
+      0n,
+      { noCpuid: true },
+    );
+    expect(vcpu.getCpuid()).toEqual([]);
+    await runAll(vcpu);
+    expect(leaf0).toBeGreaterThan(0);
+    expect(ext0).toBeGreaterThanOrEqual(0x8000_0008);
+    for (const x of r) {
+      expect(x.r10).toBe(TDVMCALL_STATUS.SUCCESS);
+      expect([x.r12, x.r13, x.r14, x.r15]).toEqual([0n, 0n, 0n, 0n]);
+    }
   });
 
   it('RCX names the registers the VMM sees: forbidden bits are OPERAND_INVALID, hidden registers are not written', async () => {

@@ -1,0 +1,70 @@
+// A vCPU's CPUID before the VMM sets one. arch/x86/kvm/x86.c: kvm_arch_vcpu_create() leaves
+// vcpu->arch.cpuid_entries empty; arch/x86/kvm/cpuid.c: kvm_cpuid() then finds no entry for any leaf,
+// and get_out_of_range_cpuid_entry() has no CPUID.0 entry to redirect to, so every leaf reads zeros.
+// Every CPUID-gated check sees the feature absent.
+import { CR, type CpuidEntry, tryKvm, VECTOR } from '@kvmtest/kvm';
+import { describe, expect, it } from 'vitest';
+import { createSimKvm } from '../src/index.js';
+
+const LEAVES = [
+  0, 1, 7, 0xd, 0xb, 0x1f, 0x4000_0000, 0x8000_0000, 0x8000_0001, 0x8000_0008, 0x8000_001f, 0x1234,
+];
+
+describe('kvm_cpuid on a vCPU whose CPUID was never set', () => {
+  for (const host of ['mainline-intel', 'mainline-amd', 'pvm'] as const)
+    it(`${host}: the guest's CPUID instruction reads zeros for every leaf, the out-of-range ones included`, async () => {
+      const vcpu = createSimKvm({ host }).createVm().createVcpu(0);
+      const seen: CpuidEntry[] = [];
+      vcpu.setEntry(async (g) => {
+        for (const leaf of LEAVES) seen.push(g.cpuid(leaf, 1));
+      });
+      expect((await vcpu.run()).reason).toBe('hlt');
+      expect(seen.map((e) => [e.eax, e.ebx, e.ecx, e.edx])).toEqual(LEAVES.map(() => [0, 0, 0, 0]));
+    });
+
+  it('the same guest reads the host values once KVM_SET_CPUID2 gave it the supported CPUID', async () => {
+    const kvm = createSimKvm();
+    const vcpu = kvm.createVm().createVcpu(0);
+    vcpu.setCpuid(kvm.getSupportedCpuid());
+    let leaf0: CpuidEntry | undefined;
+    vcpu.setEntry(async (g) => {
+      leaf0 = g.cpuid(0);
+    });
+    await vcpu.run();
+    expect(leaf0?.eax).toBe(kvm.getSupportedCpuid().find((e) => e.function === 0)!.eax);
+  });
+
+  it('kvm_is_valid_sregs: long mode, NX and LA57 are refused (EINVAL) with no CPUID, accepted with the supported one', () => {
+    const kvm = createSimKvm();
+    const vcpu = kvm.createVm().createVcpu(0);
+    const long = {
+      cr0: CR.CR0_PE | CR.CR0_PG,
+      cr2: 0n,
+      cr3: 0x1000n,
+      cr4: CR.CR4_PAE,
+      efer: CR.EFER_LME | CR.EFER_LMA,
+    };
+    const before = vcpu.getSregs();
+    expect(tryKvm(() => vcpu.setSregs(long))).toBe('EINVAL');
+    expect(tryKvm(() => vcpu.setSregs({ ...before, efer: CR.EFER_NXE }))).toBe('EINVAL');
+    expect(tryKvm(() => vcpu.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBe('EINVAL');
+    expect(vcpu.getSregs()).toEqual(before);
+    vcpu.setCpuid(kvm.getSupportedCpuid());
+    expect(tryKvm(() => vcpu.setSregs(long))).toBeUndefined();
+  });
+
+  it('a guest WRMSR(EFER) setting NXE takes #GP: CPUID.80000001H:EDX.NX reads 0', async () => {
+    const vcpu = createSimKvm().createVm().createVcpu(0);
+    let vector = -1;
+    vcpu.setEntry(async (g) => {
+      g.setExceptionHandler((f) => {
+        vector = f.vector;
+        return 'skip';
+      });
+      g.wrmsr(0xc000_0080, CR.EFER_NXE);
+    });
+    expect((await vcpu.run()).reason).toBe('hlt');
+    expect(vector).toBe(VECTOR.GP);
+    expect(vcpu.getSregs().efer & CR.EFER_NXE).toBe(0n);
+  });
+});
