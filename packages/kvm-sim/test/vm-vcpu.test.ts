@@ -154,8 +154,8 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
     expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LMA }))).toBe('EINVAL');
     expect(v.getSregs()).toEqual(before);
   });
-  // arch/x86/kvm/x86.c: kvm_is_valid_sregs() -> kvm_is_valid_cr4(), kvm_is_valid_cr0(), kvm_valid_efer().
-  it('kvm_is_valid_sregs: KVM_SET_SREGS rejects invalid CR0, CR4 and EFER with EINVAL, changing nothing', () => {
+  // arch/x86/kvm/x86.c: kvm_is_valid_sregs() -> kvm_is_valid_cr4(), kvm_is_valid_cr0(); EFER only for LMA.
+  it('kvm_is_valid_sregs: KVM_SET_SREGS rejects invalid CR0, CR4 and EFER.LMA with EINVAL, changing nothing', () => {
     const v = vmVcpuAdd(createSimKvm().createVm(), 0);
     const before = v.getSregs();
     const bad: [string, Partial<typeof before>][] = [
@@ -167,7 +167,6 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
       ['CR4 reserved bit 63', { cr4: 1n << 63n }],
       ['CR4.VMXE on AMD (CPUID.1.ECX.VMX clear)', { cr4: CR.CR4_VMXE }],
       ['CR4.PCIDE without CPUID PCID', { cr4: CR.CR4_PCIDE }],
-      ['EFER reserved bit 2', { efer: 1n << 2n }],
       ['EFER.LMA without LME and PG', { efer: CR.EFER_LMA }],
     ];
     for (const [what, patch] of bad)
@@ -183,14 +182,30 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
       tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_SCE | CR.EFER_NXE | CR.EFER_LME })),
     ).toBeUndefined();
   });
-  it('kvm_valid_efer and cr4_guest_rsvd_bits follow the vCPU CPUID: no LM, NX or LA57 there -> EINVAL', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+  // cpuid.c kvm_vcpu_after_set_cpuid() computes cr4_guest_rsvd_bits from the CPUID KVM_SET_CPUID2
+  // set; __set_sregs_common() checks EFER against nothing (no kvm_valid_efer(); measured on /dev/kvm).
+  it('cr4_guest_rsvd_bits follow the CPUID KVM_SET_CPUID2 set (no LA57 there -> EINVAL); EFER is not checked against it', () => {
+    const kvm = createSimKvm();
+    const v = kvm.createVm().createVcpu(0);
     const before = v.getSregs();
-    v.setCpuid(v.getCpuid().filter((e) => e.function !== 0x8000_0001 && e.function !== 7));
-    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LME }))).toBe('EINVAL');
-    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_NXE }))).toBe('EINVAL');
+    v.setCpuid(kvm.getSupportedCpuid().filter((e) => e.function !== 0x8000_0001 && e.function !== 7));
     expect(tryKvm(() => v.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBe('EINVAL');
-    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_SCE }))).toBeUndefined();
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LME }))).toBeUndefined();
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_NXE }))).toBeUndefined();
+    expect(tryKvm(() => v.setSregs({ ...before, efer: 1n << 2n }))).toBeUndefined();
+    expect(v.getSregs().efer).toBe(1n << 2n);
+  });
+  it('kvm_is_valid_cr4 before any KVM_SET_CPUID2: only bits KVM does not support are reserved (cr4_guest_rsvd_bits still 0)', () => {
+    const withLa57 = createSimKvm().createVm().createVcpu(0);
+    const before = withLa57.getSregs();
+    expect(tryKvm(() => withLa57.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBeUndefined();
+    expect(tryKvm(() => withLa57.setSregs({ ...before, cr4: CR.CR4_OSXSAVE }))).toBeUndefined();
+    const noLa57 = createSimKvm({ host: 'pvm' }).createVm().createVcpu(0);
+    expect(tryKvm(() => noLa57.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBe('EINVAL');
+    // Once set, even an empty CPUID makes every feature bit reserved.
+    withLa57.setSregs(before);
+    withLa57.setCpuid([]);
+    expect(tryKvm(() => withLa57.setSregs({ ...before, cr4: CR.CR4_OSXSAVE }))).toBe('EINVAL');
   });
   it('throws TypeError for a register that is not a bigint', () => {
     const v = createSimKvm().createVm().createVcpu(0);

@@ -265,8 +265,8 @@ export abstract class GuestControl extends GuestMem {
     const s = this.vcpu.sregs;
     const reserved = value & ~CR4_DEFINED;
     if (reserved !== 0n) return `CR4 ${hex(value)} sets reserved bits ${hex(reserved)}`;
-    if ((value & CR.CR4_LA57) !== 0n && (this.cpuidRegs(7, 0).ecx & (1 << 16)) === 0)
-      return 'CR4.LA57 set but CPUID.(EAX=7,ECX=0):ECX.LA57[bit 16] is 0';
+    const feature = this.vcpu.cr4FeatureProblem(value);
+    if (feature !== undefined) return feature;
     const longMode = (s.efer & CR.EFER_LMA) !== 0n;
     if (longMode && (value & CR.CR4_PAE) === 0n) return 'CR4.PAE cleared in IA-32e mode';
     if (longMode && ((value ^ s.cr4) & CR.CR4_LA57) !== 0n)
