@@ -1,6 +1,7 @@
 // The simulated guest CPU, part 3: control state — CPUID, MSRs, control registers and XSAVE.
 
 import { CR, type CpuidEntry, findCpuid, type ReadableCr, VECTOR, type WritableCr } from '@kvmtest/kvm';
+import { kvmCpuid } from './kvm-cpuid.js';
 import { loadComponents, saveComponents, XSAVE_AREA_BYTES, xcrProblem, xsaveAreaProblem } from './xsave.js';
 
 import {
@@ -19,8 +20,7 @@ export abstract class GuestControl extends GuestMem {
 
   /** ArchCpu: the vCPU's CPUID table as KVM answers an emulated CPUID (no interception, no budget). */
   cpuidTable(leaf: number, subleaf: number): { eax: number; ebx: number; ecx: number; edx: number } {
-    const e = findCpuid(this.vcpu.cpuid, leaf >>> 0, subleaf >>> 0);
-    return e === undefined ? { eax: 0, ebx: 0, ecx: 0, edx: 0 } : e;
+    return kvmCpuid(this.vcpu.cpuid, leaf, subleaf);
   }
 
   cpuid(leaf: number, subleaf = 0): CpuidEntry {
@@ -45,13 +45,18 @@ export abstract class GuestControl extends GuestMem {
           ecx: own.ecx,
           edx: own.edx,
         };
-      const e = findCpuid(this.vcpu.cpuid, leaf >>> 0, subleaf >>> 0);
-      // A leaf missing from the table reads as zeros (arch/x86/kvm/cpuid.c: kvm_cpuid() with no entry;
-      // with no CPUID.0 entry either, as on a vCPU whose CPUID was never set, there is no
-      // out-of-range redirect: get_out_of_range_cpuid_entry() returns NULL).
-      return e === undefined
-        ? { function: leaf >>> 0, index: subleaf >>> 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 }
-        : { ...e };
+      // arch/x86/kvm/cpuid.c: kvm_cpuid(): a vCPU whose CPUID was never set reads zeros for every
+      // leaf (no entry, and no CPUID.0 for get_out_of_range_cpuid_entry() to redirect to).
+      const r = kvmCpuid(this.vcpu.cpuid, leaf, subleaf);
+      return {
+        function: leaf >>> 0,
+        index: subleaf >>> 0,
+        flags: 0,
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+      };
     }
   }
 
