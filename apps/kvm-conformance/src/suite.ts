@@ -584,6 +584,9 @@ const resetState: TestCase = {
     const vcpu = vm.createVcpu(0);
     const regs = vcpu.getRegs();
     const sregs = vcpu.getSregs();
+    // arch/x86/kvm/x86.c: kvm_arch_vcpu_create() leaves the CPUID empty until KVM_SET_CPUID2
+    // (arch/x86/kvm/cpuid.c: kvm_vcpu_ioctl_get_cpuid2() copies out cpuid_nent = 0 entries).
+    testAssertEq(observe('KVM_GET_CPUID2 entries', vcpu.getCpuid().length), 0);
     observe('regs', { ...regs });
     observe('sregs', {
       cr0: sregs.cr0,
@@ -625,6 +628,39 @@ const resetState: TestCase = {
       testAssertEq(t.base, 0n);
       testAssertEq(t.limit, 0xffff);
     }
+  },
+};
+
+const beforeSetCpuid: TestCase = {
+  name: 'a vCPU before KVM_SET_CPUID2',
+  run() {
+    const kvm = getKvm();
+    using vm = kvm.createVm('default');
+    const vcpu = vm.createVcpu(0);
+    testAssertEq(observe('KVM_GET_CPUID2 entries', vcpu.getCpuid().length), 0);
+    const reset = vcpu.getSregs();
+    // arch/x86/kvm/x86.c: __set_sregs_common() hands EFER to the vendor's set_efer() with no
+    // kvm_valid_efer(): long mode and NX are accepted though the (empty) CPUID has neither.
+    expectErrno(
+      'KVM_SET_SREGS EFER.LME|NXE',
+      () => vcpu.setSregs({ ...reset, efer: CR.EFER_LME | CR.EFER_NXE }),
+      'ok',
+    );
+    // cr4_guest_rsvd_bits are computed by KVM_SET_CPUID2 (cpuid.c: kvm_vcpu_after_set_cpuid()) and are
+    // 0 before it: a CR4 feature KVM supports is accepted, XSAVE's OSXSAVE here.
+    expectErrno('KVM_SET_SREGS CR4.OSXSAVE', () => vcpu.setSregs({ ...reset, cr4: CR.CR4_OSXSAVE }), 'ok');
+    // guest_supported_xcr0 is 0 until KVM_SET_CPUID2 (__kvm_set_xcr()): XCR0 may only be x87.
+    expectErrno('KVM_SET_XCRS XCR0 = x87', () => vcpu.setXcrs([{ xcr: 0, value: 1n }]), 'ok');
+    expectErrno('KVM_SET_XCRS XCR0 = x87|SSE', () => vcpu.setXcrs([{ xcr: 0, value: 3n }]), 'EINVAL');
+    // With the supported CPUID, as vm_vcpu_add() sets it, SSE is allowed. (Whether CR4 bits then
+    // follow the CPUID is left out: a PVM host accepts CR4 feature bits whatever the CPUID says.)
+    vcpu.setSregs(reset);
+    vcpu.setCpuid(kvm.getSupportedCpuid());
+    expectErrno(
+      'supported CPUID: KVM_SET_XCRS XCR0 = x87|SSE',
+      () => vcpu.setXcrs([{ xcr: 0, value: 3n }]),
+      'ok',
+    );
   },
 };
 
@@ -772,6 +808,7 @@ export default defineSuite({
     hltMmio,
     readOnlySlot,
     resetState,
+    beforeSetCpuid,
     segmentRegisters,
     segmentBaseMsrs,
     closedFds,

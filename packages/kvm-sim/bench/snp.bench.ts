@@ -104,6 +104,7 @@ const benches: Bench[] = [
       op(vm, sevFd, SEV_CMD.INIT2, { vmsaFeatures: 0n, flags: 0, ghcbVersion: 0 });
       vm.enableCap(CAP.EXIT_HYPERCALL, [1n << 12n]);
       const vcpu = vm.createVcpu(0);
+      vcpu.setCpuid(kvm.getSupportedCpuid()); // vm_vcpu_add(): a new vCPU has no CPUID
       vcpu.setSregs({
         cr0: CR.CR0_PE | CR.CR0_PG,
         cr2: 0n,

@@ -5,6 +5,16 @@ import { CR, type GuestProgram, type Kvm, MEM_FLAG, type Vcpu, type Vm } from '@
 import type { VmType } from '@kvmtest/coco';
 import { createSimKvm, type SimConfig } from '../src/index.js';
 
+/**
+ * vm_vcpu_add() as upstream selftests do it: KVM_CREATE_VCPU, then vcpu_init_cpuid() with the
+ * host's supported CPUID (a new vCPU has none: arch/x86/kvm/x86.c: kvm_arch_vcpu_create()).
+ */
+export function vmVcpuAdd(vm: Vm, id: number): Vcpu {
+  const v = vm.createVcpu(id);
+  v.setCpuid(vm.kvm.getSupportedCpuid());
+  return v;
+}
+
 /** GVA where helpers map the data pages. */
 export const DATA_GVA = 0x40_0000n;
 
@@ -61,7 +71,7 @@ export function guestVm(
     pt,
     map,
     vcpu(program, id = vm.vcpus.length) {
-      const v = vm.createVcpu(id);
+      const v = vmVcpuAdd(vm, id);
       v.setSregs({
         cr0: CR.CR0_PE | CR.CR0_PG | CR.CR0_WP,
         cr2: 0n,
@@ -130,7 +140,7 @@ export function privateMemVm(opts: PrivateMemVmOptions) {
     ...(gmem === undefined ? {} : { guestMemfd: gmem }),
   });
   const vcpu = (program: GuestProgram): Vcpu => {
-    const v = vm.createVcpu(vm.vcpus.length);
+    const v = vmVcpuAdd(vm, vm.vcpus.length);
     v.setSregs({
       cr0: CR.CR0_PE | CR.CR0_PG,
       cr2: 0n,

@@ -5,6 +5,7 @@
 import { type CpuidEntry, tryKvm } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm } from '../src/index.js';
+import { vmVcpuAdd } from './helpers.js';
 
 const FS_BASE = 0xc000_0100;
 const GS_BASE = 0xc000_0101;
@@ -39,7 +40,7 @@ describe('__kvm_set_msr: a non-canonical address in FS/GS/KERNEL_GS base, LSTAR 
   it('with 48 address bits (no LA57 in the vCPU CPUID): EINVAL, nothing changed', () => {
     const kvm = createSimKvm({ features: { la57: false } });
     using vm = kvm.createVm();
-    const vcpu = vm.createVcpu(0);
+    const vcpu = vmVcpuAdd(vm, 0);
     expect(la57(vcpu.getCpuid())).toBe(false);
     for (const msr of ADDRESS_MSRS) {
       vcpu.setMsr(msr, 0x7fff_ffff_f000n);
@@ -50,7 +51,7 @@ describe('__kvm_set_msr: a non-canonical address in FS/GS/KERNEL_GS base, LSTAR 
 
   it('with LA57 in the vCPU CPUID a 57-bit canonical address is accepted, a 58-bit one is not', () => {
     using vm = createSimKvm().createVm();
-    const vcpu = vm.createVcpu(0);
+    const vcpu = vmVcpuAdd(vm, 0);
     expect(la57(vcpu.getCpuid())).toBe(true);
     for (const msr of ADDRESS_MSRS) {
       expect(tryKvm(() => vcpu.setMsr(msr, ONLY_57))).toBeUndefined();
@@ -62,14 +63,22 @@ describe('__kvm_set_msr: a non-canonical address in FS/GS/KERNEL_GS base, LSTAR 
 
   it('the width follows the CPUID the VMM set on the vCPU, not the host', () => {
     using vm = createSimKvm().createVm();
-    const vcpu = vm.createVcpu(0);
+    const vcpu = vmVcpuAdd(vm, 0);
     vcpu.setCpuid(vcpu.getCpuid().map((e) => (e.function === 7 && e.index === 0 ? { ...e, ecx: 0 } : e)));
+    expect(tryKvm(() => vcpu.setMsr(LSTAR, ONLY_57))).toBe('EINVAL');
+  });
+
+  it('with no CPUID set (a new vCPU) the width is 48 bits', () => {
+    using vm = createSimKvm().createVm();
+    const vcpu = vm.createVcpu(0);
+    expect(vcpu.getCpuid()).toEqual([]);
+    expect(tryKvm(() => vcpu.setMsr(LSTAR, 0xffff_8000_0000_0000n))).toBeUndefined();
     expect(tryKvm(() => vcpu.setMsr(LSTAR, ONLY_57))).toBe('EINVAL');
   });
 
   it('a guest WRMSR of a non-canonical base takes #GP', async () => {
     using vm = createSimKvm({ features: { la57: false } }).createVm();
-    const vcpu = vm.createVcpu(0);
+    const vcpu = vmVcpuAdd(vm, 0);
     let vector: number | undefined;
     vcpu.setEntry(async (g) => {
       g.setExceptionHandler((frame) => {

@@ -15,6 +15,7 @@ import {
 } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm } from '../src/index.js';
+import { vmVcpuAdd } from './helpers.js';
 
 const seg = (type: number, s: number, selector = 0, base = 0n): Segment =>
   segment({ base, limit: 0xffff, selector, type, present: 1, s });
@@ -64,14 +65,14 @@ describe('kvm_vcpu_reset: segment and descriptor-table state', () => {
   });
   it('every vCPU of a VM starts in the RESET state, whatever the others did', () => {
     const vm = createSimKvm().createVm();
-    vm.createVcpu(0).setSregs({ ...LONG, cs: codeSegment64(8) });
+    vmVcpuAdd(vm, 0).setSregs({ ...LONG, cs: codeSegment64(8) });
     expect(vm.createVcpu(1).getSregs()).toEqual(VMX_RESET);
   });
 });
 
 describe('KVM_SET_SREGS with segments', () => {
   it('round-trips segments, GDTR and IDTR as given', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+    const v = vmVcpuAdd(createSimKvm().createVm(), 0);
     const s: Sregs = {
       ...LONG,
       cs: codeSegment64(8),
@@ -89,7 +90,7 @@ describe('KVM_SET_SREGS with segments', () => {
     expect(v.getSregs()).toEqual(s);
   });
   it('a set without segments keeps the current ones (get-modify-set is the same as setting the whole struct)', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+    const v = vmVcpuAdd(createSimKvm().createVm(), 0);
     v.setSregs({ ...LONG, cs: codeSegment64(8), gdt: { base: 0x6000n, limit: 0x17 } });
     v.setSregs({ ...LONG, cr2: 0x1234n });
     const got = v.getSregs();
@@ -108,7 +109,7 @@ describe('KVM_SET_SREGS with segments', () => {
   // arch/x86/kvm/x86.c: kvm_is_valid_sregs(): "Not in 64-bit mode: EFER.LMA is clear and the code
   // segment cannot be 64-bit."
   it('kvm_is_valid_sregs: CS.L without long-mode paging is EINVAL, changing nothing', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+    const v = vmVcpuAdd(createSimKvm().createVm(), 0);
     expect(tryKvm(() => v.setSregs({ ...VMX_RESET, cs: { ...VMX_RESET.cs, l: 1 } }))).toBe('EINVAL');
     expect(tryKvm(() => v.setSregs({ ...VMX_RESET, cr0: 0x11n, cs: codeSegment64(8) }))).toBe('EINVAL');
     expect(v.getSregs()).toEqual(VMX_RESET);
@@ -180,7 +181,7 @@ describe('KVM_SET_SREGS with segments', () => {
   });
   it("the kit's flat 64-bit segments round-trip on every host", () => {
     for (const host of ['mainline-amd', 'mainline-intel', 'pvm'] as const) {
-      const v = createSimKvm({ host }).createVm().createVcpu(0);
+      const v = vmVcpuAdd(createSimKvm({ host }).createVm(), 0);
       const s = {
         ...LONG,
         cs: codeSegment64(8),

@@ -2,6 +2,7 @@ import { CAP, CR, SEV_CMD, tryKvm, zeroRegs } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm, simStats } from '../src/index.js';
 import type { SimVm } from '../src/internal/vm.js';
+import { vmVcpuAdd } from './helpers.js';
 
 describe('KVM_CREATE_VCPU (kvm_main.c kvm_vm_ioctl_create_vcpu)', () => {
   it('rejects an id at or above KVM_MAX_VCPU_IDS, and a negative id, with EINVAL', () => {
@@ -130,7 +131,7 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
     }
   });
   it('round-trips registers and sregs', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+    const v = vmVcpuAdd(createSimKvm().createVm(), 0);
     const r = { ...zeroRegs(), rax: 1n, rip: 0x1000n };
     v.setRegs(r);
     expect(v.getRegs()).toEqual(r);
@@ -153,9 +154,9 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
     expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LMA }))).toBe('EINVAL');
     expect(v.getSregs()).toEqual(before);
   });
-  // arch/x86/kvm/x86.c: kvm_is_valid_sregs() -> kvm_is_valid_cr4(), kvm_is_valid_cr0(), kvm_valid_efer().
-  it('kvm_is_valid_sregs: KVM_SET_SREGS rejects invalid CR0, CR4 and EFER with EINVAL, changing nothing', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+  // arch/x86/kvm/x86.c: kvm_is_valid_sregs() -> kvm_is_valid_cr4(), kvm_is_valid_cr0(); EFER only for LMA.
+  it('kvm_is_valid_sregs: KVM_SET_SREGS rejects invalid CR0, CR4 and EFER.LMA with EINVAL, changing nothing', () => {
+    const v = vmVcpuAdd(createSimKvm().createVm(), 0);
     const before = v.getSregs();
     const bad: [string, Partial<typeof before>][] = [
       ['CR0 bit 32', { cr0: before.cr0 | (1n << 32n) }],
@@ -166,7 +167,6 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
       ['CR4 reserved bit 63', { cr4: 1n << 63n }],
       ['CR4.VMXE on AMD (CPUID.1.ECX.VMX clear)', { cr4: CR.CR4_VMXE }],
       ['CR4.PCIDE without CPUID PCID', { cr4: CR.CR4_PCIDE }],
-      ['EFER reserved bit 2', { efer: 1n << 2n }],
       ['EFER.LMA without LME and PG', { efer: CR.EFER_LMA }],
     ];
     for (const [what, patch] of bad)
@@ -182,14 +182,30 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
       tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_SCE | CR.EFER_NXE | CR.EFER_LME })),
     ).toBeUndefined();
   });
-  it('kvm_valid_efer and cr4_guest_rsvd_bits follow the vCPU CPUID: no LM, NX or LA57 there -> EINVAL', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+  // cpuid.c kvm_vcpu_after_set_cpuid() computes cr4_guest_rsvd_bits from the CPUID KVM_SET_CPUID2
+  // set; __set_sregs_common() checks EFER against nothing (no kvm_valid_efer(); measured on /dev/kvm).
+  it('cr4_guest_rsvd_bits follow the CPUID KVM_SET_CPUID2 set (no LA57 there -> EINVAL); EFER is not checked against it', () => {
+    const kvm = createSimKvm();
+    const v = kvm.createVm().createVcpu(0);
     const before = v.getSregs();
-    v.setCpuid(v.getCpuid().filter((e) => e.function !== 0x8000_0001 && e.function !== 7));
-    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LME }))).toBe('EINVAL');
-    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_NXE }))).toBe('EINVAL');
+    v.setCpuid(kvm.getSupportedCpuid().filter((e) => e.function !== 0x8000_0001 && e.function !== 7));
     expect(tryKvm(() => v.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBe('EINVAL');
-    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_SCE }))).toBeUndefined();
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_LME }))).toBeUndefined();
+    expect(tryKvm(() => v.setSregs({ ...before, efer: CR.EFER_NXE }))).toBeUndefined();
+    expect(tryKvm(() => v.setSregs({ ...before, efer: 1n << 2n }))).toBeUndefined();
+    expect(v.getSregs().efer).toBe(1n << 2n);
+  });
+  it('kvm_is_valid_cr4 before any KVM_SET_CPUID2: only bits KVM does not support are reserved (cr4_guest_rsvd_bits still 0)', () => {
+    const withLa57 = createSimKvm().createVm().createVcpu(0);
+    const before = withLa57.getSregs();
+    expect(tryKvm(() => withLa57.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBeUndefined();
+    expect(tryKvm(() => withLa57.setSregs({ ...before, cr4: CR.CR4_OSXSAVE }))).toBeUndefined();
+    const noLa57 = createSimKvm({ host: 'pvm' }).createVm().createVcpu(0);
+    expect(tryKvm(() => noLa57.setSregs({ ...before, cr4: CR.CR4_LA57 }))).toBe('EINVAL');
+    // Once set, even an empty CPUID makes every feature bit reserved.
+    withLa57.setSregs(before);
+    withLa57.setCpuid([]);
+    expect(tryKvm(() => withLa57.setSregs({ ...before, cr4: CR.CR4_OSXSAVE }))).toBe('EINVAL');
   });
   it('throws TypeError for a register that is not a bigint', () => {
     const v = createSimKvm().createVm().createVcpu(0);
@@ -198,12 +214,26 @@ describe('register state (x86.c kvm_arch_vcpu_ioctl_get/set_regs, sregs)', () =>
 });
 
 describe('CPUID and MSRs', () => {
-  it('starts from the supported CPUID and accepts KVM_SET_CPUID2 before the first run', () => {
+  // arch/x86/kvm/x86.c: kvm_arch_vcpu_create() leaves vcpu->arch.cpuid_entries empty, and
+  // arch/x86/kvm/cpuid.c: kvm_vcpu_ioctl_get_cpuid2() copies out cpuid_nent entries (measured: 0 on /dev/kvm).
+  it('kvm_arch_vcpu_create: a new vCPU has no CPUID entries (KVM_GET_CPUID2 returns 0)', () => {
+    for (const host of ['mainline-intel', 'mainline-amd', 'pvm'] as const) {
+      const kvm = createSimKvm({ host });
+      expect(kvm.getSupportedCpuid().length, host).toBeGreaterThan(0);
+      const vm = kvm.createVm();
+      expect(vm.createVcpu(0).getCpuid(), host).toEqual([]);
+      // Setting one vCPU's CPUID gives the next vCPU nothing.
+      vm.vcpus[0]!.setCpuid(kvm.getSupportedCpuid());
+      expect(vm.createVcpu(1).getCpuid(), host).toEqual([]);
+    }
+  });
+  it('accepts KVM_SET_CPUID2 before the first run and KVM_GET_CPUID2 returns what was set', () => {
     const kvm = createSimKvm();
     const v = kvm.createVm().createVcpu(0);
+    v.setCpuid(kvm.getSupportedCpuid());
     expect(v.getCpuid()).toEqual(kvm.getSupportedCpuid());
     v.setCpuid([{ function: 0, index: 0, flags: 0, eax: 1, ebx: 2, ecx: 3, edx: 4 }]);
-    expect(v.getCpuid()).toHaveLength(1);
+    expect(v.getCpuid()).toEqual([{ function: 0, index: 0, flags: 0, eax: 1, ebx: 2, ecx: 3, edx: 4 }]);
   });
   it('rejects more than KVM_MAX_CPUID_ENTRIES with E2BIG', () => {
     const v = createSimKvm().createVm().createVcpu(0);
@@ -219,11 +249,20 @@ describe('CPUID and MSRs', () => {
     expect(tryKvm(() => v.setCpuid(e))).toBe('E2BIG');
   });
   it('rejects a different CPUID after KVM_RUN with EINVAL but accepts the same one (cpuid.c kvm_set_cpuid)', async () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+    const v = vmVcpuAdd(createSimKvm().createVm(), 0);
     v.setEntry(async () => {});
     await v.run();
     expect(tryKvm(() => v.setCpuid(v.getCpuid()))).toBeUndefined();
     expect(tryKvm(() => v.setCpuid([]))).toBe('EINVAL');
+  });
+  it('kvm_cpuid_check_equal: a vCPU that ran with no CPUID accepts only the empty table again', async () => {
+    const kvm = createSimKvm();
+    const v = kvm.createVm().createVcpu(0);
+    v.setEntry(async () => {});
+    await v.run();
+    expect(tryKvm(() => v.setCpuid([]))).toBeUndefined();
+    expect(tryKvm(() => v.setCpuid(kvm.getSupportedCpuid()))).toBe('EINVAL');
+    expect(v.getCpuid()).toEqual([]);
   });
   it('reads and writes modelled MSRs; an unknown MSR fails with EINVAL (0 of 1 processed)', () => {
     const v = createSimKvm().createVm().createVcpu(0);

@@ -4,7 +4,7 @@
 import { CAP, CR, type ExceptionFrame, tryKvm, VECTOR, XFEATURE, XSAVE_LAYOUT as L } from '@kvmtest/kvm';
 import { describe, expect, it } from 'vitest';
 import { createSimKvm } from '../src/index.js';
-import { DATA_GVA, guestVm } from './helpers.js';
+import { DATA_GVA, guestVm, vmVcpuAdd } from './helpers.js';
 
 const ALL = XFEATURE.FP | XFEATURE.SSE | XFEATURE.YMM;
 
@@ -34,7 +34,7 @@ describe('KVM_CAP_XCRS, KVM_GET/SET_XCRS', () => {
     expect(v.getXcrs()).toEqual([{ xcr: 0, value: XFEATURE.FP }]);
   });
   it('__kvm_set_xcr: x87 always, AVX needs SSE, only supported features, at most KVM_MAX_XCRS entries', () => {
-    const v = createSimKvm().createVm().createVcpu(0);
+    const v = vmVcpuAdd(createSimKvm().createVm(), 0);
     expect(tryKvm(() => v.setXcrs([{ xcr: 0, value: 0n }]))).toBe('EINVAL');
     expect(tryKvm(() => v.setXcrs([{ xcr: 0, value: XFEATURE.FP | XFEATURE.YMM }]))).toBe('EINVAL');
     expect(tryKvm(() => v.setXcrs([{ xcr: 0, value: ALL | (1n << 5n) }]))).toBe('EINVAL');
@@ -47,6 +47,12 @@ describe('KVM_CAP_XCRS, KVM_GET/SET_XCRS', () => {
     // guest_supported_xcr0 follows the vCPU's CPUID leaf 0xD.
     v.setCpuid(v.getCpuid().filter((e) => e.function !== 0xd));
     expect(tryKvm(() => v.setXcrs([{ xcr: 0, value: XFEATURE.FP | XFEATURE.SSE }]))).toBe('EINVAL');
+  });
+  it('__kvm_set_xcr with no CPUID set (a new vCPU): guest_supported_xcr0 is 0, so only XCR0 = x87 is accepted', () => {
+    const v = createSimKvm().createVm().createVcpu(0);
+    expect(tryKvm(() => v.setXcrs([{ xcr: 0, value: XFEATURE.FP }]))).toBeUndefined();
+    expect(tryKvm(() => v.setXcrs([{ xcr: 0, value: XFEATURE.FP | XFEATURE.SSE }]))).toBe('EINVAL');
+    expect(v.getXcrs()).toEqual([{ xcr: 0, value: XFEATURE.FP }]);
   });
 });
 

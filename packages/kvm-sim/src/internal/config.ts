@@ -389,12 +389,13 @@ export function supportedCpuid(cfg: ResolvedConfig): CpuidEntry[] {
   const maxExt = amd ? 0x8000001f : 0x80000008;
   const out: CpuidEntry[] = [
     entry(0, 0xd, v[0], v[2], v[1]),
-    // family 0x19 (AMD) / 6 (Intel); ECX bit 31 = hypervisor present, 26 XSAVE, 28 AVX; EDX: FPU, PSE, MSR, PAE, APIC, …
+    // family 0x19 (AMD) / 6 (Intel); ECX bit 31 = hypervisor present, 21 x2APIC (KVM emulates it on
+    // every host: arch/x86/kvm/cpuid.c kvm_set_cpu_caps()), 26 XSAVE, 28 AVX; EDX: FPU, PSE, MSR, PAE, APIC, …
     entry(
       1,
       amd ? 0x00a00f11 : 0x000806f8,
       0,
-      (1 << 31) | (1 << 0) | (1 << 23) | (1 << 26) | (1 << 28),
+      (1 << 31) | (1 << 0) | (1 << 21) | (1 << 23) | (1 << 26) | (1 << 28),
       0x178bfbff,
     ),
     // leaf 7: ECX bit 16 = LA57 (5-level paging), when the host has it

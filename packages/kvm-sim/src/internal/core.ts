@@ -76,6 +76,8 @@ export interface VcpuCore extends Vcpu, ArchVcpu {
   writeMsr(index: number, value: bigint): boolean;
   /** guest_supported_xcr0: CPUID.(0xD,0) EDX:EAX of the vCPU's CPUID, masked by what KVM saves. */
   guestSupportedXcr0(): bigint;
+  /** kvm_is_valid_cr4()'s CPUID checks: why `cr4` sets a feature bit that is reserved, or undefined. */
+  cr4FeatureProblem(cr4: bigint): string | undefined;
   /** Hands `exit` to the pending KVM_RUN and waits for the next one (`complete` fills the guest's side). */
   exitToHost(exit: Exit, complete?: (e: Exit) => unknown, errno?: 'EINTR'): Promise<unknown>;
   /** Ends the program for good: `exit` now, `later` on every following run. */

@@ -1,6 +1,7 @@
 // The simulated guest CPU, part 3: control state — CPUID, MSRs, control registers and XSAVE.
 
 import { CR, type CpuidEntry, findCpuid, type ReadableCr, VECTOR, type WritableCr } from '@kvmtest/kvm';
+import { kvmCpuid } from './kvm-cpuid.js';
 import { loadComponents, saveComponents, XSAVE_AREA_BYTES, xcrProblem, xsaveAreaProblem } from './xsave.js';
 
 import {
@@ -19,8 +20,7 @@ export abstract class GuestControl extends GuestMem {
 
   /** ArchCpu: the vCPU's CPUID table as KVM answers an emulated CPUID (no interception, no budget). */
   cpuidTable(leaf: number, subleaf: number): { eax: number; ebx: number; ecx: number; edx: number } {
-    const e = findCpuid(this.vcpu.cpuid, leaf >>> 0, subleaf >>> 0);
-    return e === undefined ? { eax: 0, ebx: 0, ecx: 0, edx: 0 } : e;
+    return kvmCpuid(this.vcpu.cpuid, leaf, subleaf);
   }
 
   cpuid(leaf: number, subleaf = 0): CpuidEntry {
@@ -34,11 +34,29 @@ export abstract class GuestControl extends GuestMem {
       if (a === 'retry') continue;
       if (a === 'skip')
         return { function: leaf >>> 0, index: subleaf >>> 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 };
-      const e = findCpuid(this.vcpu.cpuid, leaf >>> 0, subleaf >>> 0);
-      // A leaf missing from the table reads as zeros (kvm_cpuid with no entry).
-      return e === undefined
-        ? { function: leaf >>> 0, index: subleaf >>> 0, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0 }
-        : { ...e };
+      const own = this.vcpu.vm.ops.guestCpuid?.(this, leaf >>> 0, subleaf >>> 0);
+      if (own !== undefined)
+        return {
+          function: leaf >>> 0,
+          index: subleaf >>> 0,
+          flags: 0,
+          eax: own.eax,
+          ebx: own.ebx,
+          ecx: own.ecx,
+          edx: own.edx,
+        };
+      // arch/x86/kvm/cpuid.c: kvm_cpuid(): a vCPU whose CPUID was never set reads zeros for every
+      // leaf (no entry, and no CPUID.0 for get_out_of_range_cpuid_entry() to redirect to).
+      const r = kvmCpuid(this.vcpu.cpuid, leaf, subleaf);
+      return {
+        function: leaf >>> 0,
+        index: subleaf >>> 0,
+        flags: 0,
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+      };
     }
   }
 
@@ -252,8 +270,8 @@ export abstract class GuestControl extends GuestMem {
     const s = this.vcpu.sregs;
     const reserved = value & ~CR4_DEFINED;
     if (reserved !== 0n) return `CR4 ${hex(value)} sets reserved bits ${hex(reserved)}`;
-    if ((value & CR.CR4_LA57) !== 0n && (this.cpuidRegs(7, 0).ecx & (1 << 16)) === 0)
-      return 'CR4.LA57 set but CPUID.(EAX=7,ECX=0):ECX.LA57[bit 16] is 0';
+    const feature = this.vcpu.cr4FeatureProblem(value);
+    if (feature !== undefined) return feature;
     const longMode = (s.efer & CR.EFER_LMA) !== 0n;
     if (longMode && (value & CR.CR4_PAE) === 0n) return 'CR4.PAE cleared in IA-32e mode';
     if (longMode && ((value ^ s.cr4) & CR.CR4_LA57) !== 0n)

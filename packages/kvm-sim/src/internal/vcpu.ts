@@ -180,6 +180,12 @@ export class SimVcpu implements VcpuCore {
   /** The x87/SSE/AVX state as a standard-format XSAVE area (XINUSE in its XSTATE_BV field). */
   readonly fpu: Uint8Array = resetXsaveArea();
   cpuid: CpuidEntry[];
+  /**
+   * KVM_SET_CPUID2 succeeded at least once: cpuid.c kvm_vcpu_after_set_cpuid() has computed
+   * cr4_guest_rsvd_bits from the vCPU's CPUID. Until then they are 0 and only the bits KVM itself
+   * does not support are reserved in CR4 (cr4_reserved_bits).
+   */
+  private cpuidSet = false;
   private readonly msrs = new Map<number, bigint>();
   /** KVM_RUN was entered at least once (kvm_vcpu_has_run). */
   hasRun = false;
@@ -219,7 +225,9 @@ export class SimVcpu implements VcpuCore {
     readonly vm: VmCore,
     readonly id: number,
   ) {
-    this.cpuid = vm.kvm.cpuid.map((e) => ({ ...e }));
+    // arch/x86/kvm/x86.c: kvm_arch_vcpu_create() leaves vcpu->arch.cpuid_entries empty: a new vCPU
+    // has no CPUID until the VMM sets one with KVM_SET_CPUID2 (KVM_GET_CPUID2 returns 0 entries).
+    this.cpuid = [];
     this.segmentModule = segmentModule(vm.kvm.config);
     this.sregs = resetSregs(this.segmentModule);
     this.msrs.set(MSR.TSC, 0n);
@@ -288,11 +296,34 @@ export class SimVcpu implements VcpuCore {
   }
 
   /**
+   * The CPUID half of kvm_is_valid_cr4() (KVM_SET_SREGS and the guest's MOV to CR4 alike): a feature
+   * bit KVM does not support (cr4_reserved_bits) or, once KVM_SET_CPUID2 has run
+   * (cr4_guest_rsvd_bits, cpuid.c kvm_vcpu_after_set_cpuid()), one the vCPU's CPUID lacks.
+   */
+  cr4FeatureProblem(cr4: bigint): string | undefined {
+    const hex = (v: bigint): string => `0x${v.toString(16)}`;
+    for (const [bit, name, leaf, reg, fbit] of CR4_FEATURE_BITS) {
+      if ((cr4 & (1n << BigInt(bit))) === 0n) continue;
+      const host = findCpuid(this.vm.kvm.cpuid, leaf, 0);
+      if (host === undefined || ((host[reg] >>> fbit) & 1) === 0)
+        return `CR4 ${hex(cr4)} sets ${name} (bit ${bit}) but KVM does not support it (CPUID.0x${leaf.toString(16)}.${reg.toUpperCase()}[${fbit}] of KVM_GET_SUPPORTED_CPUID is 0)`;
+      if (!this.cpuidSet) continue;
+      const e = findCpuid(this.cpuid, leaf, 0);
+      if (e === undefined || ((e[reg] >>> fbit) & 1) === 0)
+        return `CR4 ${hex(cr4)} sets ${name} (bit ${bit}) but the vCPU's CPUID.0x${leaf.toString(16)}.${reg.toUpperCase()}[${fbit}] is 0`;
+    }
+    return undefined;
+  }
+
+  /**
    * arch/x86/kvm/x86.c (regs.c in newer trees): kvm_is_valid_sregs(), the check KVM_SET_SREGS makes
    * before changing anything: long mode with paging needs CR4.PAE, EFER.LMA and a legal CR3; outside
-   * it neither EFER.LMA nor CS.L may be set; then kvm_is_valid_cr4() (reserved bits, and bits of features the vCPU's CPUID lacks),
-   * kvm_is_valid_cr0() (bits 63:32, NW without CD, PG without PE) and kvm_valid_efer() (reserved bits,
-   * LME/LMA without CPUID LM, NXE without CPUID NX). Returns why the state is invalid.
+   * it neither EFER.LMA nor CS.L may be set; then kvm_is_valid_cr4() (reserved bits, bits of features
+   * KVM does not support, and, once KVM_SET_CPUID2 computed cr4_guest_rsvd_bits, bits of features
+   * the vCPU's CPUID lacks) and kvm_is_valid_cr0() (bits 63:32, NW without CD, PG without PE).
+   * EFER is not checked beyond that: __set_sregs_common() hands it to the vendor's set_efer() with
+   * no kvm_valid_efer() (measured on /dev/kvm: LME, NXE and reserved bit 2 are accepted on a vCPU
+   * with no CPUID). Returns why the state is invalid.
    */
   private invalidSregs(sregs: Sregs): string | undefined {
     const { cr0, cr3, cr4, efer } = sregs;
@@ -307,21 +338,11 @@ export class SimVcpu implements VcpuCore {
       return 'CS.L (a 64-bit code segment) needs long mode with paging (EFER.LME and CR0.PG)';
     const cr4Reserved = cr4 & ~CR4_KNOWN;
     if (cr4Reserved !== 0n) return `CR4 ${hex(cr4)} sets reserved bits ${hex(cr4Reserved)}`;
-    for (const [bit, name, leaf, reg, fbit] of CR4_FEATURE_BITS) {
-      if ((cr4 & (1n << BigInt(bit))) === 0n) continue;
-      const e = findCpuid(this.cpuid, leaf, 0);
-      if (e === undefined || ((e[reg] >>> fbit) & 1) === 0)
-        return `CR4 ${hex(cr4)} sets ${name} (bit ${bit}) but the vCPU's CPUID.0x${leaf.toString(16)}.${reg.toUpperCase()}[${fbit}] is 0`;
-    }
+    const feature = this.cr4FeatureProblem(cr4);
+    if (feature !== undefined) return feature;
     if (cr0 >> 32n !== 0n) return `CR0 ${hex(cr0)} sets bits 63:32`;
     if ((cr0 & CR.CR0_NW) !== 0n && (cr0 & CR.CR0_CD) === 0n) return `CR0 ${hex(cr0)} sets NW without CD`;
     if ((cr0 & CR.CR0_PG) !== 0n && (cr0 & CR.CR0_PE) === 0n) return `CR0 ${hex(cr0)} sets PG without PE`;
-    if ((efer & ~EFER_VALID) !== 0n) return `EFER ${hex(efer)} has reserved bits ${hex(efer & ~EFER_VALID)}`;
-    const ext = findCpuid(this.cpuid, 0x8000_0001, 0);
-    if ((efer & (CR.EFER_LME | CR.EFER_LMA)) !== 0n && ((ext?.edx ?? 0) & (1 << 29)) === 0)
-      return `EFER ${hex(efer)} sets LME/LMA but the vCPU's CPUID.0x80000001.EDX.LM[29] is 0`;
-    if ((efer & CR.EFER_NXE) !== 0n && ((ext?.edx ?? 0) & (1 << 20)) === 0)
-      return `EFER ${hex(efer)} sets NXE but the vCPU's CPUID.0x80000001.EDX.NX[20] is 0`;
     return undefined;
   }
 
@@ -404,6 +425,7 @@ export class SimVcpu implements VcpuCore {
     if (this.hasRun && !sameCpuid(copy, this.cpuid))
       throw new KvmError('EINVAL', op, 'CPUID cannot change after the vCPU has run');
     this.cpuid = copy;
+    this.cpuidSet = true;
   }
 
   getCpuid(): CpuidEntry[] {

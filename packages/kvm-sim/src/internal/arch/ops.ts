@@ -274,6 +274,15 @@ export interface ArchOps {
   tagBit?(vm: ArchVm): number | undefined;
   /** A protected guest's view of an event that would exit: an exception to raise, or undefined to proceed. */
   intercept?(cpu: ArchCpu, event: InterceptEvent): ArchException | undefined;
+  /**
+   * A guest CPUID the arch answers without KVM (a TD's leaves the TDX module virtualizes, from the
+   * TD's CPUID configuration); undefined = KVM's answer from the vCPU's table (kvm_cpuid()).
+   */
+  guestCpuid?(
+    cpu: ArchCpu,
+    leaf: number,
+    subleaf: number,
+  ): { eax: number; ebx: number; ecx: number; edx: number } | undefined;
   /** RDMSR of an MSR the arch owns (e.g. 0xC0010131 SEV status); undefined = not owned here. */
   readMsr?(vcpu: ArchVcpu, msr: number): bigint | undefined;
   /** WRMSR of an MSR the arch owns (e.g. the GHCB MSR); false = not owned here. */

@@ -108,6 +108,8 @@ export function snpVm(
 /** vCPU `id` with 64-bit paging on the SNP VM's page tables, entering `program`. */
 export function snpVcpu(s: SnpVm, program: GuestProgram, id = s.vm.vcpus.length): Vcpu {
   const v = s.vm.createVcpu(id);
+  // vm_vcpu_add() -> vcpu_init_cpuid(): a new vCPU has no CPUID until the VMM sets one.
+  v.setCpuid(s.kvm.getSupportedCpuid());
   v.setSregs({
     cr0: CR.CR0_PE | CR.CR0_PG | CR.CR0_WP,
     cr2: 0n,

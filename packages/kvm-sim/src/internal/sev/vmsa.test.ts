@@ -325,6 +325,8 @@ function simEsVm(kvm: Kvm, sevFd: number, sregs: Sregs): { vm: Vm; handle: numbe
   vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x1000n, userspace: mem });
   sevCmd(vm, sevFd, SEV_CMD.ES_INIT);
   const v = vm.createVcpu(0);
+  // vm_vcpu_add() -> vcpu_init_cpuid(): long-mode sregs need CPUID LM (a new vCPU has no CPUID).
+  v.setCpuid(kvm.getSupportedCpuid());
   v.setSregs(sregs);
   const start = { handle: 0, policy: POLICY.ES };
   sevCmd(vm, sevFd, SEV_CMD.LAUNCH_START, start);
@@ -378,6 +380,8 @@ describe('the simulator: KVM_SET_SREGS → LAUNCH_UPDATE_VMSA → MOVE', () => {
     vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x1000n, userspace: mem });
     sevCmd(vm, sevFd, SEV_CMD.ES_INIT);
     const v = vm.createVcpu(0);
+    // vm_vcpu_add() -> vcpu_init_cpuid(): XCR0 beyond x87 needs CPUID leaf 0xD (a new vCPU has no CPUID).
+    v.setCpuid(kvm.getSupportedCpuid());
     v.setMsr(0xc0000082, 0xffff_ffff_8100_0000n); // LSTAR
     v.setMsr(0x175, 0xffff_c900_0000_0000n); // SYSENTER_ESP
     v.setMsr(0x277, 0x0007_0406_0007_0406n); // PAT

@@ -283,6 +283,8 @@ describe('SEV guests through the simulator API', () => {
 
   function vcpuOf(vm: Vm, cr3: bigint, program: Parameters<ReturnType<Vm['createVcpu']>['setEntry']>[0]) {
     const v = vm.createVcpu(vm.vcpus.length);
+    // vm_vcpu_add() -> vcpu_init_cpuid(): long-mode sregs need CPUID LM (a new vCPU has no CPUID).
+    v.setCpuid(vm.kvm.getSupportedCpuid());
     v.setSregs({
       cr0: CR.CR0_PE | CR.CR0_PG | CR.CR0_WP,
       cr2: 0n,
@@ -402,8 +404,9 @@ describe('SEV guests through the simulator API', () => {
       memorySize: BigInt(mem.length),
       userspace: mem,
     });
-    // Plain SEV: the VMM carries the registers itself (KVM_GET/SET_SREGS).
+    // Plain SEV: the VMM carries the CPUID and the registers itself (KVM_GET/SET_CPUID2, KVM_GET/SET_SREGS).
     const dv = dst.createVcpu(0);
+    dv.setCpuid(vm.vcpus[0]!.getCpuid());
     dv.setSregs(vm.vcpus[0]!.getSregs());
     expect(move(dst, vm)).toBeUndefined();
     expect(await dv.run()).toMatchObject({ reason: 'io', port: 0x80 });

@@ -34,6 +34,7 @@ import {
   initVcpu,
   initVm,
   launchTd,
+  tdVcpuAdd,
   tdxCmd,
 } from './harness.test-support.js';
 import { tdxReport, tdxVcpuReport } from './report.js';
@@ -51,7 +52,7 @@ function td(gpaw = 48) {
 /** A TD with one initialized vCPU and a PRIVATE guest_memfd slot of `pages` pages at GPA 0. */
 function tdWithSlot(pages = 4) {
   const { kvm, vm } = td();
-  const vcpu = vm.createVcpu(0);
+  const vcpu = tdVcpuAdd(vm, 0);
   initVcpu(vcpu);
   const shared = new Uint8Array(pages * 4096);
   addPrivateSlot(vm, 0, 0n, shared);
@@ -290,16 +291,32 @@ describe('KVM_MEMORY_ENCRYPT_OP on the vCPU fd (tdx_vcpu_ioctl, arch/x86/kvm/vmx
 describe('KVM_TDX_INIT_VCPU (tdx_vcpu_init, arch/x86/kvm/vmx/tdx.c)', () => {
   it('flags other than 0 are EINVAL; a second INIT_VCPU is EINVAL', () => {
     const { vm } = td();
-    const vcpu = vm.createVcpu(0);
+    const vcpu = tdVcpuAdd(vm, 0);
     expect(tryKvm(() => vcpu.memEncryptOp(tdxCmd(TDX_CMD.INIT_VCPU, 0n, 1)))).toBe('EINVAL');
     initVcpu(vcpu);
     expect(tryKvm(() => initVcpu(vcpu))).toBe('EINVAL');
   });
 
+  // tdx_vcpu_init() -> kvm_apic_set_base(X2APIC_ENABLE): reserved unless the vCPU's CPUID has x2APIC.
+  it('a vCPU whose CPUID lacks x2APIC (a new vCPU has none) is EINVAL and stays uninitialized; with it, INIT_VCPU succeeds', () => {
+    const { vm } = td();
+    const vcpu = vm.createVcpu(0);
+    expect(vcpu.getCpuid()).toEqual([]);
+    expect(tryKvm(() => initVcpu(vcpu))).toBe('EINVAL');
+    const data: TdxGetCpuidData = { nent: 256, cpuid: [] };
+    vcpu.memEncryptOp(tdxCmd(TDX_CMD.GET_CPUID, data));
+    const leaf1 = data.cpuid.find((e) => e.function === 1)!;
+    expect(leaf1.ecx & (1 << 21)).toBe(1 << 21);
+    vcpu.setCpuid(data.cpuid.map((e) => (e.function === 1 ? { ...e, ecx: (e.ecx & ~(1 << 21)) >>> 0 } : e)));
+    expect(tryKvm(() => initVcpu(vcpu))).toBe('EINVAL');
+    vcpu.setCpuid(data.cpuid);
+    expect(tryKvm(() => initVcpu(vcpu))).toBeUndefined();
+  });
+
   it('data becomes the initial RCX, vCPUs are numbered in INIT order, and the APIC is in x2APIC mode', () => {
     const { vm } = td();
-    const a = vm.createVcpu(3);
-    const b = vm.createVcpu(0);
+    const a = tdVcpuAdd(vm, 3);
+    const b = tdVcpuAdd(vm, 0);
     initVcpu(b, 0x1234n);
     initVcpu(a, 7n);
     expect(tdxVcpuReport(b)).toEqual({ initialized: true, index: 0, initialRcx: 0x1234n });
@@ -434,8 +451,8 @@ describe('KVM_TDX_FINALIZE_VM (tdx_td_finalize, arch/x86/kvm/vmx/tdx.c)', () => 
 describe('KVM_RUN and registers of a TD vCPU (tdx_vcpu_pre_run, guest_state_protected; arch/x86/kvm/vmx/tdx.c)', () => {
   it('KVM_RUN before FINALIZE is EINVAL; on a vCPU never initialized it is EINVAL', async () => {
     const { vm } = td();
-    const a = vm.createVcpu(0);
-    const b = vm.createVcpu(1);
+    const a = tdVcpuAdd(vm, 0);
+    const b = tdVcpuAdd(vm, 1);
     initVcpu(a);
     a.setEntry(async () => {});
     await expect(a.run()).rejects.toMatchObject({ code: 'EINVAL' });

@@ -35,7 +35,7 @@ import {
 import { LazyMrtd } from './measure.js';
 import { allocKeyId, type TdxVcpuState, type TdxVmState, takeKeyId, tdOf, tdVcpuOf } from './state.js';
 import { fail, hostAddr, readCpuidEntry, UserStruct } from './uaccess.js';
-import { gmemLocation, vcpuRegs, vcpuSregs } from './views.js';
+import { gmemLocation, vcpuCpuidTable, vcpuRegs, vcpuSregs } from './views.js';
 
 const OP = 'KVM_MEMORY_ENCRYPT_OP';
 const PAGE = 4096n;
@@ -283,6 +283,15 @@ function tdxInitVcpu(vcpu: ArchVcpu, td: TdxVmState, tv: TdxVcpuState, c: CmdCop
   const op = 'KVM_TDX_INIT_VCPU';
   if (c.flags !== 0) fail('EINVAL', op, `flags ${hex(c.flags)} must be 0`);
   if (tv.state !== TD_VCPU_STATE.UNINITIALIZED) fail('EINVAL', op, `vCPU ${vcpu.id} is already initialized`);
+  // tdx_vcpu_init(): TDX needs x2APIC; kvm_apic_set_base() refuses X2APIC_ENABLE (a reserved bit)
+  // unless the vCPU's CPUID, set by the VMM with KVM_SET_CPUID2, has CPUID.1:ECX.x2APIC[21].
+  const table = vcpuCpuidTable(vcpu);
+  if (table !== undefined && ((findCpuid(table, 1, 0)?.ecx ?? 0) & (1 << 21)) === 0)
+    fail(
+      'EINVAL',
+      op,
+      `vCPU ${vcpu.id}'s CPUID.1:ECX.x2APIC[21] is 0 (set a CPUID with x2APIC through KVM_SET_CPUID2 first)`,
+    );
   let rcx: bigint;
   if (data === undefined || data === null) rcx = 0n;
   else if (typeof data === 'bigint' && data >= 0n && data <= U64) rcx = data;

@@ -13,6 +13,7 @@ import {
 import {
   CAP,
   CR,
+  type CpuidEntry,
   type Exit,
   type GuestProgram,
   KVM_HC,
@@ -32,6 +33,7 @@ import {
   initMemRegion,
   initVcpu,
   initVm,
+  tdVcpuAdd,
 } from './harness.test-support.js';
 import { tdxSetEventPending } from './report.js';
 
@@ -46,12 +48,14 @@ const PENDING_GPA = 0x20_0000n;
 const VMCALL = BigInt(TDCALL_LEAF.VP_VMCALL);
 
 /** A finalized GPAW-48 TD running `program` with paging on: page tables and data in measured private memory. */
-function bootTd(program: GuestProgram, attributes = 0n) {
+function bootTd(program: GuestProgram, attributes = 0n, opts: { kvmCpuid?: CpuidEntry[] } = {}) {
   const kvm = createSimKvm();
   const vm = createTdVm(kvm);
   vm.enableCap(CAP.SPLIT_IRQCHIP, [24]);
   initVm(vm, 48, attributes);
-  const vcpu = vm.createVcpu(0);
+  // kvmCpuid: the vCPU's KVM CPUID table (KVM_SET_CPUID2) instead of the TD's from KVM_TDX_GET_CPUID.
+  const vcpu = opts.kvmCpuid === undefined ? tdVcpuAdd(vm, 0) : vm.createVcpu(0);
+  if (opts.kvmCpuid !== undefined) vcpu.setCpuid(opts.kvmCpuid);
   initVcpu(vcpu);
   // Slot 0: 64 private pages at GPA 0 whose initial contents (page tables, data) come from `image`.
   const image = new Uint8Array(64 * 4096);
@@ -460,6 +464,35 @@ describe('TDG.VP.VMCALL (handle_tdvmcall and friends, arch/x86/kvm/vmx/tdx.c)', 
       TDVMCALL_STATUS.INVALID_OPERAND,
       TDVMCALL_STATUS.INVALID_OPERAND,
       TDVMCALL_STATUS.SUCCESS,
+    ]);
+  });
+
+  // The TDX module answers the leaves it virtualizes from the TD's CPUID configuration
+  // (KVM_TDX_INIT_VM); KVM's table (KVM_SET_CPUID2) answers only the TDVMCALL
+  // (tdx_emulate_cpuid() -> kvm_cpuid(), zeros for a leaf it lacks). Here KVM's table is leaf 1 alone
+  // (x2APIC, which KVM_TDX_INIT_VCPU needs).
+  it('the TD reads CPUID.0 from its configuration; TDVMCALL<CPUID> reads the vCPU KVM table, zeros where it has no entry', async () => {
+    let leaf0 = -1;
+    let ext0 = -1;
+    const r: TdcallRegs[] = [];
+    const x2apicOnly = [{ function: 1, index: 0, flags: 0, eax: 0, ebx: 0, ecx: 1 << 21, edx: 0 }];
+    const { vcpu } = bootTd(
+      async (g) => {
+        leaf0 = g.cpuid(0).eax;
+        ext0 = g.cpuid(0x8000_0000).eax;
+        r.push(await g.tdcall(VMCALL, { r10: 0n, r11: 10n, r12: 0n, r13: 0n }));
+        r.push(await g.tdcall(VMCALL, { r10: 0n, r11: 10n, r12: 1n, r13: 0n }));
+      },
+      0n,
+      { kvmCpuid: x2apicOnly },
+    );
+    await runAll(vcpu);
+    expect(leaf0).toBeGreaterThan(0);
+    expect(ext0).toBeGreaterThanOrEqual(0x8000_0008);
+    expect(r.map((x) => x.r10)).toEqual([TDVMCALL_STATUS.SUCCESS, TDVMCALL_STATUS.SUCCESS]);
+    expect(r.map((x) => [x.r12, x.r13, x.r14, x.r15])).toEqual([
+      [0n, 0n, 0n, 0n],
+      [0n, 0n, 1n << 21n, 0n],
     ]);
   });
 

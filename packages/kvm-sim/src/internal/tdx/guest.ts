@@ -10,6 +10,8 @@ import {
   TDVMCALL_SUBFUNCTION,
 } from '@kvmtest/coco';
 import {
+  type CpuidEntry,
+  findCpuid,
   type HypercallExit,
   type IoExit,
   KVM_HC,
@@ -28,7 +30,7 @@ import type {
   InterceptEvent,
   MemAccess,
 } from '../arch/ops.js';
-import { isPrivateGpa } from './commands.js';
+import { isPrivateGpa, tdCpuid } from './commands.js';
 import {
   EPT_VIOLATION_QUAL,
   KVM_HC_RET,
@@ -144,6 +146,34 @@ function ve(tv: TdxVcpuState, info: VeInfo, what: string): ArchException {
 }
 
 /**
+ * The TD's CPUID as the TDX module virtualizes it (the INIT_VM configuration over the host's
+ * leaves), when `leaf` is one the module answers itself: basic leaves up to the TD's CPUID.0.EAX,
+ * extended ones up to its CPUID.0x80000000.EAX. undefined = the leaf #VEs. The vCPU's KVM table
+ * (KVM_SET_CPUID2) plays no part here: it only answers the guest's TDG.VP.VMCALL<Instruction.CPUID>.
+ */
+function tdNativeCpuid(t: TdxVmState, vm: ArchVm, leaf: number): readonly CpuidEntry[] | undefined {
+  const table = tdCpuid(vm, t);
+  const maxBasic = (findCpuid(table, 0, 0)?.eax ?? 0) >>> 0;
+  const maxExt = (findCpuid(table, 0x8000_0000, 0)?.eax ?? 0) >>> 0;
+  const native = leaf < 0x4000_0000 ? leaf <= maxBasic : leaf >= 0x8000_0000 && leaf <= maxExt;
+  return native ? table : undefined;
+}
+
+/** ArchOps.guestCpuid for a TD: a leaf the TDX module virtualizes reads the TD's CPUID configuration. */
+export function tdxGuestCpuid(
+  cpu: ArchCpu,
+  leaf: number,
+  subleaf: number,
+): { eax: number; ebx: number; ecx: number; edx: number } | undefined {
+  const t = tdOf(cpu.vcpu.vm);
+  if (t === undefined) return undefined;
+  const table = tdNativeCpuid(t, cpu.vcpu.vm, leaf >>> 0);
+  if (table === undefined) return undefined;
+  const e = findCpuid(table, leaf >>> 0, subleaf >>> 0);
+  return e === undefined ? { eax: 0, ebx: 0, ecx: 0, edx: 0 } : e;
+}
+
+/**
  * Instructions a TD cannot let the VMM see raise #VE (vector 20) with the VMX exit reason and
  * qualification in the VE_INFO that TDG.VP.VEINFO.GET returns (guest side: arch/x86/coco/tdx/tdx.c: virt_exception_kernel(); Linux
  * arch/x86/coco/tdx/tdx.c virt_exception_kernel). VMCALL is not one of them: it is #UD in a TD.
@@ -172,12 +202,10 @@ export function tdxIntercept(cpu: ArchCpu, ev: InterceptEvent): ArchException | 
       return ve(tv, info, `${ev.in ? 'IN' : 'OUT'} port ${hex(ev.port)} size ${ev.size}`);
     }
     case 'cpuid': {
-      // The module answers the leaves it virtualizes; the hypervisor range and leaves past the maximum #VE.
-      const maxBasic = vcpuCpuid(cpu, 0, 0).eax >>> 0;
-      const maxExt = vcpuCpuid(cpu, 0x8000_0000, 0).eax >>> 0;
+      // The module answers the leaves it virtualizes (tdxGuestCpuid); the hypervisor range and leaves
+      // past the TD's maximum #VE, and the guest asks KVM (tdx_emulate_cpuid).
+      if (tdNativeCpuid(t, cpu.vcpu.vm, ev.leaf >>> 0) !== undefined) return undefined;
       const leaf = ev.leaf >>> 0;
-      const native = leaf < 0x4000_0000 ? leaf <= maxBasic : leaf >= 0x8000_0000 && leaf <= maxExt;
-      if (native) return undefined;
       const info = {
         exitReason: VMX_EXIT_REASON.CPUID,
         exitQualification: 0n,

@@ -20,6 +20,7 @@ import {
 import { SimKvm } from '../kvm.js';
 import { SimVm } from '../vm.js';
 import { tdxArchOps } from './ops.js';
+import type { TdxGetCpuidData } from './commands.js';
 
 /** A `tdx` VM of `kvm`: KVM_CREATE_VM when the host advertises TDX, else the TDX ops installed directly (before wiring). */
 export function createTdVm(kvm: Kvm): Vm {
@@ -51,6 +52,18 @@ export function capabilities(vm: Vm): TdxCapabilitiesData {
 export function initVm(vm: Vm, gpaw = 48, attributes = 0n): void {
   const data: TdxInitVmData = { attributes, xfam: 0n, cpuid: gpawCpuid(gpaw) };
   vm.memEncryptOp(tdxCmd(TDX_CMD.INIT_VM, data));
+}
+
+/**
+ * vm_vcpu_add for a TD, as the kit does it: KVM_CREATE_VCPU, then KVM_TDX_GET_CPUID -> KVM_SET_CPUID2
+ * (a new vCPU has no CPUID: arch/x86/kvm/x86.c: kvm_arch_vcpu_create()). KVM_TDX_INIT_VCPU stays the caller's.
+ */
+export function tdVcpuAdd(vm: Vm, id: number): Vcpu {
+  const vcpu = vm.createVcpu(id);
+  const data: TdxGetCpuidData = { nent: 256, cpuid: [] };
+  vcpu.memEncryptOp(tdxCmd(TDX_CMD.GET_CPUID, data));
+  vcpu.setCpuid(data.cpuid);
+  return vcpu;
 }
 
 /** KVM_TDX_INIT_VCPU. */
@@ -119,7 +132,7 @@ export function launchTd(
   capabilities(vm);
   vm.enableCap(CAP.SPLIT_IRQCHIP, [24]);
   initVm(vm, gpaw);
-  const vcpu = vm.createVcpu(0);
+  const vcpu = tdVcpuAdd(vm, 0);
   initVcpu(vcpu);
   const gmemFd = addPrivateSlot(vm, 0, gpa, shared);
   vm.setMemoryAttributes({ address: gpa, size: BigInt(image.length), attributes: MEMORY_ATTRIBUTE.PRIVATE });

@@ -22,6 +22,7 @@ import {
   finalize,
   initMemRegion,
   initVcpu,
+  tdVcpuAdd,
   tdxCmd,
 } from './harness.test-support.js';
 import { keyIdPool } from './state.js';
@@ -148,7 +149,7 @@ async function apply(vm: Vm, vcpus: Map<number, Vcpu>, s: Step): Promise<Errno |
       );
     case 'createVcpu':
       return tryKvm(() => {
-        const c = vm.createVcpu(s.id);
+        const c = tdVcpuAdd(vm, s.id);
         c.setEntry(async (g) => {
           await g.tdcall(
             BigInt(TDCALL_LEAF.VP_VMCALL),

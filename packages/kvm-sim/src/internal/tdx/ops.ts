@@ -7,7 +7,7 @@ import type { ArchOps, ArchVcpu, ArchVm } from '../arch/ops.js';
 import type { ResolvedConfig } from '../config.js';
 import { tdxVcpuIoctl, tdxVmIoctl } from './commands.js';
 import { MSR_APIC_BASE, TD_STATE, TD_VCPU_STATE } from './constants.js';
-import { tdxClassifyAccess, tdxIntercept, tdxTdcall } from './guest.js';
+import { tdxClassifyAccess, tdxGuestCpuid, tdxIntercept, tdxTdcall } from './guest.js';
 import { freeKeyId, newTdxVcpuState, newTdxVmState, tagState, tdOf, tdVcpuOf } from './state.js';
 import { splitIrqchip } from './views.js';
 
@@ -128,6 +128,7 @@ export function tdxArchOps(cfg: ResolvedConfig): ArchOps {
       return gpaw === undefined ? undefined : gpaw - 1;
     },
     intercept: tdxIntercept,
+    guestCpuid: tdxGuestCpuid,
     tdcall: tdxTdcall,
   };
 }

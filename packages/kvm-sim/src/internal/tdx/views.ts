@@ -69,6 +69,12 @@ interface VcpuCpuidTable extends ArchVcpu {
   readonly cpuid?: readonly CpuidEntry[];
 }
 
+/** The vCPU's KVM CPUID table (KVM_SET_CPUID2), when the core exposes it. */
+export function vcpuCpuidTable(vcpu: ArchVcpu): readonly CpuidEntry[] | undefined {
+  const table = (vcpu as VcpuCpuidTable).cpuid;
+  return Array.isArray(table) ? table : undefined;
+}
+
 let inFallback = false;
 
 /**
