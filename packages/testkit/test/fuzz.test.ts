@@ -165,7 +165,11 @@ it('rejects every bad argument of every public function with a typed error and c
             good: fc.constantFrom(undefined, 1, 512),
             bad: (v: unknown) => v !== undefined && K.int(1, 512).bad(v),
           },
-          K.int(0, 512),
+          // nrVcpus defaults to 0, so undefined is as good as a number here.
+          {
+            good: fc.constantFrom(undefined, 0, 1, 512),
+            bad: (v: unknown) => v !== undefined && K.int(0, 512).bad(v),
+          },
         ],
         call: (_s, [a, b]) => ucallPagesRequired(a as number, b as number),
       },
