@@ -2,8 +2,8 @@
 // limits, which features exist) and build the SimConfig that answers the same, starting from the
 // closest preset. Used by the sim-vs-linux comparison so that differences are real ones.
 
-import { VM_TYPE_NUMBER, VM_TYPES, type VmType } from '@kvmtest/coco';
-import { CAP, type Kvm } from '@kvmtest/kvm';
+import { cpuidHas, VM_TYPE_NUMBER, VM_TYPES, type VmType, X86_FEATURE } from '@kvmtest/coco';
+import { CAP, type CpuidEntry, type Kvm } from '@kvmtest/kvm';
 import { resolveConfig, type SimConfig, type SimHostPreset, simHostPreset } from './config.js';
 
 /** KVM_CAP_X86_SMM (include/uapi/linux/kvm.h). */
@@ -25,8 +25,8 @@ export interface SimHostHints {
   pvm?: boolean;
 }
 
-function cpuidVendor(kvm: Kvm): 'amd' | 'intel' | undefined {
-  const leaf0 = kvm.getSupportedCpuid().find((e) => e.function === 0);
+function cpuidVendor(cpuid: readonly CpuidEntry[]): 'amd' | 'intel' | undefined {
+  const leaf0 = cpuid.find((e) => e.function === 0);
   if (leaf0 === undefined) return undefined;
   const bytes = new Uint8Array(new Uint32Array([leaf0.ebx, leaf0.edx, leaf0.ecx]).buffer);
   const s = new TextDecoder().decode(bytes);
@@ -38,7 +38,8 @@ function cpuidVendor(kvm: Kvm): 'amd' | 'intel' | undefined {
  * NR_MEMSLOTS, GUEST_MEMFD, MEMORY_ATTRIBUTES, X86_SMM) and returns the SimConfig answering the same.
  */
 export function simHostMatching(kvm: Kvm, hints: SimHostHints = {}): SimHostMatch {
-  const vendor = cpuidVendor(kvm) ?? 'intel';
+  const cpuid = kvm.getSupportedCpuid();
+  const vendor = cpuidVendor(cpuid) ?? 'intel';
   const typesMask = kvm.checkExtension(CAP.VM_TYPES);
   // KVM_CAP_VM_TYPES is 0 on kernels before it existed: DEFAULT only.
   const vmTypes: VmType[] =
@@ -48,15 +49,14 @@ export function simHostMatching(kvm: Kvm, hints: SimHostHints = {}): SimHostMatc
     memoryAttributes: kvm.checkExtension(CAP.MEMORY_ATTRIBUTES) > 0,
     smm: kvm.checkExtension(CAP_X86_SMM) > 0,
     tdp: hints.pvm !== true,
-    // CPUID.(EAX=7,ECX=0):ECX bit 16: the host offers 5-level paging to guests.
-    la57:
-      ((kvm.getSupportedCpuid().find((e) => e.function === 7 && e.index === 0)?.ecx ?? 0) & (1 << 16)) !== 0,
+    // The host offers 5-level paging to guests.
+    la57: cpuidHas(cpuid, X86_FEATURE.LA57),
   };
   const preset: SimHostPreset = hints.pvm ? 'pvm' : vendor === 'amd' ? 'mainline-amd' : 'mainline-intel';
   const base = resolveConfig(simHostPreset(preset));
   const notes: string[] = [];
   // CPUID 0x80000008 EAX[7:0]: MAXPHYADDR, which bounds memslot GPAs with TDP (kvm_mmu_max_gfn()).
-  const leaf = kvm.getSupportedCpuid().find((e) => e.function === 0x80000008);
+  const leaf = cpuid.find((e) => e.function === 0x80000008);
   const maxPhysAddr = leaf === undefined ? undefined : leaf.eax & 0xff;
   const cpu = maxPhysAddr !== undefined && maxPhysAddr >= 32 && maxPhysAddr <= 52 ? { maxPhysAddr } : {};
   if (cpu.maxPhysAddr !== undefined && cpu.maxPhysAddr !== base.maxPhysAddr)

@@ -10,6 +10,7 @@
 // drained: a guest that has not exited or yielded by then is waiting on something that is not a
 // guest exit) and the run ends with internal-error.
 
+import { cpuidHas, X86_FEATURE } from '@kvmtest/coco';
 import {
   argSregsInput,
   CPUID_FLAG_SIGNIFICANT_INDEX,
@@ -447,8 +448,8 @@ export class SimVcpu implements VcpuCore {
    * (is_noncanonical_msr_address(): 57 address bits when the vCPU's CPUID has LA57, else 48).
    */
   private canonicalForMsr(value: bigint): boolean {
-    const la57 = ((findCpuid(this.cpuid, 7, 0)?.ecx ?? 0) & (1 << 16)) !== 0;
-    return BigInt.asUintN(64, BigInt.asIntN(la57 ? 57 : 48, value)) === value;
+    const bits = cpuidHas(this.cpuid, X86_FEATURE.LA57) ? 57 : 48;
+    return BigInt.asUintN(64, BigInt.asIntN(bits, value)) === value;
   }
 
   /** Writes the MSR file; false when the MSR is not modelled or the value is invalid for it. */

@@ -4,7 +4,7 @@
 // the one exception is the kernel's own: INIT_MEM_REGION writes back the pages it did add before a
 // later page failed.
 
-import { hex, tdxSharedBit, tdxSharedMask } from '@kvmtest/coco';
+import { cpuidHas, hex, tdxSharedBit, tdxSharedMask, X86_FEATURE } from '@kvmtest/coco';
 import {
   type CpuidEntry,
   findCpuid,
@@ -286,7 +286,7 @@ function tdxInitVcpu(vcpu: ArchVcpu, td: TdxVmState, tv: TdxVcpuState, c: CmdCop
   // tdx_vcpu_init(): TDX needs x2APIC; kvm_apic_set_base() refuses X2APIC_ENABLE (a reserved bit)
   // unless the vCPU's CPUID, set by the VMM with KVM_SET_CPUID2, has CPUID.1:ECX.x2APIC[21].
   const table = vcpuCpuidTable(vcpu);
-  if (table !== undefined && ((findCpuid(table, 1, 0)?.ecx ?? 0) & (1 << 21)) === 0)
+  if (table !== undefined && !cpuidHas(table, X86_FEATURE.X2APIC))
     fail(
       'EINVAL',
       op,
