@@ -94,6 +94,7 @@ async function watch() {
 function base(url) {
   return String(url).split('?')[0].split('#')[0].split('/').pop();
 }
+const { SourceMap } = require('node:module');
 const maps = new Map();
 function sourceMap(script) {
   if (!script.sourceMapURL) return undefined;
@@ -111,53 +112,20 @@ function sourceMap(script) {
       const file = u.startsWith('file:') ? fileURLToPath(u) : path.resolve(path.dirname(from), u);
       map = JSON.parse(require('node:fs').readFileSync(file, 'utf8'));
     }
-  } catch {}
+    map = new SourceMap(map);
+  } catch {
+    map = undefined;
+  }
   maps.set(script.scriptId, map);
   return map;
-}
-const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-function vlq(segment) {
-  const out = [];
-  let value = 0;
-  let shift = 0;
-  for (const ch of segment) {
-    const d = B64.indexOf(ch);
-    value += (d & 31) * 2 ** shift;
-    if (d & 32) shift += 5;
-    else {
-      out.push(value % 2 ? -Math.floor(value / 2) : value / 2);
-      value = 0;
-      shift = 0;
-    }
-  }
-  return out;
 }
 function place(script, loc) {
   const line = loc.lineNumber;
   const col = loc.columnNumber || 0;
-  const map = sourceMap(script);
-  if (map && typeof map.mappings === 'string') {
-    const lines = map.mappings.split(';');
-    let src = 0;
-    let srcLine = 0;
-    let srcCol = 0;
-    let best;
-    for (let l = 0; l <= line && l < lines.length; l++) {
-      let genCol = 0;
-      for (const seg of lines[l].split(',')) {
-        if (seg === '') continue;
-        const v = vlq(seg);
-        genCol += v[0];
-        if (v.length < 4) continue;
-        src += v[1];
-        srcLine += v[2];
-        srcCol += v[3];
-        if (l === line && genCol <= col) best = [src, srcLine, srcCol];
-      }
-    }
-    if (best && map.sources && map.sources[best[0]] !== undefined)
-      return base(map.sources[best[0]]) + ':' + (best[1] + 1) + ':' + (best[2] + 1);
-  }
+  // node:module's SourceMap decodes the mappings (findEntry: the closest one at or before the column).
+  const entry = sourceMap(script)?.findEntry(line, col);
+  if (entry && entry.originalSource !== undefined)
+    return base(entry.originalSource) + ':' + (entry.originalLine + 1) + ':' + (entry.originalColumn + 1);
   return base(script.url) + ':' + (line + 1) + ':' + (col + 1);
 }
 // Pauses the main thread in the debugger to note where it is stuck (the top frames), then
